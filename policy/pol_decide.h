@@ -1,0 +1,53 @@
+/* The decision: a pure function of (snapshot, request). The live gateway,
+ * re-authorization of live sessions and `certgate explain` all call it. */
+#ifndef POL_DECIDE_H
+#define POL_DECIDE_H
+
+#include <stdbool.h>
+#include <sys/socket.h>
+
+#include "pol_claims.h"
+#include "pol_config.h"
+
+typedef struct pol_request {
+	const char *service;           /* service name */
+	const pol_claims_t *claims;
+	pol_trust_t feed_trust;        /* live trust feed value, POL_TRUST_NONE if none */
+	const struct sockaddr *source; /* client address; NULL = unknown (matches no `sources`) */
+	const char *db_user;           /* postgres mode, else NULL */
+	const char *db_name;           /* postgres mode, else NULL */
+} pol_request_t;
+
+typedef enum {
+	POL_WHY_ALLOWED = 0,
+	POL_WHY_DENY_RULE,     /* a deny rule matched */
+	POL_WHY_DEFAULT_DENY,  /* no allow rule matched */
+	POL_WHY_TRUST,         /* an allow rule failed only on min_trust */
+	POL_WHY_NO_USER,       /* certificate had no user claim */
+} pol_why_t;
+
+typedef struct pol_decision {
+	bool allow;
+	pol_why_t why;
+	const char *rule;          /* deciding rule's name (in the snapshot) or "default-deny" */
+	pol_trust_t effective_trust;
+	char reason[192];          /* one line for audit and errors */
+} pol_decision_t;
+
+/* Called for each rule considered, in policy order (explain). why_not is
+ * NULL when the rule matched, else the first condition that failed, e.g.
+ * "groups: none of [dba]". */
+typedef void (*pol_trace_fn)(void *arg, const pol_rule_t *rule, const char *why_not);
+
+/* Deny overrides: any matching deny rule refuses; otherwise the first
+ * matching allow rule admits; otherwise default-deny. A request without a
+ * user claim is refused (rule "default-deny", why POL_WHY_NO_USER). trace may
+ * be NULL. Reasons:
+ *   "denied by rule NAME"
+ *   "device trust LOW is below min_trust HIGH of rule NAME"
+ *   "no rule allows user U on service S"
+ *   "certificate has no user claim" */
+void pol_decide(const pol_snapshot_t *snap, const pol_request_t *req, pol_decision_t *out,
+                pol_trace_fn trace, void *trace_arg);
+
+#endif
