@@ -1,0 +1,524 @@
+/* cg_json: JSON documents that remember where each value came from.
+ *
+ * Data flow: the raw text is kept in the document (for hashing and for the
+ * scan); jansson parses it with duplicate keys rejected, and a syntax error
+ * becomes "name:line:col: message". Once jansson has accepted the text, a
+ * small recursive scanner walks the same bytes and records, for every value,
+ * its path ("services[1].upstream") and the 1-based line:column of its first
+ * character. Validators then report errors at the exact place in the file.
+ *
+ * Columns count characters the way jansson does (UTF-8 continuation bytes do
+ * not advance the column; a tab is one column), so positions from jansson
+ * errors and from the scan agree. The scanner only ever sees text jansson
+ * accepted, but it still checks bounds and gives up quietly on anything
+ * unexpected: a missing position degrades to "name", never to a crash.
+ *
+ * Recursion depth is bounded by jansson's own nesting limit
+ * (JSON_PARSER_MAX_DEPTH, 2048), which the text has already passed. */
+#include "cg_json.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cg_strmap.h"
+
+#define MAX_DOC_BYTES (16u * 1024 * 1024)
+
+struct position {
+	unsigned line;
+	unsigned col;
+};
+
+struct cg_jdoc {
+	char *name;
+	char *text; /* NUL-terminated copy of the parsed bytes */
+	size_t len;
+	json_t *root;
+	/* path -> (index into positions) + 1, stored in the pointer */
+	cg_strmap_t *paths;
+	struct position *positions;
+	size_t n_positions;
+	size_t cap_positions;
+};
+
+/* Allocation failure while building a document is fatal: a loader that
+ * silently lost positions or paths could only report worse errors, and the
+ * process cannot do anything useful without memory at config-load time. */
+static void *xrealloc(void *p, size_t size)
+{
+	void *q = realloc(p, size);
+	if (!q)
+		abort();
+	return q;
+}
+
+static char *xstrdup(const char *s)
+{
+	char *copy = strdup(s);
+	if (!copy)
+		abort();
+	return copy;
+}
+
+/* ---- growable byte buffer, for paths and decoded keys ---- */
+
+struct buf {
+	char *data;
+	size_t len;
+	size_t cap;
+};
+
+static void buf_reserve(struct buf *b, size_t extra)
+{
+	if (b->len + extra + 1 <= b->cap)
+		return;
+	size_t cap = b->cap ? b->cap : 64;
+	while (cap < b->len + extra + 1)
+		cap *= 2;
+	b->data = xrealloc(b->data, cap);
+	b->cap = cap;
+}
+
+static void buf_append(struct buf *b, const char *s, size_t n)
+{
+	buf_reserve(b, n);
+	memcpy(b->data + b->len, s, n);
+	b->len += n;
+	b->data[b->len] = '\0';
+}
+
+static void buf_truncate(struct buf *b, size_t len)
+{
+	b->len = len;
+	if (b->data)
+		b->data[len] = '\0';
+}
+
+/* ---- the position scanner ---- */
+
+struct scan {
+	const char *p;
+	const char *end;
+	unsigned line;
+	unsigned col; /* column of *p */
+	cg_jdoc_t *doc;
+	struct buf path;
+	struct buf key;
+};
+
+static void advance(struct scan *s)
+{
+	unsigned char c = (unsigned char)*s->p++;
+	if (c == '\n') {
+		s->line++;
+		s->col = 1;
+	} else if ((c & 0xC0) != 0x80) {
+		s->col++;
+	}
+}
+
+static bool at(const struct scan *s, char c)
+{
+	return s->p < s->end && *s->p == c;
+}
+
+static void skip_ws(struct scan *s)
+{
+	while (s->p < s->end && (*s->p == ' ' || *s->p == '\t' || *s->p == '\n' || *s->p == '\r'))
+		advance(s);
+}
+
+static void record(struct scan *s, unsigned line, unsigned col)
+{
+	cg_jdoc_t *doc = s->doc;
+	if (doc->n_positions == doc->cap_positions) {
+		doc->cap_positions = doc->cap_positions ? doc->cap_positions * 2 : 64;
+		doc->positions =
+		        xrealloc(doc->positions, doc->cap_positions * sizeof(*doc->positions));
+	}
+	doc->positions[doc->n_positions] = (struct position){line, col};
+	doc->n_positions++;
+	const char *path = s->path.data ? s->path.data : "";
+	cg_strmap_put(doc->paths, path, (void *)(uintptr_t)doc->n_positions);
+}
+
+static int hex4(const char *p)
+{
+	int v = 0;
+	for (int i = 0; i < 4; i++) {
+		char c = p[i];
+		v <<= 4;
+		if (c >= '0' && c <= '9')
+			v |= c - '0';
+		else if (c >= 'a' && c <= 'f')
+			v |= c - 'a' + 10;
+		else if (c >= 'A' && c <= 'F')
+			v |= c - 'A' + 10;
+		else
+			return -1;
+	}
+	return v;
+}
+
+static void append_utf8(struct buf *b, uint32_t cp)
+{
+	char out[4];
+	size_t n;
+	if (cp < 0x80) {
+		out[0] = (char)cp;
+		n = 1;
+	} else if (cp < 0x800) {
+		out[0] = (char)(0xC0 | (cp >> 6));
+		out[1] = (char)(0x80 | (cp & 0x3F));
+		n = 2;
+	} else if (cp < 0x10000) {
+		out[0] = (char)(0xE0 | (cp >> 12));
+		out[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
+		out[2] = (char)(0x80 | (cp & 0x3F));
+		n = 3;
+	} else {
+		out[0] = (char)(0xF0 | (cp >> 18));
+		out[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
+		out[2] = (char)(0x80 | ((cp >> 6) & 0x3F));
+		out[3] = (char)(0x80 | (cp & 0x3F));
+		n = 4;
+	}
+	buf_append(b, out, n);
+}
+
+/* Reads a string starting at its opening quote. With out, decodes it. */
+static bool scan_string(struct scan *s, struct buf *out)
+{
+	if (!at(s, '"'))
+		return false;
+	advance(s);
+	if (out)
+		buf_truncate(out, 0);
+	while (s->p < s->end && *s->p != '"') {
+		if (*s->p != '\\') {
+			if (out)
+				buf_append(out, s->p, 1);
+			advance(s);
+			continue;
+		}
+		advance(s);
+		if (s->p >= s->end)
+			return false;
+		char e = *s->p;
+		advance(s);
+		char c;
+		switch (e) {
+		case '"':
+		case '\\':
+		case '/':
+			c = e;
+			break;
+		case 'b':
+			c = '\b';
+			break;
+		case 'f':
+			c = '\f';
+			break;
+		case 'n':
+			c = '\n';
+			break;
+		case 'r':
+			c = '\r';
+			break;
+		case 't':
+			c = '\t';
+			break;
+		case 'u': {
+			if (s->end - s->p < 4)
+				return false;
+			int hi = hex4(s->p);
+			if (hi < 0)
+				return false;
+			for (int i = 0; i < 4; i++)
+				advance(s);
+			uint32_t cp = (uint32_t)hi;
+			if (hi >= 0xD800 && hi <= 0xDBFF && s->end - s->p >= 6 && s->p[0] == '\\' &&
+			    s->p[1] == 'u') {
+				int lo = hex4(s->p + 2);
+				if (lo >= 0xDC00 && lo <= 0xDFFF) {
+					for (int i = 0; i < 6; i++)
+						advance(s);
+					cp = 0x10000 + (((uint32_t)hi - 0xD800) << 10) +
+					     ((uint32_t)lo - 0xDC00);
+				}
+			}
+			/* jansson refuses lone surrogates and NUL in keys; be safe. */
+			if ((cp >= 0xD800 && cp <= 0xDFFF) || cp == 0)
+				cp = 0xFFFD;
+			if (out)
+				append_utf8(out, cp);
+			continue;
+		}
+		default:
+			return false;
+		}
+		if (out)
+			buf_append(out, &c, 1);
+	}
+	if (!at(s, '"'))
+		return false;
+	advance(s);
+	return true;
+}
+
+static bool scan_value(struct scan *s);
+
+static bool scan_object(struct scan *s)
+{
+	advance(s); /* '{' */
+	skip_ws(s);
+	if (at(s, '}')) {
+		advance(s);
+		return true;
+	}
+	size_t base = s->path.len;
+	for (;;) {
+		skip_ws(s);
+		if (!scan_string(s, &s->key))
+			return false;
+		skip_ws(s);
+		if (!at(s, ':'))
+			return false;
+		advance(s);
+
+		if (base > 0)
+			buf_append(&s->path, ".", 1);
+		buf_append(&s->path, s->key.data ? s->key.data : "", s->key.len);
+		bool ok = scan_value(s);
+		buf_truncate(&s->path, base);
+		if (!ok)
+			return false;
+
+		skip_ws(s);
+		if (at(s, ',')) {
+			advance(s);
+			continue;
+		}
+		if (at(s, '}')) {
+			advance(s);
+			return true;
+		}
+		return false;
+	}
+}
+
+static bool scan_array(struct scan *s)
+{
+	advance(s); /* '[' */
+	skip_ws(s);
+	if (at(s, ']')) {
+		advance(s);
+		return true;
+	}
+	size_t base = s->path.len;
+	for (size_t index = 0;; index++) {
+		char seg[32];
+		int n = snprintf(seg, sizeof(seg), "[%zu]", index);
+		buf_append(&s->path, seg, (size_t)n);
+		bool ok = scan_value(s);
+		buf_truncate(&s->path, base);
+		if (!ok)
+			return false;
+
+		skip_ws(s);
+		if (at(s, ',')) {
+			advance(s);
+			continue;
+		}
+		if (at(s, ']')) {
+			advance(s);
+			return true;
+		}
+		return false;
+	}
+}
+
+static bool scan_value(struct scan *s)
+{
+	skip_ws(s);
+	if (s->p >= s->end)
+		return false;
+	record(s, s->line, s->col);
+	switch (*s->p) {
+	case '{':
+		return scan_object(s);
+	case '[':
+		return scan_array(s);
+	case '"':
+		return scan_string(s, NULL);
+	default:
+		/* number, true, false, null: runs up to a delimiter */
+		while (s->p < s->end && !strchr(",]} \t\r\n", *s->p))
+			advance(s);
+		return true;
+	}
+}
+
+static void scan_positions(cg_jdoc_t *doc)
+{
+	struct scan s = {
+	        .p = doc->text,
+	        .end = doc->text + doc->len,
+	        .line = 1,
+	        .col = 1,
+	        .doc = doc,
+	};
+	(void)scan_value(&s);
+	free(s.path.data);
+	free(s.key.data);
+}
+
+/* ---- public API ---- */
+
+cg_jdoc_t *cg_jdoc_parse(const char *name, const char *text, size_t len, cg_errors_t *errs)
+{
+	json_error_t jerr;
+	json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
+	if (!root) {
+		if (jerr.line > 0)
+			cg_errors_add(errs, "%s:%d:%d: %s", name, jerr.line, jerr.column,
+			              jerr.text);
+		else
+			cg_errors_add(errs, "%s: %s", name, jerr.text);
+		return NULL;
+	}
+
+	cg_jdoc_t *doc = calloc(1, sizeof(*doc));
+	if (!doc)
+		abort();
+	doc->name = xstrdup(name);
+	doc->text = xrealloc(NULL, len + 1);
+	memcpy(doc->text, text, len);
+	doc->text[len] = '\0';
+	doc->len = len;
+	doc->root = root;
+	doc->paths = cg_strmap_create();
+	scan_positions(doc);
+	return doc;
+}
+
+cg_jdoc_t *cg_jdoc_load(const char *path, cg_errors_t *errs)
+{
+	cg_jdoc_t *doc = NULL;
+	char *data = NULL;
+	size_t len = 0, cap = 0;
+
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		cg_errors_add(errs, "%s: %s", path, strerror(errno));
+		return NULL;
+	}
+	/* Read to EOF rather than trusting st_size: the path may be a pipe or
+	 * a file being rewritten. Stop one byte past the limit. */
+	for (;;) {
+		if (len == cap) {
+			cap = cap ? cap * 2 : 64 * 1024;
+			if (cap > MAX_DOC_BYTES + 1)
+				cap = MAX_DOC_BYTES + 1;
+			data = xrealloc(data, cap);
+		}
+		ssize_t n = read(fd, data + len, cap - len);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			cg_errors_add(errs, "%s: %s", path, strerror(errno));
+			goto fail_read;
+		}
+		if (n == 0)
+			break;
+		len += (size_t)n;
+		if (len > MAX_DOC_BYTES) {
+			cg_errors_add(errs, "%s: file too large (more than 16 MiB)", path);
+			goto fail_read;
+		}
+	}
+	doc = cg_jdoc_parse(path, data ? data : "", len, errs);
+
+fail_read:
+	free(data);
+	close(fd);
+	return doc;
+}
+
+void cg_jdoc_destroy(cg_jdoc_t *doc)
+{
+	if (!doc)
+		return;
+	json_decref(doc->root);
+	cg_strmap_destroy(doc->paths, NULL);
+	free(doc->positions);
+	free(doc->text);
+	free(doc->name);
+	free(doc);
+}
+
+json_t *cg_jdoc_root(const cg_jdoc_t *doc)
+{
+	return doc->root;
+}
+
+const char *cg_jdoc_name(const cg_jdoc_t *doc)
+{
+	return doc->name;
+}
+
+const char *cg_jdoc_text(const cg_jdoc_t *doc, size_t *len)
+{
+	if (len)
+		*len = doc->len;
+	return doc->text;
+}
+
+static const struct position *lookup(const cg_jdoc_t *doc, const char *path)
+{
+	uintptr_t slot = (uintptr_t)cg_strmap_get(doc->paths, path ? path : "");
+	if (slot == 0 || slot > doc->n_positions)
+		return NULL;
+	return &doc->positions[slot - 1];
+}
+
+void cg_jdoc_where(const cg_jdoc_t *doc, const char *path, char *buf, size_t len)
+{
+	if (len == 0)
+		return;
+	const struct position *pos = lookup(doc, path);
+	if (pos)
+		snprintf(buf, len, "%s:%u:%u", doc->name, pos->line, pos->col);
+	else
+		snprintf(buf, len, "%s", doc->name);
+}
+
+void cg_jdoc_error(const cg_jdoc_t *doc, cg_errors_t *errs, const char *path, const char *fmt, ...)
+{
+	char *msg = NULL;
+	va_list ap;
+
+	va_start(ap, fmt);
+	int n = vasprintf(&msg, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		abort();
+
+	const struct position *pos = lookup(doc, path);
+	bool has_path = path && *path;
+	if (pos && has_path)
+		cg_errors_add(errs, "%s:%u:%u: %s: %s", doc->name, pos->line, pos->col, path, msg);
+	else if (pos)
+		cg_errors_add(errs, "%s:%u:%u: %s", doc->name, pos->line, pos->col, msg);
+	else if (has_path)
+		cg_errors_add(errs, "%s: %s: %s", doc->name, path, msg);
+	else
+		cg_errors_add(errs, "%s: %s", doc->name, msg);
+	free(msg);
+}
