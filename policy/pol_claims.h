@@ -22,8 +22,8 @@ typedef enum {
 
 typedef struct pol_source {
 	pol_source_kind_t kind;
-	char *text;   /* as written in the config, e.g. "san:uri:urn:certgate:device:" */
-	char *arg;    /* attribute name / OID / URI prefix; NULL for email and dns */
+	char *text;       /* as written in the config, e.g. "san:uri:urn:certgate:device:" */
+	char *arg;        /* attribute name / OID / URI prefix; NULL for email and dns */
 	ASN1_OBJECT *obj; /* subject attribute or extension OID; NULL otherwise */
 } pol_source_t;
 
@@ -44,10 +44,10 @@ bool pol_claims_map_compile(pol_claims_map_t *map, const cg_jdoc_t *doc, const j
 void pol_claims_map_finish(pol_claims_map_t *map);
 
 typedef struct pol_claims {
-	char *user;       /* NULL when no source produced one */
-	char **groups;    /* all values of the first present source */
+	char *user;    /* NULL when no source produced one */
+	char **groups; /* all values of the first present source */
 	size_t n_groups;
-	char *device_id;  /* NULL when absent */
+	char *device_id;          /* NULL when absent */
 	pol_trust_t device_trust; /* POL_TRUST_NONE when absent; an unknown level
 	                           * string reads as POL_TRUST_ALWAYS_DENY */
 } pol_claims_t;
@@ -60,6 +60,7 @@ bool pol_claims_extract(const pol_claims_map_t *map, X509 *cert, pol_claims_t *o
         __attribute__((warn_unused_result));
 void pol_claims_finish(pol_claims_t *claims);
 /* Deep copy (dst zeroed first). */
-bool pol_claims_copy(pol_claims_t *dst, const pol_claims_t *src) __attribute__((warn_unused_result));
+bool pol_claims_copy(pol_claims_t *dst, const pol_claims_t *src)
+        __attribute__((warn_unused_result));
 
 #endif

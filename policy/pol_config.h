@@ -55,20 +55,20 @@ typedef struct pol_gateway {
 	cg_hostport_t *listen_addr;
 	size_t n_listen;
 	pol_file_t cert, key, client_ca, crl;
-	uint64_t max_cert_lifetime_ms; /* default 24h */
-	uint64_t clock_skew_ms;        /* default 30s */
-	uint64_t handshake_timeout_ms; /* default 10s */
-	uint64_t idle_timeout_ms;      /* default 1h; 0 = none */
-	uint32_t max_connections;      /* default 10000 */
+	uint64_t max_cert_lifetime_ms;  /* default 24h */
+	uint64_t clock_skew_ms;         /* default 30s */
+	uint64_t handshake_timeout_ms;  /* default 10s */
+	uint64_t idle_timeout_ms;       /* default 1h; 0 = none */
+	uint32_t max_connections;       /* default 10000 */
 	uint32_t max_sessions_per_user; /* default 0 = no limit */
-	uint32_t verify_depth;         /* default 4: longest accepted client chain */
+	uint32_t verify_depth;          /* default 4: longest accepted client chain */
 	cg_cidr_t *proxy_protocol_from;
 	size_t n_proxy_protocol_from;
 } pol_gateway_t;
 
 typedef struct pol_admin {
-	bool enabled;     /* the "admin" object is present */
-	char *listen;     /* default "127.0.0.1:9090" */
+	bool enabled; /* the "admin" object is present */
+	char *listen; /* default "127.0.0.1:9090" */
 	cg_hostport_t listen_addr;
 	pol_file_t token_file;
 } pol_admin_t;
@@ -82,14 +82,21 @@ typedef struct pol_audit_cfg {
 typedef struct pol_rule {
 	char *name;
 	bool allow; /* effect */
-	char **services; size_t n_services; /* "*" allowed */
-	char **users; size_t n_users;       /* fnmatch globs, case-insensitive */
-	char **groups; size_t n_groups;     /* exact, any of */
-	char **devices; size_t n_devices;   /* exact device ids */
-	pol_trust_t min_trust;              /* POL_TRUST_NONE = not named */
-	cg_cidr_t *sources; size_t n_sources;
-	char **db_users; size_t n_db_users; /* globs with {user} / {user.local} */
-	char **db_names; size_t n_db_names;
+	char **services;
+	size_t n_services; /* "*" allowed */
+	char **users;
+	size_t n_users; /* fnmatch globs, case-insensitive */
+	char **groups;
+	size_t n_groups; /* exact, any of */
+	char **devices;
+	size_t n_devices;      /* exact device ids */
+	pol_trust_t min_trust; /* POL_TRUST_NONE = not named */
+	cg_cidr_t *sources;
+	size_t n_sources;
+	char **db_users;
+	size_t n_db_users; /* globs with {user} / {user.local} */
+	char **db_names;
+	size_t n_db_names;
 } pol_rule_t;
 
 typedef struct pol_snapshot {

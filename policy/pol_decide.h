@@ -10,7 +10,7 @@
 #include "pol_config.h"
 
 typedef struct pol_request {
-	const char *service;           /* service name */
+	const char *service; /* service name */
 	const pol_claims_t *claims;
 	pol_trust_t feed_trust;        /* live trust feed value, POL_TRUST_NONE if none */
 	const struct sockaddr *source; /* client address; NULL = unknown (matches no `sources`) */
@@ -20,18 +20,18 @@ typedef struct pol_request {
 
 typedef enum {
 	POL_WHY_ALLOWED = 0,
-	POL_WHY_DENY_RULE,     /* a deny rule matched */
-	POL_WHY_DEFAULT_DENY,  /* no allow rule matched */
-	POL_WHY_TRUST,         /* an allow rule failed only on min_trust */
-	POL_WHY_NO_USER,       /* certificate had no user claim */
+	POL_WHY_DENY_RULE,    /* a deny rule matched */
+	POL_WHY_DEFAULT_DENY, /* no allow rule matched */
+	POL_WHY_TRUST,        /* an allow rule failed only on min_trust */
+	POL_WHY_NO_USER,      /* certificate had no user claim */
 } pol_why_t;
 
 typedef struct pol_decision {
 	bool allow;
 	pol_why_t why;
-	const char *rule;          /* deciding rule's name (in the snapshot) or "default-deny" */
+	const char *rule; /* deciding rule's name (in the snapshot) or "default-deny" */
 	pol_trust_t effective_trust;
-	char reason[192];          /* one line for audit and errors */
+	char reason[192]; /* one line for audit and errors */
 } pol_decision_t;
 
 /* Called for each rule considered, in policy order (explain). why_not is

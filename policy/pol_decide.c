@@ -1,0 +1,586 @@
+/* The decision: rules of a snapshot against one request (claims, service,
+ * client address, trust feed value, database user and name).
+ *
+ * Deny overrides: every rule that can apply is considered; a matching deny
+ * rule refuses, otherwise the first matching allow rule admits, otherwise the
+ * default is deny. The live path looks up the rules that can apply to the
+ * request's service in an index built once per snapshot (pol_index_create)
+ * and stops at the first matching deny rule; the trace path (explain) walks
+ * every rule in policy order and says why each one did not match. Both use
+ * the same condition checks, so they cannot disagree. */
+#include "pol_decide.h"
+
+#include <arpa/inet.h>
+#include <fnmatch.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cg_addr.h"
+#include "cg_strmap.h"
+#include "pol_internal.h"
+
+/* ---------------------------------------------------------------------- */
+/* Index                                                                    */
+
+/* Rules are kept in two lists per lookup, both in policy order: those that
+ * name the service and those that name "*" (shared by all services, so a
+ * policy with many "*" rules and many services stays small). */
+typedef struct rule_list {
+	size_t n;
+	size_t rules[]; /* indexes into snap->rules, ascending */
+} rule_list_t;
+
+typedef struct decide_index {
+	cg_strmap_t *by_service; /* service name -> rule_list_t of rules naming it */
+	rule_list_t *star;       /* rules naming "*" */
+} decide_index_t;
+
+static bool rule_names_service(const pol_rule_t *rule, const char *service)
+{
+	for (size_t i = 0; i < rule->n_services; i++)
+		if (strcmp(rule->services[i], "*") == 0 || strcmp(rule->services[i], service) == 0)
+			return true;
+	return false;
+}
+
+static bool rule_is_star(const pol_rule_t *rule)
+{
+	for (size_t i = 0; i < rule->n_services; i++)
+		if (strcmp(rule->services[i], "*") == 0)
+			return true;
+	return false;
+}
+
+static rule_list_t *list_new(size_t cap)
+{
+	rule_list_t *list = malloc(sizeof(*list) + cap * sizeof(list->rules[0]));
+	if (list)
+		list->n = 0;
+	return list;
+}
+
+void *pol_index_create(const pol_snapshot_t *snap)
+{
+	decide_index_t *index = calloc(1, sizeof(*index));
+	cg_strmap_t *slot = NULL; /* service name -> position + 1 */
+	size_t *counts = NULL;
+	rule_list_t **lists = NULL;
+	size_t n_star = 0;
+
+	if (!index || !(index->by_service = cg_strmap_create()) || !(slot = cg_strmap_create()))
+		goto fail;
+	counts = calloc(snap->n_services + 1, sizeof(*counts));
+	lists = calloc(snap->n_services + 1, sizeof(*lists));
+	if (!counts || !lists)
+		goto fail;
+	for (size_t s = 0; s < snap->n_services; s++)
+		cg_strmap_put(slot, snap->services[s].name, (void *)(uintptr_t)(s + 1));
+
+	/* count, then fill: a rule naming a service twice is listed once */
+	for (size_t r = 0; r < snap->n_rules; r++) {
+		const pol_rule_t *rule = &snap->rules[r];
+		if (rule_is_star(rule)) {
+			n_star++;
+			continue;
+		}
+		for (size_t i = 0; i < rule->n_services; i++) {
+			uintptr_t s = (uintptr_t)cg_strmap_get(slot, rule->services[i]);
+			if (s)
+				counts[s - 1]++;
+		}
+	}
+	if (!(index->star = list_new(n_star)))
+		goto fail;
+	for (size_t s = 0; s < snap->n_services; s++)
+		if (!(lists[s] = list_new(counts[s])))
+			goto fail;
+	for (size_t r = 0; r < snap->n_rules; r++) {
+		const pol_rule_t *rule = &snap->rules[r];
+		if (rule_is_star(rule)) {
+			index->star->rules[index->star->n++] = r;
+			continue;
+		}
+		for (size_t i = 0; i < rule->n_services; i++) {
+			uintptr_t s = (uintptr_t)cg_strmap_get(slot, rule->services[i]);
+			rule_list_t *list = s ? lists[s - 1] : NULL;
+			if (list && (list->n == 0 || list->rules[list->n - 1] != r))
+				list->rules[list->n++] = r;
+		}
+	}
+	for (size_t s = 0; s < snap->n_services; s++) {
+		free(cg_strmap_put(index->by_service, snap->services[s].name, lists[s]));
+		lists[s] = NULL;
+	}
+	free(lists);
+	free(counts);
+	cg_strmap_destroy(slot, NULL);
+	return index;
+
+fail:
+	for (size_t s = 0; lists && s < snap->n_services; s++)
+		free(lists[s]);
+	free(lists);
+	free(counts);
+	cg_strmap_destroy(slot, NULL);
+	pol_index_destroy(index);
+	return NULL;
+}
+
+void pol_index_destroy(void *index)
+{
+	decide_index_t *idx = index;
+
+	if (!idx)
+		return;
+	if (idx->by_service)
+		cg_strmap_destroy(idx->by_service, free);
+	free(idx->star);
+	free(idx);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Conditions                                                               */
+
+/* The conditions of a rule, in the order they are checked and reported. */
+typedef enum {
+	COND_NONE = 0, /* matched */
+	COND_SERVICES,
+	COND_USERS,
+	COND_GROUPS,
+	COND_DEVICES,
+	COND_MIN_TRUST,
+	COND_SOURCES,
+	COND_DB_USERS,
+	COND_DB_NAMES,
+} cond_t;
+
+typedef struct eval {
+	const pol_request_t *req;
+	const char *user;  /* NULL: no user claim */
+	pol_trust_t trust; /* effective */
+} eval_t;
+
+static bool match_users(const pol_rule_t *rule, const char *user)
+{
+	if (!user)
+		return false;
+	/* case-insensitive: "*@contractor.example" must also catch
+	 * "Bob@Contractor.Example" */
+	for (size_t i = 0; i < rule->n_users; i++)
+		if (fnmatch(rule->users[i], user, FNM_CASEFOLD) == 0)
+			return true;
+	return false;
+}
+
+static bool match_groups(const pol_rule_t *rule, const pol_claims_t *claims)
+{
+	if (!claims)
+		return false;
+	for (size_t i = 0; i < rule->n_groups; i++)
+		for (size_t k = 0; k < claims->n_groups; k++)
+			if (strcmp(rule->groups[i], claims->groups[k]) == 0)
+				return true;
+	return false;
+}
+
+static bool match_devices(const pol_rule_t *rule, const pol_claims_t *claims)
+{
+	if (!claims || !claims->device_id)
+		return false;
+	for (size_t i = 0; i < rule->n_devices; i++)
+		if (strcmp(rule->devices[i], claims->device_id) == 0)
+			return true;
+	return false;
+}
+
+static bool match_sources(const pol_rule_t *rule, const struct sockaddr *source)
+{
+	if (!source)
+		return false;
+	for (size_t i = 0; i < rule->n_sources; i++)
+		if (cg_cidr_contains(&rule->sources[i], source))
+			return true;
+	return false;
+}
+
+/* Length of s (n bytes) with the glob metacharacters escaped. */
+static size_t escaped_len(const char *s, size_t n)
+{
+	size_t len = n;
+	for (size_t i = 0; i < n; i++)
+		len += strchr("*?[]\\", s[i]) != NULL && s[i] != '\0';
+	return len;
+}
+
+static char *put_escaped(char *dst, const char *s, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (s[i] != '\0' && strchr("*?[]\\", s[i]))
+			*dst++ = '\\';
+		*dst++ = s[i];
+	}
+	return dst;
+}
+
+/* Expands {user} / {user.local} in pattern into out (size need+1 from a
+ * first pass with out == NULL). Returns the length needed. */
+static size_t expand(const char *pattern, const char *user, char *out)
+{
+	const char *at = strrchr(user, '@');
+	size_t user_len = strlen(user);
+	size_t local_len = at ? (size_t)(at - user) : user_len;
+	size_t len = 0;
+	char *o = out;
+
+	for (const char *p = pattern; *p;) {
+		if (strncmp(p, "{user}", 6) == 0) {
+			if (o)
+				o = put_escaped(o, user, user_len);
+			len += escaped_len(user, user_len);
+			p += 6;
+		} else if (strncmp(p, "{user.local}", 12) == 0) {
+			if (o)
+				o = put_escaped(o, user, local_len);
+			len += escaped_len(user, local_len);
+			p += 12;
+		} else {
+			if (o)
+				*o++ = *p;
+			len++;
+			p++;
+		}
+	}
+	if (o)
+		*o = '\0';
+	return len;
+}
+
+/* db_users / db_names: case-sensitive globs (PostgreSQL names are). The
+ * user claim is substituted as a literal so it cannot widen the pattern. */
+static bool match_db(char *const *patterns, size_t n, const char *user, const char *value,
+                     bool on_oom)
+{
+	for (size_t i = 0; i < n; i++) {
+		const char *pattern = patterns[i];
+		char stack[1024];
+		char *buf;
+		size_t need;
+		bool hit;
+
+		if (!strchr(pattern, '{')) {
+			if (fnmatch(pattern, value, 0) == 0)
+				return true;
+			continue;
+		}
+		if (!user)
+			continue;
+		need = expand(pattern, user, NULL);
+		buf = need < sizeof(stack) ? stack : malloc(need + 1);
+		if (!buf)
+			return on_oom;
+		expand(pattern, user, buf);
+		hit = fnmatch(buf, value, 0) == 0;
+		if (buf != stack)
+			free(buf);
+		if (hit)
+			return true;
+	}
+	return false;
+}
+
+/* First condition of rule that fails (COND_NONE when the rule matches).
+ * *only_trust tells whether min_trust is the one and only failure. */
+static cond_t rule_check(const pol_rule_t *rule, const eval_t *ev, bool check_services,
+                         bool *only_trust)
+{
+	const pol_request_t *req = ev->req;
+	/* on allocation failure a deny rule matches and an allow rule does not */
+	bool on_oom = !rule->allow;
+	cond_t first = COND_NONE;
+
+	*only_trust = false;
+	if (check_services && !(req->service && rule_names_service(rule, req->service)))
+		return COND_SERVICES;
+	if (rule->n_users && !match_users(rule, ev->user))
+		return COND_USERS;
+	if (rule->n_groups && !match_groups(rule, req->claims))
+		return COND_GROUPS;
+	if (rule->n_devices && !match_devices(rule, req->claims))
+		return COND_DEVICES;
+	if (rule->min_trust != POL_TRUST_NONE &&
+	    (ev->trust == POL_TRUST_NONE || ev->trust < rule->min_trust))
+		first = COND_MIN_TRUST;
+	if (rule->n_sources && !match_sources(rule, req->source))
+		return first ? first : COND_SOURCES;
+	/* Without a database user/name (a tunnel) the condition cannot be
+	 * checked: fail closed, so an allow rule does not match and a deny
+	 * rule does. */
+	if (rule->n_db_users && (req->db_user ? !match_db(rule->db_users, rule->n_db_users,
+	                                                  ev->user, req->db_user, on_oom)
+	                                      : rule->allow))
+		return first ? first : COND_DB_USERS;
+	if (rule->n_db_names && (req->db_name ? !match_db(rule->db_names, rule->n_db_names,
+	                                                  ev->user, req->db_name, on_oom)
+	                                      : rule->allow))
+		return first ? first : COND_DB_NAMES;
+	*only_trust = first == COND_MIN_TRUST;
+	return first;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Why a rule did not match (explain)                                       */
+
+typedef struct text {
+	char *buf;
+	size_t cap, len;
+} text_t;
+
+static void text_add(text_t *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void text_add(text_t *t, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	if (t->len + 1 >= t->cap)
+		return;
+	va_start(ap, fmt);
+	n = vsnprintf(t->buf + t->len, t->cap - t->len, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		return;
+	t->len += (size_t)n;
+	if (t->len >= t->cap) {
+		t->len = t->cap - 1;
+		/* mark the cut */
+		if (t->cap > 4)
+			memcpy(t->buf + t->cap - 4, "...", 4);
+	}
+}
+
+static void text_list(text_t *t, char *const *items, size_t n)
+{
+	text_add(t, "[");
+	for (size_t i = 0; i < n; i++)
+		text_add(t, "%s%s", i ? ", " : "", items[i]);
+	text_add(t, "]");
+}
+
+static void text_cidrs(text_t *t, const cg_cidr_t *nets, size_t n)
+{
+	text_add(t, "[");
+	for (size_t i = 0; i < n; i++) {
+		char ip[INET6_ADDRSTRLEN];
+		if (!inet_ntop(nets[i].family, nets[i].addr, ip, sizeof(ip)))
+			snprintf(ip, sizeof(ip), "?");
+		text_add(t, "%s%s/%u", i ? ", " : "", ip, nets[i].prefix);
+	}
+	text_add(t, "]");
+}
+
+static void why_not(const pol_rule_t *rule, const eval_t *ev, cond_t cond, char *buf, size_t len)
+{
+	const pol_request_t *req = ev->req;
+	text_t t = {.buf = buf, .cap = len, .len = 0};
+
+	buf[0] = '\0';
+	switch (cond) {
+	case COND_NONE:
+		break;
+	case COND_SERVICES:
+		text_add(&t, "services: %s not in ", req->service ? req->service : "(none)");
+		text_list(&t, rule->services, rule->n_services);
+		break;
+	case COND_USERS:
+		if (!ev->user) {
+			text_add(&t, "users: no user claim");
+			break;
+		}
+		text_add(&t, "users: %s does not match ", ev->user);
+		text_list(&t, rule->users, rule->n_users);
+		break;
+	case COND_GROUPS:
+		text_add(&t, "groups: none of ");
+		text_list(&t, rule->groups, rule->n_groups);
+		break;
+	case COND_DEVICES:
+		if (!req->claims || !req->claims->device_id) {
+			text_add(&t, "devices: no device id, need one of ");
+			text_list(&t, rule->devices, rule->n_devices);
+			break;
+		}
+		text_add(&t, "devices: %s not in ", req->claims->device_id);
+		text_list(&t, rule->devices, rule->n_devices);
+		break;
+	case COND_MIN_TRUST:
+		text_add(&t, "min_trust: device trust %s < %s", pol_trust_name(ev->trust),
+		         pol_trust_name(rule->min_trust));
+		break;
+	case COND_SOURCES:
+		if (!req->source) {
+			text_add(&t, "sources: client address unknown, need one of ");
+		} else {
+			char ip[64];
+			cg_sockaddr_format_ip(req->source, ip, sizeof(ip));
+			text_add(&t, "sources: %s not in ", ip);
+		}
+		text_cidrs(&t, rule->sources, rule->n_sources);
+		break;
+	case COND_DB_USERS:
+		if (!req->db_user)
+			text_add(&t, "db_users: no database user (not a postgres-mode connection)");
+		else {
+			text_add(&t, "db_users: %s not in ", req->db_user);
+			text_list(&t, rule->db_users, rule->n_db_users);
+		}
+		break;
+	case COND_DB_NAMES:
+		if (!req->db_name)
+			text_add(&t, "db_names: no database name (not a postgres-mode connection)");
+		else {
+			text_add(&t, "db_names: %s not in ", req->db_name);
+			text_list(&t, rule->db_names, rule->n_db_names);
+		}
+		break;
+	}
+}
+
+/* ---------------------------------------------------------------------- */
+/* Decision                                                                 */
+
+typedef struct verdict {
+	const pol_rule_t *deny;       /* first matching deny rule */
+	const pol_rule_t *allow;      /* first matching allow rule */
+	const pol_rule_t *trust_only; /* first allow rule that failed only on min_trust */
+} verdict_t;
+
+static void consider(verdict_t *v, const pol_rule_t *rule, cond_t cond, bool only_trust)
+{
+	if (cond == COND_NONE) {
+		if (!rule->allow && !v->deny)
+			v->deny = rule;
+		else if (rule->allow && !v->allow)
+			v->allow = rule;
+	} else if (only_trust && rule->allow && !v->trust_only) {
+		v->trust_only = rule;
+	}
+}
+
+static const rule_list_t *rules_for(const pol_snapshot_t *snap, const char *service)
+{
+	const decide_index_t *index = snap->index;
+	return index && service ? cg_strmap_get(index->by_service, service) : NULL;
+}
+
+static bool service_known(const pol_snapshot_t *snap, const char *service)
+{
+	if (!service)
+		return false;
+	if (snap->index)
+		return rules_for(snap, service) != NULL;
+	for (size_t i = 0; i < snap->n_services; i++)
+		if (strcmp(snap->services[i].name, service) == 0)
+			return true;
+	return false;
+}
+
+/* Live path: the rules naming the service merged with the "*" rules, in
+ * policy order; stops at the first matching deny rule. */
+static void decide_indexed(const pol_snapshot_t *snap, const eval_t *ev, verdict_t *v)
+{
+	const decide_index_t *index = snap->index;
+	const rule_list_t *named = rules_for(snap, ev->req->service);
+	const rule_list_t *star = index->star;
+	size_t a = 0, b = 0;
+
+	while (!v->deny && (a < named->n || b < star->n)) {
+		size_t r;
+		const pol_rule_t *rule;
+		cond_t cond;
+		bool only_trust;
+
+		if (b >= star->n || (a < named->n && named->rules[a] < star->rules[b]))
+			r = named->rules[a++];
+		else
+			r = star->rules[b++];
+		rule = &snap->rules[r];
+		/* once an allow rule matched, only a deny rule can change the
+		 * outcome */
+		if (v->allow && rule->allow)
+			continue;
+		cond = rule_check(rule, ev, false, &only_trust);
+		consider(v, rule, cond, only_trust);
+	}
+}
+
+void pol_decide(const pol_snapshot_t *snap, const pol_request_t *req, pol_decision_t *out,
+                pol_trace_fn trace, void *trace_arg)
+{
+	const pol_claims_t *claims = req->claims;
+	eval_t ev = {
+	        .req = req,
+	        /* an empty user is no user */
+	        .user = claims && claims->user && claims->user[0] ? claims->user : NULL,
+	        .trust = pol_trust_effective(claims ? claims->device_trust : POL_TRUST_NONE,
+	                                     req->feed_trust),
+	};
+	verdict_t v = {0};
+	bool known = service_known(snap, req->service);
+	bool only_trust;
+
+	memset(out, 0, sizeof(*out));
+	out->allow = false;
+	out->why = POL_WHY_DEFAULT_DENY;
+	out->rule = "default-deny";
+	out->effective_trust = ev.trust;
+
+	if (trace) {
+		/* explain: every rule, in policy order */
+		for (size_t i = 0; i < snap->n_rules; i++) {
+			const pol_rule_t *rule = &snap->rules[i];
+			cond_t cond = rule_check(rule, &ev, true, &only_trust);
+			char why[1024];
+			why_not(rule, &ev, cond, why, sizeof(why));
+			trace(trace_arg, rule, cond == COND_NONE ? NULL : why);
+			consider(&v, rule, cond, only_trust);
+		}
+	} else if (ev.user && known && snap->index) {
+		decide_indexed(snap, &ev, &v);
+	} else if (ev.user && known) {
+		/* no index (a snapshot not made by pol_snapshot_load) */
+		for (size_t i = 0; i < snap->n_rules && !v.deny; i++) {
+			const pol_rule_t *rule = &snap->rules[i];
+			cond_t cond = rule_check(rule, &ev, true, &only_trust);
+			consider(&v, rule, cond, only_trust);
+		}
+	}
+
+	if (!ev.user) {
+		out->why = POL_WHY_NO_USER;
+		snprintf(out->reason, sizeof(out->reason), "certificate has no user claim");
+	} else if (!known) {
+		snprintf(out->reason, sizeof(out->reason), "unknown service %s",
+		         req->service ? req->service : "(none)");
+	} else if (v.deny) {
+		out->why = POL_WHY_DENY_RULE;
+		out->rule = v.deny->name;
+		snprintf(out->reason, sizeof(out->reason), "denied by rule %s", v.deny->name);
+	} else if (v.allow) {
+		out->allow = true;
+		out->why = POL_WHY_ALLOWED;
+		out->rule = v.allow->name;
+		snprintf(out->reason, sizeof(out->reason), "allowed by rule %s", v.allow->name);
+	} else if (v.trust_only) {
+		out->why = POL_WHY_TRUST;
+		snprintf(out->reason, sizeof(out->reason),
+		         "device trust %s is below min_trust %s of rule %s",
+		         pol_trust_name(ev.trust), pol_trust_name(v.trust_only->min_trust),
+		         v.trust_only->name);
+	} else {
+		snprintf(out->reason, sizeof(out->reason), "no rule allows user %s on service %s",
+		         ev.user, req->service);
+	}
+}
