@@ -1,0 +1,69 @@
+/* Authorization as the gateway applies it, for new connections and for the
+ * re-authorization of live ones alike: locks first, then the policy decision
+ * (pol_decide) with the device's live trust-feed value. */
+#ifndef GW_AUTHZ_H
+#define GW_AUTHZ_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "cg_strmap.h"
+#include "pol_decide.h"
+#include "runtime.h"
+
+typedef struct gw_gateway gw_gateway_t;
+
+/* The live trust feed: device id -> level, optionally until a deadline. */
+typedef struct gw_trust_entry {
+	pol_trust_t level;
+	int64_t set_ms;
+	int64_t expires_ms; /* 0 = no ttl */
+	char by[64];
+} gw_trust_entry_t;
+
+/* A lock on a user or a device: refuses new sessions, ends live ones. */
+typedef struct gw_lock {
+	struct gw_lock *next;
+	char id[24];
+	char *user; /* exactly one of user/device is set */
+	char *device;
+	char *reason; /* may be NULL */
+	int64_t created_ms;
+	int64_t expires_ms; /* 0 = until lifted */
+	char by[64];
+} gw_lock_t;
+
+typedef struct gw_authz_state {
+	cg_strmap_t *trust_feed; /* device id -> gw_trust_entry_t* */
+	gw_lock_t *locks;
+	uint64_t next_lock;
+} gw_authz_state_t;
+
+void gw_authz_state_init(gw_authz_state_t *st);
+void gw_authz_state_finish(gw_authz_state_t *st);
+
+/* The feed's level for device (POL_TRUST_NONE if none or lapsed). */
+pol_trust_t gw_trust_feed_level(gw_authz_state_t *st, const char *device_id, int64_t now_ms);
+/* The first unexpired lock that applies to user or device, or NULL. */
+const gw_lock_t *gw_lock_find(gw_authz_state_t *st, const char *user, const char *device_id,
+                              int64_t now_ms);
+
+typedef struct gw_authz_request {
+	const pol_service_t *service;
+	const pol_claims_t *claims;
+	const struct sockaddr *source;
+	const char *db_user; /* postgres mode */
+	const char *db_name;
+} gw_authz_request_t;
+
+/* Decides req under rt's policy and the gateway's live state. A lock
+ * refuses with rule "lock". Returns out->allow. */
+bool gw_authorize(gw_gateway_t *gw, const gw_runtime_t *rt, const gw_authz_request_t *req,
+                  pol_decision_t *out);
+
+/* The session.end reason for a live session refused by d: "revoked: lock"
+ * for a lock, else the trigger's reason (e.g. "revoked: policy"). */
+const char *gw_authz_revocation_reason(const pol_decision_t *d, const char *trigger_reason);
+
+#endif

@@ -1,0 +1,133 @@
+/* The gateway object: audit, reload, drain and per-user counts (see
+ * gateway.h). Everything runs on the loop thread. */
+#include "gateway.h"
+
+#include <errno.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "certgate_config.h"
+#include "cg_time.h"
+#include "listener.h"
+#include "session.h"
+
+int gw_audit(gw_gateway_t *gw, const char *event, json_t *fields)
+{
+	int rc = cg_audit_emit(gw->audit, event, fields);
+	if (rc < 0)
+		cg_log_limited(&gw->audit_log, CG_LOG_ERROR, "audit: cannot write to %s: %s",
+		               cg_audit_path(gw->audit), strerror(-rc));
+	return rc;
+}
+
+size_t gw_user_sessions(gw_gateway_t *gw, const char *user)
+{
+	return (size_t)(uintptr_t)cg_strmap_get(gw->user_sessions, user);
+}
+
+void gw_user_sessions_add(gw_gateway_t *gw, const char *user, int delta)
+{
+	size_t n = gw_user_sessions(gw, user);
+	n = delta < 0 && n == 0 ? 0 : n + (size_t)delta;
+	if (n == 0)
+		cg_strmap_remove(gw->user_sessions, user);
+	else
+		cg_strmap_put(gw->user_sessions, user, (void *)(uintptr_t)n);
+}
+
+/* The audit destination may move with a reload: the new one is opened
+ * before the swap, so a reload naming an unwritable path fails whole. */
+static cg_audit_t *audit_for(gw_gateway_t *gw, const pol_snapshot_t *snap, cg_errors_t *errs)
+{
+	if (strcmp(cg_audit_path(gw->audit), snap->audit.path) == 0)
+		return gw->audit;
+	char err[256];
+	cg_audit_t *audit =
+	        cg_audit_open(snap->audit.path, snap->audit.on_failure, err, sizeof(err));
+	if (audit == NULL)
+		cg_errors_add(errs, "%s: audit.path: %s", snap->config_path, err);
+	return audit;
+}
+
+static json_t *errors_json(const cg_errors_t *errs)
+{
+	json_t *list = json_array();
+	for (size_t i = 0; i < errs->count; i++)
+		json_array_append_new(list, json_string(errs->items[i]));
+	return list;
+}
+
+int gw_reload(gw_gateway_t *gw, const char *by, cg_errors_t *errs)
+{
+	size_t before = errs->count;
+	cg_audit_t *audit = NULL;
+	gw_runtime_t *rt = gw_runtime_load(gw->config_path, errs);
+	if (rt != NULL) {
+		gw_listeners_prepare(gw, rt->snap, errs);
+		audit = audit_for(gw, rt->snap, errs);
+	}
+	if (errs->count != before) {
+		if (rt != NULL)
+			gw_listeners_rollback(gw);
+		if (audit != NULL && audit != gw->audit)
+			cg_audit_close(audit);
+		gw_runtime_unref(rt);
+		gw->counters.reloads_failed++;
+		for (size_t i = before; i < errs->count; i++)
+			cg_log(CG_LOG_ERROR, "reload refused: %s", errs->items[i]);
+		json_t *f = json_pack("{s:b, s:I, s:o, s:s}", "ok", 0, "generation",
+		                      (json_int_t)gw->generation, "errors", errors_json(errs), "by",
+		                      by);
+		(void)gw_audit(gw, "admin.reload", f);
+		return -1;
+	}
+	gw_listeners_commit(gw);
+	if (audit != gw->audit) {
+		cg_audit_close(gw->audit);
+		gw->audit = audit;
+	}
+	cg_audit_set_on_failure(gw->audit, rt->snap->audit.on_failure);
+	gw_runtime_t *old = gw->rt;
+	gw->rt = rt;
+	gw->generation++;
+	gw->loaded_ms = cg_wall_ms();
+	gw->counters.reloads_ok++;
+	json_t *f = json_pack("{s:b, s:I, s:[], s:s}", "ok", 1, "generation",
+	                      (json_int_t)gw->generation, "errors", "by", by);
+	(void)gw_audit(gw, "admin.reload", f);
+	cg_log(CG_LOG_INFO, "reloaded %s: generation %llu", gw->config_path,
+	       (unsigned long long)gw->generation);
+	/* every live session must still be admitted by what is now in force */
+	for (gw_session_t *s = gw->sessions; s != NULL; s = s->next)
+		gw_session_reauthorize(s, rt, "revoked: policy");
+	gw_runtime_unref(old);
+	return 0;
+}
+
+static void finish_drain(gw_gateway_t *gw)
+{
+	json_t *f = json_pack("{s:s, s:I}", "version", CERTGATE_VERSION, "generation",
+	                      (json_int_t)gw->generation);
+	(void)gw_audit(gw, "gateway.stop", f);
+	for (size_t i = 0; i < sizeof(gw->signals) / sizeof(gw->signals[0]); i++)
+		if (!uv_is_closing((uv_handle_t *)&gw->signals[i]))
+			uv_close((uv_handle_t *)&gw->signals[i], NULL);
+	if (gw->on_drained != NULL)
+		gw->on_drained(gw);
+}
+
+void gw_drain(gw_gateway_t *gw)
+{
+	if (!gw->draining) {
+		gw->draining = true;
+		cg_log(CG_LOG_INFO, "draining: %zu connection(s) to close", gw->n_connections);
+		gw_listeners_close_all(gw);
+		for (gw_session_t *s = gw->sessions; s != NULL; s = s->next)
+			gw_session_end(s, "shutdown");
+	}
+	if (gw->n_connections == 0 && !gw->drained) {
+		gw->drained = true;
+		finish_drain(gw);
+	}
+}

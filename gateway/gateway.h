@@ -1,0 +1,76 @@
+/* The gateway: one libuv loop owning the listeners, the table of
+ * connections, the runtime in force and the audit log. The only mutable
+ * global state of `certgate serve` lives in the one gw_gateway_t that
+ * serve.c creates. */
+#ifndef GW_GATEWAY_H
+#define GW_GATEWAY_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <jansson.h>
+#include <uv.h>
+
+#include "cg_audit.h"
+#include "cg_errors.h"
+#include "cg_log.h"
+#include "cg_strmap.h"
+#include "authz.h"
+#include "runtime.h"
+
+typedef struct gw_session gw_session_t;
+typedef struct gw_gateway gw_gateway_t;
+typedef struct gw_listener gw_listener_t;
+
+typedef struct gw_counters {
+	uint64_t accepted; /* TCP connections accepted */
+	uint64_t sessions; /* sessions started */
+	uint64_t refused;  /* tls.rejected + authz.denied + upstream.failed */
+	uint64_t reloads_ok;
+	uint64_t reloads_failed;
+} gw_counters_t;
+
+struct gw_gateway {
+	uv_loop_t *loop;
+	char *config_path;
+	gw_runtime_t *rt;    /* in force */
+	uint64_t generation; /* 1 at start, +1 per successful reload */
+	int64_t started_ms;
+	int64_t loaded_ms;
+	cg_audit_t *audit;
+	gw_listener_t *listeners;
+	gw_session_t *sessions; /* every open connection, newest first */
+	size_t n_connections;
+	size_t n_live;
+	cg_strmap_t *user_sessions; /* user claim -> live+starting session count */
+	cg_strmap_t *round_robin;   /* service name -> next upstream index */
+	uint32_t instance;          /* random, prefixes session ids */
+	uint64_t next_session;
+	bool draining;
+	bool drained;
+	void (*on_drained)(gw_gateway_t *gw); /* close what else keeps the loop alive */
+	gw_counters_t counters;
+	gw_authz_state_t authz; /* locks and trust feed */
+	uv_signal_t signals[4];
+	cg_log_limit_t accept_log;
+	cg_log_limit_t audit_log;
+};
+
+/* Writes an audit event (steals fields). Failures are logged, rate-limited,
+ * and returned as a negative errno. */
+int gw_audit(gw_gateway_t *gw, const char *event, json_t *fields);
+
+/* Re-reads everything from disk. Valid: swaps it in, re-authorizes live
+ * sessions, returns 0. Invalid: leaves the old one in force, fills errs,
+ * returns -1. Both audited (admin.reload) with `by`. */
+int gw_reload(gw_gateway_t *gw, const char *by, cg_errors_t *errs);
+
+/* Stops accepting, ends every session (reason "shutdown") and lets the loop
+ * run dry. */
+void gw_drain(gw_gateway_t *gw);
+
+/* Per-user live session count. */
+size_t gw_user_sessions(gw_gateway_t *gw, const char *user);
+void gw_user_sessions_add(gw_gateway_t *gw, const char *user, int delta);
+
+#endif

@@ -1,0 +1,459 @@
+/* Loading a generation: snapshot, server TLS context, client CA, CRL.
+ *
+ * Verification happens in OpenSSL's chain check plus verify_cb, which adds
+ * what OpenSSL does not check (lifetime, CA leaf, clock skew on notBefore)
+ * and keeps the precise refusal reason for the audit. gw_cert_reverify runs
+ * the very same checks outside a handshake, against a newer runtime. */
+#include "runtime.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509v3.h>
+
+#include "cg_log.h"
+#include "cg_time.h"
+#include "tls_engine.h"
+
+#define MAX_CLIENT_CHAIN_BYTES (32 * 1024) /* whole Certificate message */
+
+static int hs_index = -1;    /* SSL ex_data: gw_handshake_t* */
+static int store_index = -1; /* X509_STORE_CTX ex_data: reverify_t* */
+
+typedef struct reverify {
+	const gw_runtime_t *rt;
+	const char *reason;
+} reverify_t;
+
+static void init_indexes(void)
+{
+	if (hs_index < 0)
+		hs_index = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+	if (store_index < 0)
+		store_index = X509_STORE_CTX_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+}
+
+const char *gw_verify_reason(int err)
+{
+	switch (err) {
+	case X509_V_ERR_CERT_HAS_EXPIRED:
+		return "certificate expired";
+	case X509_V_ERR_CERT_NOT_YET_VALID:
+		return "certificate not yet valid";
+	case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT:
+	case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY:
+	case X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT:
+	case X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN:
+	case X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE:
+	case X509_V_ERR_CERT_SIGNATURE_FAILURE:
+		return "unknown ca";
+	case X509_V_ERR_CERT_REVOKED:
+		return "certificate revoked";
+	case X509_V_ERR_CRL_HAS_EXPIRED:
+		return "crl expired";
+	case X509_V_ERR_CRL_NOT_YET_VALID:
+		return "crl not yet valid";
+	case X509_V_ERR_UNABLE_TO_GET_CRL:
+		return "crl unavailable for this ca";
+	case X509_V_ERR_CRL_SIGNATURE_FAILURE:
+		return "crl signature invalid";
+	case X509_V_ERR_INVALID_PURPOSE:
+		return "certificate not for client authentication";
+	case X509_V_ERR_INVALID_CA:
+		return "invalid ca in chain";
+	case X509_V_ERR_CERT_CHAIN_TOO_LONG:
+		return "certificate chain too long";
+	case X509_V_ERR_EE_KEY_TOO_SMALL:
+	case X509_V_ERR_CA_KEY_TOO_SMALL:
+		return "key too small";
+	case X509_V_ERR_CA_MD_TOO_WEAK:
+		return "signature algorithm too weak";
+	case X509_V_ERR_UNHANDLED_CRITICAL_EXTENSION:
+		return "unhandled critical extension";
+	default:
+		return X509_verify_cert_error_string(err);
+	}
+}
+
+const char *gw_cert_check_leaf(const pol_gateway_t *gw, X509 *leaf)
+{
+	int days = 0, secs = 0;
+	if (!ASN1_TIME_diff(&days, &secs, X509_get0_notBefore(leaf), X509_get0_notAfter(leaf)))
+		return "certificate validity unreadable";
+	int64_t lifetime_ms = ((int64_t)days * 86400 + secs) * 1000;
+	if (lifetime_ms < 0)
+		return "certificate validity unreadable";
+	if ((uint64_t)lifetime_ms > gw->max_cert_lifetime_ms)
+		return "lifetime exceeds max_cert_lifetime";
+	if (X509_check_ca(leaf) != 0)
+		return "certificate is a ca";
+	if (X509_check_purpose(leaf, X509_PURPOSE_SSL_CLIENT, 0) != 1)
+		return "certificate not for client authentication";
+	return NULL;
+}
+
+/* notBefore may be up to clock_skew in the future (the issuer's clock runs
+ * ahead); notAfter is enforced exactly: a session never outlives its
+ * certificate. */
+static bool within_skew(X509 *cert, uint64_t skew_ms)
+{
+	time_t later = (time_t)((cg_wall_ms() + (int64_t)skew_ms) / 1000);
+	return X509_cmp_time(X509_get0_notBefore(cert), &later) <= 0;
+}
+
+/* Shared by the handshake and reverify: returns the new ok, sets *reason. */
+static int check(int ok, X509_STORE_CTX *ctx, const gw_runtime_t *rt, const char **reason)
+{
+	int depth = X509_STORE_CTX_get_error_depth(ctx);
+	X509 *cert = X509_STORE_CTX_get_current_cert(ctx);
+	if (!ok) {
+		int err = X509_STORE_CTX_get_error(ctx);
+		if (err == X509_V_ERR_CERT_NOT_YET_VALID && depth == 0 && cert != NULL &&
+		    within_skew(cert, rt->snap->gateway.clock_skew_ms)) {
+			X509_STORE_CTX_set_error(ctx, X509_V_OK);
+			return 1;
+		}
+		if (*reason == NULL)
+			*reason = gw_verify_reason(err);
+		return 0;
+	}
+	if (depth == 0 && cert != NULL) {
+		const char *why = gw_cert_check_leaf(&rt->snap->gateway, cert);
+		if (why != NULL) {
+			if (*reason == NULL)
+				*reason = why;
+			X509_STORE_CTX_set_error(ctx, X509_V_ERR_APPLICATION_VERIFICATION);
+			return 0;
+		}
+	}
+	return 1;
+}
+
+static int verify_cb(int ok, X509_STORE_CTX *ctx)
+{
+	reverify_t *rv = X509_STORE_CTX_get_ex_data(ctx, store_index);
+	if (rv != NULL)
+		return check(ok, ctx, rv->rt, &rv->reason);
+	SSL *ssl = X509_STORE_CTX_get_ex_data(ctx, SSL_get_ex_data_X509_STORE_CTX_idx());
+	gw_handshake_t *hs = ssl != NULL ? SSL_get_ex_data(ssl, hs_index) : NULL;
+	if (hs == NULL)
+		return 0; /* fail closed */
+	if (X509_STORE_CTX_get_error_depth(ctx) == 0 && hs->cert == NULL) {
+		X509 *leaf = X509_STORE_CTX_get_current_cert(ctx);
+		if (leaf != NULL && X509_up_ref(leaf))
+			hs->cert = leaf;
+	}
+	return check(ok, ctx, hs->rt, &hs->reason);
+}
+
+static int sni_cb(SSL *ssl, int *alert, void *arg)
+{
+	gw_handshake_t *hs = SSL_get_ex_data(ssl, hs_index);
+	if (hs == NULL)
+		return SSL_TLSEXT_ERR_ALERT_FATAL;
+	const char *name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+	if (name != NULL)
+		snprintf(hs->sni, sizeof(hs->sni), "%s", name);
+	if (hs->service_fixed)
+		return SSL_TLSEXT_ERR_OK;
+	hs->service = name != NULL ? pol_snapshot_service_by_sni(hs->rt->snap, name) : NULL;
+	if (hs->service == NULL) {
+		hs->reason = "unknown service";
+		*alert = SSL_AD_UNRECOGNIZED_NAME;
+		return SSL_TLSEXT_ERR_ALERT_FATAL;
+	}
+	return SSL_TLSEXT_ERR_OK;
+}
+
+void gw_handshake_attach(SSL *ssl, gw_handshake_t *hs)
+{
+	SSL_set_ex_data(ssl, hs_index, hs);
+}
+
+void gw_handshake_finish(gw_handshake_t *hs)
+{
+	X509_free(hs->cert);
+	hs->cert = NULL;
+}
+
+const char *gw_cert_reverify(const gw_runtime_t *rt, X509 *leaf, STACK_OF(X509) * untrusted)
+{
+	reverify_t rv = {.rt = rt, .reason = NULL};
+	X509_STORE_CTX *ctx = X509_STORE_CTX_new();
+	if (ctx == NULL)
+		return "out of memory";
+	X509_STORE *store = SSL_CTX_get_cert_store(rt->server_ctx);
+	const char *result = NULL;
+	if (!X509_STORE_CTX_init(ctx, store, leaf, untrusted)) {
+		result = "out of memory";
+		goto done;
+	}
+	X509_STORE_CTX_set_ex_data(ctx, store_index, &rv);
+	X509_STORE_CTX_set_purpose(ctx, X509_PURPOSE_SSL_CLIENT);
+	X509_STORE_CTX_set_depth(ctx, (int)rt->snap->gateway.verify_depth);
+	X509_VERIFY_PARAM_set_auth_level(X509_STORE_CTX_get0_param(ctx),
+	                                 SSL_CTX_get_security_level(rt->server_ctx));
+	X509_STORE_CTX_set_verify_cb(ctx, verify_cb);
+	if (X509_verify_cert(ctx) != 1)
+		result = rv.reason != NULL ? rv.reason
+		                           : gw_verify_reason(X509_STORE_CTX_get_error(ctx));
+done:
+	X509_STORE_CTX_free(ctx);
+	ERR_clear_error();
+	return result;
+}
+
+/* --- loading ------------------------------------------------------------- */
+
+static void ssl_error(cg_errors_t *errs, const pol_file_t *file, const char *what)
+{
+	char detail[160];
+	gw_tls_describe_error(detail, sizeof(detail), "unreadable");
+	cg_errors_add(errs, "%s: %s %s: %s", file->where, what, file->path, detail);
+}
+
+static int load_client_ca(SSL_CTX *ctx, const pol_file_t *ca, cg_errors_t *errs)
+{
+	X509_STORE *store = SSL_CTX_get_cert_store(ctx);
+	BIO *bio = BIO_new_file(ca->path, "r");
+	if (bio == NULL) {
+		cg_errors_add(errs, "%s: cannot read %s: %s", ca->where, ca->path, strerror(errno));
+		ERR_clear_error();
+		return -1;
+	}
+	STACK_OF(X509_NAME) *names = sk_X509_NAME_new_null();
+	int count = 0;
+	X509 *cert;
+	while ((cert = PEM_read_bio_X509(bio, NULL, NULL, NULL)) != NULL) {
+		if (X509_check_ca(cert) == 0) {
+			char subject[256];
+			gw_cert_subject(cert, subject, sizeof(subject));
+			cg_errors_add(errs, "%s: %s: certificate \"%s\" is not a CA", ca->where,
+			              ca->path, subject);
+		}
+		X509_STORE_add_cert(store, cert);
+		X509_NAME *name = X509_NAME_dup(X509_get_subject_name(cert));
+		if (names != NULL && name != NULL)
+			sk_X509_NAME_push(names, name);
+		X509_free(cert);
+		count++;
+	}
+	ERR_clear_error(); /* the end of the PEM stream reads as an error */
+	BIO_free(bio);
+	if (count == 0) {
+		cg_errors_add(errs, "%s: %s: no PEM certificate found", ca->where, ca->path);
+		sk_X509_NAME_pop_free(names, X509_NAME_free);
+		return -1;
+	}
+	/* the CertificateRequest names the accepted CAs so clients pick a cert */
+	SSL_CTX_set_client_CA_list(ctx, names);
+	return 0;
+}
+
+static int load_crl(SSL_CTX *ctx, const pol_file_t *crl, cg_errors_t *errs)
+{
+	X509_STORE *store = SSL_CTX_get_cert_store(ctx);
+	BIO *bio = BIO_new_file(crl->path, "r");
+	if (bio == NULL) {
+		cg_errors_add(errs, "%s: cannot read %s: %s", crl->where, crl->path,
+		              strerror(errno));
+		ERR_clear_error();
+		return -1;
+	}
+	int count = 0;
+	X509_CRL *c;
+	while ((c = PEM_read_bio_X509_CRL(bio, NULL, NULL, NULL)) != NULL) {
+		const ASN1_TIME *next = X509_CRL_get0_nextUpdate(c);
+		if (next != NULL && X509_cmp_current_time(next) < 0)
+			cg_log(CG_LOG_WARN,
+			       "%s: %s: CRL has expired: every client of its CA is refused until "
+			       "it "
+			       "is renewed",
+			       crl->where, crl->path);
+		X509_STORE_add_crl(store, c);
+		X509_CRL_free(c);
+		count++;
+	}
+	ERR_clear_error();
+	BIO_free(bio);
+	if (count == 0) {
+		cg_errors_add(errs, "%s: %s: no PEM CRL found", crl->where, crl->path);
+		return -1;
+	}
+	X509_STORE_set_flags(store, X509_V_FLAG_CRL_CHECK);
+	return 0;
+}
+
+static SSL_CTX *build_server_ctx(const pol_snapshot_t *snap, cg_errors_t *errs)
+{
+	const pol_gateway_t *g = &snap->gateway;
+	size_t before = errs->count;
+	SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+	if (ctx == NULL) {
+		cg_errors_add(errs, "cannot create a TLS context");
+		return NULL;
+	}
+	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION |
+	                                 SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_NO_TICKET);
+	/* No resumption (yet): every connection gets the full verification. */
+	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+	SSL_CTX_set_num_tickets(ctx, 0);
+	SSL_CTX_set_max_early_data(ctx, 0);
+	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+	SSL_CTX_set_security_level(ctx, 2); /* RSA ≥ 2048, no SHA-1 signatures */
+	SSL_CTX_set_cipher_list(ctx, "ECDHE+AESGCM:ECDHE+CHACHA20");
+	SSL_CTX_set1_groups_list(ctx, "X25519:P-256:P-384");
+	SSL_CTX_set_max_cert_list(ctx, MAX_CLIENT_CHAIN_BYTES);
+
+	if (SSL_CTX_use_certificate_chain_file(ctx, g->cert.path) != 1)
+		ssl_error(errs, &g->cert, "cannot load certificate");
+	else if (SSL_CTX_use_PrivateKey_file(ctx, g->key.path, SSL_FILETYPE_PEM) != 1)
+		ssl_error(errs, &g->key, "cannot load private key");
+	else if (SSL_CTX_check_private_key(ctx) != 1)
+		ssl_error(errs, &g->key, "private key does not match");
+	if (load_client_ca(ctx, &g->client_ca, errs) == 0 && g->crl.path != NULL)
+		(void)load_crl(ctx, &g->crl, errs);
+
+	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, verify_cb);
+	SSL_CTX_set_verify_depth(ctx, (int)g->verify_depth);
+	SSL_CTX_set_tlsext_servername_callback(ctx, sni_cb);
+	ERR_clear_error();
+	if (errs->count != before) {
+		SSL_CTX_free(ctx);
+		return NULL;
+	}
+	return ctx;
+}
+
+static char *load_token(const pol_file_t *file, cg_errors_t *errs)
+{
+	FILE *f = fopen(file->path, "re");
+	if (f == NULL) {
+		cg_errors_add(errs, "%s: cannot read %s: %s", file->where, file->path,
+		              strerror(errno));
+		return NULL;
+	}
+	char buf[1024];
+	size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+	bool too_long = !feof(f);
+	fclose(f);
+	while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' '))
+		n--;
+	buf[n] = '\0';
+	if (too_long || n < 16) {
+		cg_errors_add(errs, "%s: %s: the token must be 16 to 1000 characters", file->where,
+		              file->path);
+		return NULL;
+	}
+	return strdup(buf);
+}
+
+static bool is_loopback(const cg_hostport_t *hp)
+{
+	return strncmp(hp->host, "127.", 4) == 0 || strcmp(hp->host, "::1") == 0;
+}
+
+gw_runtime_t *gw_runtime_load(const char *config_path, cg_errors_t *errs)
+{
+	init_indexes();
+	pol_snapshot_t *snap = pol_snapshot_load(config_path, errs);
+	if (snap == NULL)
+		return NULL;
+	gw_runtime_t *rt = calloc(1, sizeof(*rt));
+	if (rt == NULL) {
+		cg_errors_add(errs, "out of memory");
+		pol_snapshot_unref(snap);
+		return NULL;
+	}
+	atomic_init(&rt->refs, 1);
+	rt->snap = snap;
+	size_t before = errs->count;
+	rt->server_ctx = build_server_ctx(snap, errs);
+	if (snap->admin.enabled) {
+		if (snap->admin.token_file.path != NULL)
+			rt->admin_token = load_token(&snap->admin.token_file, errs);
+		else if (!is_loopback(&snap->admin.listen_addr))
+			cg_errors_add(errs,
+			              "%s: admin.listen: %s is not a loopback address: set "
+			              "admin.token_file",
+			              snap->config_path, snap->admin.listen);
+	}
+	if (errs->count != before) {
+		gw_runtime_unref(rt);
+		return NULL;
+	}
+	return rt;
+}
+
+gw_runtime_t *gw_runtime_ref(gw_runtime_t *rt)
+{
+	atomic_fetch_add(&rt->refs, 1);
+	return rt;
+}
+
+void gw_runtime_unref(gw_runtime_t *rt)
+{
+	if (rt == NULL || atomic_fetch_sub(&rt->refs, 1) != 1)
+		return;
+	SSL_CTX_free(rt->server_ctx);
+	if (rt->admin_token != NULL) {
+		OPENSSL_cleanse(rt->admin_token, strlen(rt->admin_token));
+		free(rt->admin_token);
+	}
+	pol_snapshot_unref(rt->snap);
+	free(rt);
+}
+
+/* --- formatting ---------------------------------------------------------- */
+
+void gw_cert_serial_hex(X509 *cert, char *buf, size_t len)
+{
+	buf[0] = '\0';
+	BIGNUM *bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(cert), NULL);
+	char *hex = bn != NULL ? BN_bn2hex(bn) : NULL;
+	if (hex != NULL)
+		snprintf(buf, len, "%s", hex);
+	OPENSSL_free(hex);
+	BN_free(bn);
+}
+
+void gw_cert_sha256_hex(X509 *cert, char buf[65])
+{
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned int n = 0;
+	buf[0] = '\0';
+	if (X509_digest(cert, EVP_sha256(), md, &n) != 1)
+		return;
+	for (unsigned i = 0; i < n && i < 32; i++)
+		snprintf(buf + 2 * i, 3, "%02x", md[i]);
+}
+
+void gw_cert_subject(X509 *cert, char *buf, size_t len)
+{
+	buf[0] = '\0';
+	BIO *bio = BIO_new(BIO_s_mem());
+	if (bio == NULL)
+		return;
+	if (X509_NAME_print_ex(bio, X509_get_subject_name(cert), 0,
+	                       XN_FLAG_RFC2253 & ~ASN1_STRFLGS_ESC_MSB) >= 0) {
+		int n = BIO_read(bio, buf, (int)len - 1);
+		buf[n > 0 ? n : 0] = '\0';
+	}
+	BIO_free(bio);
+}
+
+int64_t gw_cert_not_after_ms(X509 *cert)
+{
+	struct tm tm;
+	if (ASN1_TIME_to_tm(X509_get0_notAfter(cert), &tm) != 1)
+		return 0;
+	return (int64_t)timegm(&tm) * 1000;
+}

@@ -1,0 +1,69 @@
+/* A runtime is one loaded generation of the configuration: the policy
+ * snapshot plus everything built from the files it names (the server TLS
+ * context with the gateway certificate, client CA store and CRL). Built
+ * whole beside the one in force and swapped in one pointer store on reload;
+ * refcounted so sessions keep the generation that admitted them. */
+#ifndef GW_RUNTIME_H
+#define GW_RUNTIME_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+
+#include "cg_errors.h"
+#include "pol_config.h"
+
+typedef struct gw_runtime {
+	atomic_int refs;
+	pol_snapshot_t *snap;
+	SSL_CTX *server_ctx; /* client certificate required, SNI routing */
+	char *admin_token;   /* contents of admin.token_file, NULL when unset */
+} gw_runtime_t;
+
+/* Per-connection handshake state, reachable from the SSL object, filled by
+ * the SNI and verify callbacks. */
+typedef struct gw_handshake {
+	const gw_runtime_t *rt;
+	const pol_service_t *service; /* fixed by the listener, or chosen by SNI */
+	bool service_fixed;
+	const char *reason; /* first refusal reason (static string) */
+	X509 *cert;         /* the leaf seen by the verify callback (ref) */
+	char sni[256];
+} gw_handshake_t;
+
+/* Loads config_path and every file it names. On any error adds every error
+ * found to errs ("file:line:col: path: message") and returns NULL. Warnings
+ * (e.g. an expired CRL, which refuses every client: fail closed) are logged. */
+gw_runtime_t *gw_runtime_load(const char *config_path, cg_errors_t *errs);
+gw_runtime_t *gw_runtime_ref(gw_runtime_t *rt);
+void gw_runtime_unref(gw_runtime_t *rt); /* accepts NULL */
+
+/* Attaches hs to a server SSL created from rt->server_ctx. */
+void gw_handshake_attach(SSL *ssl, gw_handshake_t *hs);
+void gw_handshake_finish(gw_handshake_t *hs);
+
+/* The checks OpenSSL does not make: total lifetime within
+ * max_cert_lifetime, not a CA, usable for client authentication. NULL when
+ * fine, else the refusal reason. */
+const char *gw_cert_check_leaf(const pol_gateway_t *gw, X509 *leaf);
+
+/* Verifies leaf (with the intermediates the client sent, may be NULL)
+ * against rt's client CA and CRL as the handshake does, at the current time.
+ * Used to re-check live sessions after a reload. NULL when fine, else the
+ * refusal reason. */
+const char *gw_cert_reverify(const gw_runtime_t *rt, X509 *leaf, STACK_OF(X509) * untrusted);
+
+/* The audit reason for an X509_V_ERR_* code. */
+const char *gw_verify_reason(int x509_error);
+
+/* Formatting helpers for audit: serial as hex, SHA-256 of the DER as hex,
+ * subject in RFC 2253 form, notAfter as epoch ms. */
+void gw_cert_serial_hex(X509 *cert, char *buf, size_t len);
+void gw_cert_sha256_hex(X509 *cert, char buf[65]);
+void gw_cert_subject(X509 *cert, char *buf, size_t len);
+int64_t gw_cert_not_after_ms(X509 *cert);
+
+#endif

@@ -1,0 +1,754 @@
+/* A client connection through the gateway (see session.h for the flow).
+ *
+ * Setup input (PROXY header, TLS handshake, the first inner bytes) arrives
+ * through the link's setup_input; once the upstream is connected and
+ * session.start is written, the link relays on its own. The link timer
+ * serves every deadline in turn: handshake, upstream connect, then idle and
+ * certificate notAfter. */
+#include "session.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/ssl.h>
+
+#include "authz.h"
+#include "cg_addr.h"
+#include "cg_time.h"
+#include "pg_wire.h"
+
+#define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
+
+static const gw_link_ops_t session_ops;
+
+static gw_end_t *client_end(gw_session_t *s)
+{
+	return &s->link.end[GW_CLIENT];
+}
+
+static gw_end_t *upstream_end(gw_session_t *s)
+{
+	return &s->link.end[GW_UPSTREAM];
+}
+
+/* --- audit fields -------------------------------------------------------- */
+
+static json_t *base_fields(gw_session_t *s)
+{
+	json_t *f = json_object();
+	json_object_set_new(f, "session", json_string(s->id));
+	json_object_set_new(f, "client", json_string(s->client));
+	const pol_service_t *svc = s->service != NULL ? s->service : s->hs.service;
+	if (svc != NULL)
+		json_object_set_new(f, "service", json_string(svc->name));
+	return f;
+}
+
+static void add_identity(gw_session_t *s, json_t *f)
+{
+	json_t *groups = json_array();
+	for (size_t i = 0; i < s->claims.n_groups; i++)
+		json_array_append_new(groups, json_string(s->claims.groups[i]));
+	json_object_set_new(f, "user", s->claims.user ? json_string(s->claims.user) : json_null());
+	json_object_set_new(f, "groups", groups);
+	json_object_set_new(f, "device_id",
+	                    s->claims.device_id ? json_string(s->claims.device_id) : json_null());
+	json_object_set_new(f, "device_trust",
+	                    json_string(pol_trust_name(s->decision.effective_trust)));
+	json_object_set_new(f, "rule", json_string(s->decision.rule));
+}
+
+static void add_cert(json_t *f, X509 *cert, bool session_start)
+{
+	char buf[512];
+	if (cert == NULL)
+		return;
+	if (!session_start) {
+		gw_cert_subject(cert, buf, sizeof(buf));
+		json_object_set_new(f, "subject", json_string(buf));
+	}
+	gw_cert_serial_hex(cert, buf, sizeof(buf));
+	json_object_set_new(f, session_start ? "cert_serial" : "serial", json_string(buf));
+	if (session_start) {
+		char sha[65];
+		gw_cert_sha256_hex(cert, sha);
+		json_object_set_new(f, "cert_sha256", json_string(sha));
+	}
+	char ts[CG_RFC3339_LEN];
+	cg_rfc3339_ms(gw_cert_not_after_ms(cert), ts);
+	json_object_set_new(f, session_start ? "cert_not_after" : "not_after", json_string(ts));
+}
+
+/* --- ending -------------------------------------------------------------- */
+
+static void release_user(gw_session_t *s)
+{
+	if (s->counted_user == NULL)
+		return;
+	gw_user_sessions_add(s->gw, s->counted_user, -1);
+	free(s->counted_user);
+	s->counted_user = NULL;
+}
+
+/* Closes a connection that never became a session. */
+static void drop(gw_session_t *s, bool graceful)
+{
+	if (s->state == GW_SESSION_CLOSING)
+		return;
+	s->state = GW_SESSION_CLOSING;
+	release_user(s);
+	gw_link_close(&s->link, graceful);
+}
+
+/* tls.rejected: the handshake failed or the certificate was refused. */
+static void reject_tls(gw_session_t *s, const char *reason, const char *detail)
+{
+	json_t *f = base_fields(s);
+	json_object_set_new(f, "reason", json_string(reason));
+	if (detail != NULL && strcmp(detail, reason) != 0)
+		json_object_set_new(f, "detail", json_string(detail));
+	if (s->hs.sni[0] != '\0')
+		json_object_set_new(f, "sni", json_string(s->hs.sni));
+	add_cert(f, s->cert != NULL ? s->cert : s->hs.cert, false);
+	s->gw->counters.refused++;
+	(void)gw_audit(s->gw, "tls.rejected", f);
+	drop(s, true); /* graceful: the alert already queued still goes out */
+}
+
+/* authz.denied: the policy (or a limit) refused an authenticated client. */
+static void deny(gw_session_t *s, const char *reason)
+{
+	json_t *f = base_fields(s);
+	add_identity(s, f);
+	json_object_set_new(f, "reason", json_string(reason));
+	s->gw->counters.refused++;
+	(void)gw_audit(s->gw, "authz.denied", f);
+	drop(s, true);
+}
+
+void gw_session_end(gw_session_t *s, const char *reason)
+{
+	if (s->state == GW_SESSION_CLOSING)
+		return;
+	if (s->started && !s->ended) {
+		s->ended = true;
+		json_t *f = base_fields(s);
+		json_object_set_new(f, "user", json_string(s->claims.user));
+		json_object_set_new(f, "bytes_up",
+		                    json_integer((json_int_t)client_end(s)->bytes_in));
+		json_object_set_new(f, "bytes_down",
+		                    json_integer((json_int_t)upstream_end(s)->bytes_in));
+		json_object_set_new(f, "duration_ms",
+		                    json_integer((json_int_t)(cg_wall_ms() - s->started_ms)));
+		json_object_set_new(f, "reason", json_string(reason));
+		(void)gw_audit(s->gw, "session.end", f);
+		s->gw->n_live--;
+	}
+	drop(s, true);
+}
+
+static void on_freed(gw_link_t *link)
+{
+	gw_session_t *s = container_of(link, gw_session_t, link);
+	gw_gateway_t *gw = s->gw;
+	if (s->prev != NULL)
+		s->prev->next = s->next;
+	else
+		gw->sessions = s->next;
+	if (s->next != NULL)
+		s->next->prev = s->prev;
+	gw->n_connections--;
+	release_user(s);
+	gw_handshake_finish(&s->hs);
+	X509_free(s->cert);
+	sk_X509_pop_free(s->chain, X509_free);
+	pol_claims_finish(&s->claims);
+	json_decref(s->upstream_errors);
+	gw_runtime_unref(s->rt);
+	s->rt = NULL;
+	if (s->resolving)
+		s->zombie = true; /* the resolver thread still holds resolve_req */
+	else
+		free(s);
+	if (gw->draining && gw->n_connections == 0)
+		gw_drain(gw); /* the last one out finishes the drain */
+}
+
+/* --- timers -------------------------------------------------------------- */
+
+/* Live sessions: the nearer of the idle deadline and notAfter. */
+static void arm_live_timer(gw_session_t *s)
+{
+	int64_t now = cg_wall_ms();
+	int64_t due = s->not_after_ms - now;
+	uint64_t idle = s->rt->snap->gateway.idle_timeout_ms;
+	if (idle > 0) {
+		uint64_t quiet = uv_now(s->gw->loop) - s->link.last_active;
+		int64_t idle_due = quiet >= idle ? 0 : (int64_t)(idle - quiet);
+		if (idle_due < due)
+			due = idle_due;
+	}
+	gw_link_arm(&s->link, due > 0 ? (uint64_t)due : 0);
+}
+
+static void connect_next(gw_session_t *s);
+
+static void on_timer(gw_link_t *link)
+{
+	gw_session_t *s = container_of(link, gw_session_t, link);
+	switch (s->state) {
+	case GW_SESSION_PROXY_HEADER:
+	case GW_SESSION_HANDSHAKE:
+	case GW_SESSION_INNER:
+		reject_tls(s, "handshake timeout", NULL);
+		return;
+	case GW_SESSION_CONNECTING:
+		s->connect_timed_out = true;
+		if (s->resolving)
+			uv_cancel((uv_req_t *)&s->resolve_req);
+		else
+			gw_end_close(upstream_end(s)); /* on_end_closed tries the next */
+		return;
+	case GW_SESSION_LIVE: {
+		if (cg_wall_ms() >= s->not_after_ms) {
+			gw_session_end(s, "certificate expired");
+			return;
+		}
+		uint64_t idle = s->rt->snap->gateway.idle_timeout_ms;
+		if (idle > 0 && uv_now(s->gw->loop) - s->link.last_active >= idle) {
+			gw_session_end(s, "idle timeout");
+			return;
+		}
+		arm_live_timer(s);
+		return;
+	}
+	case GW_SESSION_CLOSING:
+		return;
+	}
+}
+
+/* --- session start and relay -------------------------------------------- */
+
+static void start_session(gw_session_t *s)
+{
+	gw_end_t *up = upstream_end(s);
+	up->connected = true;
+	uv_tcp_nodelay(&up->tcp, 1);
+	uv_tcp_keepalive(&up->tcp, 1, 60);
+
+	json_t *f = base_fields(s);
+	add_identity(s, f);
+	json_object_set_new(f, "upstream", json_string(s->upstream));
+	add_cert(f, s->cert, true);
+	int rc = gw_audit(s->gw, "session.start", f);
+	if (rc < 0 && cg_audit_on_failure(s->gw->audit) == CG_AUDIT_REFUSE) {
+		/* fail closed: no audited start, no session */
+		s->gw->counters.refused++;
+		drop(s, true);
+		return;
+	}
+	s->started = true;
+	s->started_ms = cg_wall_ms();
+	s->state = GW_SESSION_LIVE;
+	s->gw->n_live++;
+	s->gw->counters.sessions++;
+	if (s->inner_len > 0 && gw_end_send(up, s->inner, s->inner_len) < 0) {
+		gw_session_end(s, "upstream closed");
+		return;
+	}
+	arm_live_timer(s);
+	gw_link_relay(&s->link);
+}
+
+static void on_relay_done(gw_link_t *link, const char *reason, const char *detail)
+{
+	gw_session_t *s = container_of(link, gw_session_t, link);
+	gw_session_end(s, reason);
+}
+
+/* --- upstream connect with failover --------------------------------------- */
+
+static void note_upstream_error(gw_session_t *s, const char *error)
+{
+	if (s->upstream_errors == NULL)
+		s->upstream_errors = json_array();
+	json_array_append_new(s->upstream_errors,
+	                      json_pack("{s:s, s:s}", "upstream", s->upstream, "error", error));
+}
+
+static void upstream_failed(gw_session_t *s)
+{
+	json_t *f = base_fields(s);
+	json_object_set_new(f, "user", json_string(s->claims.user));
+	json_t *tried = json_array();
+	const char *last = "no upstream";
+	size_t n = json_array_size(s->upstream_errors);
+	for (size_t i = 0; i < n; i++) {
+		json_t *e = json_array_get(s->upstream_errors, i);
+		json_array_append(tried, json_object_get(e, "upstream"));
+		last = json_string_value(json_object_get(e, "error"));
+	}
+	json_object_set_new(f, "upstream", tried);
+	json_object_set_new(f, "reason", json_string(last));
+	json_object_set(f, "errors", s->upstream_errors);
+	s->gw->counters.refused++;
+	(void)gw_audit(s->gw, "upstream.failed", f);
+	drop(s, true);
+}
+
+static void on_connect(uv_connect_t *req, int status)
+{
+	gw_session_t *s = container_of(req, gw_session_t, connect_req);
+	if (s->state != GW_SESSION_CONNECTING)
+		return; /* closing: the handle is being torn down */
+	if (status == 0) {
+		start_session(s);
+		return;
+	}
+	note_upstream_error(s, s->connect_timed_out ? "connect timeout" : uv_strerror(status));
+	gw_end_close(upstream_end(s)); /* on_end_closed tries the next */
+}
+
+static void connect_to(gw_session_t *s, const struct sockaddr *addr)
+{
+	gw_end_t *up = upstream_end(s);
+	int rc = gw_end_open(&s->link, GW_UPSTREAM);
+	if (rc < 0) {
+		note_upstream_error(s, uv_strerror(rc));
+		s->attempt++;
+		connect_next(s);
+		return;
+	}
+	rc = uv_tcp_connect(&s->connect_req, &up->tcp, addr, on_connect);
+	if (rc < 0) {
+		note_upstream_error(s, uv_strerror(rc));
+		gw_end_close(up);
+	}
+}
+
+static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
+{
+	gw_session_t *s = container_of(req, gw_session_t, resolve_req);
+	s->resolving = false;
+	if (s->zombie) {
+		uv_freeaddrinfo(res);
+		free(s);
+		return;
+	}
+	if (s->state != GW_SESSION_CONNECTING) {
+		uv_freeaddrinfo(res);
+		return;
+	}
+	if (status < 0 || res == NULL) {
+		note_upstream_error(s, s->connect_timed_out ? "connect timeout"
+		                       : status < 0         ? uv_strerror(status)
+		                                            : "no address");
+		uv_freeaddrinfo(res);
+		s->attempt++;
+		connect_next(s);
+		return;
+	}
+	connect_to(s, res->ai_addr);
+	uv_freeaddrinfo(res);
+}
+
+static void connect_next(gw_session_t *s)
+{
+	const pol_service_t *svc = s->service;
+	if (s->attempt >= svc->n_upstream) {
+		upstream_failed(s);
+		return;
+	}
+	const cg_hostport_t *hp =
+	        &svc->upstream[(s->first_upstream + s->attempt) % svc->n_upstream];
+	snprintf(s->upstream, sizeof(s->upstream), strchr(hp->host, ':') ? "[%s]:%u" : "%s:%u",
+	         hp->host, hp->port);
+	s->connect_timed_out = false;
+	gw_link_arm(&s->link, svc->connect_timeout_ms);
+	struct sockaddr_storage ss;
+	if (cg_hostport_to_sockaddr(hp, &ss)) {
+		connect_to(s, (struct sockaddr *)&ss);
+		return;
+	}
+	char port[8];
+	snprintf(port, sizeof(port), "%u", hp->port);
+	struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+	int rc = uv_getaddrinfo(s->gw->loop, &s->resolve_req, on_resolved, hp->host, port, &hints);
+	if (rc < 0) {
+		note_upstream_error(s, uv_strerror(rc));
+		s->attempt++;
+		connect_next(s);
+		return;
+	}
+	s->resolving = true;
+}
+
+static void on_end_closed(gw_link_t *link, gw_end_t *end)
+{
+	gw_session_t *s = container_of(link, gw_session_t, link);
+	if (end->id != GW_UPSTREAM || s->state != GW_SESSION_CONNECTING)
+		return;
+	s->attempt++;
+	connect_next(s);
+}
+
+static void connect_upstream(gw_session_t *s)
+{
+	s->state = GW_SESSION_CONNECTING;
+	gw_end_read_stop(client_end(s)); /* TLS keeps what arrives meanwhile */
+	s->attempt = 0;
+	uintptr_t next = (uintptr_t)cg_strmap_get(s->gw->round_robin, s->service->name);
+	s->first_upstream = (unsigned)(next % s->service->n_upstream);
+	cg_strmap_put(s->gw->round_robin, s->service->name, (void *)(next + 1));
+	connect_next(s);
+}
+
+/* --- require_inner_tls: the first bytes inside the tunnel ----------------- */
+
+static void refuse_plaintext(gw_session_t *s)
+{
+	uint8_t msg[600];
+	size_t n = pgw_error_response(msg, sizeof(msg), "28000",
+	                              "certgate: this service requires TLS inside the tunnel "
+	                              "(connect with sslmode=require or stricter)");
+	(void)gw_end_send_tls(client_end(s), msg, n);
+	deny(s, "plaintext startup refused: require_inner_tls");
+}
+
+/* Reads plaintext up to the first GW_INNER_PEEK bytes and judges them. */
+static void check_inner(gw_session_t *s)
+{
+	gw_end_t *c = client_end(s);
+	while (s->inner_len < GW_INNER_PEEK) {
+		if (s->inner_len >= 1 && s->inner[0] == PGW_TLS_HANDSHAKE_BYTE)
+			break; /* direct TLS to PostgreSQL */
+		ssize_t n =
+		        gw_tls_read(&c->tls, s->inner + s->inner_len, GW_INNER_PEEK - s->inner_len);
+		if (n > 0) {
+			s->inner_len += (size_t)n;
+			continue;
+		}
+		if (n == GW_TLS_READ_WANT)
+			return;
+		drop(s, false); /* the client left or broke TLS before a first message */
+		return;
+	}
+	c->bytes_in = s->inner_len;
+	if (s->inner[0] == PGW_TLS_HANDSHAKE_BYTE) {
+		connect_upstream(s);
+		return;
+	}
+	uint32_t len = pgw_get32(s->inner), code = pgw_get32(s->inner + 4);
+	if ((len == 8 && code == PGW_SSL_REQUEST_CODE) ||
+	    (len == 16 && code == PGW_CANCEL_REQUEST_CODE)) {
+		connect_upstream(s);
+		return;
+	}
+	refuse_plaintext(s);
+}
+
+/* --- after the handshake: who is it, may they? ---------------------------- */
+
+static void handshake_done(gw_session_t *s)
+{
+	gw_end_t *c = client_end(s);
+	SSL *ssl = c->tls.ssl;
+	s->service = s->hs.service;
+	s->cert = SSL_get1_peer_certificate(ssl);
+	STACK_OF(X509) *sent = SSL_get_peer_cert_chain(ssl);
+	s->chain = sent != NULL ? X509_chain_up_ref(sent) : NULL;
+	if (s->service == NULL) {
+		reject_tls(s, "unknown service", NULL);
+		return;
+	}
+	if (s->cert == NULL) {
+		reject_tls(s, "no client certificate", NULL);
+		return;
+	}
+	s->not_after_ms = gw_cert_not_after_ms(s->cert);
+	if (!pol_claims_extract(&s->rt->snap->claims, s->cert, &s->claims)) {
+		reject_tls(s, "cannot read certificate claims", NULL);
+		return;
+	}
+	gw_authz_request_t req = {
+	        .service = s->service, .claims = &s->claims, .source = (struct sockaddr *)&s->peer};
+	if (!gw_authorize(s->gw, s->rt, &req, &s->decision)) {
+		deny(s, s->decision.reason);
+		return;
+	}
+	uint32_t limit = s->rt->snap->gateway.max_sessions_per_user;
+	if (limit > 0 && gw_user_sessions(s->gw, s->claims.user) >= limit) {
+		deny(s, "too many sessions");
+		return;
+	}
+	s->counted_user = strdup(s->claims.user);
+	if (s->counted_user == NULL) {
+		drop(s, false);
+		return;
+	}
+	gw_user_sessions_add(s->gw, s->counted_user, 1);
+
+	if (s->service->require_inner_tls) {
+		s->state = GW_SESSION_INNER; /* the handshake deadline still runs */
+		check_inner(s);
+		return;
+	}
+	connect_upstream(s);
+}
+
+static const char *handshake_failure_reason(gw_session_t *s)
+{
+	if (s->hs.reason != NULL)
+		return s->hs.reason;
+	switch (client_end(s)->tls.error_reason) {
+	case SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE:
+		return "no client certificate";
+	case SSL_R_UNSUPPORTED_PROTOCOL:
+	case SSL_R_WRONG_VERSION_NUMBER:
+		return "protocol version refused";
+	case SSL_R_NO_SHARED_CIPHER:
+		return "no shared cipher";
+	default:
+		return "handshake failed";
+	}
+}
+
+static void advance_handshake(gw_session_t *s)
+{
+	gw_end_t *c = client_end(s);
+	gw_tls_status_t st = gw_tls_handshake(&c->tls);
+	int rc = gw_end_flush_tls(c); /* our flight, or the alert that ends it */
+	if (st == GW_TLS_FAILED) {
+		reject_tls(s, handshake_failure_reason(s), c->tls.error);
+		return;
+	}
+	if (rc < 0) {
+		drop(s, false);
+		return;
+	}
+	if (st == GW_TLS_DONE)
+		handshake_done(s);
+}
+
+static bool looks_like_proxy_header(const char *data, size_t len)
+{
+	static const char v2[] = "\r\n\r\n\0\r\nQUIT\n";
+	return (len >= 6 && memcmp(data, "PROXY ", 6) == 0) ||
+	       (len >= 12 && memcmp(data, v2, 12) == 0);
+}
+
+static void handshake_input(gw_session_t *s, const char *data, size_t len)
+{
+	gw_end_t *c = client_end(s);
+	if (!c->tls_on) {
+		if ((uint8_t)data[0] != PGW_TLS_HANDSHAKE_BYTE) {
+			reject_tls(s,
+			           looks_like_proxy_header(data, len)
+			                   ? "proxy protocol header from an address not in "
+			                     "proxy_protocol_from"
+			                   : "not tls",
+			           NULL);
+			return;
+		}
+		if (gw_tls_init(&c->tls, s->rt->server_ctx, true) < 0) {
+			drop(s, false);
+			return;
+		}
+		c->tls_on = true;
+		gw_handshake_attach(c->tls.ssl, &s->hs);
+	}
+	if (gw_tls_feed(&c->tls, data, len) < 0) {
+		drop(s, false);
+		return;
+	}
+	advance_handshake(s);
+}
+
+static void proxy_input(gw_session_t *s, const char *data, size_t len)
+{
+	size_t room = sizeof(s->proxy_buf) - s->proxy_len;
+	size_t take = len < room ? len : room;
+	memcpy(s->proxy_buf + s->proxy_len, data, take);
+	s->proxy_len += take;
+	gw_pp_result_t pp;
+	switch (gw_pp_parse(s->proxy_buf, s->proxy_len, &pp)) {
+	case GW_PP_NEED_MORE:
+		if (s->proxy_len == sizeof(s->proxy_buf))
+			reject_tls(s, "invalid proxy protocol header", "header too long");
+		return;
+	case GW_PP_INVALID:
+		reject_tls(s, "invalid proxy protocol header", pp.error);
+		return;
+	case GW_PP_OK:
+		break;
+	}
+	if (pp.has_address) {
+		memcpy(&s->peer, &pp.src, sizeof(s->peer));
+		cg_sockaddr_format((struct sockaddr *)&s->peer, s->client, sizeof(s->client));
+	}
+	s->state = GW_SESSION_HANDSHAKE;
+	/* what followed the header in this read, then what was buffered */
+	size_t rest_buffered = s->proxy_len - pp.header_len;
+	if (rest_buffered > 0)
+		handshake_input(s, (const char *)s->proxy_buf + pp.header_len, rest_buffered);
+	if (take < len && s->state == GW_SESSION_HANDSHAKE)
+		handshake_input(s, data + take, len - take);
+}
+
+static void on_setup_input(gw_link_t *link, gw_end_t *end, const char *data, ssize_t nread)
+{
+	gw_session_t *s = container_of(link, gw_session_t, link);
+	if (nread < 0) {
+		/* the client left before its session started */
+		if (s->got_bytes &&
+		    (s->state == GW_SESSION_HANDSHAKE || s->state == GW_SESSION_PROXY_HEADER))
+			reject_tls(s, "client closed during handshake", uv_strerror((int)nread));
+		else
+			drop(s, false);
+		return;
+	}
+	s->got_bytes = true;
+	switch (s->state) {
+	case GW_SESSION_PROXY_HEADER:
+		proxy_input(s, data, (size_t)nread);
+		return;
+	case GW_SESSION_HANDSHAKE:
+		handshake_input(s, data, (size_t)nread);
+		return;
+	case GW_SESSION_INNER:
+		if (gw_tls_feed(&end->tls, data, (size_t)nread) < 0) {
+			drop(s, false);
+			return;
+		}
+		check_inner(s);
+		return;
+	default:
+		return;
+	}
+}
+
+/* --- accept --------------------------------------------------------------- */
+
+static void make_id(gw_gateway_t *gw, char *buf)
+{
+	snprintf(buf, GW_SESSION_ID_LEN, "%08" PRIx32 "-%" PRIu64, gw->instance,
+	         ++gw->next_session);
+}
+
+static bool from_proxy(const pol_gateway_t *g, const struct sockaddr *sa)
+{
+	for (size_t i = 0; i < g->n_proxy_protocol_from; i++)
+		if (cg_cidr_contains(&g->proxy_protocol_from[i], sa))
+			return true;
+	return false;
+}
+
+void gw_session_accept(gw_gateway_t *gw, uv_stream_t *server, const char *fixed_service)
+{
+	gw_session_t *s = calloc(1, sizeof(*s));
+	if (s == NULL) {
+		cg_log_limited(&gw->accept_log, CG_LOG_ERROR, "accept: out of memory");
+		return;
+	}
+	s->gw = gw;
+	gw_link_init(&s->link, gw->loop, &session_ops);
+	/* linked in before anything can fail: on_freed unlinks */
+	s->rt = gw_runtime_ref(gw->rt);
+	s->hs.rt = s->rt;
+	make_id(gw, s->id);
+	s->next = gw->sessions;
+	if (gw->sessions != NULL)
+		gw->sessions->prev = s;
+	gw->sessions = s;
+	gw->n_connections++;
+	s->state = GW_SESSION_HANDSHAKE;
+	gw_end_t *c = client_end(s);
+	int rc = gw_end_open(&s->link, GW_CLIENT);
+	if (rc == 0)
+		rc = uv_accept(server, (uv_stream_t *)&c->tcp);
+	if (rc < 0) {
+		cg_log_limited(&gw->accept_log, CG_LOG_WARN, "accept: %s", uv_strerror(rc));
+		drop(s, false);
+		return;
+	}
+	gw->counters.accepted++;
+	c->connected = true;
+	int len = sizeof(s->peer);
+	uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&s->peer, &len);
+	cg_sockaddr_format((struct sockaddr *)&s->peer, s->client, sizeof(s->client));
+	uv_tcp_nodelay(&c->tcp, 1);
+	uv_tcp_keepalive(&c->tcp, 1, 60);
+
+	const pol_gateway_t *g = &s->rt->snap->gateway;
+	if (fixed_service != NULL) {
+		s->hs.service = pol_snapshot_service(s->rt->snap, fixed_service);
+		s->hs.service_fixed = true;
+		s->service = s->hs.service;
+	}
+	if (gw->draining) {
+		drop(s, false);
+		return;
+	}
+	if (gw->n_connections > g->max_connections) {
+		reject_tls(s, "too many connections", NULL);
+		return;
+	}
+	if (from_proxy(g, (struct sockaddr *)&s->peer))
+		s->state = GW_SESSION_PROXY_HEADER;
+	gw_link_arm(&s->link, g->handshake_timeout_ms);
+	if (gw_end_read_start(c) < 0)
+		drop(s, false);
+}
+
+/* --- continuous authorization -------------------------------------------- */
+
+void gw_session_reauthorize(gw_session_t *s, gw_runtime_t *rt, const char *revoked_reason)
+{
+	if (s->state != GW_SESSION_INNER && s->state != GW_SESSION_CONNECTING &&
+	    s->state != GW_SESSION_LIVE)
+		return;
+	if (gw_cert_reverify(rt, s->cert, s->chain) != NULL) {
+		gw_session_end(s, "revoked: certificate");
+		return;
+	}
+	const pol_service_t *svc = pol_snapshot_service(rt->snap, s->service->name);
+	pol_claims_t claims;
+	if (svc == NULL || !pol_claims_extract(&rt->snap->claims, s->cert, &claims)) {
+		gw_session_end(s, revoked_reason);
+		return;
+	}
+	pol_decision_t decision;
+	gw_authz_request_t req = {
+	        .service = svc, .claims = &claims, .source = (struct sockaddr *)&s->peer};
+	bool allowed = gw_authorize(s->gw, rt, &req, &decision);
+	if (!allowed) {
+		pol_claims_finish(&claims);
+		gw_session_end(s, gw_authz_revocation_reason(&decision, revoked_reason));
+		return;
+	}
+	/* still admitted: it now belongs to the new generation */
+	pol_claims_finish(&s->claims);
+	s->claims = claims;
+	s->decision = decision;
+	s->service = svc;
+	s->hs.service = svc;
+	if (s->rt != rt) {
+		gw_runtime_t *old = s->rt;
+		s->rt = gw_runtime_ref(rt);
+		s->hs.rt = rt;
+		gw_runtime_unref(old);
+	}
+	if (s->state == GW_SESSION_LIVE)
+		arm_live_timer(s); /* idle_timeout may have changed */
+}
+
+static const gw_link_ops_t session_ops = {
+        .setup_input = on_setup_input,
+        .relay_done = on_relay_done,
+        .timer = on_timer,
+        .end_closed = on_end_closed,
+        .freed = on_freed,
+};

@@ -1,0 +1,93 @@
+/* One client connection through the gateway, from accept to close:
+ *
+ *   PROXY header? -> TLS handshake (client certificate verified, SNI picks
+ *   the service) -> claims + decision -> [first inner bytes checked when
+ *   require_inner_tls] -> upstream connect with failover -> session.start ->
+ *   relay -> session.end
+ *
+ * Every refusal on the way is audited with its reason. A started session
+ * ends exactly once (session.end), whoever ends it. */
+#ifndef GW_SESSION_H
+#define GW_SESSION_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <openssl/x509.h>
+#include <uv.h>
+
+#include "gateway.h"
+#include "link.h"
+#include "pol_decide.h"
+#include "proxy_proto.h"
+#include "runtime.h"
+
+typedef enum {
+	GW_SESSION_PROXY_HEADER, /* reading a PROXY protocol header */
+	GW_SESSION_HANDSHAKE,    /* TLS handshake with the client */
+	GW_SESSION_INNER,        /* authorized; reading the first inner bytes */
+	GW_SESSION_CONNECTING,   /* authorized; connecting to an upstream */
+	GW_SESSION_LIVE,         /* session.start written; relaying */
+	GW_SESSION_CLOSING,
+} gw_session_state_t;
+
+#define GW_SESSION_ID_LEN 32
+#define GW_INNER_PEEK     8 /* an SSLRequest / CancelRequest header */
+
+struct gw_session {
+	gw_link_t link;
+	gw_gateway_t *gw;
+	gw_session_t *prev, *next; /* gw->sessions */
+	gw_session_state_t state;
+	char id[GW_SESSION_ID_LEN];
+	char client[64]; /* ip:port, after PROXY protocol */
+	struct sockaddr_storage peer;
+	gw_runtime_t *rt;             /* the generation that admitted it (ref) */
+	const pol_service_t *service; /* in rt->snap */
+	gw_handshake_t hs;
+	bool got_bytes;
+
+	/* identity, once the handshake is done */
+	X509 *cert;
+	STACK_OF(X509) * chain; /* intermediates the client sent */
+	pol_claims_t claims;
+	pol_decision_t decision;
+	char *counted_user; /* key in gw->user_sessions while counted */
+	int64_t not_after_ms;
+
+	uint8_t proxy_buf[GW_PP_MAX_HEADER];
+	size_t proxy_len;
+	uint8_t inner[GW_INNER_PEEK];
+	size_t inner_len;
+
+	/* upstream */
+	uv_connect_t connect_req;
+	uv_getaddrinfo_t resolve_req;
+	bool resolving;
+	bool zombie; /* freed while a resolve was pending: on_resolved frees */
+	unsigned attempt;
+	unsigned first_upstream;
+	bool connect_timed_out;
+	char upstream[CG_HOST_MAX + 8];
+	json_t *upstream_errors; /* [{"upstream":..., "error":...}] */
+
+	int64_t started_ms; /* wall clock at session.start */
+	bool started;       /* session.start written */
+	bool ended;         /* session.end written */
+};
+
+/* Accepts one connection from server. fixed_service: the listener's own
+ * service name, NULL for a shared (SNI) listener. */
+void gw_session_accept(gw_gateway_t *gw, uv_stream_t *server, const char *fixed_service);
+
+/* Ends a session now: session.end with reason (if it started), close_notify
+ * and FIN to both ends. For handshaking connections just closes. */
+void gw_session_end(gw_session_t *s, const char *reason);
+
+/* Re-authorizes s against rt (a newer generation): certificate re-verified
+ * (CA, CRL), claims re-read, the same decision as for new connections.
+ * Refused: ended with "revoked: certificate" or `revoked_reason`. Allowed:
+ * s moves to rt. */
+void gw_session_reauthorize(gw_session_t *s, gw_runtime_t *rt, const char *revoked_reason);
+
+#endif
