@@ -1,0 +1,78 @@
+"""The seed's flow end to end: psql -> certgate connect -> certgate serve ->
+PostgreSQL, with PostgreSQL itself verifying the login certificate inside
+the tunnel (hostssl ... cert)."""
+
+import sys
+
+from harness import Fixture, psql, run
+
+RULES = [
+    {"name": "dba", "effect": "allow", "services": ["*"], "groups": ["dba"], "min_trust": "high"},
+    {"name": "no-contractors", "effect": "deny", "services": ["*"],
+     "users": ["*@contractor.example"]},
+]
+
+
+def setup():
+    fx = Fixture(with_postgres=True)
+    fx.pg.sql("CREATE ROLE alice LOGIN")
+    fx.pg.sql("CREATE ROLE bob LOGIN")
+    fx.alice = fx.ca.issue("alice", "alice@example.com", groups=["dba"], device_id="laptop-1",
+                           trust="high")
+    return fx
+
+
+def tunnel_config(fx, **service):
+    svc = {"name": "orders-db", "sni": ["orders-db.internal"],
+           "upstream": ["127.0.0.1:%d" % fx.pg.port]}
+    svc.update(service)
+    return fx.config([svc], RULES)
+
+
+def test_psql_through_tunnel_reports_client_dn(fx):
+    gw = fx.gateway(tunnel_config(fx, require_inner_tls=True))
+    conn = fx.connector(gw.ports()[0], "orders-db", fx.alice)
+    r = psql(conn.port, fx.alice, fx.ca.crt,
+             "select current_user, ssl, client_dn from pg_stat_ssl "
+             "where pid = pg_backend_pid()")
+    assert r.returncode == 0, r.stderr
+    user, ssl_on, dn = r.stdout.strip().split("|")
+    assert user == "alice", r.stdout
+    assert ssl_on == "t"
+    # PostgreSQL saw the login certificate itself: end-to-end TLS inside the tunnel
+    assert "CN=alice@example.com" in dn, dn
+    start = gw.wait_event("session.start", user="alice@example.com")
+    assert start["service"] == "orders-db"
+    assert start["rule"] == "dba"
+    assert start["device_id"] == "laptop-1"
+    assert start["device_trust"] == "high"
+    assert start["groups"] == ["dba"]
+    assert start["upstream"] == "127.0.0.1:%d" % fx.pg.port
+    assert len(start["cert_sha256"]) == 64
+    end = gw.wait_event("session.end", session=start["session"])
+    # psql sends Terminate then closes; PostgreSQL closes on Terminate: either
+    # FIN may reach the gateway first
+    assert end["reason"] in ("client closed", "upstream closed"), end
+    assert end["bytes_up"] > 0 and end["bytes_down"] > 0
+    conn.stop()
+    gw.stop()
+    assert gw.events("gateway.stop")
+
+
+def test_deny_rule_refuses_contractor(fx):
+    gw = fx.gateway(tunnel_config(fx))
+    cert = fx.ca.issue(fx.unique("contractor"), "carl@contractor.example", groups=["dba"],
+                       trust="high")
+    conn = fx.connector(gw.ports()[0], "orders-db", cert)
+    r = psql(conn.port, cert, fx.ca.crt, "select 1", user="alice")
+    assert r.returncode != 0
+    denied = gw.wait_event("authz.denied", user="carl@contractor.example")
+    assert denied["rule"] == "no-contractors"
+    assert denied["reason"] == "denied by rule no-contractors"
+    assert not gw.events("session.start")
+    gw.stop()
+
+
+if __name__ == "__main__":
+    tests = [v for k, v in sorted(globals().items()) if k.startswith("test_")]
+    sys.exit(run(tests, setup=setup, teardown=lambda fx: fx.close()))
