@@ -184,7 +184,12 @@ static void on_freed(gw_link_t *link)
 static void on_relay_done(gw_link_t *link, const char *reason, const char *detail)
 {
 	tunnel_t *t = container_of(link, tunnel_t, link);
-	if (detail != NULL)
+	if (link->end[GW_UPSTREAM].bytes_in == 0 && strcmp(reason, "upstream closed") == 0)
+		cg_log(CG_LOG_WARN,
+		       "tunnel %llu: the gateway closed the tunnel before the service said "
+		       "anything: refused? (the gateway's audit log says why)",
+		       (unsigned long long)t->id);
+	else if (detail != NULL)
 		cg_log(CG_LOG_INFO, "tunnel %llu: %s (%s)", (unsigned long long)t->id,
 		       strcmp(reason, "upstream closed") == 0 ? "gateway closed" : reason, detail);
 	tunnel_close(t, true);

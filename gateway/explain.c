@@ -60,9 +60,9 @@ static void print_text(json_t *out)
 	printf("certificate: %s\n", json_string_value(json_object_get(cert, "subject")));
 	printf("  serial %s, not after %s\n", json_string_value(json_object_get(cert, "serial")),
 	       json_string_value(json_object_get(cert, "not_after")));
-	json_t *refused = json_object_get(cert, "refused");
-	printf("  verification: %s%s\n", refused ? "refused: " : "ok",
-	       refused ? json_string_value(refused) : "");
+	const char *refused = json_string_value(json_object_get(cert, "refused"));
+	printf("  verification: %s%s\n", refused != NULL ? "refused: " : "ok",
+	       refused != NULL ? refused : "");
 	json_t *claims = json_object_get(out, "claims");
 	printf("claims:\n  user: %s\n  groups:", or_none(json_object_get(claims, "user")));
 	size_t i;
@@ -76,10 +76,10 @@ static void print_text(json_t *out)
 	printf("rules:\n");
 	json_array_foreach(json_object_get(out, "rules"), i, v)
 	{
-		json_t *why = json_object_get(v, "why_not");
+		const char *why = json_string_value(json_object_get(v, "why_not"));
 		printf("  %-20s %-5s %s\n", json_string_value(json_object_get(v, "name")),
 		       json_string_value(json_object_get(v, "effect")),
-		       why ? json_string_value(why) : "matched");
+		       why != NULL ? why : "matched");
 	}
 	json_t *d = json_object_get(out, "decision");
 	printf("decision: %s (rule %s): %s\n",
