@@ -49,6 +49,26 @@ pol_trust_t gw_trust_feed_level(gw_authz_state_t *st, const char *device_id, int
 const gw_lock_t *gw_lock_find(gw_authz_state_t *st, const char *user, const char *device_id,
                               int64_t now_ms);
 
+/* Sets (replaces) the feed value of device; expires_ms 0 = no ttl. */
+int gw_trust_set(gw_authz_state_t *st, const char *device_id, pol_trust_t level, int64_t now_ms,
+                 int64_t expires_ms, const char *by) __attribute__((warn_unused_result));
+/* The entry of device if set and not lapsed, else NULL. */
+const gw_trust_entry_t *gw_trust_get(gw_authz_state_t *st, const char *device_id, int64_t now_ms);
+/* Clears device's entry; false if there was none. */
+bool gw_trust_clear(gw_authz_state_t *st, const char *device_id);
+
+/* Adds a lock on user or device (one of them NULL); NULL on allocation
+ * failure. The lock stays owned by st. */
+const gw_lock_t *gw_lock_add(gw_authz_state_t *st, const char *user, const char *device_id,
+                             const char *reason, int64_t now_ms, int64_t expires_ms,
+                             const char *by);
+/* The unexpired lock with this id, or NULL. */
+const gw_lock_t *gw_lock_get(gw_authz_state_t *st, const char *id, int64_t now_ms);
+/* Lifts the lock with this id; false if there is none. */
+bool gw_lock_remove(gw_authz_state_t *st, const char *id);
+/* Drops lapsed locks (so listings show only those in force). */
+void gw_locks_prune(gw_authz_state_t *st, int64_t now_ms);
+
 typedef struct gw_authz_request {
 	const pol_service_t *service;
 	const pol_claims_t *claims;

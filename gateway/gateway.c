@@ -6,11 +6,15 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "certgate_config.h"
 #include "cg_time.h"
 #include "listener.h"
+#include "notify.h"
 #include "session.h"
+
+static int reload(gw_gateway_t *gw, const char *by, cg_errors_t *errs);
 
 int gw_audit(gw_gateway_t *gw, const char *event, json_t *fields)
 {
@@ -58,7 +62,39 @@ static json_t *errors_json(const cg_errors_t *errs)
 	return list;
 }
 
+const char *gw_not_ready_reason(gw_gateway_t *gw)
+{
+	if (gw->draining)
+		return "draining";
+	if (!gw->ready)
+		return "starting";
+	if (!cg_audit_healthy(gw->audit) && cg_audit_on_failure(gw->audit) == CG_AUDIT_REFUSE)
+		return "audit unavailable";
+	return NULL;
+}
+
+void gw_reauthorize_matching(gw_gateway_t *gw, const char *user, const char *device,
+                             const char *reason)
+{
+	for (gw_session_t *s = gw->sessions; s != NULL; s = s->next) {
+		const pol_claims_t *c = &s->claims;
+		bool match = (user != NULL && c->user != NULL && strcasecmp(user, c->user) == 0) ||
+		             (device != NULL && c->device_id != NULL &&
+		              strcmp(device, c->device_id) == 0);
+		if (match)
+			gw_session_reauthorize(s, gw->rt, reason);
+	}
+}
+
 int gw_reload(gw_gateway_t *gw, const char *by, cg_errors_t *errs)
+{
+	gw_notify_reloading();
+	int rc = reload(gw, by, errs);
+	gw_notify_ready(rc == 0 ? "reloaded" : "reload failed; the previous configuration stays");
+	return rc;
+}
+
+static int reload(gw_gateway_t *gw, const char *by, cg_errors_t *errs)
 {
 	size_t before = errs->count;
 	cg_audit_t *audit = NULL;
@@ -113,14 +149,18 @@ static void finish_drain(gw_gateway_t *gw)
 	for (size_t i = 0; i < sizeof(gw->signals) / sizeof(gw->signals[0]); i++)
 		if (!uv_is_closing((uv_handle_t *)&gw->signals[i]))
 			uv_close((uv_handle_t *)&gw->signals[i], NULL);
-	if (gw->on_drained != NULL)
-		gw->on_drained(gw);
+	gw_admin_stop(gw->admin);
+	gw->admin = NULL;
+	if (gw->watchdog_on)
+		uv_close((uv_handle_t *)&gw->watchdog, NULL);
+	gw->watchdog_on = false;
 }
 
 void gw_drain(gw_gateway_t *gw)
 {
 	if (!gw->draining) {
 		gw->draining = true;
+		gw_notify_stopping();
 		cg_log(CG_LOG_INFO, "draining: %zu connection(s) to close", gw->n_connections);
 		gw_listeners_close_all(gw);
 		for (gw_session_t *s = gw->sessions; s != NULL; s = s->next)

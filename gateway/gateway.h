@@ -15,7 +15,9 @@
 #include "cg_errors.h"
 #include "cg_log.h"
 #include "cg_strmap.h"
+#include "admin.h"
 #include "authz.h"
+#include "metrics.h"
 #include "runtime.h"
 
 typedef struct gw_session gw_session_t;
@@ -48,9 +50,13 @@ struct gw_gateway {
 	uint64_t next_session;
 	bool draining;
 	bool drained;
-	void (*on_drained)(gw_gateway_t *gw); /* close what else keeps the loop alive */
 	gw_counters_t counters;
 	gw_authz_state_t authz; /* locks and trust feed */
+	gw_metrics_t metrics;
+	gw_admin_t *admin;   /* NULL without an admin section */
+	bool ready;          /* listeners bound, policy loaded */
+	uv_timer_t watchdog; /* sd_notify WATCHDOG=1, when asked for */
+	bool watchdog_on;
 	uv_signal_t signals[4];
 	cg_log_limit_t accept_log;
 	cg_log_limit_t audit_log;
@@ -64,6 +70,16 @@ int gw_audit(gw_gateway_t *gw, const char *event, json_t *fields);
  * sessions, returns 0. Invalid: leaves the old one in force, fills errs,
  * returns -1. Both audited (admin.reload) with `by`. */
 int gw_reload(gw_gateway_t *gw, const char *by, cg_errors_t *errs);
+
+/* NULL when ready to serve (GET /readyz 200), else why not: "starting",
+ * "draining", "audit unavailable" (on_failure refuse and the last audit
+ * write failed). */
+const char *gw_not_ready_reason(gw_gateway_t *gw);
+
+/* Re-authorizes the live sessions of user (case-insensitive) or device
+ * against the runtime in force; those now refused end with reason. */
+void gw_reauthorize_matching(gw_gateway_t *gw, const char *user, const char *device,
+                             const char *reason);
 
 /* Stops accepting, ends every session (reason "shutdown") and lets the loop
  * run dry. */

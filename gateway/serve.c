@@ -16,6 +16,7 @@
 #include "cg_time.h"
 #include "gateway.h"
 #include "listener.h"
+#include "notify.h"
 #include "session.h"
 
 static void on_signal(uv_signal_t *handle, int signum)
@@ -73,6 +74,13 @@ static int start(gw_gateway_t *gw)
 			cg_errors_add(&errs, "%s: audit.path: %s", snap->config_path, err);
 		else
 			gw_listeners_prepare(gw, snap, &errs);
+	}
+	if (errs.count == 0 && gw->rt->snap->admin.enabled) {
+		char err[256];
+		gw->admin = gw_admin_start(gw, gw->rt->snap->admin.listen, err, sizeof(err));
+		if (gw->admin == NULL)
+			cg_errors_add(&errs, "%s: admin.listen: %s", gw->rt->snap->config_path,
+			              err);
 	}
 	for (size_t i = 0; i < errs.count; i++)
 		fprintf(stderr, "%s\n", errs.items[i]);
@@ -137,6 +145,7 @@ int gw_serve_main(int argc, char **argv)
 	gw.user_sessions = cg_strmap_create();
 	gw.round_robin = cg_strmap_create();
 	gw_authz_state_init(&gw.authz);
+	gw_metrics_init(&gw.metrics);
 	if (RAND_bytes((unsigned char *)&gw.instance, sizeof(gw.instance)) != 1)
 		gw.instance = (uint32_t)cg_wall_ms();
 	gw.started_ms = gw.loaded_ms = cg_wall_ms();
@@ -145,6 +154,7 @@ int gw_serve_main(int argc, char **argv)
 	int code = 0;
 	if (start(&gw) < 0) {
 		code = 1;
+		gw_admin_stop(gw.admin);
 		gw_listeners_rollback(&gw);
 		uv_run(gw.loop, UV_RUN_DEFAULT); /* let the closes finish */
 		goto done;
@@ -168,6 +178,11 @@ int gw_serve_main(int argc, char **argv)
 			cg_log(CG_LOG_INFO, "listening on %s%s%s", l->addr,
 			       l->service ? " for service " : " (services by SNI)",
 			       l->service ? l->service : "");
+		if (gw.admin != NULL)
+			cg_log(CG_LOG_INFO, "admin API on %s", gw.rt->snap->admin.listen);
+		gw.ready = true;
+		gw.watchdog_on = gw_watchdog_start(gw.loop, &gw.watchdog);
+		gw_notify_ready("serving");
 	}
 	uv_run(gw.loop, UV_RUN_DEFAULT);
 done:
@@ -177,6 +192,7 @@ done:
 	cg_strmap_destroy(gw.user_sessions, NULL);
 	cg_strmap_destroy(gw.round_robin, NULL);
 	gw_authz_state_finish(&gw.authz);
+	gw_metrics_finish(&gw.metrics);
 	free(gw.config_path);
 	return code;
 }

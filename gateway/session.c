@@ -114,17 +114,20 @@ static void reject_tls(gw_session_t *s, const char *reason, const char *detail)
 		json_object_set_new(f, "sni", json_string(s->hs.sni));
 	add_cert(f, s->cert != NULL ? s->cert : s->hs.cert, false);
 	s->gw->counters.refused++;
+	gw_metrics_refused(&s->gw->metrics, "tls.rejected", reason);
 	(void)gw_audit(s->gw, "tls.rejected", f);
 	drop(s, true); /* graceful: the alert already queued still goes out */
 }
 
-/* authz.denied: the policy (or a limit) refused an authenticated client. */
-static void deny(gw_session_t *s, const char *reason)
+/* authz.denied: the policy (or a limit) refused an authenticated client.
+ * label: the bounded name metrics count it under (the rule, or the limit). */
+static void deny(gw_session_t *s, const char *reason, const char *label)
 {
 	json_t *f = base_fields(s);
 	add_identity(s, f);
 	json_object_set_new(f, "reason", json_string(reason));
 	s->gw->counters.refused++;
+	gw_metrics_refused(&s->gw->metrics, "authz.denied", label);
 	(void)gw_audit(s->gw, "authz.denied", f);
 	drop(s, true);
 }
@@ -146,6 +149,8 @@ void gw_session_end(gw_session_t *s, const char *reason)
 		json_object_set_new(f, "reason", json_string(reason));
 		(void)gw_audit(s->gw, "session.end", f);
 		s->gw->n_live--;
+		gw_metrics_bytes(&s->gw->metrics, s->service->name, client_end(s)->bytes_in,
+		                 upstream_end(s)->bytes_in);
 	}
 	drop(s, true);
 }
@@ -295,6 +300,7 @@ static void upstream_failed(gw_session_t *s)
 	json_object_set_new(f, "reason", json_string(last));
 	json_object_set(f, "errors", s->upstream_errors);
 	s->gw->counters.refused++;
+	gw_metrics_refused(&s->gw->metrics, "upstream.failed", "no upstream reachable");
 	(void)gw_audit(s->gw, "upstream.failed", f);
 	drop(s, true);
 }
@@ -415,7 +421,7 @@ static void refuse_plaintext(gw_session_t *s)
 	                              "certgate: this service requires TLS inside the tunnel "
 	                              "(connect with sslmode=require or stricter)");
 	(void)gw_end_send_tls(client_end(s), msg, n);
-	deny(s, "plaintext startup refused: require_inner_tls");
+	deny(s, "plaintext startup refused: require_inner_tls", "require_inner_tls");
 }
 
 /* Reads plaintext up to the first GW_INNER_PEEK bytes and judges them. */
@@ -452,9 +458,34 @@ static void check_inner(gw_session_t *s)
 
 /* --- after the handshake: who is it, may they? ---------------------------- */
 
+/* A reload landed while this client was handshaking: its certificate was
+ * verified against the older CA/CRL. Verify again, and decide, under what
+ * is in force now. */
+static bool adopt_current_runtime(gw_session_t *s)
+{
+	gw_runtime_t *rt = s->gw->rt;
+	const char *why = gw_cert_reverify(rt, s->cert, s->chain);
+	if (why != NULL) {
+		reject_tls(s, why, NULL);
+		return false;
+	}
+	const pol_service_t *svc = pol_snapshot_service(rt->snap, s->service->name);
+	if (svc == NULL) {
+		reject_tls(s, "unknown service", NULL);
+		return false;
+	}
+	gw_runtime_t *old = s->rt;
+	s->rt = gw_runtime_ref(rt);
+	s->hs.rt = rt;
+	s->service = s->hs.service = svc;
+	gw_runtime_unref(old);
+	return true;
+}
+
 static void handshake_done(gw_session_t *s)
 {
 	gw_end_t *c = client_end(s);
+	gw_metrics_handshake(&s->gw->metrics, (double)(uv_hrtime() - s->first_byte_ns) / 1e9);
 	SSL *ssl = c->tls.ssl;
 	s->service = s->hs.service;
 	s->cert = SSL_get1_peer_certificate(ssl);
@@ -468,6 +499,8 @@ static void handshake_done(gw_session_t *s)
 		reject_tls(s, "no client certificate", NULL);
 		return;
 	}
+	if (s->rt != s->gw->rt && !adopt_current_runtime(s))
+		return;
 	s->not_after_ms = gw_cert_not_after_ms(s->cert);
 	if (!pol_claims_extract(&s->rt->snap->claims, s->cert, &s->claims)) {
 		reject_tls(s, "cannot read certificate claims", NULL);
@@ -476,12 +509,12 @@ static void handshake_done(gw_session_t *s)
 	gw_authz_request_t req = {
 	        .service = s->service, .claims = &s->claims, .source = (struct sockaddr *)&s->peer};
 	if (!gw_authorize(s->gw, s->rt, &req, &s->decision)) {
-		deny(s, s->decision.reason);
+		deny(s, s->decision.reason, s->decision.rule);
 		return;
 	}
 	uint32_t limit = s->rt->snap->gateway.max_sessions_per_user;
 	if (limit > 0 && gw_user_sessions(s->gw, s->claims.user) >= limit) {
-		deny(s, "too many sessions");
+		deny(s, "too many sessions", "too many sessions");
 		return;
 	}
 	s->counted_user = strdup(s->claims.user);
@@ -610,6 +643,8 @@ static void on_setup_input(gw_link_t *link, gw_end_t *end, const char *data, ssi
 			drop(s, false);
 		return;
 	}
+	if (!s->got_bytes)
+		s->first_byte_ns = uv_hrtime();
 	s->got_bytes = true;
 	switch (s->state) {
 	case GW_SESSION_PROXY_HEADER:
@@ -701,6 +736,35 @@ void gw_session_accept(gw_gateway_t *gw, uv_stream_t *server, const char *fixed_
 	gw_link_arm(&s->link, g->handshake_timeout_ms);
 	if (gw_end_read_start(c) < 0)
 		drop(s, false);
+}
+
+/* --- admin views ---------------------------------------------------------- */
+
+gw_session_t *gw_session_find(gw_gateway_t *gw, const char *id)
+{
+	for (gw_session_t *s = gw->sessions; s != NULL; s = s->next)
+		if (s->started && !s->ended && strcmp(s->id, id) == 0)
+			return s;
+	return NULL;
+}
+
+json_t *gw_session_json(const gw_session_t *s)
+{
+	char started[CG_RFC3339_LEN], not_after[CG_RFC3339_LEN], serial[128];
+	cg_rfc3339_ms(s->started_ms, started);
+	cg_rfc3339_ms(s->not_after_ms, not_after);
+	gw_cert_serial_hex(s->cert, serial, sizeof(serial));
+	json_t *groups = json_array();
+	for (size_t i = 0; i < s->claims.n_groups; i++)
+		json_array_append_new(groups, json_string(s->claims.groups[i]));
+	return json_pack("{s:s, s:s, s:o, s:s?, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:s}",
+	                 "id", s->id, "user", s->claims.user, "groups", groups, "device_id",
+	                 s->claims.device_id, "device_trust",
+	                 pol_trust_name(s->decision.effective_trust), "service", s->service->name,
+	                 "upstream", s->upstream, "client", s->client, "started", started,
+	                 "cert_not_after", not_after, "cert_serial", serial, "bytes_up",
+	                 (json_int_t)s->link.end[GW_CLIENT].bytes_in, "bytes_down",
+	                 (json_int_t)s->link.end[GW_UPSTREAM].bytes_in, "rule", s->decision.rule);
 }
 
 /* --- continuous authorization -------------------------------------------- */

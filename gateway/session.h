@@ -71,9 +71,10 @@ struct gw_session {
 	char upstream[CG_HOST_MAX + 8];
 	json_t *upstream_errors; /* [{"upstream":..., "error":...}] */
 
-	int64_t started_ms; /* wall clock at session.start */
-	bool started;       /* session.start written */
-	bool ended;         /* session.end written */
+	uint64_t first_byte_ns; /* uv_hrtime() of the first byte: handshake latency */
+	int64_t started_ms;     /* wall clock at session.start */
+	bool started;           /* session.start written */
+	bool ended;             /* session.end written */
 };
 
 /* Accepts one connection from server. fixed_service: the listener's own
@@ -83,6 +84,12 @@ void gw_session_accept(gw_gateway_t *gw, uv_stream_t *server, const char *fixed_
 /* Ends a session now: session.end with reason (if it started), close_notify
  * and FIN to both ends. For handshaking connections just closes. */
 void gw_session_end(gw_session_t *s, const char *reason);
+
+/* The live session with this id, or NULL. */
+gw_session_t *gw_session_find(gw_gateway_t *gw, const char *id);
+
+/* The session as GET /v1/sessions lists it (new reference). */
+json_t *gw_session_json(const gw_session_t *s);
 
 /* Re-authorizes s against rt (a newer generation): certificate re-verified
  * (CA, CRL), claims re-read, the same decision as for new connections.
