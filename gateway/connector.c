@@ -63,6 +63,12 @@ typedef struct tunnel {
 	uv_connect_t connect_req;
 	uv_getaddrinfo_t resolve_req;
 	bool resolving, zombie, connected;
+	/* every address of the gateway, tried in turn (localhost may be ::1
+	 * first while the gateway listens on 127.0.0.1 only) */
+	struct addrinfo *addrs, *next_addr;
+	struct sockaddr_storage numeric;
+	bool numeric_left;
+	const char *last_error;
 } tunnel_t;
 
 /* --- TLS context -------------------------------------------------------- */
@@ -165,6 +171,8 @@ static void on_freed(gw_link_t *link)
 	tunnel_t *t = container_of(link, tunnel_t, link);
 	connector_t *c = t->conn;
 	c->n_conns--;
+	uv_freeaddrinfo(t->addrs);
+	t->addrs = NULL;
 	if (t->prev != NULL)
 		t->prev->next = t->next;
 	else
@@ -246,6 +254,8 @@ static void on_setup_input(gw_link_t *link, gw_end_t *end, const char *data, ssi
 	handshake_step(t);
 }
 
+static void try_next_address(tunnel_t *t);
+
 static void on_connect(uv_connect_t *req, int status)
 {
 	tunnel_t *t = container_of(req, tunnel_t, connect_req);
@@ -253,10 +263,8 @@ static void on_connect(uv_connect_t *req, int status)
 		return;
 	connector_t *c = t->conn;
 	if (status < 0) {
-		cg_log(CG_LOG_WARN, "tunnel %llu: cannot connect to the gateway %s:%u: %s",
-		       (unsigned long long)t->id, c->gateway.host, c->gateway.port,
-		       uv_strerror(status));
-		tunnel_close(t, false);
+		t->last_error = uv_strerror(status);
+		gw_end_close(&t->link.end[GW_UPSTREAM]); /* on_end_closed tries the next */
 		return;
 	}
 	t->connected = true;
@@ -290,13 +298,43 @@ static void connect_to(tunnel_t *t, const struct sockaddr *addr)
 {
 	gw_end_t *g = &t->link.end[GW_UPSTREAM];
 	int rc = gw_end_open(&t->link, GW_UPSTREAM);
-	if (rc == 0)
-		rc = uv_tcp_connect(&t->connect_req, &g->tcp, addr, on_connect);
 	if (rc < 0) {
-		cg_log(CG_LOG_WARN, "tunnel %llu: cannot connect to the gateway: %s",
-		       (unsigned long long)t->id, uv_strerror(rc));
-		tunnel_close(t, false);
+		t->last_error = uv_strerror(rc);
+		try_next_address(t);
+		return;
 	}
+	rc = uv_tcp_connect(&t->connect_req, &g->tcp, addr, on_connect);
+	if (rc < 0) {
+		t->last_error = uv_strerror(rc);
+		gw_end_close(g); /* on_end_closed tries the next */
+	}
+}
+
+static void try_next_address(tunnel_t *t)
+{
+	connector_t *c = t->conn;
+	if (t->numeric_left) {
+		t->numeric_left = false;
+		connect_to(t, (struct sockaddr *)&t->numeric);
+		return;
+	}
+	if (t->next_addr != NULL) {
+		struct addrinfo *ai = t->next_addr;
+		t->next_addr = ai->ai_next;
+		connect_to(t, ai->ai_addr);
+		return;
+	}
+	cg_log(CG_LOG_WARN, "tunnel %llu: cannot connect to the gateway %s:%u: %s",
+	       (unsigned long long)t->id, c->gateway.host, c->gateway.port,
+	       t->last_error != NULL ? t->last_error : "no address");
+	tunnel_close(t, false);
+}
+
+static void on_end_closed(gw_link_t *link, gw_end_t *end)
+{
+	tunnel_t *t = container_of(link, tunnel_t, link);
+	if (end->id == GW_UPSTREAM && !t->connected && !link->closing)
+		try_next_address(t);
 }
 
 static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
@@ -319,14 +357,15 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
 		tunnel_close(t, false);
 		return;
 	}
-	connect_to(t, res->ai_addr);
-	uv_freeaddrinfo(res);
+	t->addrs = t->next_addr = res;
+	try_next_address(t);
 }
 
 static const gw_link_ops_t tunnel_ops = {
         .setup_input = on_setup_input,
         .relay_done = on_relay_done,
         .timer = on_timer,
+        .end_closed = on_end_closed,
         .freed = on_freed,
 };
 
@@ -357,9 +396,9 @@ static void on_connection(uv_stream_t *server, int status)
 	local->connected = true;
 	uv_tcp_nodelay(&local->tcp, 1);
 	gw_link_arm(&t->link, CONNECT_TIMEOUT_MS);
-	struct sockaddr_storage ss;
-	if (cg_hostport_to_sockaddr(&c->gateway, &ss)) {
-		connect_to(t, (struct sockaddr *)&ss);
+	if (cg_hostport_to_sockaddr(&c->gateway, &t->numeric)) {
+		t->numeric_left = true;
+		try_next_address(t);
 		return;
 	}
 	char port[8];

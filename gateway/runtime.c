@@ -92,7 +92,9 @@ const char *gw_cert_check_leaf(const pol_gateway_t *gw, X509 *leaf)
 		return "certificate validity unreadable";
 	if ((uint64_t)lifetime_ms > gw->max_cert_lifetime_ms)
 		return "lifetime exceeds max_cert_lifetime";
-	if (X509_check_ca(leaf) != 0)
+	/* X509_check_ca says 0 for CA:TRUE when keyUsage lacks keyCertSign: a
+	 * leaf claiming CA:TRUE is refused whatever its keyUsage */
+	if (X509_check_ca(leaf) != 0 || (X509_get_extension_flags(leaf) & EXFLAG_CA) != 0)
 		return "certificate is a ca";
 	if (X509_check_purpose(leaf, X509_PURPOSE_SSL_CLIENT, 0) != 1)
 		return "certificate not for client authentication";

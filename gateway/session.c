@@ -172,6 +172,7 @@ static void on_freed(gw_link_t *link)
 	sk_X509_pop_free(s->chain, X509_free);
 	pol_claims_finish(&s->claims);
 	json_decref(s->upstream_errors);
+	uv_freeaddrinfo(s->addrs);
 	gw_runtime_unref(s->rt);
 	s->rt = NULL;
 	if (s->resolving)
@@ -324,6 +325,8 @@ static void connect_to(gw_session_t *s, const struct sockaddr *addr)
 	int rc = gw_end_open(&s->link, GW_UPSTREAM);
 	if (rc < 0) {
 		note_upstream_error(s, uv_strerror(rc));
+		uv_freeaddrinfo(s->addrs);
+		s->addrs = s->next_addr = NULL;
 		s->attempt++;
 		connect_next(s);
 		return;
@@ -357,8 +360,9 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
 		connect_next(s);
 		return;
 	}
+	s->addrs = res;
+	s->next_addr = res->ai_next;
 	connect_to(s, res->ai_addr);
-	uv_freeaddrinfo(res);
 }
 
 static void connect_next(gw_session_t *s)
@@ -397,6 +401,14 @@ static void on_end_closed(gw_link_t *link, gw_end_t *end)
 	gw_session_t *s = container_of(link, gw_session_t, link);
 	if (end->id != GW_UPSTREAM || s->state != GW_SESSION_CONNECTING)
 		return;
+	if (s->next_addr != NULL && !s->connect_timed_out) {
+		struct addrinfo *ai = s->next_addr; /* another address of the same name */
+		s->next_addr = ai->ai_next;
+		connect_to(s, ai->ai_addr);
+		return;
+	}
+	uv_freeaddrinfo(s->addrs);
+	s->addrs = s->next_addr = NULL;
 	s->attempt++;
 	connect_next(s);
 }
@@ -769,19 +781,29 @@ json_t *gw_session_json(const gw_session_t *s)
 
 /* --- continuous authorization -------------------------------------------- */
 
+/* A started session ends (session.end); one authorized but not started yet
+ * (inner check, upstream connect) is refused (authz.denied). */
+static void end_or_refuse(gw_session_t *s, const char *reason)
+{
+	if (s->started)
+		gw_session_end(s, reason);
+	else
+		deny(s, reason, reason);
+}
+
 void gw_session_reauthorize(gw_session_t *s, gw_runtime_t *rt, const char *revoked_reason)
 {
 	if (s->state != GW_SESSION_INNER && s->state != GW_SESSION_CONNECTING &&
 	    s->state != GW_SESSION_LIVE)
 		return;
 	if (gw_cert_reverify(rt, s->cert, s->chain) != NULL) {
-		gw_session_end(s, "revoked: certificate");
+		end_or_refuse(s, "revoked: certificate");
 		return;
 	}
 	const pol_service_t *svc = pol_snapshot_service(rt->snap, s->service->name);
 	pol_claims_t claims;
 	if (svc == NULL || !pol_claims_extract(&rt->snap->claims, s->cert, &claims)) {
-		gw_session_end(s, revoked_reason);
+		end_or_refuse(s, revoked_reason);
 		return;
 	}
 	pol_decision_t decision;
@@ -790,7 +812,7 @@ void gw_session_reauthorize(gw_session_t *s, gw_runtime_t *rt, const char *revok
 	bool allowed = gw_authorize(s->gw, rt, &req, &decision);
 	if (!allowed) {
 		pol_claims_finish(&claims);
-		gw_session_end(s, gw_authz_revocation_reason(&decision, revoked_reason));
+		end_or_refuse(s, gw_authz_revocation_reason(&decision, revoked_reason));
 		return;
 	}
 	/* still admitted: it now belongs to the new generation */

@@ -64,6 +64,7 @@ struct gw_session {
 	uv_connect_t connect_req;
 	uv_getaddrinfo_t resolve_req;
 	bool resolving;
+	struct addrinfo *addrs, *next_addr; /* the upstream name's addresses, in turn */
 	bool zombie; /* freed while a resolve was pending: on_resolved frees */
 	unsigned attempt;
 	unsigned first_upstream;
