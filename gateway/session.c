@@ -120,14 +120,16 @@ static void reject_tls(gw_session_t *s, const char *reason, const char *detail)
 }
 
 /* authz.denied: the policy (or a limit) refused an authenticated client.
- * label: the bounded name metrics count it under (the rule, or the limit). */
-static void deny(gw_session_t *s, const char *reason, const char *label)
+ * rule: the deciding rule, or the name of the limit that refused (also the
+ * bounded label metrics count it under). */
+static void deny(gw_session_t *s, const char *reason, const char *rule)
 {
 	json_t *f = base_fields(s);
 	add_identity(s, f);
+	json_object_set_new(f, "rule", json_string(rule));
 	json_object_set_new(f, "reason", json_string(reason));
 	s->gw->counters.refused++;
-	gw_metrics_refused(&s->gw->metrics, "authz.denied", label);
+	gw_metrics_refused(&s->gw->metrics, "authz.denied", rule);
 	(void)gw_audit(s->gw, "authz.denied", f);
 	drop(s, true);
 }
@@ -526,7 +528,7 @@ static void handshake_done(gw_session_t *s)
 	}
 	uint32_t limit = s->rt->snap->gateway.max_sessions_per_user;
 	if (limit > 0 && gw_user_sessions(s->gw, s->claims.user) >= limit) {
-		deny(s, "too many sessions", "too many sessions");
+		deny(s, "too many sessions", "max_sessions_per_user");
 		return;
 	}
 	s->counted_user = strdup(s->claims.user);
@@ -567,7 +569,8 @@ static void advance_handshake(gw_session_t *s)
 	gw_tls_status_t st = gw_tls_handshake(&c->tls);
 	int rc = gw_end_flush_tls(c); /* our flight, or the alert that ends it */
 	if (st == GW_TLS_FAILED) {
-		reject_tls(s, handshake_failure_reason(s), c->tls.error);
+		/* a reason from our own callbacks says it all; else OpenSSL's detail */
+		reject_tls(s, handshake_failure_reason(s), s->hs.reason ? NULL : c->tls.error);
 		return;
 	}
 	if (rc < 0) {
