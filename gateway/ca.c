@@ -40,6 +40,7 @@
 #include <openssl/x509v3.h>
 
 #include "cg_duration.h"
+#include "x509_build.h"
 
 #define CA_DEFAULT_NAME              "certgate dev CA"
 #define CA_DEFAULT_INTERMEDIATE_NAME "certgate dev intermediate CA"
@@ -48,11 +49,9 @@
 #define SERVER_DEFAULT_TTL           "90d"
 #define CRL_DEFAULT_TTL              "7d"
 #define CLOCK_SLACK_S                60 /* CA and server certs start a minute early */
-#define SERIAL_BYTES                 16
 #define RSA_MIN_BITS                 1024 /* weak on purpose: the weak-key test needs it */
 #define RSA_MAX_BITS                 8192
 #define MAX_TEXT_FILE                (16 * 1024 * 1024)
-#define SECONDS_PER_DAY              86400
 
 /* ---- messages --------------------------------------------------------- */
 
@@ -433,178 +432,6 @@ static int ca_load_chain(const char *sub, const char *dir, STACK_OF(X509) * *out
 	return load_certs(sub, path, out);
 }
 
-/* ---- certificate building ------------------------------------------------ */
-
-static EVP_PKEY *generate_key(unsigned rsa_bits)
-{
-	if (rsa_bits)
-		return EVP_RSA_gen(rsa_bits);
-	return EVP_EC_gen("P-256");
-}
-
-/* A random positive serial of SERIAL_BYTES bytes. */
-static bool set_random_serial(X509 *x)
-{
-	unsigned char raw[SERIAL_BYTES];
-	BIGNUM *bn = NULL;
-	bool ok = false;
-	do {
-		if (RAND_bytes(raw, sizeof(raw)) != 1)
-			return false;
-		BN_free(bn);
-		bn = BN_bin2bn(raw, sizeof(raw), NULL);
-		if (!bn)
-			return false;
-	} while (BN_is_zero(bn));
-	ASN1_INTEGER *serial = BN_to_ASN1_INTEGER(bn, NULL);
-	if (serial) {
-		ok = X509_set_serialNumber(x, serial) == 1;
-		ASN1_INTEGER_free(serial);
-	}
-	BN_free(bn);
-	return ok;
-}
-
-/* t = base + offset_s, as UTCTime or GeneralizedTime per RFC 5280. */
-static bool set_time(ASN1_TIME *t, time_t base, int64_t offset_s)
-{
-	time_t b = base;
-	return X509_time_adj_ex(t, (int)(offset_s / SECONDS_PER_DAY),
-	                        (long)(offset_s % SECONDS_PER_DAY), &b) != NULL;
-}
-
-static bool set_validity(X509 *x, time_t now, int64_t start_offset_s, int64_t ttl_s)
-{
-	return set_time(X509_getm_notBefore(x), now, start_offset_s) &&
-	       set_time(X509_getm_notAfter(x), now, start_offset_s + ttl_s);
-}
-
-static bool add_ext_conf(X509V3_CTX *ctx, X509 *x, int nid, const char *value)
-{
-	X509_EXTENSION *ext = X509V3_EXT_nconf_nid(NULL, ctx, nid, value);
-	if (!ext)
-		return false;
-	bool ok = X509_add_ext(x, ext, -1) == 1;
-	X509_EXTENSION_free(ext);
-	return ok;
-}
-
-/* An extension OID whose value is the DER of a UTF8String. */
-static bool add_utf8_ext(X509 *x, const ASN1_OBJECT *oid, const char *value, int critical)
-{
-	bool ok = false;
-	ASN1_STRING *utf8 = NULL;
-	unsigned char *der = NULL;
-	ASN1_OCTET_STRING *octets = NULL;
-	X509_EXTENSION *ext = NULL;
-
-	/* ASN1_mbstring_copy also rejects malformed UTF-8. */
-	if (ASN1_mbstring_copy(&utf8, (const unsigned char *)value, (int)strlen(value),
-	                       MBSTRING_UTF8, B_ASN1_UTF8STRING) < 0)
-		goto done;
-	int n = i2d_ASN1_UTF8STRING(utf8, &der);
-	if (n <= 0)
-		goto done;
-	octets = ASN1_OCTET_STRING_new();
-	if (!octets || ASN1_OCTET_STRING_set(octets, der, n) != 1)
-		goto done;
-	ext = X509_EXTENSION_create_by_OBJ(NULL, oid, critical, octets);
-	if (!ext)
-		goto done;
-	ok = X509_add_ext(x, ext, -1) == 1;
-done:
-	X509_EXTENSION_free(ext);
-	ASN1_OCTET_STRING_free(octets);
-	OPENSSL_free(der);
-	ASN1_STRING_free(utf8);
-	return ok;
-}
-
-static bool add_name_entry(X509_NAME *name, int nid, const char *value)
-{
-	return X509_NAME_add_entry_by_NID(name, nid, MBSTRING_UTF8, (const unsigned char *)value,
-	                                  -1, -1, 0) == 1;
-}
-
-/* Appends an IA5String general name (email, DNS, URI). */
-static bool san_push_ia5(GENERAL_NAMES *names, int type, const char *value)
-{
-	GENERAL_NAME *gn = GENERAL_NAME_new();
-	ASN1_IA5STRING *s = ASN1_IA5STRING_new();
-	if (!gn || !s || ASN1_STRING_set(s, value, (int)strlen(value)) != 1)
-		goto fail;
-	GENERAL_NAME_set0_value(gn, type, s);
-	if (!sk_GENERAL_NAME_push(names, gn)) {
-		GENERAL_NAME_free(gn);
-		return false;
-	}
-	return true;
-fail:
-	ASN1_IA5STRING_free(s);
-	GENERAL_NAME_free(gn);
-	return false;
-}
-
-static bool san_push_uri(GENERAL_NAMES *names, const char *prefix, const char *value)
-{
-	size_t n = strlen(prefix) + strlen(value) + 1;
-	char *uri = malloc(n);
-	if (!uri)
-		return false;
-	snprintf(uri, n, "%s%s", prefix, value);
-	bool ok = san_push_ia5(names, GEN_URI, uri);
-	free(uri);
-	return ok;
-}
-
-static bool san_push_ip(GENERAL_NAMES *names, const char *text)
-{
-	ASN1_OCTET_STRING *ip = a2i_IPADDRESS(text);
-	GENERAL_NAME *gn = GENERAL_NAME_new();
-	if (!ip || !gn) {
-		ASN1_OCTET_STRING_free(ip);
-		GENERAL_NAME_free(gn);
-		return false;
-	}
-	GENERAL_NAME_set0_value(gn, GEN_IPADD, ip);
-	if (!sk_GENERAL_NAME_push(names, gn)) {
-		GENERAL_NAME_free(gn);
-		return false;
-	}
-	return true;
-}
-
-static bool add_san(X509 *x, GENERAL_NAMES *names)
-{
-	if (sk_GENERAL_NAME_num(names) == 0)
-		return true; /* an empty SAN is invalid: leave it out */
-	return X509_add1_ext_i2d(x, NID_subject_alt_name, names, 0, X509V3_ADD_DEFAULT) == 1;
-}
-
-/* Subject/issuer, serial, validity, public key and SKI/AKI: what every
- * certificate we make shares. issuer == NULL means self-signed. */
-static X509 *cert_new(const X509_NAME *subject, X509 *issuer, EVP_PKEY *pubkey, time_t now,
-                      int64_t start_offset_s, int64_t ttl_s, X509V3_CTX *ctx)
-{
-	X509 *x = X509_new();
-	if (!x)
-		return NULL;
-	if (X509_set_version(x, X509_VERSION_3) != 1 || !set_random_serial(x) ||
-	    X509_set_subject_name(x, subject) != 1 ||
-	    X509_set_issuer_name(x, issuer ? X509_get_subject_name(issuer) : subject) != 1 ||
-	    !set_validity(x, now, start_offset_s, ttl_s) || X509_set_pubkey(x, pubkey) != 1)
-		goto fail;
-	X509V3_set_ctx(ctx, issuer ? issuer : x, x, NULL, NULL, 0);
-	/* SKI before AKI: a self-signed AKI copies the cert's own SKI. */
-	if (!add_ext_conf(ctx, x, NID_subject_key_identifier, "hash") ||
-	    !add_ext_conf(ctx, x, NID_authority_key_identifier, "keyid:always"))
-		goto fail;
-	return x;
-fail:
-	X509_free(x);
-	return NULL;
-}
-
 /* ---- option parsing ------------------------------------------------------ */
 
 enum {
@@ -835,20 +662,20 @@ static int cmd_init(int argc, char **argv)
 	if (rc != 0)
 		goto done;
 
-	key = generate_key(0);
+	key = gw_x509_key_new(0);
 	subject = X509_NAME_new();
 	if (!key || !subject) {
 		rc = refuse_ssl(sub, "cannot generate the CA key");
 		goto done;
 	}
-	if (!add_name_entry(subject, NID_commonName, name)) {
+	if (!gw_x509_name_add(subject, NID_commonName, name)) {
 		rc = refuse_ssl(sub, "--name '%s'", name);
 		goto done;
 	}
-	cert = cert_new(subject, parent_dir ? parent.cert : NULL, key, time(NULL), -CLOCK_SLACK_S,
-	                ttl_s + CLOCK_SLACK_S, &ctx);
-	if (!cert || !add_ext_conf(&ctx, cert, NID_basic_constraints, "critical,CA:TRUE") ||
-	    !add_ext_conf(&ctx, cert, NID_key_usage, "critical,keyCertSign,cRLSign") ||
+	cert = gw_x509_cert_new(subject, parent_dir ? parent.cert : NULL, key, time(NULL),
+	                        -CLOCK_SLACK_S, ttl_s + CLOCK_SLACK_S, &ctx);
+	if (!cert || !gw_x509_add_ext(&ctx, cert, NID_basic_constraints, "critical,CA:TRUE") ||
+	    !gw_x509_add_ext(&ctx, cert, NID_key_usage, "critical,keyCertSign,cRLSign") ||
 	    !X509_sign(cert, parent_dir ? parent.key : key, EVP_sha256())) {
 		rc = refuse_ssl(sub, "cannot make the CA certificate");
 		goto done;
@@ -985,8 +812,8 @@ static int add_custom_exts(const char *sub, X509 *x, const issue_opts_t *o)
 			}
 			int dup = X509_get_ext_by_OBJ(x, oid, -1);
 			bool ok = dup < 0 &&
-			          add_utf8_ext(x, oid, pass == 0 ? "certgate test" : eq + 1,
-			                       pass == 0);
+			          gw_x509_add_utf8_ext(x, oid, pass == 0 ? "certgate test" : eq + 1,
+			                               pass == 0);
 			ASN1_OBJECT_free(oid);
 			if (dup >= 0)
 				return usage_error(sub, "--%s: extension %s given twice", opt,
@@ -1013,29 +840,30 @@ static int build_login_cert(const char *sub, const issue_opts_t *o, const ca_t *
 		rc = refuse_ssl(sub, "out of memory");
 		goto done;
 	}
-	if (!add_name_entry(subject, NID_commonName, cn)) {
+	if (!gw_x509_name_add(subject, NID_commonName, cn)) {
 		rc = refuse_ssl(sub, "subject CN '%s'", cn);
 		goto done;
 	}
 	for (int i = 0; i < o->groups.count; i++) {
-		if (!add_name_entry(subject, NID_organizationalUnitName, o->groups.items[i])) {
+		if (!gw_x509_name_add(subject, NID_organizationalUnitName, o->groups.items[i])) {
 			rc = refuse_ssl(sub, "--group '%s'", o->groups.items[i]);
 			goto done;
 		}
 	}
-	if ((!o->no_email && !san_push_ia5(names, GEN_EMAIL, o->user)) ||
-	    (o->device_id && !san_push_uri(names, "urn:certgate:device:", o->device_id)) ||
-	    (o->device_trust && !san_push_uri(names, "urn:certgate:trust:", o->device_trust))) {
+	if ((!o->no_email && !gw_x509_san_push(names, GEN_EMAIL, o->user)) ||
+	    (o->device_id && !gw_x509_san_push_uri(names, "urn:certgate:device:", o->device_id)) ||
+	    (o->device_trust &&
+	     !gw_x509_san_push_uri(names, "urn:certgate:trust:", o->device_trust))) {
 		rc = refuse_ssl(sub, "subjectAltName");
 		goto done;
 	}
-	x = cert_new(subject, ca->cert, key, time(NULL), start_s, ttl_s, &ctx);
+	x = gw_x509_cert_new(subject, ca->cert, key, time(NULL), start_s, ttl_s, &ctx);
 	const char *eku = eku_value(o->eku ? o->eku : "client");
-	if (!x || !add_san(x, names) ||
-	    !add_ext_conf(&ctx, x, NID_basic_constraints,
-	                  o->ca_true ? "critical,CA:TRUE" : "critical,CA:FALSE") ||
-	    !add_ext_conf(&ctx, x, NID_key_usage, "critical,digitalSignature") ||
-	    (*eku && !add_ext_conf(&ctx, x, NID_ext_key_usage, eku))) {
+	if (!x || !gw_x509_add_san(x, names) ||
+	    !gw_x509_add_ext(&ctx, x, NID_basic_constraints,
+	                     o->ca_true ? "critical,CA:TRUE" : "critical,CA:FALSE") ||
+	    !gw_x509_add_ext(&ctx, x, NID_key_usage, "critical,digitalSignature") ||
+	    (*eku && !gw_x509_add_ext(&ctx, x, NID_ext_key_usage, eku))) {
 		rc = refuse_ssl(sub, "cannot make the certificate");
 		goto done;
 	}
@@ -1239,7 +1067,7 @@ static int cmd_issue(int argc, char **argv)
 
 	if ((rc = ca_load(sub, o.dir, &ca)) != 0)
 		goto done;
-	key = generate_key(rsa_bits);
+	key = gw_x509_key_new(rsa_bits);
 	if (!key) {
 		rc = refuse_ssl(sub, "cannot generate a key");
 		goto done;
@@ -1366,7 +1194,7 @@ static int cmd_server(int argc, char **argv)
 
 	if ((rc = ca_load(sub, dir, &ca)) != 0)
 		goto done;
-	key = generate_key(rsa_bits);
+	key = gw_x509_key_new(rsa_bits);
 	subject = X509_NAME_new();
 	names = sk_GENERAL_NAME_new_null();
 	if (!key || !subject || !names) {
@@ -1374,32 +1202,32 @@ static int cmd_server(int argc, char **argv)
 		goto done;
 	}
 	const char *cn = dns.count ? dns.items[0] : ips.items[0];
-	if (!add_name_entry(subject, NID_commonName, cn)) {
+	if (!gw_x509_name_add(subject, NID_commonName, cn)) {
 		rc = refuse_ssl(sub, "subject CN '%s'", cn);
 		goto done;
 	}
 	for (int i = 0; i < dns.count; i++) {
-		if (!san_push_ia5(names, GEN_DNS, dns.items[i])) {
+		if (!gw_x509_san_push(names, GEN_DNS, dns.items[i])) {
 			rc = refuse_ssl(sub, "--dns '%s'", dns.items[i]);
 			goto done;
 		}
 	}
 	for (int i = 0; i < ips.count; i++) {
-		if (!san_push_ip(names, ips.items[i])) {
+		if (!gw_x509_san_push_ip(names, ips.items[i])) {
 			rc = refuse_ssl(sub, "--ip '%s'", ips.items[i]);
 			goto done;
 		}
 	}
 	X509V3_CTX ctx;
-	cert = cert_new(subject, ca.cert, key, time(NULL), -CLOCK_SLACK_S, ttl_s + CLOCK_SLACK_S,
-	                &ctx);
+	cert = gw_x509_cert_new(subject, ca.cert, key, time(NULL), -CLOCK_SLACK_S,
+	                        ttl_s + CLOCK_SLACK_S, &ctx);
 	/* RSA key exchange (TLS 1.2 non-ECDHE suites) needs keyEncipherment. */
-	if (!cert || !add_san(cert, names) ||
-	    !add_ext_conf(&ctx, cert, NID_basic_constraints, "critical,CA:FALSE") ||
-	    !add_ext_conf(&ctx, cert, NID_key_usage,
-	                  rsa_bits ? "critical,digitalSignature,keyEncipherment"
-	                           : "critical,digitalSignature") ||
-	    !add_ext_conf(&ctx, cert, NID_ext_key_usage, "serverAuth") ||
+	if (!cert || !gw_x509_add_san(cert, names) ||
+	    !gw_x509_add_ext(&ctx, cert, NID_basic_constraints, "critical,CA:FALSE") ||
+	    !gw_x509_add_ext(&ctx, cert, NID_key_usage,
+	                     rsa_bits ? "critical,digitalSignature,keyEncipherment"
+	                              : "critical,digitalSignature") ||
+	    !gw_x509_add_ext(&ctx, cert, NID_ext_key_usage, "serverAuth") ||
 	    !X509_sign(cert, ca.key, EVP_sha256())) {
 		rc = refuse_ssl(sub, "cannot make the certificate");
 		goto done;
@@ -1469,8 +1297,8 @@ static int crl_build(const char *sub, const ca_t *ca, const char *revoked, uint6
 	BIGNUM *bn = NULL;
 	X509V3_CTX ctx;
 
-	if (!crl || !last || !next || !crl_number || !set_time(last, now, last_offset_s) ||
-	    !set_time(next, now, last_offset_s + ttl_s) ||
+	if (!crl || !last || !next || !crl_number || !gw_x509_set_time(last, now, last_offset_s) ||
+	    !gw_x509_set_time(next, now, last_offset_s + ttl_s) ||
 	    X509_CRL_set_version(crl, X509_CRL_VERSION_2) != 1 ||
 	    X509_CRL_set_issuer_name(crl, X509_get_subject_name(ca->cert)) != 1 ||
 	    X509_CRL_set1_lastUpdate(crl, last) != 1 || X509_CRL_set1_nextUpdate(crl, next) != 1)
