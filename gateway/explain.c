@@ -180,6 +180,16 @@ int gw_explain_main(int argc, char **argv)
 		        config);
 		goto done;
 	}
+	if (svc->mode != POL_MODE_POSTGRES && (db_user != NULL || db_name != NULL)) {
+		/* a tunnel never sees the database user or name: neither may explain */
+		fprintf(stderr,
+		        "certgate explain: --db-user/--db-name apply only to postgres-mode "
+		        "services; "
+		        "%s is a tunnel\n",
+		        svc->name);
+		code = 2;
+		goto done;
+	}
 	pol_claims_t claims;
 	if (!pol_claims_extract(&rt->snap->claims, cert, &claims))
 		goto done;

@@ -1216,7 +1216,7 @@ static cg_jdoc_t *load_policy_file(loader_t *ld, const cg_jdoc_t *cfg, const jso
 	return pol;
 }
 
-pol_snapshot_t *pol_snapshot_load(const char *config_path, cg_errors_t *errs)
+static pol_snapshot_t *load(const char *config_path, cg_errors_t *errs, bool *complete)
 {
 	static const char *const keys[] = {"gateway",  "admin", "audit",       "claims",
 	                                   "services", "rules", "policy_file", NULL};
@@ -1318,11 +1318,29 @@ done:
 	cg_strmap_destroy(ld.svc_by_name, NULL);
 	cg_jdoc_destroy(pol);
 	cg_jdoc_destroy(cfg);
-	if (ld.failed) {
+	*complete = !ld.failed;
+	if (ld.failed && ld.snap->config_path == NULL) { /* not even a JSON object */
 		snapshot_free(ld.snap);
 		return NULL;
 	}
 	return ld.snap;
+}
+
+pol_snapshot_t *pol_snapshot_load(const char *config_path, cg_errors_t *errs)
+{
+	bool complete;
+	pol_snapshot_t *snap = load(config_path, errs, &complete);
+	if (snap != NULL && !complete) {
+		snapshot_free(snap);
+		return NULL;
+	}
+	return snap;
+}
+
+pol_snapshot_t *pol_snapshot_load_partial(const char *config_path, cg_errors_t *errs,
+                                          bool *complete)
+{
+	return load(config_path, errs, complete);
 }
 
 pol_snapshot_t *pol_snapshot_ref(pol_snapshot_t *snap)

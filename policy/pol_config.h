@@ -121,6 +121,13 @@ typedef struct pol_snapshot {
  * reads JSON: certificates and keys are loaded by the gateway. */
 pol_snapshot_t *pol_snapshot_load(const char *config_path, cg_errors_t *errs);
 
+/* Like pol_snapshot_load, but when the document parses and only some values
+ * are wrong, returns what could be read with *complete = false: enough for
+ * `certgate check` to go on and load every file the configuration names, so
+ * it reports every error at once. Never put such a snapshot in service. */
+pol_snapshot_t *pol_snapshot_load_partial(const char *config_path, cg_errors_t *errs,
+                                          bool *complete);
+
 pol_snapshot_t *pol_snapshot_ref(pol_snapshot_t *snap);
 void pol_snapshot_unref(pol_snapshot_t *snap); /* accepts NULL */
 

@@ -339,7 +339,10 @@ class Connector(Process):
                           "--service", service, "--listen", "127.0.0.1:%d" % self.port,
                           "--cert", cert.crt, "--key", cert.key, "--ca", ca],
                          os.path.join(folder, name + ".log"))
-        wait_for(lambda: port_open(self.port) or not self.alive(), 10, "the connector")
+        # its "listening on" line, not a probe connection: a probe would be
+        # tunnelled to the gateway and show up in its audit log
+        wait_for(lambda: "listening on" in self.output() or not self.alive(), 10,
+                 "the connector")
         if not self.alive():
             raise AssertionError("certgate connect exited: " + self.output())
 
