@@ -46,6 +46,7 @@ struct gw_gateway {
 	size_t n_live;
 	cg_strmap_t *user_sessions; /* user claim -> live+starting session count */
 	cg_strmap_t *round_robin;   /* service name -> next upstream index */
+	cg_strmap_t *cancel_keys;   /* postgres mode: our backend pid -> session */
 	uint32_t instance;          /* random, prefixes session ids */
 	uint64_t next_session;
 	bool draining;

@@ -188,6 +188,11 @@ int gw_end_send_tls(gw_end_t *end, const void *data, size_t len)
 	return gw_end_flush_tls(end);
 }
 
+int gw_end_write(gw_end_t *end, const void *data, size_t len)
+{
+	return end->tls_on ? gw_end_send_tls(end, data, len) : gw_end_send(end, data, len);
+}
+
 void gw_link_arm(gw_link_t *link, uint64_t ms)
 {
 	uv_timer_start(&link->timer, on_timer, ms, 0);
@@ -270,12 +275,13 @@ static int forward(gw_link_t *link, gw_end_t *from, const char *data, size_t len
 {
 	gw_end_t *to = gw_end_other(from);
 	from->bytes_in += len;
-	if (from->id == GW_CLIENT && link->ops->tap != NULL) {
-		link->ops->tap(link, data, len);
+	bool handled = false;
+	if (link->ops->filter != NULL) {
+		handled = link->ops->filter(link, from, data, len);
 		if (!link->relaying)
 			return -1;
 	}
-	int rc = to->tls_on ? gw_end_send_tls(to, data, len) : gw_end_send(to, data, len);
+	int rc = handled ? 0 : gw_end_write(to, data, len);
 	if (rc < 0) {
 		relay_failed(link, to,
 		             to->tls_on && rc == UV_EPROTO ? to->tls.error : uv_strerror(rc));

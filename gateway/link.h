@@ -61,8 +61,10 @@ typedef struct gw_link_ops {
 	 * more on a failure. Both are valid only during the call. The owner
 	 * normally audits and calls gw_link_close. */
 	void (*relay_done)(gw_link_t *link, const char *reason, const char *detail);
-	/* Optional: plaintext on its way from the client to the upstream. */
-	void (*tap)(gw_link_t *link, const char *data, size_t len);
+	/* Optional: plaintext read from `from` while relaying. Return true when
+	 * the owner forwarded (or dropped) it itself, false to let the link
+	 * forward it unchanged. May end the relay. */
+	bool (*filter)(gw_link_t *link, gw_end_t *from, const char *data, size_t len);
 	/* The link timer fired (see gw_link_arm); not called once closing. */
 	void (*timer)(gw_link_t *link);
 	/* Optional: an end closed by gw_end_close finished closing. */
@@ -97,9 +99,11 @@ void gw_end_read_stop(gw_end_t *end);
 
 /* Writes bytes to end's socket as they are (no TLS): tries a direct write,
  * queues what the kernel did not take. 0 or a UV_E* code. */
-int gw_end_send(gw_end_t *end, const void *data, size_t len) __attribute__((warn_unused_result));
+int gw_end_send(gw_end_t *end, const void *data, size_t len);
 /* Encrypts data with end's TLS and sends it. 0 or a negative code. */
 int gw_end_send_tls(gw_end_t *end, const void *data, size_t len);
+/* Plaintext to end: encrypted when end speaks TLS. */
+int gw_end_write(gw_end_t *end, const void *data, size_t len);
 /* Sends whatever ciphertext end's TLS engine has produced. */
 int gw_end_flush_tls(gw_end_t *end);
 

@@ -20,6 +20,7 @@
 
 #include "cg_log.h"
 #include "cg_time.h"
+#include "pg_mint.h"
 #include "tls_engine.h"
 
 #define MAX_CLIENT_CHAIN_BYTES (32 * 1024) /* whole Certificate message */
@@ -293,6 +294,22 @@ static int load_crl(SSL_CTX *ctx, const pol_file_t *crl, cg_errors_t *errs)
 	return 0;
 }
 
+/* Selects "postgresql" when the client offers it (PostgreSQL 17 direct TLS
+ * requires it; the postgres front checks it was selected); other offers get
+ * no ALPN at all, which tunnel clients do not need. */
+static int alpn_cb(SSL *ssl, const unsigned char **out, unsigned char *outlen,
+                   const unsigned char *in, unsigned int inlen, void *arg)
+{
+	static const unsigned char want[] = "\x0a" GW_ALPN_POSTGRESQL;
+	unsigned char *selected = NULL;
+	if (SSL_select_next_proto(&selected, outlen, want, sizeof(want) - 1, in, inlen) ==
+	    OPENSSL_NPN_NEGOTIATED) {
+		*out = selected;
+		return SSL_TLSEXT_ERR_OK;
+	}
+	return SSL_TLSEXT_ERR_NOACK;
+}
+
 static SSL_CTX *build_server_ctx(const pol_snapshot_t *snap, cg_errors_t *errs)
 {
 	const pol_gateway_t *g = &snap->gateway;
@@ -331,12 +348,43 @@ static SSL_CTX *build_server_ctx(const pol_snapshot_t *snap, cg_errors_t *errs)
 	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, verify_cb);
 	SSL_CTX_set_verify_depth(ctx, (int)g->verify_depth);
 	SSL_CTX_set_tlsext_servername_callback(ctx, sni_cb);
+	SSL_CTX_set_alpn_select_cb(ctx, alpn_cb, NULL);
 	ERR_clear_error();
 	if (errs->count != before) {
 		SSL_CTX_free(ctx);
 		return NULL;
 	}
 	return ctx;
+}
+
+/* The client side towards a postgres-mode upstream: verify-full against
+ * upstream_tls.ca only (never the system bundle); the client certificate is
+ * set per connection from the minter. */
+static void build_pg_upstream(gw_pg_upstream_t *pg, const pol_upstream_tls_t *u, cg_errors_t *errs)
+{
+	pg->ctx = SSL_CTX_new(TLS_client_method());
+	if (pg->ctx == NULL) {
+		cg_errors_add(errs, "cannot create a TLS context");
+		return;
+	}
+	SSL_CTX_set_min_proto_version(pg->ctx, TLS1_2_VERSION);
+	SSL_CTX_set_options(pg->ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
+	SSL_CTX_set_mode(pg->ctx, SSL_MODE_RELEASE_BUFFERS);
+	SSL_CTX_set_security_level(pg->ctx, 2);
+	SSL_CTX_set_verify(pg->ctx, SSL_VERIFY_PEER, NULL);
+	if (u->ca.path != NULL && SSL_CTX_load_verify_file(pg->ctx, u->ca.path) != 1)
+		ssl_error(errs, &u->ca, "cannot load CA");
+	if (u->client_ca_cert.path != NULL && u->client_ca_key.path != NULL)
+		pg->minter = gw_minter_load(u, errs);
+	ERR_clear_error();
+}
+
+gw_pg_upstream_t *gw_runtime_pg(const gw_runtime_t *rt, const pol_service_t *svc)
+{
+	size_t i = (size_t)(svc - rt->snap->services);
+	if (rt->pg == NULL || i >= rt->snap->n_services || rt->pg[i].ctx == NULL)
+		return NULL;
+	return &rt->pg[i];
 }
 
 static char *load_token(const pol_file_t *file, cg_errors_t *errs)
@@ -381,6 +429,12 @@ gw_runtime_t *gw_runtime_load(const char *config_path, cg_errors_t *errs)
 	rt->snap = snap;
 	size_t before = errs->count;
 	rt->server_ctx = build_server_ctx(snap, errs);
+	rt->pg = calloc(snap->n_services > 0 ? snap->n_services : 1, sizeof(*rt->pg));
+	if (rt->pg == NULL)
+		cg_errors_add(errs, "out of memory");
+	for (size_t i = 0; rt->pg != NULL && i < snap->n_services; i++)
+		if (snap->services[i].has_upstream_tls)
+			build_pg_upstream(&rt->pg[i], &snap->services[i].upstream_tls, errs);
 	/* (a non-loopback admin listener without a token is refused by the loader) */
 	if (snap->admin.enabled && snap->admin.token_file.path != NULL)
 		rt->admin_token = load_token(&snap->admin.token_file, errs);
@@ -402,6 +456,11 @@ void gw_runtime_unref(gw_runtime_t *rt)
 	if (rt == NULL || atomic_fetch_sub(&rt->refs, 1) != 1)
 		return;
 	SSL_CTX_free(rt->server_ctx);
+	for (size_t i = 0; rt->pg != NULL && i < rt->snap->n_services; i++) {
+		SSL_CTX_free(rt->pg[i].ctx);
+		gw_minter_free(rt->pg[i].minter);
+	}
+	free(rt->pg);
 	if (rt->admin_token != NULL) {
 		OPENSSL_cleanse(rt->admin_token, strlen(rt->admin_token));
 		free(rt->admin_token);

@@ -16,11 +16,21 @@
 #include "cg_errors.h"
 #include "pol_config.h"
 
+typedef struct gw_minter gw_minter_t;
+
+/* A postgres-mode service's way to its upstream: TLS verify-full against
+ * upstream_tls.ca, and the minter of per-db-user client certificates. */
+typedef struct gw_pg_upstream {
+	SSL_CTX *ctx;
+	gw_minter_t *minter;
+} gw_pg_upstream_t;
+
 typedef struct gw_runtime {
 	atomic_int refs;
 	pol_snapshot_t *snap;
-	SSL_CTX *server_ctx; /* client certificate required, SNI routing */
-	char *admin_token;   /* contents of admin.token_file, NULL when unset */
+	SSL_CTX *server_ctx;  /* client certificate required, SNI routing */
+	char *admin_token;    /* contents of admin.token_file, NULL when unset */
+	gw_pg_upstream_t *pg; /* per service (index as in snap->services); zero for tunnels */
 } gw_runtime_t;
 
 /* Per-connection handshake state, reachable from the SSL object, filled by
@@ -40,6 +50,12 @@ typedef struct gw_handshake {
 gw_runtime_t *gw_runtime_load(const char *config_path, cg_errors_t *errs);
 gw_runtime_t *gw_runtime_ref(gw_runtime_t *rt);
 void gw_runtime_unref(gw_runtime_t *rt); /* accepts NULL */
+
+/* The upstream side of a postgres-mode service of rt->snap, or NULL. */
+gw_pg_upstream_t *gw_runtime_pg(const gw_runtime_t *rt, const pol_service_t *svc);
+
+/* ALPN protocol PostgreSQL 17 requires with direct TLS. */
+#define GW_ALPN_POSTGRESQL "postgresql"
 
 /* Attaches hs to a server SSL created from rt->server_ctx. */
 void gw_handshake_attach(SSL *ssl, gw_handshake_t *hs);

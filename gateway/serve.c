@@ -144,6 +144,7 @@ int gw_serve_main(int argc, char **argv)
 	}
 	gw.user_sessions = cg_strmap_create();
 	gw.round_robin = cg_strmap_create();
+	gw.cancel_keys = cg_strmap_create();
 	gw_authz_state_init(&gw.authz);
 	gw_metrics_init(&gw.metrics);
 	if (RAND_bytes((unsigned char *)&gw.instance, sizeof(gw.instance)) != 1)
@@ -191,6 +192,7 @@ done:
 	cg_audit_close(gw.audit);
 	cg_strmap_destroy(gw.user_sessions, NULL);
 	cg_strmap_destroy(gw.round_robin, NULL);
+	cg_strmap_destroy(gw.cancel_keys, NULL);
 	gw_authz_state_finish(&gw.authz);
 	gw_metrics_finish(&gw.metrics);
 	free(gw.config_path);

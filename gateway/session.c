@@ -18,11 +18,13 @@
 #include "authz.h"
 #include "cg_addr.h"
 #include "cg_time.h"
+#include "pg_front.h"
 #include "pg_wire.h"
 
 #define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
 static const gw_link_ops_t session_ops;
+static void on_setup_input(gw_link_t *link, gw_end_t *end, const char *data, ssize_t nread);
 
 static gw_end_t *client_end(gw_session_t *s)
 {
@@ -94,7 +96,7 @@ static void release_user(gw_session_t *s)
 }
 
 /* Closes a connection that never became a session. */
-static void drop(gw_session_t *s, bool graceful)
+void gw_session_drop(gw_session_t *s, bool graceful)
 {
 	if (s->state == GW_SESSION_CLOSING)
 		return;
@@ -104,7 +106,7 @@ static void drop(gw_session_t *s, bool graceful)
 }
 
 /* tls.rejected: the handshake failed or the certificate was refused. */
-static void reject_tls(gw_session_t *s, const char *reason, const char *detail)
+void gw_session_reject(gw_session_t *s, const char *reason, const char *detail)
 {
 	json_t *f = base_fields(s);
 	json_object_set_new(f, "reason", json_string(reason));
@@ -116,22 +118,28 @@ static void reject_tls(gw_session_t *s, const char *reason, const char *detail)
 	s->gw->counters.refused++;
 	gw_metrics_refused(&s->gw->metrics, "tls.rejected", reason);
 	(void)gw_audit(s->gw, "tls.rejected", f);
-	drop(s, true); /* graceful: the alert already queued still goes out */
+	gw_session_drop(s, true); /* graceful: the alert already queued still goes out */
 }
 
 /* authz.denied: the policy (or a limit) refused an authenticated client.
  * rule: the deciding rule, or the name of the limit that refused (also the
  * bounded label metrics count it under). */
-static void deny(gw_session_t *s, const char *reason, const char *rule)
+void gw_session_deny(gw_session_t *s, const char *reason, const char *rule)
 {
+	if (s->pg != NULL) {
+		char msg[256];
+		snprintf(msg, sizeof(msg), "certgate: access denied: %s", reason);
+		pgf_client_error(s, "28000", msg);
+	}
 	json_t *f = base_fields(s);
 	add_identity(s, f);
+	pgf_add_fields(s, f);
 	json_object_set_new(f, "rule", json_string(rule));
 	json_object_set_new(f, "reason", json_string(reason));
 	s->gw->counters.refused++;
 	gw_metrics_refused(&s->gw->metrics, "authz.denied", rule);
 	(void)gw_audit(s->gw, "authz.denied", f);
-	drop(s, true);
+	gw_session_drop(s, true);
 }
 
 void gw_session_end(gw_session_t *s, const char *reason)
@@ -154,7 +162,7 @@ void gw_session_end(gw_session_t *s, const char *reason)
 		gw_metrics_bytes(&s->gw->metrics, s->service->name, client_end(s)->bytes_in,
 		                 upstream_end(s)->bytes_in);
 	}
-	drop(s, true);
+	gw_session_drop(s, true);
 }
 
 static void on_freed(gw_link_t *link)
@@ -175,6 +183,7 @@ static void on_freed(gw_link_t *link)
 	pol_claims_finish(&s->claims);
 	json_decref(s->upstream_errors);
 	uv_freeaddrinfo(s->addrs);
+	pgf_free(s);
 	gw_runtime_unref(s->rt);
 	s->rt = NULL;
 	if (s->resolving)
@@ -203,18 +212,23 @@ static void arm_live_timer(gw_session_t *s)
 }
 
 static void connect_next(gw_session_t *s);
+static void note_upstream_error(gw_session_t *s, const char *error);
 
 static void on_timer(gw_link_t *link)
 {
 	gw_session_t *s = container_of(link, gw_session_t, link);
 	switch (s->state) {
 	case GW_SESSION_PROXY_HEADER:
+	case GW_SESSION_PG_FIRST:
 	case GW_SESSION_HANDSHAKE:
+	case GW_SESSION_PG_STARTUP:
 	case GW_SESSION_INNER:
-		reject_tls(s, "handshake timeout", NULL);
+		gw_session_reject(s, "handshake timeout", NULL);
 		return;
 	case GW_SESSION_CONNECTING:
 		s->connect_timed_out = true;
+		if (upstream_end(s)->connected) /* postgres mode: stuck in its TLS setup */
+			note_upstream_error(s, "timeout in the upstream's TLS setup");
 		if (s->resolving)
 			uv_cancel((uv_req_t *)&s->resolve_req);
 		else
@@ -240,7 +254,7 @@ static void on_timer(gw_link_t *link)
 
 /* --- session start and relay -------------------------------------------- */
 
-static void start_session(gw_session_t *s)
+void gw_session_start(gw_session_t *s)
 {
 	gw_end_t *up = upstream_end(s);
 	up->connected = true;
@@ -249,13 +263,14 @@ static void start_session(gw_session_t *s)
 
 	json_t *f = base_fields(s);
 	add_identity(s, f);
+	pgf_add_fields(s, f);
 	json_object_set_new(f, "upstream", json_string(s->upstream));
 	add_cert(f, s->cert, true);
 	int rc = gw_audit(s->gw, "session.start", f);
 	if (rc < 0 && cg_audit_on_failure(s->gw->audit) == CG_AUDIT_REFUSE) {
 		/* fail closed: no audited start, no session */
 		s->gw->counters.refused++;
-		drop(s, true);
+		gw_session_drop(s, true);
 		return;
 	}
 	s->started = true;
@@ -305,7 +320,15 @@ static void upstream_failed(gw_session_t *s)
 	s->gw->counters.refused++;
 	gw_metrics_refused(&s->gw->metrics, "upstream.failed", "no upstream reachable");
 	(void)gw_audit(s->gw, "upstream.failed", f);
-	drop(s, true);
+	if (s->pg != NULL)
+		pgf_client_error(s, "08006", "certgate: the database is not reachable");
+	gw_session_drop(s, true);
+}
+
+void gw_session_upstream_error(gw_session_t *s, const char *error)
+{
+	note_upstream_error(s, error);
+	gw_end_close(upstream_end(s)); /* on_end_closed tries the next */
 }
 
 static void on_connect(uv_connect_t *req, int status)
@@ -314,7 +337,11 @@ static void on_connect(uv_connect_t *req, int status)
 	if (s->state != GW_SESSION_CONNECTING)
 		return; /* closing: the handle is being torn down */
 	if (status == 0) {
-		start_session(s);
+		upstream_end(s)->connected = true;
+		if (s->pg != NULL)
+			pgf_upstream_connected(s); /* its own handshake first */
+		else
+			gw_session_start(s);
 		return;
 	}
 	note_upstream_error(s, s->connect_timed_out ? "connect timeout" : uv_strerror(status));
@@ -435,7 +462,7 @@ static void refuse_plaintext(gw_session_t *s)
 	                              "certgate: this service requires TLS inside the tunnel "
 	                              "(connect with sslmode=require or stricter)");
 	(void)gw_end_send_tls(client_end(s), msg, n);
-	deny(s, "plaintext startup refused: require_inner_tls", "require_inner_tls");
+	gw_session_deny(s, "plaintext startup refused: require_inner_tls", "require_inner_tls");
 }
 
 /* Reads plaintext up to the first GW_INNER_PEEK bytes and judges them. */
@@ -453,7 +480,7 @@ static void check_inner(gw_session_t *s)
 		}
 		if (n == GW_TLS_READ_WANT)
 			return;
-		drop(s, false); /* the client left or broke TLS before a first message */
+		gw_session_drop(s, false); /* the client left or broke TLS before a first message */
 		return;
 	}
 	c->bytes_in = s->inner_len;
@@ -480,12 +507,12 @@ static bool adopt_current_runtime(gw_session_t *s)
 	gw_runtime_t *rt = s->gw->rt;
 	const char *why = gw_cert_reverify(rt, s->cert, s->chain);
 	if (why != NULL) {
-		reject_tls(s, why, NULL);
+		gw_session_reject(s, why, NULL);
 		return false;
 	}
 	const pol_service_t *svc = pol_snapshot_service(rt->snap, s->service->name);
 	if (svc == NULL) {
-		reject_tls(s, "unknown service", NULL);
+		gw_session_reject(s, "unknown service", NULL);
 		return false;
 	}
 	gw_runtime_t *old = s->rt;
@@ -506,34 +533,48 @@ static void handshake_done(gw_session_t *s)
 	STACK_OF(X509) *sent = SSL_get_peer_cert_chain(ssl);
 	s->chain = sent != NULL ? X509_chain_up_ref(sent) : NULL;
 	if (s->service == NULL) {
-		reject_tls(s, "unknown service", NULL);
+		gw_session_reject(s, "unknown service", NULL);
 		return;
 	}
 	if (s->cert == NULL) {
-		reject_tls(s, "no client certificate", NULL);
+		gw_session_reject(s, "no client certificate", NULL);
 		return;
 	}
 	if (s->rt != s->gw->rt && !adopt_current_runtime(s))
 		return;
 	s->not_after_ms = gw_cert_not_after_ms(s->cert);
 	if (!pol_claims_extract(&s->rt->snap->claims, s->cert, &s->claims)) {
-		reject_tls(s, "cannot read certificate claims", NULL);
+		gw_session_reject(s, "cannot read certificate claims", NULL);
 		return;
 	}
+	if (s->service->mode == POL_MODE_POSTGRES) {
+		pgf_client_ready(s); /* the StartupMessage first: db user and name */
+		return;
+	}
+	gw_session_authorize(s);
+}
+
+void gw_session_authorize(gw_session_t *s)
+{
 	gw_authz_request_t req = {
-	        .service = s->service, .claims = &s->claims, .source = (struct sockaddr *)&s->peer};
+	        .service = s->service,
+	        .claims = &s->claims,
+	        .source = (struct sockaddr *)&s->peer,
+	        .db_user = pgf_db_user(s),
+	        .db_name = pgf_db_name(s),
+	};
 	if (!gw_authorize(s->gw, s->rt, &req, &s->decision)) {
-		deny(s, s->decision.reason, s->decision.rule);
+		gw_session_deny(s, s->decision.reason, s->decision.rule);
 		return;
 	}
 	uint32_t limit = s->rt->snap->gateway.max_sessions_per_user;
 	if (limit > 0 && gw_user_sessions(s->gw, s->claims.user) >= limit) {
-		deny(s, "too many sessions", "max_sessions_per_user");
+		gw_session_deny(s, "too many sessions", "max_sessions_per_user");
 		return;
 	}
 	s->counted_user = strdup(s->claims.user);
 	if (s->counted_user == NULL) {
-		drop(s, false);
+		gw_session_drop(s, false);
 		return;
 	}
 	gw_user_sessions_add(s->gw, s->counted_user, 1);
@@ -570,11 +611,12 @@ static void advance_handshake(gw_session_t *s)
 	int rc = gw_end_flush_tls(c); /* our flight, or the alert that ends it */
 	if (st == GW_TLS_FAILED) {
 		/* a reason from our own callbacks says it all; else OpenSSL's detail */
-		reject_tls(s, handshake_failure_reason(s), s->hs.reason ? NULL : c->tls.error);
+		gw_session_reject(s, handshake_failure_reason(s),
+		                  s->hs.reason ? NULL : c->tls.error);
 		return;
 	}
 	if (rc < 0) {
-		drop(s, false);
+		gw_session_drop(s, false);
 		return;
 	}
 	if (st == GW_TLS_DONE)
@@ -588,28 +630,28 @@ static bool looks_like_proxy_header(const char *data, size_t len)
 	       (len >= 12 && memcmp(data, v2, 12) == 0);
 }
 
-static void handshake_input(gw_session_t *s, const char *data, size_t len)
+void gw_session_handshake_input(gw_session_t *s, const char *data, size_t len)
 {
 	gw_end_t *c = client_end(s);
 	if (!c->tls_on) {
 		if ((uint8_t)data[0] != PGW_TLS_HANDSHAKE_BYTE) {
-			reject_tls(s,
-			           looks_like_proxy_header(data, len)
-			                   ? "proxy protocol header from an address not in "
-			                     "proxy_protocol_from"
-			                   : "not tls",
-			           NULL);
+			gw_session_reject(s,
+			                  looks_like_proxy_header(data, len)
+			                          ? "proxy protocol header from an address not in "
+			                            "proxy_protocol_from"
+			                          : "not tls",
+			                  NULL);
 			return;
 		}
 		if (gw_tls_init(&c->tls, s->rt->server_ctx, true) < 0) {
-			drop(s, false);
+			gw_session_drop(s, false);
 			return;
 		}
 		c->tls_on = true;
 		gw_handshake_attach(c->tls.ssl, &s->hs);
 	}
 	if (gw_tls_feed(&c->tls, data, len) < 0) {
-		drop(s, false);
+		gw_session_drop(s, false);
 		return;
 	}
 	advance_handshake(s);
@@ -625,10 +667,10 @@ static void proxy_input(gw_session_t *s, const char *data, size_t len)
 	switch (gw_pp_parse(s->proxy_buf, s->proxy_len, &pp)) {
 	case GW_PP_NEED_MORE:
 		if (s->proxy_len == sizeof(s->proxy_buf))
-			reject_tls(s, "invalid proxy protocol header", "header too long");
+			gw_session_reject(s, "invalid proxy protocol header", "header too long");
 		return;
 	case GW_PP_INVALID:
-		reject_tls(s, "invalid proxy protocol header", pp.error);
+		gw_session_reject(s, "invalid proxy protocol header", pp.error);
 		return;
 	case GW_PP_OK:
 		break;
@@ -637,25 +679,31 @@ static void proxy_input(gw_session_t *s, const char *data, size_t len)
 		memcpy(&s->peer, &pp.src, sizeof(s->peer));
 		cg_sockaddr_format((struct sockaddr *)&s->peer, s->client, sizeof(s->client));
 	}
-	s->state = GW_SESSION_HANDSHAKE;
+	s->state = s->pg != NULL ? GW_SESSION_PG_FIRST : GW_SESSION_HANDSHAKE;
+	gw_session_state_t state = s->state;
 	/* what followed the header in this read, then what was buffered */
 	size_t rest_buffered = s->proxy_len - pp.header_len;
 	if (rest_buffered > 0)
-		handshake_input(s, (const char *)s->proxy_buf + pp.header_len, rest_buffered);
-	if (take < len && s->state == GW_SESSION_HANDSHAKE)
-		handshake_input(s, data + take, len - take);
+		on_setup_input(&s->link, client_end(s), (const char *)s->proxy_buf + pp.header_len,
+		               (ssize_t)rest_buffered);
+	if (take < len && s->state == state)
+		on_setup_input(&s->link, client_end(s), data + take, (ssize_t)(len - take));
 }
 
 static void on_setup_input(gw_link_t *link, gw_end_t *end, const char *data, ssize_t nread)
 {
 	gw_session_t *s = container_of(link, gw_session_t, link);
+	if (s->pg != NULL && (s->state == GW_SESSION_CONNECTING || end->id == GW_UPSTREAM)) {
+		pgf_input(s, end, data, nread); /* the upstream's side of the setup */
+		return;
+	}
 	if (nread < 0) {
 		/* the client left before its session started */
-		if (s->got_bytes &&
-		    (s->state == GW_SESSION_HANDSHAKE || s->state == GW_SESSION_PROXY_HEADER))
-			reject_tls(s, "client closed during handshake", uv_strerror((int)nread));
+		if (s->got_bytes && s->state != GW_SESSION_INNER)
+			gw_session_reject(s, "client closed during handshake",
+			                  uv_strerror((int)nread));
 		else
-			drop(s, false);
+			gw_session_drop(s, false);
 		return;
 	}
 	if (!s->got_bytes)
@@ -666,11 +714,15 @@ static void on_setup_input(gw_link_t *link, gw_end_t *end, const char *data, ssi
 		proxy_input(s, data, (size_t)nread);
 		return;
 	case GW_SESSION_HANDSHAKE:
-		handshake_input(s, data, (size_t)nread);
+		gw_session_handshake_input(s, data, (size_t)nread);
+		return;
+	case GW_SESSION_PG_FIRST:
+	case GW_SESSION_PG_STARTUP:
+		pgf_input(s, end, data, nread);
 		return;
 	case GW_SESSION_INNER:
 		if (gw_tls_feed(&end->tls, data, (size_t)nread) < 0) {
-			drop(s, false);
+			gw_session_drop(s, false);
 			return;
 		}
 		check_inner(s);
@@ -721,7 +773,7 @@ void gw_session_accept(gw_gateway_t *gw, uv_stream_t *server, const char *fixed_
 		rc = uv_accept(server, (uv_stream_t *)&c->tcp);
 	if (rc < 0) {
 		cg_log_limited(&gw->accept_log, CG_LOG_WARN, "accept: %s", uv_strerror(rc));
-		drop(s, false);
+		gw_session_drop(s, false);
 		return;
 	}
 	gw->counters.accepted++;
@@ -739,18 +791,20 @@ void gw_session_accept(gw_gateway_t *gw, uv_stream_t *server, const char *fixed_
 		s->service = s->hs.service;
 	}
 	if (gw->draining) {
-		drop(s, false);
+		gw_session_drop(s, false);
 		return;
 	}
 	if (gw->n_connections > g->max_connections) {
-		reject_tls(s, "too many connections", NULL);
+		gw_session_reject(s, "too many connections", NULL);
 		return;
 	}
+	if (s->service != NULL && s->service->mode == POL_MODE_POSTGRES)
+		pgf_accept(s); /* before TLS: the wire protocol's first packet */
 	if (from_proxy(g, (struct sockaddr *)&s->peer))
 		s->state = GW_SESSION_PROXY_HEADER;
 	gw_link_arm(&s->link, g->handshake_timeout_ms);
 	if (gw_end_read_start(c) < 0)
-		drop(s, false);
+		gw_session_drop(s, false);
 }
 
 /* --- admin views ---------------------------------------------------------- */
@@ -772,14 +826,16 @@ json_t *gw_session_json(const gw_session_t *s)
 	json_t *groups = json_array();
 	for (size_t i = 0; i < s->claims.n_groups; i++)
 		json_array_append_new(groups, json_string(s->claims.groups[i]));
-	return json_pack("{s:s, s:s, s:o, s:s?, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:s}",
-	                 "id", s->id, "user", s->claims.user, "groups", groups, "device_id",
-	                 s->claims.device_id, "device_trust",
-	                 pol_trust_name(s->decision.effective_trust), "service", s->service->name,
-	                 "upstream", s->upstream, "client", s->client, "started", started,
-	                 "cert_not_after", not_after, "cert_serial", serial, "bytes_up",
-	                 (json_int_t)s->link.end[GW_CLIENT].bytes_in, "bytes_down",
-	                 (json_int_t)s->link.end[GW_UPSTREAM].bytes_in, "rule", s->decision.rule);
+	json_t *j = json_pack(
+	        "{s:s, s:s, s:o, s:s?, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:s}", "id",
+	        s->id, "user", s->claims.user, "groups", groups, "device_id", s->claims.device_id,
+	        "device_trust", pol_trust_name(s->decision.effective_trust), "service",
+	        s->service->name, "upstream", s->upstream, "client", s->client, "started", started,
+	        "cert_not_after", not_after, "cert_serial", serial, "bytes_up",
+	        (json_int_t)s->link.end[GW_CLIENT].bytes_in, "bytes_down",
+	        (json_int_t)s->link.end[GW_UPSTREAM].bytes_in, "rule", s->decision.rule);
+	pgf_add_fields(s, j);
+	return j;
 }
 
 /* --- continuous authorization -------------------------------------------- */
@@ -791,7 +847,7 @@ static void end_or_refuse(gw_session_t *s, const char *reason)
 	if (s->started)
 		gw_session_end(s, reason);
 	else
-		deny(s, reason, reason);
+		gw_session_deny(s, reason, reason);
 }
 
 void gw_session_reauthorize(gw_session_t *s, gw_runtime_t *rt, const char *revoked_reason)
@@ -811,7 +867,12 @@ void gw_session_reauthorize(gw_session_t *s, gw_runtime_t *rt, const char *revok
 	}
 	pol_decision_t decision;
 	gw_authz_request_t req = {
-	        .service = svc, .claims = &claims, .source = (struct sockaddr *)&s->peer};
+	        .service = svc,
+	        .claims = &claims,
+	        .source = (struct sockaddr *)&s->peer,
+	        .db_user = pgf_db_user(s),
+	        .db_name = pgf_db_name(s),
+	};
 	bool allowed = gw_authorize(s->gw, rt, &req, &decision);
 	if (!allowed) {
 		pol_claims_finish(&claims);
@@ -834,8 +895,15 @@ void gw_session_reauthorize(gw_session_t *s, gw_runtime_t *rt, const char *revok
 		arm_live_timer(s); /* idle_timeout may have changed */
 }
 
+static bool on_filter(gw_link_t *link, gw_end_t *from, const char *data, size_t len)
+{
+	gw_session_t *s = container_of(link, gw_session_t, link);
+	return s->pg != NULL && pgf_filter(s, from, data, len);
+}
+
 static const gw_link_ops_t session_ops = {
         .setup_input = on_setup_input,
+        .filter = on_filter,
         .relay_done = on_relay_done,
         .timer = on_timer,
         .end_closed = on_end_closed,

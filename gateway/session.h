@@ -22,11 +22,16 @@
 #include "proxy_proto.h"
 #include "runtime.h"
 
+typedef struct pgf pgf_t;
+
 typedef enum {
 	GW_SESSION_PROXY_HEADER, /* reading a PROXY protocol header */
+	GW_SESSION_PG_FIRST,     /* postgres mode: SSLRequest / GSSENCRequest / ... in clear */
 	GW_SESSION_HANDSHAKE,    /* TLS handshake with the client */
+	GW_SESSION_PG_STARTUP,   /* postgres mode: reading the StartupMessage inside TLS */
 	GW_SESSION_INNER,        /* authorized; reading the first inner bytes */
-	GW_SESSION_CONNECTING,   /* authorized; connecting to an upstream */
+	GW_SESSION_CONNECTING,   /* authorized; connecting to an upstream (postgres mode:
+	                          * and its SSLRequest, TLS and StartupMessage) */
 	GW_SESSION_LIVE,         /* session.start written; relaying */
 	GW_SESSION_CLOSING,
 } gw_session_state_t;
@@ -73,6 +78,7 @@ struct gw_session {
 	json_t *upstream_errors; /* [{"upstream":..., "error":...}] */
 
 	uint64_t first_byte_ns; /* uv_hrtime() of the first byte: handshake latency */
+	pgf_t *pg;              /* postgres mode state, NULL in tunnel mode */
 	int64_t started_ms;     /* wall clock at session.start */
 	bool started;           /* session.start written */
 	bool ended;             /* session.end written */
@@ -97,5 +103,22 @@ json_t *gw_session_json(const gw_session_t *s);
  * Refused: ended with "revoked: certificate" or `revoked_reason`. Allowed:
  * s moves to rt. */
 void gw_session_reauthorize(gw_session_t *s, gw_runtime_t *rt, const char *revoked_reason);
+
+/* --- for the postgres front (pg_front.c) ------------------------------------ */
+
+/* tls.rejected with reason, then close. */
+void gw_session_reject(gw_session_t *s, const char *reason, const char *detail);
+/* authz.denied with reason and the rule (or limit) that refused, then close. */
+void gw_session_deny(gw_session_t *s, const char *reason, const char *rule);
+/* Close without an audit event (the peer left, or nothing started). */
+void gw_session_drop(gw_session_t *s, bool graceful);
+/* Client bytes while handshaking (the TLS record layer). */
+void gw_session_handshake_input(gw_session_t *s, const char *data, size_t len);
+/* Decide (with the db user and name in postgres mode) and connect upstream. */
+void gw_session_authorize(gw_session_t *s);
+/* The current upstream attempt failed: note why, try the next. */
+void gw_session_upstream_error(gw_session_t *s, const char *error);
+/* session.start, then relay. */
+void gw_session_start(gw_session_t *s);
 
 #endif
