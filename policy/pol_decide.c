@@ -579,6 +579,11 @@ void pol_decide(const pol_snapshot_t *snap, const pol_request_t *req, pol_decisi
 		         "device trust %s is below min_trust %s of rule %s",
 		         pol_trust_name(ev.trust), pol_trust_name(v.trust_only->min_trust),
 		         v.trust_only->name);
+	} else if (req->db_user != NULL) {
+		snprintf(out->reason, sizeof(out->reason),
+		         "no rule allows user %s as db user %s on database %s of service %s",
+		         ev.user, req->db_user, req->db_name != NULL ? req->db_name : "?",
+		         req->service);
 	} else {
 		snprintf(out->reason, sizeof(out->reason), "no rule allows user %s on service %s",
 		         ev.user, req->service);

@@ -46,6 +46,7 @@ typedef void (*pol_trace_fn)(void *arg, const pol_rule_t *rule, const char *why_
  *   "denied by rule NAME"
  *   "device trust LOW is below min_trust HIGH of rule NAME"
  *   "no rule allows user U on service S"
+ *   "no rule allows user U as db user D on database N of service S"
  *   "certificate has no user claim" */
 void pol_decide(const pol_snapshot_t *snap, const pol_request_t *req, pol_decision_t *out,
                 pol_trace_fn trace, void *trace_arg);

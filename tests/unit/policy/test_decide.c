@@ -334,6 +334,17 @@ static void test_reasons(void **state)
 	assert_string_equal(d.rule, "default-deny");
 	assert_string_equal(d.reason, "no rule allows user carol@example.com on service orders-db");
 
+	const row_t db_nothing = {.service = "billing-db",
+	                          .user = "carol@example.com",
+	                          .device_trust = T_NONE,
+	                          .feed_trust = T_NONE,
+	                          .db_user = "bob",
+	                          .db_name = "billing"};
+	decide_row(snap, &db_nothing, &d, NULL);
+	assert_string_equal(d.rule, "default-deny");
+	assert_string_equal(d.reason, "no rule allows user carol@example.com as db user bob on "
+	                              "database billing of service billing-db");
+
 	decide_row(snap, &low, &d, NULL);
 	assert_int_equal(d.why, POL_WHY_TRUST);
 	assert_int_equal(d.effective_trust, POL_TRUST_LOW);
