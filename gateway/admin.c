@@ -5,8 +5,8 @@
  * MHD_get_timeout, so idle-connection timeouts happen without polling.
  * The listening socket is opened here (not by MHD) so a bind failure
  * reports its errno. Request bodies are capped at ADM_MAX_BODY: a declared
- * Content-Length over the cap is answered 413 at once, a body that grows
- * over it is answered 413 and the rest discarded. */
+ * Content-Length over the cap is answered 413 at once; a body that grows
+ * over it (chunked) is discarded to its end, then answered 413. */
 #include "admin.h"
 
 #include <errno.h>
@@ -216,10 +216,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 		if (up->too_large)
 			return MHD_YES; /* discarded */
 		if (up->len + n > ADM_MAX_BODY) {
+			/* MHD takes no response in the middle of an upload: the
+			 * rest is discarded and 413 sent once the body is in */
 			up->too_large = true;
 			free(up->buf);
 			up->buf = NULL;
-			return answer_413(conn, up);
+			up->len = 0;
+			return MHD_YES;
 		}
 		char *grown = realloc(up->buf, up->len + n + 1);
 		if (grown == NULL)
@@ -232,6 +235,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 	}
 	if (up->answered)
 		return MHD_YES;
+	if (up->too_large)
+		return answer_413(conn, up);
 	adm_request_t req = {
 	        .gw = admin->gw,
 	        .conn = conn,

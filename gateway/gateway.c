@@ -3,6 +3,7 @@
 #include "gateway.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -149,6 +150,10 @@ static void finish_drain(gw_gateway_t *gw)
 	for (size_t i = 0; i < sizeof(gw->signals) / sizeof(gw->signals[0]); i++)
 		if (!uv_is_closing((uv_handle_t *)&gw->signals[i]))
 			uv_close((uv_handle_t *)&gw->signals[i], NULL);
+	/* closing the watchers restored the default actions: a second SIGTERM
+	 * now would kill a gateway that is already exiting cleanly */
+	signal(SIGTERM, SIG_IGN);
+	signal(SIGINT, SIG_IGN);
 	gw_admin_stop(gw->admin);
 	gw->admin = NULL;
 	if (gw->watchdog_on)
