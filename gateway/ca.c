@@ -48,7 +48,7 @@
 #define ISSUE_DEFAULT_TTL            "15m"
 #define SERVER_DEFAULT_TTL           "90d"
 #define CRL_DEFAULT_TTL              "7d"
-#define CLOCK_SLACK_S                60 /* CA and server certs start a minute early */
+#define CLOCK_SLACK_S                60   /* CA and server certs start a minute early */
 #define RSA_MIN_BITS                 1024 /* weak on purpose: the weak-key test needs it */
 #define RSA_MAX_BITS                 8192
 #define MAX_TEXT_FILE                (16 * 1024 * 1024)
