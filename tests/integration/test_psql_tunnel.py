@@ -2,9 +2,11 @@
 PostgreSQL, with PostgreSQL itself verifying the login certificate inside
 the tunnel (hostssl ... cert)."""
 
+import socket
+import ssl
 import sys
 
-from harness import Fixture, psql, run
+from harness import Fixture, psql, run, tls_client
 
 RULES = [
     {"name": "dba", "effect": "allow", "services": ["*"], "groups": ["dba"], "min_trust": "high"},
@@ -70,6 +72,32 @@ def test_deny_rule_refuses_contractor(fx):
     assert denied["rule"] == "no-contractors"
     assert denied["reason"] == "denied by rule no-contractors"
     assert not gw.events("session.start")
+    gw.stop()
+
+
+def test_rsa_server_key_and_tls12(fx):
+    """An RSA gateway key works as well as ECDSA, and a TLS 1.2 client is
+    served (1.3 is preferred when both sides have it)."""
+    rsa = fx.ca.server(fx.unique("gw-rsa"), dns=("orders-db.internal",), ips=("127.0.0.1",),
+                       extra=("--rsa", "2048"))
+    cfg = tunnel_config(fx)
+    cfg["gateway"]["cert"], cfg["gateway"]["key"] = rsa.crt, rsa.key
+    gw = fx.gateway(cfg)
+    port = gw.ports()[0]
+    sock = tls_client(port, fx.alice, fx.ca.crt, server_name="orders-db.internal")
+    assert sock.version() == "TLSv1.3", sock.version()
+    sock.close()
+    ctx = ssl.create_default_context(cafile=fx.ca.crt)
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(fx.alice.crt, fx.alice.key)
+    raw = socket.create_connection(("127.0.0.1", port), timeout=5)
+    with ctx.wrap_socket(raw, server_hostname="orders-db.internal") as tls12:
+        assert tls12.version() == "TLSv1.2"
+        assert "ECDHE-RSA" in tls12.cipher()[0], tls12.cipher()
+        # the upstream is PostgreSQL: an SSLRequest gets its one-byte answer
+        tls12.sendall(b"\x00\x00\x00\x08\x04\xd2\x16\x2f")
+        assert tls12.recv(1) == b"S"
+    assert len(gw.events("session.start")) == 2
     gw.stop()
 
 
