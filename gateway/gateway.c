@@ -26,6 +26,26 @@ int gw_audit(gw_gateway_t *gw, const char *event, json_t *fields)
 	return rc;
 }
 
+static void on_audit_probe(uv_timer_t *timer)
+{
+	gw_gateway_t *gw = timer->data;
+	if (cg_audit_healthy(gw->audit))
+		return;
+	uint64_t lost = cg_audit_lost(gw->audit);
+	json_t *f = json_pack("{s:I}", "lost", (json_int_t)lost);
+	if (cg_audit_emit(gw->audit, "audit.resumed", f) == 0)
+		cg_log(CG_LOG_INFO, "audit: writing to %s again (%llu event(s) lost)",
+		       cg_audit_path(gw->audit), (unsigned long long)lost);
+}
+
+void gw_audit_probe_start(gw_gateway_t *gw)
+{
+	uv_timer_init(gw->loop, &gw->audit_probe);
+	gw->audit_probe.data = gw;
+	uv_timer_start(&gw->audit_probe, on_audit_probe, 1000, 1000);
+	gw->audit_probe_on = true;
+}
+
 size_t gw_user_sessions(gw_gateway_t *gw, const char *user)
 {
 	return (size_t)(uintptr_t)cg_strmap_get(gw->user_sessions, user);
@@ -156,6 +176,9 @@ static void finish_drain(gw_gateway_t *gw)
 	signal(SIGINT, SIG_IGN);
 	gw_admin_stop(gw->admin);
 	gw->admin = NULL;
+	if (gw->audit_probe_on)
+		uv_close((uv_handle_t *)&gw->audit_probe, NULL);
+	gw->audit_probe_on = false;
 	if (gw->watchdog_on)
 		uv_close((uv_handle_t *)&gw->watchdog, NULL);
 	gw->watchdog_on = false;

@@ -58,9 +58,12 @@ struct gw_gateway {
 	bool ready;          /* listeners bound, policy loaded */
 	uv_timer_t watchdog; /* sd_notify WATCHDOG=1, when asked for */
 	bool watchdog_on;
+	uv_timer_t audit_probe; /* while the audit log fails: retry it every second */
+	bool audit_probe_on;
 	uv_signal_t signals[4];
 	cg_log_limit_t accept_log;
 	cg_log_limit_t audit_log;
+	cg_log_limit_t audit_refusal_log;
 };
 
 /* Writes an audit event (steals fields). Failures are logged, rate-limited,
@@ -76,6 +79,11 @@ int gw_reload(gw_gateway_t *gw, const char *by, cg_errors_t *errs);
  * "draining", "audit unavailable" (on_failure refuse and the last audit
  * write failed). */
 const char *gw_not_ready_reason(gw_gateway_t *gw);
+
+/* Starts the once-a-second check that brings a failed audit log back: it
+ * writes an audit.resumed event (with the count of lost events) as soon as
+ * writing works again, so readiness recovers without traffic. */
+void gw_audit_probe_start(gw_gateway_t *gw);
 
 /* Re-authorizes the live sessions of user (case-insensitive) or device
  * against the runtime in force; those now refused end with reason. */

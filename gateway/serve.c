@@ -183,6 +183,7 @@ int gw_serve_main(int argc, char **argv)
 			cg_log(CG_LOG_INFO, "admin API on %s", gw.rt->snap->admin.listen);
 		gw.ready = true;
 		gw.watchdog_on = gw_watchdog_start(gw.loop, &gw.watchdog);
+		gw_audit_probe_start(&gw);
 		gw_notify_ready("serving");
 	}
 	uv_run(gw.loop, UV_RUN_DEFAULT);

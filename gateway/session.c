@@ -268,8 +268,16 @@ void gw_session_start(gw_session_t *s)
 	add_cert(f, s->cert, true);
 	int rc = gw_audit(s->gw, "session.start", f);
 	if (rc < 0 && cg_audit_on_failure(s->gw->audit) == CG_AUDIT_REFUSE) {
-		/* fail closed: no audited start, no session */
+		/* fail closed: no audited start, no session (the refusal cannot be
+		 * audited either: it is logged and counted) */
 		s->gw->counters.refused++;
+		gw_metrics_refused(&s->gw->metrics, "session.start", "audit unavailable");
+		cg_log_limited(&s->gw->audit_refusal_log, CG_LOG_ERROR,
+		               "refusing session %s of %s: audit unavailable", s->id,
+		               s->claims.user);
+		if (s->pg != NULL)
+			pgf_client_error(s, "57P03",
+			                 "certgate: audit unavailable, try again later");
 		gw_session_drop(s, true);
 		return;
 	}
