@@ -236,8 +236,13 @@ static void first_packet(gw_session_t *s)
 {
 	pgf_t *pg = s->pg;
 	gw_end_t *c = client_end(s);
-	while (s->state == GW_SESSION_PG_FIRST && pg->len > 0) {
-		if (pg->buf[0] == PGW_TLS_HANDSHAKE_BYTE) {
+	while (s->state == GW_SESSION_PG_FIRST) {
+		size_t len = 0;
+		const char *error;
+		switch (pgw_first_packet(pg->buf, pg->len, PGF_MAX_STARTUP, &len, &error)) {
+		case PGW_NEED_MORE:
+			return;
+		case PGW_DIRECT_TLS: {
 			/* PostgreSQL 17 direct TLS: what we hold is the ClientHello */
 			pg->direct_tls = true;
 			s->state = GW_SESSION_HANDSHAKE;
@@ -246,14 +251,7 @@ static void first_packet(gw_session_t *s)
 			gw_session_handshake_input(s, (const char *)pg->buf, n);
 			return;
 		}
-		if (pg->len < 8)
-			return;
-		uint32_t len = pgw_get32(pg->buf), code = pgw_get32(pg->buf + 4);
-		if (len < 8 || len > PGF_MAX_STARTUP) {
-			gw_session_reject(s, "invalid startup packet", "bad length");
-			return;
-		}
-		if (len == 8 && code == PGW_SSL_REQUEST_CODE) {
+		case PGW_SSL_REQUEST:
 			/* bytes after the SSLRequest would be read as if they had come
 			 * through TLS (CVE-2021-23214): refuse them */
 			if (pg->len > 8) {
@@ -265,8 +263,7 @@ static void first_packet(gw_session_t *s)
 			if (gw_end_send(c, "S", 1) < 0)
 				gw_session_drop(s, false);
 			return;
-		}
-		if (len == 8 && code == PGW_GSSENC_REQUEST_CODE) {
+		case PGW_GSSENC_REQUEST:
 			if (pg->len > 8) {
 				gw_session_reject(s, "data after GSSENCRequest", NULL);
 				return;
@@ -275,75 +272,43 @@ static void first_packet(gw_session_t *s)
 			if (gw_end_send(c, "N", 1) < 0) /* the client goes on with SSLRequest */
 				gw_session_drop(s, false);
 			return;
-		}
-		if (len == 16 && code == PGW_CANCEL_REQUEST_CODE) {
-			if (pg->len >= 16)
-				handle_cancel(s, pg->buf);
+		case PGW_CANCEL_REQUEST:
+			handle_cancel(s, pg->buf);
 			return;
-		}
-		if (code >> 16 == 3) {
+		case PGW_STARTUP:
 			/* a StartupMessage in clear: PostgreSQL's own answer */
 			pgf_client_error(s, "28000",
 			                 "certgate: SSL required (connect with sslmode=require or "
 			                 "stricter)");
 			gw_session_reject(s, "ssl required", "plaintext StartupMessage");
 			return;
+		case PGW_INVALID:
+			gw_session_reject(s, "invalid startup packet", error);
+			return;
 		}
-		gw_session_reject(s, "invalid startup packet", "unknown request code");
-		return;
 	}
 }
 
 /* --- the StartupMessage, inside TLS -------------------------------------- */
 
-static char *dup_param(const char *value)
-{
-	return value != NULL ? strdup(value) : NULL;
-}
-
-/* Parses "name\0value\0...\0" after the length and version. */
-static bool parse_startup(pgf_t *pg, const uint8_t *p, size_t len)
-{
-	const char *user = NULL, *database = NULL, *app = NULL;
-	size_t at = 8;
-	while (at < len && p[at] != '\0') {
-		const char *name = (const char *)p + at;
-		const void *end = memchr(p + at, '\0', len - at);
-		if (end == NULL)
-			return false;
-		at = (size_t)((const uint8_t *)end - p) + 1;
-		const char *value = (const char *)p + at;
-		end = memchr(p + at, '\0', len - at);
-		if (end == NULL)
-			return false;
-		at = (size_t)((const uint8_t *)end - p) + 1;
-		if (strcmp(name, "user") == 0)
-			user = value;
-		else if (strcmp(name, "database") == 0)
-			database = value;
-		else if (strcmp(name, "application_name") == 0)
-			app = value;
-	}
-	if (at + 1 != len || user == NULL || user[0] == '\0')
-		return false; /* unterminated, trailing bytes, or no user */
-	pg->db_user = strdup(user);
-	pg->db_name = strdup(database != NULL && database[0] != '\0' ? database : user);
-	pg->app_name = dup_param(app);
-	return pg->db_user != NULL && pg->db_name != NULL;
-}
-
 static void startup_packet(gw_session_t *s)
 {
 	pgf_t *pg = s->pg;
-	if (pg->len < 8)
+	size_t len = 0;
+	const char *error;
+	pgw_startup_t params;
+	switch (pgw_first_packet(pg->buf, pg->len, PGF_MAX_STARTUP, &len, &error)) {
+	case PGW_NEED_MORE:
 		return;
-	uint32_t len = pgw_get32(pg->buf), code = pgw_get32(pg->buf + 4);
-	if (len == 16 && code == PGW_CANCEL_REQUEST_CODE) {
-		if (pg->len >= 16)
-			handle_cancel(s, pg->buf); /* libpq 17 cancels over TLS */
+	case PGW_CANCEL_REQUEST:
+		handle_cancel(s, pg->buf); /* libpq 17 cancels over TLS */
 		return;
-	}
-	if (len < 8 || len > PGF_MAX_STARTUP || code >> 16 != 3) {
+	case PGW_STARTUP:
+		break;
+	case PGW_INVALID:
+		gw_session_reject(s, "invalid startup packet", error);
+		return;
+	default:
 		gw_session_reject(s, "invalid startup packet", "not a StartupMessage");
 		return;
 	}
@@ -353,8 +318,15 @@ static void startup_packet(gw_session_t *s)
 		gw_session_reject(s, "invalid startup packet", "data after the StartupMessage");
 		return;
 	}
-	if (!parse_startup(pg, pg->buf, len)) {
+	if (!pgw_parse_startup(pg->buf, len, &params)) {
 		gw_session_reject(s, "invalid startup packet", "malformed parameters");
+		return;
+	}
+	pg->db_user = strdup(params.user);
+	pg->db_name = strdup(params.database);
+	pg->app_name = params.application_name ? strdup(params.application_name) : NULL;
+	if (pg->db_user == NULL || pg->db_name == NULL) {
+		gw_session_drop(s, false);
 		return;
 	}
 	pg->startup = pg->buf;
