@@ -15,12 +15,14 @@
 
 static _Thread_local char read_buf[GW_LINK_READ_SIZE];  /* socket reads */
 static _Thread_local char plain_buf[GW_LINK_READ_SIZE]; /* decrypted plaintext */
-static _Thread_local char out_buf[GW_LINK_READ_SIZE];   /* ciphertext to send */
 
+/* A write the kernel did not take at once: its bytes follow the header, or
+ * (TLS output) sit in a buffer taken over from the engine. */
 typedef struct write_req {
 	uv_write_t req;
 	gw_end_t *end;
 	size_t len;
+	uint8_t *owned;
 	char data[];
 } write_req_t;
 
@@ -119,6 +121,7 @@ static void on_write(uv_write_t *req, int status)
 	gw_end_t *end = w->end;
 	gw_link_t *link = end->link;
 	end->queued -= w->len;
+	free(w->owned);
 	free(w);
 	if (link->closing)
 		return;
@@ -158,6 +161,7 @@ int gw_end_send(gw_end_t *end, const void *data, size_t len)
 	memcpy(w->data, data, len);
 	w->end = end;
 	w->len = len;
+	w->owned = NULL;
 	uv_buf_t b = uv_buf_init(w->data, (unsigned)len);
 	int rc = uv_write(&w->req, (uv_stream_t *)&end->tcp, &b, 1, on_write);
 	if (rc < 0) {
@@ -170,14 +174,38 @@ int gw_end_send(gw_end_t *end, const void *data, size_t len)
 
 int gw_end_flush_tls(gw_end_t *end)
 {
-	while (gw_tls_pending_out(&end->tls) > 0) {
-		size_t n = gw_tls_take_out(&end->tls, out_buf, sizeof(out_buf));
-		if (n == 0)
-			return UV_EIO;
-		int rc = gw_end_send(end, out_buf, n);
-		if (rc < 0)
-			return rc;
+	size_t len;
+	const uint8_t *out = gw_tls_out(&end->tls, &len);
+	if (len == 0)
+		return 0;
+	if (!end->open || !end->connected || end->shut)
+		return UV_EPIPE;
+	if (end->queued == 0) {
+		uv_buf_t b = uv_buf_init((char *)out, (unsigned)len);
+		int n = uv_try_write((uv_stream_t *)&end->tcp, &b, 1);
+		if (n == (int)len) {
+			gw_tls_out_sent(&end->tls, len);
+			return 0;
+		}
+		if (n > 0)
+			gw_tls_out_sent(&end->tls, (size_t)n);
+		else if (n != UV_EAGAIN)
+			return n;
 	}
+	/* the rest waits in a write request that takes the engine's buffer */
+	write_req_t *w = malloc(sizeof(*w));
+	if (w == NULL)
+		return UV_ENOMEM;
+	gw_tls_out_detach(&end->tls, &w->owned, &w->len);
+	w->end = end;
+	uv_buf_t b = uv_buf_init((char *)w->owned, (unsigned)w->len);
+	int rc = uv_write(&w->req, (uv_stream_t *)&end->tcp, &b, 1, on_write);
+	if (rc < 0) {
+		free(w->owned);
+		free(w);
+		return rc;
+	}
+	end->queued += w->len;
 	return 0;
 }
 
@@ -345,11 +373,11 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 		(void)forward(link, end, buf->base, (size_t)nread);
 		return;
 	}
-	if (gw_tls_feed(&end->tls, buf->base, (size_t)nread) < 0) {
-		relay_failed(link, end, end->tls.error);
-		return;
-	}
+	/* OpenSSL reads the records in place; only a partial one is kept */
+	gw_tls_offer(&end->tls, buf->base, (size_t)nread);
 	pump_tls(link, end);
+	if (gw_tls_settle(&end->tls) < 0)
+		relay_failed(link, end, end->tls.error);
 }
 
 void gw_link_relay(gw_link_t *link)

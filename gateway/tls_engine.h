@@ -13,9 +13,17 @@
 #include <openssl/ssl.h>
 
 typedef struct gw_tls {
-	SSL *ssl;  /* NULL when not initialised */
-	BIO *rbio; /* ciphertext in (owned by ssl) */
-	BIO *wbio; /* ciphertext out (owned by ssl) */
+	SSL *ssl; /* NULL when not initialised */
+	BIO *bio; /* the engine's own BIO, both directions (owned by ssl) */
+	/* ciphertext in: offered by the caller (borrowed until gw_tls_settle)
+	 * and what is kept of it (a partial record, or fed with a copy) */
+	const uint8_t *in;
+	size_t in_len;
+	uint8_t *kept;
+	size_t kept_len, kept_cap;
+	/* ciphertext out, waiting to be sent */
+	uint8_t *out;
+	size_t out_len, out_cap;
 	bool handshake_done;
 	bool close_notify_sent;
 	char error[160];  /* last failure, one line */
@@ -40,6 +48,13 @@ void gw_tls_finish(gw_tls_t *tls); /* frees the SSL (and both BIOs); idempotent 
 /* Hands ciphertext received from the peer to OpenSSL (copied). */
 int gw_tls_feed(gw_tls_t *tls, const void *data, size_t len) __attribute__((warn_unused_result));
 
+/* The hot path without the copy: OpenSSL reads data in place during the
+ * calls that follow; gw_tls_settle must run before data goes away (it keeps
+ * whatever was not read yet, normally a partial record). Only one offer at a
+ * time; a fed or kept remainder is read first. */
+void gw_tls_offer(gw_tls_t *tls, const void *data, size_t len);
+int gw_tls_settle(gw_tls_t *tls) __attribute__((warn_unused_result));
+
 /* Drives the handshake as far as the ciphertext fed so far allows. */
 gw_tls_status_t gw_tls_handshake(gw_tls_t *tls);
 
@@ -52,9 +67,15 @@ int gw_tls_write(gw_tls_t *tls, const void *data, size_t len) __attribute__((war
 /* Queues a close_notify alert (once). */
 void gw_tls_close_notify(gw_tls_t *tls);
 
-/* Ciphertext waiting to be sent, and taking it out (returns bytes copied). */
+/* Ciphertext waiting to be sent. */
 size_t gw_tls_pending_out(const gw_tls_t *tls);
-size_t gw_tls_take_out(gw_tls_t *tls, void *buf, size_t cap);
+/* The ciphertext waiting, in place (NULL when none). */
+const uint8_t *gw_tls_out(const gw_tls_t *tls, size_t *len);
+/* n bytes of it were sent. */
+void gw_tls_out_sent(gw_tls_t *tls, size_t n);
+/* Hands the waiting ciphertext over: *buf (malloc'd, the caller frees it)
+ * holds *len bytes. The engine starts a new buffer. */
+void gw_tls_out_detach(gw_tls_t *tls, uint8_t **buf, size_t *len);
 
 /* The first error in OpenSSL's queue as one short line ("tlsv13 alert
  * certificate required"), written to buf; clears the queue. Returns the
