@@ -568,6 +568,12 @@ void pol_decide(const pol_snapshot_t *snap, const pol_request_t *req, pol_decisi
 		out->why = POL_WHY_DENY_RULE;
 		out->rule = v.deny->name;
 		snprintf(out->reason, sizeof(out->reason), "denied by rule %s", v.deny->name);
+	} else if (ev.trust == POL_TRUST_ALWAYS_DENY) {
+		/* the lowest level is a verdict of its own: no rule admits the
+		 * device, whether it names min_trust or not */
+		out->why = POL_WHY_TRUST;
+		snprintf(out->reason, sizeof(out->reason),
+		         "device trust always_deny: every rule refuses this device");
 	} else if (v.allow) {
 		out->allow = true;
 		out->why = POL_WHY_ALLOWED;

@@ -39,12 +39,14 @@ typedef struct pol_decision {
  * "groups: none of [dba]". */
 typedef void (*pol_trace_fn)(void *arg, const pol_rule_t *rule, const char *why_not);
 
-/* Deny overrides: any matching deny rule refuses; otherwise the first
- * matching allow rule admits; otherwise default-deny. A request without a
+/* Deny overrides: any matching deny rule refuses; otherwise a device whose
+ * effective trust is always_deny is refused (why POL_WHY_TRUST); otherwise
+ * the first matching allow rule admits; otherwise default-deny. A request without a
  * user claim is refused (rule "default-deny", why POL_WHY_NO_USER). trace may
  * be NULL. Reasons:
  *   "denied by rule NAME"
  *   "device trust LOW is below min_trust HIGH of rule NAME"
+ *   "device trust always_deny: every rule refuses this device"
  *   "no rule allows user U on service S"
  *   "no rule allows user U as db user D on database N of service S"
  *   "certificate has no user claim" */

@@ -84,6 +84,10 @@ static const row_t rows[] = {
 	{"wiki",        "eve@example.com",          {NULL},                 NULL,         T_NONE,   T_NONE,   "2001:db8::1", NULL,         NULL,            DENY,  DD,                POL_WHY_DEFAULT_DENY},
 	{"wiki",        "eve@example.com",          {NULL},                 NULL,         T_NONE,   T_NONE,   "::ffff:192.168.9.9", NULL,  NULL,            ALLOW, "wiki-office",     POL_WHY_ALLOWED},
 	{"wiki",        "eve@example.com",          {NULL},                 NULL,         T_NONE,   T_NONE,   NULL,          NULL,         NULL,            DENY,  DD,                POL_WHY_DEFAULT_DENY},
+	/* always_deny refuses even where the allowing rule names no min_trust */
+	{"wiki",        "eve@example.com",          {"staff"},              NULL,         T_DENY,   T_NONE,   "10.0.0.1",    NULL,         NULL,            DENY,  DD,                POL_WHY_TRUST},
+	{"wiki",        "eve@example.com",          {"staff"},              "dev-9",      T_HIGH,   T_DENY,   "10.0.0.1",    NULL,         NULL,            DENY,  DD,                POL_WHY_TRUST},
+	{"wiki",        "eve@example.com",          {"staff"},              "dev-9",      T_LOW,    T_NONE,   "10.0.0.1",    NULL,         NULL,            ALLOW, "wiki-staff",      POL_WHY_ALLOWED},
 	/* POL_WHY_TRUST only when min_trust is the one condition that failed */
 	{"wiki",        "ian@example.com",          {NULL},                 NULL,         T_LOW,    T_NONE,   "10.8.1.1",    NULL,         NULL,            DENY,  DD,                POL_WHY_TRUST},
 	{"wiki",        "ian@example.com",          {NULL},                 NULL,         T_LOW,    T_NONE,   "10.9.1.1",    NULL,         NULL,            DENY,  DD,                POL_WHY_DEFAULT_DENY},
