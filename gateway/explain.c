@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include <jansson.h>
+#include <openssl/err.h>
 #include <openssl/pem.h>
 
 #include "cg_addr.h"
@@ -29,14 +30,22 @@ static void on_rule(void *arg, const pol_rule_t *rule, const char *why_not)
 	                                          "matched", why_not == NULL, "why_not", why_not));
 }
 
-static X509 *read_cert(const char *path)
+/* The leaf and, after it, the intermediates the client would send (a
+ * PEM bundle as psql's sslcert or certgate connect's --cert may be). */
+static X509 *read_cert(const char *path, STACK_OF(X509) * *chain)
 {
 	FILE *f = fopen(path, "re");
 	if (f == NULL)
 		return NULL;
-	X509 *cert = PEM_read_X509(f, NULL, NULL, NULL);
+	X509 *leaf = PEM_read_X509(f, NULL, NULL, NULL);
+	*chain = sk_X509_new_null();
+	X509 *x;
+	while (leaf != NULL && *chain != NULL && (x = PEM_read_X509(f, NULL, NULL, NULL)) != NULL)
+		if (!sk_X509_push(*chain, x))
+			X509_free(x);
+	ERR_clear_error(); /* the end of the PEM stream reads as an error */
 	fclose(f);
-	return cert;
+	return leaf;
 }
 
 static json_t *claims_json(const pol_claims_t *c)
@@ -168,7 +177,8 @@ int gw_explain_main(int argc, char **argv)
 	if (rt == NULL)
 		return 1;
 	int code = 1;
-	X509 *cert = read_cert(cert_path);
+	STACK_OF(X509) *chain = NULL;
+	X509 *cert = read_cert(cert_path, &chain);
 	const pol_service_t *svc = pol_snapshot_service(rt->snap, service);
 	if (cert == NULL) {
 		fprintf(stderr, "certgate explain: --cert %s: not a readable PEM certificate\n",
@@ -204,7 +214,7 @@ int gw_explain_main(int argc, char **argv)
 	};
 	pol_decision_t d;
 	pol_decide(rt->snap, &req, &d, on_rule, &trace);
-	const char *refused = gw_cert_reverify(rt, cert, NULL);
+	const char *refused = gw_cert_reverify(rt, cert, chain);
 
 	char subject[512], serial[128], not_after[CG_RFC3339_LEN];
 	gw_cert_subject(cert, subject, sizeof(subject));
@@ -235,6 +245,7 @@ int gw_explain_main(int argc, char **argv)
 	code = admitted ? 0 : 1;
 done:
 	X509_free(cert);
+	sk_X509_pop_free(chain, X509_free);
 	gw_runtime_unref(rt);
 	return code;
 }

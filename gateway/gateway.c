@@ -46,19 +46,33 @@ void gw_audit_probe_start(gw_gateway_t *gw)
 	gw->audit_probe_on = true;
 }
 
+/* Users compare case-insensitively everywhere (policy globs, locks), so the
+ * per-user count is keyed by the lower-cased claim. */
+static void user_key(const char *user, char *key, size_t len)
+{
+	size_t i = 0;
+	for (; user[i] != '\0' && i + 1 < len; i++)
+		key[i] = (char)((user[i] >= 'A' && user[i] <= 'Z') ? user[i] - 'A' + 'a' : user[i]);
+	key[i] = '\0';
+}
+
 size_t gw_user_sessions(gw_gateway_t *gw, const char *user)
 {
-	return (size_t)(uintptr_t)cg_strmap_get(gw->user_sessions, user);
+	char key[1100];
+	user_key(user, key, sizeof(key));
+	return (size_t)(uintptr_t)cg_strmap_get(gw->user_sessions, key);
 }
 
 void gw_user_sessions_add(gw_gateway_t *gw, const char *user, int delta)
 {
-	size_t n = gw_user_sessions(gw, user);
+	char key[1100];
+	user_key(user, key, sizeof(key));
+	size_t n = (size_t)(uintptr_t)cg_strmap_get(gw->user_sessions, key);
 	n = delta < 0 && n == 0 ? 0 : n + (size_t)delta;
 	if (n == 0)
-		cg_strmap_remove(gw->user_sessions, user);
+		cg_strmap_remove(gw->user_sessions, key);
 	else
-		cg_strmap_put(gw->user_sessions, user, (void *)(uintptr_t)n);
+		cg_strmap_put(gw->user_sessions, key, (void *)(uintptr_t)n);
 }
 
 /* The audit destination may move with a reload: the new one is opened
@@ -73,6 +87,26 @@ static cg_audit_t *audit_for(gw_gateway_t *gw, const pol_snapshot_t *snap, cg_er
 	if (audit == NULL)
 		cg_errors_add(errs, "%s: audit.path: %s", snap->config_path, err);
 	return audit;
+}
+
+/* The admin API may appear, move or go with a reload: a new listener is
+ * bound before the swap (a reload that cannot bind it fails whole); the
+ * caller stops the old one after. Unchanged: the running one. */
+static gw_admin_t *admin_for(gw_gateway_t *gw, const pol_snapshot_t *snap, cg_errors_t *errs)
+{
+	const pol_admin_t *now = &gw->rt->snap->admin, *next = &snap->admin;
+	if (now->enabled == next->enabled &&
+	    (!next->enabled || strcmp(now->listen, next->listen) == 0))
+		return gw->admin;
+	if (!next->enabled)
+		return NULL;
+	if (gw->admin != NULL && now->enabled)
+		cg_log(CG_LOG_INFO, "admin API moves from %s to %s", now->listen, next->listen);
+	char err[256];
+	gw_admin_t *admin = gw_admin_start(gw, next->listen, err, sizeof(err));
+	if (admin == NULL)
+		cg_errors_add(errs, "%s: admin.listen: %s", snap->config_path, err);
+	return admin;
 }
 
 static json_t *errors_json(const cg_errors_t *errs)
@@ -119,16 +153,20 @@ static int reload(gw_gateway_t *gw, const char *by, cg_errors_t *errs)
 {
 	size_t before = errs->count;
 	cg_audit_t *audit = NULL;
+	gw_admin_t *admin = gw->admin;
 	gw_runtime_t *rt = gw_runtime_load(gw->config_path, errs);
 	if (rt != NULL) {
 		gw_listeners_prepare(gw, rt->snap, errs);
 		audit = audit_for(gw, rt->snap, errs);
+		admin = admin_for(gw, rt->snap, errs);
 	}
 	if (errs->count != before) {
 		if (rt != NULL)
 			gw_listeners_rollback(gw);
 		if (audit != NULL && audit != gw->audit)
 			cg_audit_close(audit);
+		if (admin != gw->admin)
+			gw_admin_stop(admin);
 		gw_runtime_unref(rt);
 		gw->counters.reloads_failed++;
 		for (size_t i = before; i < errs->count; i++)
@@ -140,6 +178,10 @@ static int reload(gw_gateway_t *gw, const char *by, cg_errors_t *errs)
 		return -1;
 	}
 	gw_listeners_commit(gw);
+	if (admin != gw->admin) {
+		gw_admin_stop(gw->admin);
+		gw->admin = admin;
+	}
 	if (audit != gw->audit) {
 		cg_audit_close(gw->audit);
 		gw->audit = audit;

@@ -34,10 +34,12 @@ static void listener_close(gw_listener_t *l)
 	uv_close((uv_handle_t *)&l->tcp, on_closed);
 }
 
-static gw_listener_t *find(gw_gateway_t *gw, const char *addr)
+/* Listeners are matched by the address they bind, in canonical form, so
+ * "[::]:8443" and "[0::0]:8443" are the same socket across a reload. */
+static gw_listener_t *find(gw_gateway_t *gw, const char *canonical)
 {
 	for (gw_listener_t *l = gw->listeners; l != NULL; l = l->next)
-		if (strcmp(l->addr, addr) == 0)
+		if (strcmp(l->canonical, canonical) == 0)
 			return l;
 	return NULL;
 }
@@ -45,18 +47,20 @@ static gw_listener_t *find(gw_gateway_t *gw, const char *addr)
 static void want(gw_gateway_t *gw, const char *addr, const cg_hostport_t *hp, const char *service,
                  cg_errors_t *errs)
 {
-	gw_listener_t *l = find(gw, addr);
+	struct sockaddr_storage ss;
+	char canonical[CG_HOST_MAX + 8];
+	if (!cg_hostport_to_sockaddr(hp, &ss)) {
+		cg_errors_add(errs, "cannot listen on %s: not a numeric address", addr);
+		return;
+	}
+	cg_sockaddr_format((struct sockaddr *)&ss, canonical, sizeof(canonical));
+	gw_listener_t *l = find(gw, canonical);
 	if (l != NULL) {
 		/* the service a kept socket serves may change with the reload:
 		 * applied at commit, so a failed reload changes nothing */
 		l->keep = true;
 		free(l->next_service);
 		l->next_service = service != NULL ? strdup(service) : NULL;
-		return;
-	}
-	struct sockaddr_storage ss;
-	if (!cg_hostport_to_sockaddr(hp, &ss)) {
-		cg_errors_add(errs, "cannot listen on %s: not a numeric address", addr);
 		return;
 	}
 	l = calloc(1, sizeof(*l));
@@ -66,6 +70,7 @@ static void want(gw_gateway_t *gw, const char *addr, const cg_hostport_t *hp, co
 	}
 	l->gw = gw;
 	snprintf(l->addr, sizeof(l->addr), "%s", addr);
+	snprintf(l->canonical, sizeof(l->canonical), "%s", canonical);
 	l->service = service != NULL ? strdup(service) : NULL;
 	l->fresh = l->keep = true;
 	uv_tcp_init(gw->loop, &l->tcp);

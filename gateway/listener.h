@@ -18,11 +18,12 @@ struct gw_listener {
 	uv_tcp_t tcp;
 	gw_gateway_t *gw;
 	struct gw_listener *next;
-	char addr[CG_HOST_MAX + 8]; /* "host:port" as configured */
-	char *service;              /* own service name, NULL = shared (SNI) */
-	char *next_service;         /* what the reload in progress names */
-	bool fresh;                 /* bound by the reload in progress */
-	bool keep;                  /* named by the reload in progress */
+	char addr[CG_HOST_MAX + 8];      /* "host:port" as configured */
+	char canonical[CG_HOST_MAX + 8]; /* the bound address, for matching on reload */
+	char *service;                   /* own service name, NULL = shared (SNI) */
+	char *next_service;              /* what the reload in progress names */
+	bool fresh;                      /* bound by the reload in progress */
+	bool keep;                       /* named by the reload in progress */
 };
 
 /* Binds what snap names and is not bound yet; marks the others to keep or

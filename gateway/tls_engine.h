@@ -1,6 +1,6 @@
-/* Sans-IO TLS: one SSL object between two memory BIOs. Ciphertext from the
- * network is fed in, plaintext comes out; ciphertext to send is taken out and
- * handed to the transport by the caller. Nothing here knows about sockets or
+/* Sans-IO TLS: one SSL object and a BIO of the engine's own. Ciphertext from
+ * the network is offered (read in place) or fed (copied), plaintext comes
+ * out; ciphertext to send is taken from the engine's buffer by the caller. Nothing here knows about sockets or
  * libuv, so a client engine and a server engine can be wired together in
  * memory in the unit tests. */
 #ifndef GW_TLS_ENGINE_H

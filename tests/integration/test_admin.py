@@ -378,6 +378,29 @@ def test_reload_ok_and_policy_shows_no_secrets(fx):
     stop(gw)
 
 
+def test_reload_moves_the_admin_listener(fx):
+    """admin.listen follows a reload: the new address answers, the old one
+    is closed; removing the admin section closes it."""
+    gw = new_gateway(fx)
+    old_port = admin_port(gw)
+    cfg = dict(gw.config)
+    new_port = free_port()
+    cfg["admin"] = dict(cfg["admin"], listen="127.0.0.1:%d" % new_port)
+    gw.write_config(cfg)  # api() now talks to the new port
+    gw.reload()
+    gw.wait_event("admin.reload", generation=2)
+    wait_for(lambda: not port_open(old_port), what="the old admin port to close")
+    assert admin_port(gw) == new_port
+    assert api(gw, "GET", "/v1/status").json["generation"] == 2
+    cfg = dict(gw.config)
+    del cfg["admin"]
+    gw.write_config(cfg)
+    gw.reload()
+    gw.wait_event("admin.reload", generation=3)
+    wait_for(lambda: not port_open(new_port), what="the admin port to close")
+    stop(gw)
+
+
 def test_certgate_health(fx):
     gw = new_gateway(fx)
     r = subprocess.run([BIN, "health", "--admin", gw.config["admin"]["listen"]],

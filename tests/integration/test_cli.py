@@ -352,6 +352,27 @@ def test_explain_expired_certificate(fx):
     assert doc["admitted"] is False, doc
 
 
+def test_explain_verifies_the_chain_in_the_cert_file(fx):
+    """A login certificate issued by an intermediate, its PEM file carrying
+    the intermediate after the leaf (as sent to the gateway): explain
+    verifies it like the live gateway does, against the root alone."""
+    inter = CA(fx.path("explain-inter"), name="explain intermediate", parent=fx.ca)
+    leaf = inter.issue("chained", "alice@example.com", groups=["dba"], device_id="laptop-1",
+                       trust="high", extra=["--chain"])
+    r = explain(fx, leaf)
+    assert r.returncode == 0, (r.returncode, r.stdout, r.stderr)
+    assert "verification: ok" in r.stdout, r.stdout
+    # the leaf alone cannot be chained to the root
+    with open(leaf.crt) as f:
+        first = f.read().split("-----END CERTIFICATE-----")[0] + "-----END CERTIFICATE-----\n"
+    alone = fx.path("leaf-alone.crt")
+    with open(alone, "w") as f:
+        f.write(first)
+    r = certgate("explain", "--config", fx.policy, "--cert", alone, "--service", "orders-db",
+                 check=False)
+    assert r.returncode == 1 and "refused: unknown ca" in r.stdout, (r.returncode, r.stdout)
+
+
 def test_explain_source_cidr(fx):
     r = explain(fx, fx.frank, "--source", "127.0.0.9")
     assert r.returncode == 0, (r.returncode, r.stdout, r.stderr)

@@ -484,6 +484,10 @@ def test_max_sessions_per_user(fx):
     assert ev["user"] == "alice@example.com", ev
     assert ev["rule"] == "max_sessions_per_user", ev
     assert not gw.events("session.end"), "the first session must still be live"
+    # the same user in other letters is the same user (as for locks and globs)
+    shouting = issue(fx, "shouting", user="ALICE@Example.COM")
+    ev = refused(fx, gw, shouting, event="authz.denied")
+    assert ev["reason"] == "too many sessions", ev
     # another user is not affected
     other, _ = admitted(fx, gw, issue(fx, "other"))
     other.close()
