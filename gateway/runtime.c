@@ -402,12 +402,20 @@ static char *load_token(const pol_file_t *file, cg_errors_t *errs)
 	while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' '))
 		n--;
 	buf[n] = '\0';
-	if (too_long || n < 16) {
-		cg_errors_add(errs, "%s: %s: the token must be 16 to 1000 characters", file->where,
-		              file->path);
+	bool printable = true;
+	for (size_t i = 0; i < n; i++)
+		printable = printable && buf[i] > ' ' && buf[i] < 0x7f;
+	if (too_long || n < 16 || n > 1000 || !printable) {
+		cg_errors_add(errs,
+		              "%s: %s: the token must be 16 to 1000 printable ASCII characters "
+		              "without spaces",
+		              file->where, file->path);
+		OPENSSL_cleanse(buf, sizeof(buf));
 		return NULL;
 	}
-	return strdup(buf);
+	char *token = strdup(buf);
+	OPENSSL_cleanse(buf, sizeof(buf));
+	return token;
 }
 
 gw_runtime_t *gw_runtime_load(const char *config_path, cg_errors_t *errs)

@@ -29,6 +29,11 @@ static void on_signal(uv_signal_t *handle, int signum)
 		gw_drain(gw);
 		break;
 	case SIGHUP: {
+		if (gw->draining) {
+			/* a reload would bind the listeners the drain just closed */
+			cg_log(CG_LOG_WARN, "SIGHUP while draining: ignored");
+			break;
+		}
 		cg_errors_t errs;
 		cg_errors_init(&errs);
 		(void)gw_reload(gw, "signal", &errs);

@@ -26,10 +26,13 @@ const char *pol_trust_name(pol_trust_t level)
 	return "none";
 }
 
+/* The feed can only lower: with no claim there is nothing to lower but to
+ * always_deny, so a device without a trust claim never gains a level from
+ * the feed (CONFIG.md: no claim, no min_trust rule matches). */
 pol_trust_t pol_trust_effective(pol_trust_t claim, pol_trust_t feed)
 {
 	if (claim == POL_TRUST_NONE)
-		return feed;
+		return feed == POL_TRUST_ALWAYS_DENY ? POL_TRUST_ALWAYS_DENY : POL_TRUST_NONE;
 	if (feed == POL_TRUST_NONE)
 		return claim;
 	return claim < feed ? claim : feed;

@@ -16,8 +16,9 @@ typedef enum {
 bool pol_trust_parse(const char *text, pol_trust_t *out) __attribute__((warn_unused_result));
 /* The name above, or "none" for POL_TRUST_NONE. */
 const char *pol_trust_name(pol_trust_t level);
-/* Effective level: the lower of the certificate claim and the feed value;
- * either may be NONE (absent). Both absent: NONE. */
+/* Effective level: the lower of the certificate claim and the feed value.
+ * The feed only lowers: without a claim the result is NONE, unless the feed
+ * says always_deny. */
 pol_trust_t pol_trust_effective(pol_trust_t claim, pol_trust_t feed);
 
 #endif

@@ -63,7 +63,10 @@ static const row_t rows[] = {
 	{"orders-db",   "alice@example.com",        {"DBA", "db*"},         NULL,         T_HIGH,   T_NONE,   NULL,          NULL,         NULL,            DENY,  DD,                POL_WHY_DEFAULT_DENY},
 	/* min_trust: claim only, feed only, both (lower wins), none */
 	{"orders-db",   "dave@example.com",         {"analysts"},           NULL,         T_LOW,    T_NONE,   NULL,          NULL,         NULL,            DENY,  DD,                POL_WHY_TRUST},
-	{"orders-db",   "dave@example.com",         {"analysts"},           NULL,         T_NONE,   T_MEDIUM, NULL,          NULL,         NULL,            ALLOW, "analysts",        POL_WHY_ALLOWED},
+	/* the feed only lowers: without a claim it cannot lift a device to a level */
+	{"orders-db",   "dave@example.com",         {"analysts"},           NULL,         T_NONE,   T_MEDIUM, NULL,          NULL,         NULL,            DENY,  DD,                POL_WHY_TRUST},
+	{"orders-db",   "dave@example.com",         {"analysts"},           NULL,         T_NONE,   T_HIGH,   NULL,          NULL,         NULL,            DENY,  DD,                POL_WHY_TRUST},
+	{"wiki",        "eve@example.com",          {"staff"},              NULL,         T_NONE,   T_DENY,   "10.0.0.1",    NULL,         NULL,            DENY,  DD,                POL_WHY_TRUST},
 	{"orders-db",   "dave@example.com",         {"analysts"},           NULL,         T_NONE,   T_LOW,    NULL,          NULL,         NULL,            DENY,  DD,                POL_WHY_TRUST},
 	{"orders-db",   "dave@example.com",         {"analysts"},           NULL,         T_HIGH,   T_LOW,    NULL,          NULL,         NULL,            DENY,  DD,                POL_WHY_TRUST},
 	{"orders-db",   "dave@example.com",         {"analysts"},           NULL,         T_LOW,    T_HIGH,   NULL,          NULL,         NULL,            DENY,  DD,                POL_WHY_TRUST},
@@ -506,7 +509,8 @@ static void test_trust_effective(void **state)
 	(void)state;
 	assert_int_equal(pol_trust_effective(T_NONE, T_NONE), T_NONE);
 	assert_int_equal(pol_trust_effective(T_HIGH, T_NONE), T_HIGH);
-	assert_int_equal(pol_trust_effective(T_NONE, T_LOW), T_LOW);
+	assert_int_equal(pol_trust_effective(T_NONE, T_LOW), T_NONE); /* the feed only lowers */
+	assert_int_equal(pol_trust_effective(T_NONE, T_DENY), T_DENY);
 	assert_int_equal(pol_trust_effective(T_HIGH, T_LOW), T_LOW);
 	assert_int_equal(pol_trust_effective(T_LOW, T_HIGH), T_LOW);
 	assert_int_equal(pol_trust_effective(T_DENY, T_HIGH), T_DENY);
