@@ -12,8 +12,9 @@
  * audit.on_failure. Because the usual causes are "file deleted" or "disk
  * full, since fixed", the next emit first reopens the path. Reopen (SIGUSR1,
  * logrotate) opens the new descriptor before closing the old one, so a
- * failed reopen leaves the writer where it was. Path "-" is stdout, fd 1,
- * which is never closed or reopened. */
+ * failed reopen leaves the writer where it was, unless the old file was
+ * deleted (then nothing is written until the path opens again). Path "-"
+ * is stdout, fd 1, which is never closed or reopened. */
 #include "cg_audit.h"
 
 #include <errno.h>
@@ -21,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "cg_time.h"
@@ -120,14 +122,25 @@ uint64_t cg_audit_lost(const cg_audit_t *audit)
 	return audit->lost;
 }
 
-/* Shared by cg_audit_reopen and emit's recovery attempt. */
+/* Shared by cg_audit_reopen and emit's recovery attempt. A failed reopen
+ * keeps the old descriptor while its file still has a name (renamed by
+ * logrotate: the lines still land somewhere visible). If that file was
+ * deleted, every line written to it would vanish unseen: the descriptor is
+ * dropped and the writer stays unhealthy until the path opens again. */
 static int reopen(cg_audit_t *audit)
 {
 	if (audit->is_stdout)
 		return 0;
 	int fd = open_path(audit->path);
-	if (fd < 0)
+	if (fd < 0) {
+		struct stat st;
+		if (audit->fd >= 0 && fstat(audit->fd, &st) == 0 && st.st_nlink == 0) {
+			close(audit->fd);
+			audit->fd = -1;
+			audit->healthy = false;
+		}
 		return fd;
+	}
 	int old = audit->fd;
 	audit->fd = fd;
 	if (old >= 0)
@@ -208,19 +221,28 @@ out:
  * only happens when the disk fills mid-line; it is a sign of imminent
  * failure, and retrying the tail is the best that can be done (the next
  * write will most likely fail and mark the writer unhealthy anyway). */
+/* One line, whole or not at all: if the disk fills in the middle of it, the
+ * part already written is cut off again (ftruncate back to where the file
+ * ended), so the next line never lands glued to half of this one. */
 static int write_line(int fd, const char *data, size_t len)
 {
-	while (len > 0) {
-		ssize_t n = write(fd, data, len);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
+	size_t written = 0;
+	while (written < len) {
+		ssize_t n = write(fd, data + written, len - written);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			int err = n < 0 ? errno : EIO;
+			if (written > 0) {
+				off_t end = lseek(fd, 0, SEEK_END);
+				if (end >= (off_t)written &&
+				    ftruncate(fd, end - (off_t)written) != 0) {
+					/* a pipe or a file we may not truncate: nothing to undo */
+				}
+			}
+			return -err;
 		}
-		if (n == 0)
-			return -EIO;
-		data += n;
-		len -= (size_t)n;
+		written += (size_t)n;
 	}
 	return 0;
 }
@@ -237,7 +259,9 @@ int cg_audit_emit(cg_audit_t *audit, const char *event, json_t *fields)
 	if (!audit->healthy) {
 		/* The file may have been recreated or the disk freed: try a
 		 * fresh descriptor; on failure keep the old one and try it. */
-		(void)reopen(audit);
+		rc = reopen(audit);
+		if (audit->fd < 0)
+			goto fail; /* the old file was deleted: rc says why */
 	}
 	rc = write_line(audit->fd, line.data, line.len);
 	if (rc != 0)

@@ -31,7 +31,9 @@ int cg_audit_emit(cg_audit_t *audit, const char *event, json_t *fields)
         __attribute__((warn_unused_result));
 
 /* Reopens the file (SIGUSR1 / logrotate). Returns 0 or a negative errno; on
- * failure the old descriptor stays in use. */
+ * failure the old descriptor stays in use, unless its file was deleted: then
+ * it is closed and the writer is unhealthy (every emit fails and is counted
+ * as lost) until a reopen succeeds. */
 int cg_audit_reopen(cg_audit_t *audit) __attribute__((warn_unused_result));
 
 /* false after a write failed, until a later write succeeds. */

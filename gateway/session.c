@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include <openssl/ssl.h>
 
@@ -607,6 +608,12 @@ static const char *handshake_failure_reason(gw_session_t *s)
 		return "protocol version refused";
 	case SSL_R_NO_SHARED_CIPHER:
 		return "no shared cipher";
+	case SSL_R_EXCESSIVE_MESSAGE_SIZE:
+		/* a Certificate message over the limit (MAX_CLIENT_CHAIN_BYTES) */
+		if (client_end(s)->tls.ssl != NULL &&
+		    SSL_get_state(client_end(s)->tls.ssl) == TLS_ST_SR_CERT)
+			return "certificate chain too large";
+		return "handshake failed";
 	default:
 		return "handshake failed";
 	}
@@ -748,6 +755,24 @@ static void make_id(gw_gateway_t *gw, char *buf)
 	         ++gw->next_session);
 }
 
+/* libuv meets EMFILE on accept by accepting and closing whatever waits in
+ * the backlog, without telling the application: clients would be dropped
+ * without a word. Descriptors are allocated lowest first, so an accepted one
+ * that is the highest the limit allows means the table is now full: say so
+ * (at most once a second), connections arriving until some close are lost. */
+static void note_fd_exhaustion(gw_gateway_t *gw, uv_tcp_t *tcp)
+{
+	uv_os_fd_t fd;
+	struct rlimit rl;
+	if (uv_fileno((uv_handle_t *)tcp, &fd) != 0 || getrlimit(RLIMIT_NOFILE, &rl) != 0 ||
+	    rl.rlim_cur == RLIM_INFINITY || (rlim_t)fd + 1 < rl.rlim_cur)
+		return;
+	cg_log_limited(&gw->accept_log, CG_LOG_ERROR,
+	               "accept: out of file descriptors (RLIMIT_NOFILE %llu): new connections "
+	               "are dropped until some close",
+	               (unsigned long long)rl.rlim_cur);
+}
+
 static bool from_proxy(const pol_gateway_t *g, const struct sockaddr *sa)
 {
 	for (size_t i = 0; i < g->n_proxy_protocol_from; i++)
@@ -785,6 +810,7 @@ void gw_session_accept(gw_gateway_t *gw, uv_stream_t *server, const char *fixed_
 		return;
 	}
 	gw->counters.accepted++;
+	note_fd_exhaustion(gw, &c->tcp);
 	c->connected = true;
 	int len = sizeof(s->peer);
 	uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&s->peer, &len);

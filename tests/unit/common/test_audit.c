@@ -10,6 +10,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <cmocka.h>
 
@@ -299,6 +302,76 @@ static void test_bad_event(void **state)
 	cg_audit_close(NULL);
 }
 
+/* A disk that fills in the middle of a line: the part written is cut off
+ * again, so the file holds whole lines only (RLIMIT_FSIZE stops the write
+ * part way, like a full disk, without root or a mount). */
+static void test_no_torn_line(void **state)
+{
+	struct fixture *fx = *state;
+	char err[256];
+	cg_audit_t *audit = cg_audit_open(fx->path, CG_AUDIT_REFUSE, err, sizeof(err));
+	assert_non_null(audit);
+	assert_int_equal(cg_audit_emit(audit, "gateway.start", NULL), 0);
+	struct stat st;
+	assert_int_equal(stat(fx->path, &st), 0);
+
+	struct rlimit old, small;
+	assert_int_equal(getrlimit(RLIMIT_FSIZE, &old), 0);
+	small = old;
+	small.rlim_cur = (rlim_t)st.st_size + 20; /* room for part of the next line */
+	signal(SIGXFSZ, SIG_IGN);
+	assert_int_equal(setrlimit(RLIMIT_FSIZE, &small), 0);
+	int rc = cg_audit_emit(audit, "session.start",
+	                       json_pack("{s:s}", "padding", "0123456789012345678901234567890123"));
+	assert_int_equal(setrlimit(RLIMIT_FSIZE, &old), 0);
+	assert_true(rc < 0);
+	assert_false(cg_audit_healthy(audit));
+	assert_int_equal(stat(fx->path, &st), 0);
+
+	assert_int_equal(cg_audit_emit(audit, "gateway.stop", NULL), 0);
+	cg_audit_close(audit);
+	char *text = slurp(fx->path);
+	assert_int_equal(count_lines(text), 2);
+	for (char *line = strtok(text, "\n"); line != NULL; line = strtok(NULL, "\n")) {
+		json_error_t jerr;
+		json_t *j = json_loads(line, 0, &jerr);
+		if (j == NULL)
+			fail_msg("torn line: %s", line);
+		json_decref(j);
+	}
+	free(text);
+}
+
+/* A reopen that fails after the file was deleted (not just renamed) stops
+ * writing into the deleted file: events count as lost, the writer is
+ * unhealthy, and the path works again once it can be opened. */
+static void test_reopen_after_delete(void **state)
+{
+	struct fixture *fx = *state;
+	char err[256], dir[200], path[240];
+	snprintf(dir, sizeof(dir), "%s/logs", fx->dir);
+	snprintf(path, sizeof(path), "%s/audit.jsonl", dir);
+	assert_int_equal(mkdir(dir, 0700), 0);
+	cg_audit_t *audit = cg_audit_open(path, CG_AUDIT_REFUSE, err, sizeof(err));
+	assert_non_null(audit);
+	assert_int_equal(cg_audit_emit(audit, "gateway.start", NULL), 0);
+	assert_int_equal(unlink(path), 0);
+	assert_int_equal(rmdir(dir), 0); /* the path cannot be opened now */
+	assert_true(cg_audit_reopen(audit) < 0);
+	assert_false(cg_audit_healthy(audit));
+	uint64_t lost = cg_audit_lost(audit);
+	assert_true(cg_audit_emit(audit, "session.start", NULL) < 0);
+	assert_int_equal(cg_audit_lost(audit), lost + 1);
+	assert_int_equal(mkdir(dir, 0700), 0);
+	assert_int_equal(cg_audit_emit(audit, "session.end", NULL), 0);
+	assert_true(cg_audit_healthy(audit));
+	cg_audit_close(audit);
+	char *text = slurp(path);
+	assert_int_equal(count_lines(text), 1);
+	assert_non_null(strstr(text, "session.end"));
+	free(text);
+}
+
 static void test_open_failure(void **state)
 {
 	struct fixture *fx = *state;
@@ -354,6 +427,8 @@ int main(void)
 	        cmocka_unit_test_setup_teardown(test_reopen_after_rename, setup, teardown),
 	        cmocka_unit_test_setup_teardown(test_failure_and_recovery, setup, teardown),
 	        cmocka_unit_test_setup_teardown(test_bad_event, setup, teardown),
+	        cmocka_unit_test_setup_teardown(test_no_torn_line, setup, teardown),
+	        cmocka_unit_test_setup_teardown(test_reopen_after_delete, setup, teardown),
 	        cmocka_unit_test_setup_teardown(test_open_failure, setup, teardown),
 	        cmocka_unit_test_setup_teardown(test_stdout, setup, teardown),
 	};
