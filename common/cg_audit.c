@@ -117,6 +117,12 @@ uint64_t cg_audit_written(const cg_audit_t *audit)
 	return audit->written;
 }
 
+void cg_audit_carry_counts(cg_audit_t *to, const cg_audit_t *from)
+{
+	to->written += from->written;
+	to->lost += from->lost;
+}
+
 uint64_t cg_audit_lost(const cg_audit_t *audit)
 {
 	return audit->lost;

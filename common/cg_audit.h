@@ -36,6 +36,10 @@ int cg_audit_emit(cg_audit_t *audit, const char *event, json_t *fields)
  * as lost) until a reopen succeeds. */
 int cg_audit_reopen(cg_audit_t *audit) __attribute__((warn_unused_result));
 
+/* The written/lost counters go on from `from` (the audit log moving to a
+ * new path is still the same log, for the metrics). */
+void cg_audit_carry_counts(cg_audit_t *to, const cg_audit_t *from);
+
 /* false after a write failed, until a later write succeeds. */
 bool cg_audit_healthy(const cg_audit_t *audit);
 uint64_t cg_audit_written(const cg_audit_t *audit);

@@ -16,9 +16,12 @@
 #include "session.h"
 
 static int reload(gw_gateway_t *gw, const char *by, cg_errors_t *errs);
+static int try_resume(gw_gateway_t *gw);
 
 int gw_audit(gw_gateway_t *gw, const char *event, json_t *fields)
 {
+	if (!cg_audit_healthy(gw->audit))
+		(void)try_resume(gw); /* if it fails, so will this event: both counted */
 	int rc = cg_audit_emit(gw->audit, event, fields);
 	if (rc < 0)
 		cg_log_limited(&gw->audit_log, CG_LOG_ERROR, "audit: cannot write to %s: %s",
@@ -26,16 +29,25 @@ int gw_audit(gw_gateway_t *gw, const char *event, json_t *fields)
 	return rc;
 }
 
+/* After failed writes, the first line that gets through is audit.resumed
+ * with the count of lines lost: whoever writes first (the probe or a
+ * real event) records that the log has a hole, and how big. */
+static int try_resume(gw_gateway_t *gw)
+{
+	uint64_t lost = cg_audit_lost(gw->audit);
+	json_t *f = json_pack("{s:I}", "lost", (json_int_t)lost);
+	int rc = cg_audit_emit(gw->audit, "audit.resumed", f);
+	if (rc == 0)
+		cg_log(CG_LOG_INFO, "audit: writing to %s again (%llu event(s) lost)",
+		       cg_audit_path(gw->audit), (unsigned long long)lost);
+	return rc;
+}
+
 static void on_audit_probe(uv_timer_t *timer)
 {
 	gw_gateway_t *gw = timer->data;
-	if (cg_audit_healthy(gw->audit))
-		return;
-	uint64_t lost = cg_audit_lost(gw->audit);
-	json_t *f = json_pack("{s:I}", "lost", (json_int_t)lost);
-	if (cg_audit_emit(gw->audit, "audit.resumed", f) == 0)
-		cg_log(CG_LOG_INFO, "audit: writing to %s again (%llu event(s) lost)",
-		       cg_audit_path(gw->audit), (unsigned long long)lost);
+	if (!cg_audit_healthy(gw->audit))
+		(void)try_resume(gw);
 }
 
 void gw_audit_probe_start(gw_gateway_t *gw)
@@ -183,6 +195,7 @@ static int reload(gw_gateway_t *gw, const char *by, cg_errors_t *errs)
 		gw->admin = admin;
 	}
 	if (audit != gw->audit) {
+		cg_audit_carry_counts(audit, gw->audit);
 		cg_audit_close(gw->audit);
 		gw->audit = audit;
 	}

@@ -529,6 +529,14 @@ static bool adopt_current_runtime(gw_session_t *s)
 	s->hs.rt = rt;
 	s->service = s->hs.service = svc;
 	gw_runtime_unref(old);
+	if (s->claims.user != NULL || s->claims.n_groups > 0) {
+		/* already read under the old claims map: read them again */
+		pol_claims_finish(&s->claims);
+		if (!pol_claims_extract(&rt->snap->claims, s->cert, &s->claims)) {
+			gw_session_reject(s, "cannot read certificate claims", NULL);
+			return false;
+		}
+	}
 	return true;
 }
 
@@ -565,6 +573,11 @@ static void handshake_done(gw_session_t *s)
 
 void gw_session_authorize(gw_session_t *s)
 {
+	/* postgres mode reads its StartupMessage after the handshake: a reload
+	 * may have landed since, and the decision is taken under what is in
+	 * force now */
+	if (s->rt != s->gw->rt && !adopt_current_runtime(s))
+		return;
 	gw_authz_request_t req = {
 	        .service = s->service,
 	        .claims = &s->claims,

@@ -687,6 +687,31 @@ def test_reload_revokes_postgres_session(fx):
     gw.stop()
 
 
+def test_reload_between_tls_and_startup(fx):
+    """The decision is taken when the StartupMessage arrives, under the
+    configuration in force then: a reload that lands after the client's TLS
+    handshake and before its StartupMessage must decide it."""
+    gw = start(fx)
+    port = svc_port(gw)
+    tls, _ = direct_tls(fx, port, fx.alice)  # handshake done under generation 1
+    cfg = copy.deepcopy(gw.config)
+    cfg["rules"] = [{"name": "bob-only", "effect": "allow", "services": ["*"],
+                     "db_users": ["bob"]}]
+    gw.write_config(cfg)
+    gw.reload()
+    gw.wait_event("admin.reload", generation=2)
+    tls.sendall(startup_message("alice"))
+    msgs = read_until_ready(tls)
+    errors = [error_fields(m[1]) for m in msgs if m[0] == b"E"]
+    assert errors and errors[0].get("C") == "28000", msgs
+    assert "access denied" in errors[0].get("M", ""), errors
+    denied = gw.wait_event("authz.denied", db_user="alice")
+    assert denied["rule"] == "default-deny", denied
+    assert not gw.events("session.start", db_user="alice")
+    tls.close()
+    gw.stop()
+
+
 def test_admin_lock_ends_postgres_session(fx):
     admin = {"listen": "127.0.0.1:%d" % free_port(), "token_file": fx.token_file}
     gw = start(fx, admin=admin)
@@ -748,5 +773,6 @@ if __name__ == "__main__":
              test_direct_tls_alpn, test_cancel_request, test_cancel_key_checked,
              test_query_audit_pgbench,
              test_upstream_certificate_checked, test_reload_revokes_postgres_session,
+             test_reload_between_tls_and_startup,
              test_admin_lock_ends_postgres_session, test_minted_certificates_stay_in_memory]
     sys.exit(run(tests, setup=setup, teardown=lambda fx: fx.close()))
