@@ -383,6 +383,19 @@ static void scan_positions(cg_jdoc_t *doc)
 
 cg_jdoc_t *cg_jdoc_parse(const char *name, const char *text, size_t len, cg_errors_t *errs)
 {
+	/* JSON has no place for a raw NUL byte (in a string it is written
+	 * \u0000), yet jansson skips one right after a number or a literal
+	 * ("[1\0, 2]" loads as [1,2]) and the position scanner would stop
+	 * there: refuse the text instead. Found by tests/fuzz/fuzz_parse. */
+	const char *nul = memchr(text, '\0', len);
+	if (nul) {
+		struct scan s = {.p = text, .end = nul, .line = 1, .col = 1};
+		while (s.p < s.end)
+			advance(&s);
+		cg_errors_add(errs, "%s:%u:%u: NUL byte in the document", name, s.line, s.col);
+		return NULL;
+	}
+
 	json_error_t jerr;
 	json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
 	if (!root) {

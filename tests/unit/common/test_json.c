@@ -210,6 +210,28 @@ static void test_deep_nesting(void **state)
 	free(path);
 }
 
+/* Regression (tests/fuzz/corpus/parse/crash-json-nul): jansson skipped a
+ * NUL byte right after a number or literal and accepted the text, while the
+ * position scanner stopped at it and every later value lost its position. */
+static void test_nul_byte(void **state)
+{
+	(void)state;
+	static const char after_number[] = "[true,false  ,9\0, {}]";
+	static const char after_literal[] = "{\n  \"a\": true\0,\n  \"b\": 1\n}";
+	static const char in_string[] = "[\"a\0b\"]";
+	cg_errors_t errs;
+
+	cg_errors_init(&errs);
+	assert_null(cg_jdoc_parse("nul.json", after_number, sizeof(after_number) - 1, &errs));
+	assert_null(cg_jdoc_parse("nul.json", after_literal, sizeof(after_literal) - 1, &errs));
+	assert_null(cg_jdoc_parse("nul.json", in_string, sizeof(in_string) - 1, &errs));
+	assert_int_equal(errs.count, 3);
+	assert_string_equal(errs.items[0], "nul.json:1:16: NUL byte in the document");
+	assert_string_equal(errs.items[1], "nul.json:2:12: NUL byte in the document");
+	assert_string_equal(errs.items[2], "nul.json:1:4: NUL byte in the document");
+	cg_errors_finish(&errs);
+}
+
 static void test_load(void **state)
 {
 	(void)state;
@@ -283,7 +305,7 @@ int main(void)
 	        cmocka_unit_test(test_positions),    cmocka_unit_test(test_crlf_and_compact),
 	        cmocka_unit_test(test_syntax_error), cmocka_unit_test(test_duplicate_key),
 	        cmocka_unit_test(test_jdoc_error),   cmocka_unit_test(test_deep_nesting),
-	        cmocka_unit_test(test_load),
+	        cmocka_unit_test(test_load),         cmocka_unit_test(test_nul_byte),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,114 @@
+/* Fuzzes gateway/pg_wire.c, the postgres front's view of a connection's
+ * first bytes: pgw_first_packet classifies them (SSLRequest, GSSENCRequest,
+ * CancelRequest, StartupMessage, direct TLS, garbage) and, once a
+ * StartupMessage is complete, pgw_parse_startup reads its parameters. The
+ * input is what a client sent; the checks are what pg_front.c relies on:
+ *   - a classification never changes as more bytes arrive (a prefix is
+ *     NEED_MORE or already the final answer);
+ *   - a known packet length is within [8, max]; INVALID says why;
+ *   - the parsed user/database/application_name point into the packet, are
+ *     NUL-terminated there, and user is never empty.
+ * The input also serves as the message of a FATAL ErrorResponse, which must
+ * always fit 600 bytes and carry its own length. */
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fuzz_util.h"
+#include "pg_wire.h"
+
+#define STARTUP_MAX 10000 /* what pg_front.c allows, as PostgreSQL does */
+
+static pgw_packet_t classify(const uint8_t *data, size_t n, size_t *packet_len, const char **error)
+{
+	uint8_t *copy = fuzz_copy(data, n);
+	pgw_packet_t kind = pgw_first_packet(copy, n, STARTUP_MAX, packet_len, error);
+	free(copy);
+	return kind;
+}
+
+/* p points into [base, base + len) and its string ends there too. */
+static void check_inside(const uint8_t *base, size_t len, const char *p)
+{
+	FUZZ_CHECK((const uint8_t *)p >= base && (const uint8_t *)p < base + len);
+	FUZZ_CHECK(memchr(p, '\0', len - (size_t)((const uint8_t *)p - base)) != NULL);
+}
+
+static void fuzz_startup(const uint8_t *data, size_t len)
+{
+	uint8_t *packet = fuzz_copy(data, len);
+	pgw_startup_t startup;
+
+	if (pgw_parse_startup(packet, len, &startup)) {
+		FUZZ_CHECK(startup.user != NULL && startup.user[0] != '\0');
+		FUZZ_CHECK(startup.database != NULL && startup.database[0] != '\0');
+		check_inside(packet, len, startup.user);
+		check_inside(packet, len, startup.database);
+		if (startup.application_name)
+			check_inside(packet, len, startup.application_name);
+		FUZZ_CHECK(packet[len - 1] == '\0');
+	}
+	free(packet);
+}
+
+static void fuzz_error_response(const uint8_t *data, size_t size)
+{
+	char *message = fuzz_string(data, size);
+	const char *sqlstate = size >= 5 ? "28000" : "08P01";
+	uint8_t buf[600];
+	size_t n = pgw_error_response(buf, sizeof(buf), sqlstate, message);
+
+	FUZZ_CHECK(n > 0 && n <= sizeof(buf));
+	FUZZ_CHECK(buf[0] == 'E' && pgw_get32(buf + 1) == n - 1 && buf[n - 1] == '\0');
+	/* too small a buffer is refused, never overrun */
+	uint8_t *tight = malloc(n - 1);
+	FUZZ_CHECK(tight != NULL);
+	FUZZ_CHECK(pgw_error_response(tight, n - 1, sqlstate, message) == 0);
+	free(tight);
+	free(message);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	size_t packet_len = 0, part_len = 0;
+	const char *error = NULL, *part_error = NULL;
+	pgw_packet_t kind;
+
+	if (size > STARTUP_MAX + 64)
+		return 0;
+	kind = classify(data, size, &packet_len, &error);
+	FUZZ_CHECK(kind >= PGW_NEED_MORE && kind <= PGW_INVALID);
+	FUZZ_CHECK((kind == PGW_INVALID) == (error != NULL));
+	switch (kind) {
+	case PGW_SSL_REQUEST:
+	case PGW_GSSENC_REQUEST:
+		FUZZ_CHECK(size >= 8 && packet_len == 8);
+		break;
+	case PGW_CANCEL_REQUEST:
+		FUZZ_CHECK(size >= 16 && packet_len == 16);
+		break;
+	case PGW_STARTUP:
+		FUZZ_CHECK(packet_len >= 8 && packet_len <= STARTUP_MAX);
+		if (packet_len <= size)
+			fuzz_startup(data, packet_len);
+		break;
+	case PGW_DIRECT_TLS:
+		FUZZ_CHECK(size >= 1 && data[0] == PGW_TLS_HANDSHAKE_BYTE);
+		break;
+	case PGW_NEED_MORE:
+	case PGW_INVALID:
+		break;
+	}
+
+	/* the answer for every prefix (capped: the first 64 bytes decide) */
+	for (size_t k = 0; k < size && k < 64; k++) {
+		pgw_packet_t part = classify(data, k, &part_len, &part_error);
+		FUZZ_CHECK(part == PGW_NEED_MORE || part == kind);
+		if (part != PGW_NEED_MORE && part != PGW_DIRECT_TLS)
+			FUZZ_CHECK(part_len == packet_len);
+	}
+
+	fuzz_error_response(data, size);
+	return 0;
+}
