@@ -1,5 +1,7 @@
-/* `certgate health [--admin ADDR:PORT]`: exit 0 when the local admin API's
- * /readyz answers 200 — a HEALTHCHECK for images without curl. Blocking
+/* `certgate health [--admin ADDR:PORT] [--live]`: exit 0 when the local
+ * admin API's /readyz (with --live: /healthz) answers 200 — health checks for
+ * images without curl. Readiness fails while draining or while the audit log
+ * cannot be written; liveness only when the event loop does not answer. Blocking
  * sockets with a 3 s limit: this is a one-shot client, not the gateway. */
 #include <errno.h>
 #include <getopt.h>
@@ -22,7 +24,7 @@ static int wait_fd(int fd, short events)
 	return rc == 1 ? 0 : -1;
 }
 
-static int probe(const struct sockaddr_storage *ss, char *status, size_t len)
+static int probe(const struct sockaddr_storage *ss, const char *path, char *status, size_t len)
 {
 	int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (fd < 0)
@@ -37,8 +39,9 @@ static int probe(const struct sockaddr_storage *ss, char *status, size_t len)
 	if (wait_fd(fd, POLLOUT) < 0 || getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el) < 0 ||
 	    err != 0)
 		goto done;
-	static const char req[] = "GET /readyz HTTP/1.0\r\nHost: localhost\r\n\r\n";
-	if (send(fd, req, sizeof(req) - 1, MSG_NOSIGNAL) != (ssize_t)(sizeof(req) - 1))
+	char req[96];
+	int reqlen = snprintf(req, sizeof(req), "GET %s HTTP/1.0\r\nHost: localhost\r\n\r\n", path);
+	if (send(fd, req, (size_t)reqlen, MSG_NOSIGNAL) != (ssize_t)reqlen)
 		goto done;
 	size_t got = 0;
 	while (got < len - 1 && memchr(status, '\n', got) == NULL) {
@@ -63,19 +66,25 @@ int gw_health_main(int argc, char **argv)
 {
 	static const struct option options[] = {
 	        {"admin", required_argument, NULL, 'a'},
+	        {"live", no_argument, NULL, 'l'},
 	        {"help", no_argument, NULL, 'h'},
 	        {NULL, 0, NULL, 0},
 	};
-	static const char usage[] = "usage: certgate health [--admin ADDR:PORT]\n"
-	                            "Exit 0 if the admin API's /readyz answers 200 (default "
-	                            "127.0.0.1:9090), else 1.\n";
+	static const char usage[] =
+	        "usage: certgate health [--admin ADDR:PORT] [--live]\n"
+	        "Exit 0 if the admin API's /readyz answers 200 (default 127.0.0.1:9090), else 1.\n"
+	        "--live asks /healthz instead: the event loop answers (liveness).\n";
 	const char *admin = "127.0.0.1:9090";
+	const char *path = "/readyz";
 	int opt;
 	optind = 1;
 	while ((opt = getopt_long(argc, argv, "", options, NULL)) != -1) {
 		switch (opt) {
 		case 'a':
 			admin = optarg;
+			break;
+		case 'l':
+			path = "/healthz";
 			break;
 		case 'h':
 			fputs(usage, stdout);
@@ -93,12 +102,12 @@ int gw_health_main(int argc, char **argv)
 		return 2;
 	}
 	char status[256];
-	if (probe(&ss, status, sizeof(status)) < 0) {
+	if (probe(&ss, path, status, sizeof(status)) < 0) {
 		fprintf(stderr, "certgate health: %s: no answer\n", admin);
 		return 1;
 	}
 	if (strncmp(status, "HTTP/1.", 7) == 0 && strncmp(status + 8, " 200", 4) == 0) {
-		printf("%s: ready\n", admin);
+		printf("%s: %s\n", admin, strcmp(path, "/healthz") == 0 ? "alive" : "ready");
 		return 0;
 	}
 	fprintf(stderr, "certgate health: %s: %s\n", admin, status);

@@ -31,7 +31,7 @@ import time
 import urllib.error
 import urllib.request
 
-from harness import SLOW, Fixture, free_port, run, tls_client, wait_for
+from harness import BIN, SLOW, Fixture, free_port, run, tls_client, wait_for
 
 BANNER = b"upstream says hello\n"
 
@@ -246,6 +246,14 @@ def test_refuse_on_full_disk_and_recover(fx):
     assert lost and lost >= 1, text  # the refused session.start at least
     assert readyz(gw) == (503, {"status": "not ready", "error": "audit unavailable"})
     assert get(gw, "/healthz")[0] == 200  # alive, just not ready
+    # the container checks say the same: not ready (restart would not help),
+    # but alive (a liveness probe must not kill it)
+    admin = gw.config["admin"]["listen"]
+    health = [BIN, "health", "--admin", admin]
+    r = subprocess.run(health, capture_output=True, text=True, timeout=20 * SLOW)
+    assert r.returncode == 1 and "503" in r.stderr, (r.returncode, r.stdout, r.stderr)
+    r = subprocess.run(health + ["--live"], capture_output=True, text=True, timeout=20 * SLOW)
+    assert r.returncode == 0 and "alive" in r.stdout, (r.returncode, r.stdout, r.stderr)
 
     switch_link(link, real)
     gw.signal(signal.SIGUSR1)
