@@ -25,18 +25,25 @@
 /* ---------------------------------------------------------------------- */
 /* Index                                                                    */
 
-/* Rules are kept in two lists per lookup, both in policy order: those that
- * name the service and those that name "*" (shared by all services, so a
- * policy with many "*" rules and many services stays small). */
+/* A rule can only match a request that has what the rule requires first:
+ * one of its groups, a user in the domain of its "*@domain" globs, one of
+ * its devices. The index files every rule under those keys (or under no key,
+ * when it requires none of them), per service it names ("*" rules under
+ * "*"), so a decision looks up the few lists its own groups, user domain and
+ * device lead to and merges them in policy order. Rules it never looks at
+ * would fail on the condition they are filed by: the outcome is the same as
+ * walking every rule, as the trace path (explain) does. */
 typedef struct rule_list {
-	size_t n;
-	size_t rules[]; /* indexes into snap->rules, ascending */
+	size_t n, cap;
+	size_t *rules; /* indexes into snap->rules, ascending */
 } rule_list_t;
 
 typedef struct decide_index {
-	cg_strmap_t *by_service; /* service name -> rule_list_t of rules naming it */
-	rule_list_t *star;       /* rules naming "*" */
+	cg_strmap_t *services; /* known service names */
+	cg_strmap_t *lists;    /* "<service or *>\x1f<key>" -> rule_list_t */
 } decide_index_t;
+
+#define KEY_MAX 1200
 
 static bool rule_names_service(const pol_rule_t *rule, const char *service)
 {
@@ -54,77 +61,128 @@ static bool rule_is_star(const pol_rule_t *rule)
 	return false;
 }
 
-static rule_list_t *list_new(size_t cap)
+/* "*@example.com" -> "example.com": a glob that is a literal domain after
+ * "*@" (no metacharacter, no further '@': the '@' it needs is then the
+ * user's last one). NULL for any other pattern. */
+static const char *glob_domain(const char *pattern)
 {
-	rule_list_t *list = malloc(sizeof(*list) + cap * sizeof(list->rules[0]));
-	if (list)
-		list->n = 0;
-	return list;
+	if (strncmp(pattern, "*@", 2) != 0 || pattern[2] == '\0')
+		return NULL;
+	return strpbrk(pattern + 2, "*?[]\\@") == NULL ? pattern + 2 : NULL;
+}
+
+static void lower_into(char *dst, size_t len, const char *src)
+{
+	size_t i = 0;
+	for (; src[i] != '\0' && i + 1 < len; i++)
+		dst[i] = (char)(src[i] >= 'A' && src[i] <= 'Z' ? src[i] - 'A' + 'a' : src[i]);
+	dst[i] = '\0';
+}
+
+/* "<scope>\x1f<kind>:<value>", or "<scope>\x1f" for the rules that require
+ * no key. False when it does not fit (no real request has such a key). */
+static bool make_key(char *buf, const char *scope, char kind, const char *value)
+{
+	size_t ns = strlen(scope), nv = value ? strlen(value) : 0;
+	if (ns + nv + 4 > KEY_MAX)
+		return false;
+	memcpy(buf, scope, ns);
+	buf[ns++] = '\x1f';
+	if (value) {
+		buf[ns++] = kind;
+		buf[ns++] = ':';
+		memcpy(buf + ns, value, nv);
+		ns += nv;
+	}
+	buf[ns] = '\0';
+	return true;
+}
+
+static void list_free(void *p)
+{
+	rule_list_t *list = p;
+	if (list) {
+		free(list->rules);
+		free(list);
+	}
+}
+
+static bool file_rule(cg_strmap_t *lists, const char *scope, char kind, const char *value, size_t r)
+{
+	char full[KEY_MAX];
+	if (!make_key(full, scope, kind, value))
+		return true; /* a key this long cannot come from a real request either */
+	rule_list_t *list = cg_strmap_get(lists, full);
+	if (!list) {
+		if (!(list = calloc(1, sizeof(*list))))
+			return false;
+		cg_strmap_put(lists, full, list);
+	}
+	if (list->n > 0 && list->rules[list->n - 1] == r)
+		return true; /* filed twice under one key (two equal groups) */
+	if (list->n == list->cap) {
+		size_t cap = list->cap ? 2 * list->cap : 4;
+		size_t *grown = realloc(list->rules, cap * sizeof(*grown));
+		if (!grown)
+			return false;
+		list->rules = grown;
+		list->cap = cap;
+	}
+	list->rules[list->n++] = r;
+	return true;
+}
+
+/* Files rule r under each key it requires, in one scope. */
+static bool file_rule_keys(cg_strmap_t *lists, const pol_rule_t *rule, const char *scope, size_t r)
+{
+	if (rule->n_groups > 0) {
+		for (size_t i = 0; i < rule->n_groups; i++)
+			if (!file_rule(lists, scope, 'g', rule->groups[i], r))
+				return false;
+		return true;
+	}
+	bool by_domain = rule->n_users > 0;
+	for (size_t i = 0; i < rule->n_users && by_domain; i++)
+		by_domain = glob_domain(rule->users[i]) != NULL;
+	if (by_domain) {
+		for (size_t i = 0; i < rule->n_users; i++) {
+			char domain[KEY_MAX];
+			lower_into(domain, sizeof(domain), glob_domain(rule->users[i]));
+			if (!file_rule(lists, scope, 'u', domain, r))
+				return false;
+		}
+		return true;
+	}
+	if (rule->n_devices > 0) {
+		for (size_t i = 0; i < rule->n_devices; i++)
+			if (!file_rule(lists, scope, 'd', rule->devices[i], r))
+				return false;
+		return true;
+	}
+	return file_rule(lists, scope, 0, NULL, r);
 }
 
 void *pol_index_create(const pol_snapshot_t *snap)
 {
 	decide_index_t *index = calloc(1, sizeof(*index));
-	cg_strmap_t *slot = NULL; /* service name -> position + 1 */
-	size_t *counts = NULL;
-	rule_list_t **lists = NULL;
-	size_t n_star = 0;
-
-	if (!index || !(index->by_service = cg_strmap_create()) || !(slot = cg_strmap_create()))
-		goto fail;
-	counts = calloc(snap->n_services + 1, sizeof(*counts));
-	lists = calloc(snap->n_services + 1, sizeof(*lists));
-	if (!counts || !lists)
+	if (!index || !(index->services = cg_strmap_create()) ||
+	    !(index->lists = cg_strmap_create()))
 		goto fail;
 	for (size_t s = 0; s < snap->n_services; s++)
-		cg_strmap_put(slot, snap->services[s].name, (void *)(uintptr_t)(s + 1));
-
-	/* count, then fill: a rule naming a service twice is listed once */
+		cg_strmap_put(index->services, snap->services[s].name, (void *)1);
 	for (size_t r = 0; r < snap->n_rules; r++) {
 		const pol_rule_t *rule = &snap->rules[r];
 		if (rule_is_star(rule)) {
-			n_star++;
+			if (!file_rule_keys(index->lists, rule, "*", r))
+				goto fail;
 			continue;
 		}
-		for (size_t i = 0; i < rule->n_services; i++) {
-			uintptr_t s = (uintptr_t)cg_strmap_get(slot, rule->services[i]);
-			if (s)
-				counts[s - 1]++;
-		}
+		for (size_t i = 0; i < rule->n_services; i++)
+			if (!file_rule_keys(index->lists, rule, rule->services[i], r))
+				goto fail;
 	}
-	if (!(index->star = list_new(n_star)))
-		goto fail;
-	for (size_t s = 0; s < snap->n_services; s++)
-		if (!(lists[s] = list_new(counts[s])))
-			goto fail;
-	for (size_t r = 0; r < snap->n_rules; r++) {
-		const pol_rule_t *rule = &snap->rules[r];
-		if (rule_is_star(rule)) {
-			index->star->rules[index->star->n++] = r;
-			continue;
-		}
-		for (size_t i = 0; i < rule->n_services; i++) {
-			uintptr_t s = (uintptr_t)cg_strmap_get(slot, rule->services[i]);
-			rule_list_t *list = s ? lists[s - 1] : NULL;
-			if (list && (list->n == 0 || list->rules[list->n - 1] != r))
-				list->rules[list->n++] = r;
-		}
-	}
-	for (size_t s = 0; s < snap->n_services; s++) {
-		free(cg_strmap_put(index->by_service, snap->services[s].name, lists[s]));
-		lists[s] = NULL;
-	}
-	free(lists);
-	free(counts);
-	cg_strmap_destroy(slot, NULL);
 	return index;
-
 fail:
-	for (size_t s = 0; lists && s < snap->n_services; s++)
-		free(lists[s]);
-	free(lists);
-	free(counts);
-	cg_strmap_destroy(slot, NULL);
 	pol_index_destroy(index);
 	return NULL;
 }
@@ -135,9 +193,8 @@ void pol_index_destroy(void *index)
 
 	if (!idx)
 		return;
-	if (idx->by_service)
-		cg_strmap_destroy(idx->by_service, free);
-	free(idx->star);
+	cg_strmap_destroy(idx->services, NULL);
+	cg_strmap_destroy(idx->lists, list_free);
 	free(idx);
 }
 
@@ -469,51 +526,111 @@ static void consider(verdict_t *v, const pol_rule_t *rule, cond_t cond, bool onl
 	}
 }
 
-static const rule_list_t *rules_for(const pol_snapshot_t *snap, const char *service)
-{
-	const decide_index_t *index = snap->index;
-	return index && service ? cg_strmap_get(index->by_service, service) : NULL;
-}
-
 static bool service_known(const pol_snapshot_t *snap, const char *service)
 {
 	if (!service)
 		return false;
 	if (snap->index)
-		return rules_for(snap, service) != NULL;
+		return cg_strmap_get(((const decide_index_t *)snap->index)->services, service) !=
+		       NULL;
 	for (size_t i = 0; i < snap->n_services; i++)
 		if (strcmp(snap->services[i].name, service) == 0)
 			return true;
 	return false;
 }
 
-/* Live path: the rules naming the service merged with the "*" rules, in
- * policy order; stops at the first matching deny rule. */
+/* The rules a request's keys lead to, gathered into a growing array. */
+typedef struct candidates {
+	size_t *rules;
+	size_t n, cap;
+	size_t stack[128];
+	bool oom;
+} candidates_t;
+
+static void gather(candidates_t *c, const decide_index_t *index, const char *scope, char kind,
+                   const char *value)
+{
+	char full[KEY_MAX];
+	if (!make_key(full, scope, kind, value))
+		return;
+	const rule_list_t *list = cg_strmap_get(index->lists, full);
+	if (!list)
+		return;
+	if (c->n + list->n > c->cap) {
+		size_t cap = (c->n + list->n) * 2;
+		size_t *grown = malloc(cap * sizeof(*grown));
+		if (!grown) {
+			c->oom = true;
+			return;
+		}
+		memcpy(grown, c->rules, c->n * sizeof(*grown));
+		if (c->rules != c->stack)
+			free(c->rules);
+		c->rules = grown;
+		c->cap = cap;
+	}
+	memcpy(c->rules + c->n, list->rules, list->n * sizeof(*list->rules));
+	c->n += list->n;
+}
+
+/* Candidates are few: insertion sort beats qsort's call overhead. */
+static void sort_indexes(size_t *a, size_t n)
+{
+	for (size_t i = 1; i < n; i++) {
+		size_t x = a[i], j = i;
+		for (; j > 0 && a[j - 1] > x; j--)
+			a[j] = a[j - 1];
+		a[j] = x;
+	}
+}
+
+/* Live path: the rules the request's service, groups, user domain and
+ * device lead to, in policy order; stops at the first matching deny rule. */
 static void decide_indexed(const pol_snapshot_t *snap, const eval_t *ev, verdict_t *v)
 {
 	const decide_index_t *index = snap->index;
-	const rule_list_t *named = rules_for(snap, ev->req->service);
-	const rule_list_t *star = index->star;
-	size_t a = 0, b = 0;
-
-	while (!v->deny && (a < named->n || b < star->n)) {
-		size_t r;
-		const pol_rule_t *rule;
-		cond_t cond;
-		bool only_trust;
-
-		if (b >= star->n || (a < named->n && named->rules[a] < star->rules[b]))
-			r = named->rules[a++];
-		else
-			r = star->rules[b++];
-		rule = &snap->rules[r];
-		/* once an allow rule matched, only a deny rule can change the
-		 * outcome */
-		if (v->allow && rule->allow)
-			continue;
-		cond = rule_check(rule, ev, false, &only_trust);
-		consider(v, rule, cond, only_trust);
+	const pol_request_t *req = ev->req;
+	const pol_claims_t *claims = req->claims;
+	candidates_t c = {.cap = 128};
+	c.rules = c.stack;
+	const char *scopes[2] = {req->service, "*"};
+	const char *at = strrchr(ev->user, '@');
+	char domain[KEY_MAX];
+	if (at)
+		lower_into(domain, sizeof(domain), at + 1);
+	for (int sc = 0; sc < 2; sc++) {
+		gather(&c, index, scopes[sc], 0, NULL);
+		for (size_t i = 0; claims && i < claims->n_groups; i++)
+			gather(&c, index, scopes[sc], 'g', claims->groups[i]);
+		if (at)
+			gather(&c, index, scopes[sc], 'u', domain);
+		if (claims && claims->device_id)
+			gather(&c, index, scopes[sc], 'd', claims->device_id);
 	}
+	if (c.oom) {
+		/* fail closed: walk everything */
+		for (size_t i = 0; i < snap->n_rules && !v->deny; i++) {
+			bool only_trust;
+			const pol_rule_t *rule = &snap->rules[i];
+			cond_t cond = rule_check(rule, ev, true, &only_trust);
+			consider(v, rule, cond, only_trust);
+		}
+	} else {
+		sort_indexes(c.rules, c.n);
+		for (size_t i = 0; i < c.n && !v->deny; i++) {
+			if (i > 0 && c.rules[i] == c.rules[i - 1])
+				continue; /* reached by two keys */
+			const pol_rule_t *rule = &snap->rules[c.rules[i]];
+			/* once an allow rule matched, only a deny rule can change it */
+			if (v->allow && rule->allow)
+				continue;
+			bool only_trust;
+			cond_t cond = rule_check(rule, ev, false, &only_trust);
+			consider(v, rule, cond, only_trust);
+		}
+	}
+	if (c.rules != c.stack)
+		free(c.rules);
 }
 
 void pol_decide(const pol_snapshot_t *snap, const pol_request_t *req, pol_decision_t *out,
