@@ -40,7 +40,9 @@ struct cg_jdoc {
 	char *text; /* NUL-terminated copy of the parsed bytes */
 	size_t len;
 	json_t *root;
-	/* path -> (index into positions) + 1, stored in the pointer */
+	/* path -> (index into positions) + 1, stored in the pointer; built on
+	 * the first position asked for (only errors and warnings ask: a valid
+	 * configuration of many rules never pays for it) */
 	cg_strmap_t *paths;
 	struct position *positions;
 	size_t n_positions;
@@ -416,8 +418,6 @@ cg_jdoc_t *cg_jdoc_parse(const char *name, const char *text, size_t len, cg_erro
 	doc->text[len] = '\0';
 	doc->len = len;
 	doc->root = root;
-	doc->paths = cg_strmap_create();
-	scan_positions(doc);
 	return doc;
 }
 
@@ -481,6 +481,12 @@ json_t *cg_jdoc_root(const cg_jdoc_t *doc)
 	return doc->root;
 }
 
+void cg_jdoc_drop_root(cg_jdoc_t *doc)
+{
+	json_decref(doc->root);
+	doc->root = NULL;
+}
+
 const char *cg_jdoc_name(const cg_jdoc_t *doc)
 {
 	return doc->name;
@@ -493,8 +499,15 @@ const char *cg_jdoc_text(const cg_jdoc_t *doc, size_t *len)
 	return doc->text;
 }
 
-static const struct position *lookup(const cg_jdoc_t *doc, const char *path)
+static const struct position *lookup(const cg_jdoc_t *cdoc, const char *path)
 {
+	/* the position map is a cache of the (immutable) text: filling it on
+	 * first use does not change what the document says */
+	cg_jdoc_t *doc = (cg_jdoc_t *)cdoc;
+	if (doc->paths == NULL) {
+		doc->paths = cg_strmap_create();
+		scan_positions(doc);
+	}
 	uintptr_t slot = (uintptr_t)cg_strmap_get(doc->paths, path ? path : "");
 	if (slot == 0 || slot > doc->n_positions)
 		return NULL;

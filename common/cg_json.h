@@ -24,13 +24,17 @@ cg_jdoc_t *cg_jdoc_parse(const char *name, const char *text, size_t len, cg_erro
 void cg_jdoc_destroy(cg_jdoc_t *doc);
 
 json_t *cg_jdoc_root(const cg_jdoc_t *doc); /* borrowed */
+/* Frees the parsed tree once it has been read; positions (from the text)
+ * stay available. */
+void cg_jdoc_drop_root(cg_jdoc_t *doc);
 const char *cg_jdoc_name(const cg_jdoc_t *doc);
 /* The raw bytes parsed (for hashing). */
 const char *cg_jdoc_text(const cg_jdoc_t *doc, size_t *len);
 
 /* "name:line:col" of the value at path (1-based line and column), or just
- * "name" when the path is unknown. Path grammar: keys joined by '.', array
- * indexes as "[N]"; "" is the root. */
+ * "name" when the path is unknown. The first call scans the text once
+ * (loading a document does not: positions are only needed for errors). Path grammar: keys joined by
+ * '.', array indexes as "[N]"; "" is the root. */
 void cg_jdoc_where(const cg_jdoc_t *doc, const char *path, char *buf, size_t len);
 
 /* Adds "name:line:col: path: message" to errs (message printf-formatted). */

@@ -39,8 +39,10 @@ static void minted_free(void *p)
 static void load_error(cg_errors_t *errs, const pol_file_t *file, const char *what)
 {
 	char detail[160];
+	char where[512];
 	gw_tls_describe_error(detail, sizeof(detail), "unreadable");
-	cg_errors_add(errs, "%s: cannot load %s %s: %s", file->where, what, file->path, detail);
+	pol_file_where(file, where, sizeof(where));
+	cg_errors_add(errs, "%s: cannot load %s %s: %s", where, what, file->path, detail);
 }
 
 gw_minter_t *gw_minter_load(const pol_upstream_tls_t *cfg, cg_errors_t *errs)
@@ -66,12 +68,16 @@ gw_minter_t *gw_minter_load(const pol_upstream_tls_t *cfg, cg_errors_t *errs)
 	if (m->ca_key == NULL)
 		load_error(errs, &cfg->client_ca_key, "private key");
 	if (m->ca != NULL && m->ca_key != NULL) {
-		if (X509_check_private_key(m->ca, m->ca_key) != 1)
-			cg_errors_add(errs, "%s: %s does not match %s", cfg->client_ca_key.where,
+		char where[512];
+		if (X509_check_private_key(m->ca, m->ca_key) != 1) {
+			pol_file_where(&cfg->client_ca_key, where, sizeof(where));
+			cg_errors_add(errs, "%s: %s does not match %s", where,
 			              cfg->client_ca_key.path, cfg->client_ca_cert.path);
-		else if (X509_check_ca(m->ca) == 0)
-			cg_errors_add(errs, "%s: %s is not a CA certificate",
-			              cfg->client_ca_cert.where, cfg->client_ca_cert.path);
+		} else if (X509_check_ca(m->ca) == 0) {
+			pol_file_where(&cfg->client_ca_cert, where, sizeof(where));
+			cg_errors_add(errs, "%s: %s is not a CA certificate", where,
+			              cfg->client_ca_cert.path);
+		}
 	}
 	ERR_clear_error();
 	m->cache = cg_strmap_create();

@@ -218,16 +218,20 @@ done:
 static void ssl_error(cg_errors_t *errs, const pol_file_t *file, const char *what)
 {
 	char detail[160];
+	char where[512];
 	gw_tls_describe_error(detail, sizeof(detail), "unreadable");
-	cg_errors_add(errs, "%s: %s %s: %s", file->where, what, file->path, detail);
+	pol_file_where(file, where, sizeof(where));
+	cg_errors_add(errs, "%s: %s %s: %s", where, what, file->path, detail);
 }
 
 static int load_client_ca(SSL_CTX *ctx, const pol_file_t *ca, cg_errors_t *errs)
 {
 	X509_STORE *store = SSL_CTX_get_cert_store(ctx);
+	char where[512];
+	pol_file_where(ca, where, sizeof(where));
 	BIO *bio = BIO_new_file(ca->path, "r");
 	if (bio == NULL) {
-		cg_errors_add(errs, "%s: cannot read %s: %s", ca->where, ca->path, strerror(errno));
+		cg_errors_add(errs, "%s: cannot read %s: %s", where, ca->path, strerror(errno));
 		ERR_clear_error();
 		return -1;
 	}
@@ -238,7 +242,7 @@ static int load_client_ca(SSL_CTX *ctx, const pol_file_t *ca, cg_errors_t *errs)
 		if (X509_check_ca(cert) == 0) {
 			char subject[256];
 			gw_cert_subject(cert, subject, sizeof(subject));
-			cg_errors_add(errs, "%s: %s: certificate \"%s\" is not a CA", ca->where,
+			cg_errors_add(errs, "%s: %s: certificate \"%s\" is not a CA", where,
 			              ca->path, subject);
 		}
 		X509_STORE_add_cert(store, cert);
@@ -251,7 +255,7 @@ static int load_client_ca(SSL_CTX *ctx, const pol_file_t *ca, cg_errors_t *errs)
 	ERR_clear_error(); /* the end of the PEM stream reads as an error */
 	BIO_free(bio);
 	if (count == 0) {
-		cg_errors_add(errs, "%s: %s: no PEM certificate found", ca->where, ca->path);
+		cg_errors_add(errs, "%s: %s: no PEM certificate found", where, ca->path);
 		sk_X509_NAME_pop_free(names, X509_NAME_free);
 		return -1;
 	}
@@ -263,10 +267,11 @@ static int load_client_ca(SSL_CTX *ctx, const pol_file_t *ca, cg_errors_t *errs)
 static int load_crl(SSL_CTX *ctx, const pol_file_t *crl, cg_errors_t *errs)
 {
 	X509_STORE *store = SSL_CTX_get_cert_store(ctx);
+	char where[512];
+	pol_file_where(crl, where, sizeof(where));
 	BIO *bio = BIO_new_file(crl->path, "r");
 	if (bio == NULL) {
-		cg_errors_add(errs, "%s: cannot read %s: %s", crl->where, crl->path,
-		              strerror(errno));
+		cg_errors_add(errs, "%s: cannot read %s: %s", where, crl->path, strerror(errno));
 		ERR_clear_error();
 		return -1;
 	}
@@ -279,7 +284,7 @@ static int load_crl(SSL_CTX *ctx, const pol_file_t *crl, cg_errors_t *errs)
 			       "%s: %s: CRL has expired: every client of its CA is refused until "
 			       "it "
 			       "is renewed",
-			       crl->where, crl->path);
+			       where, crl->path);
 		X509_STORE_add_crl(store, c);
 		X509_CRL_free(c);
 		count++;
@@ -287,7 +292,7 @@ static int load_crl(SSL_CTX *ctx, const pol_file_t *crl, cg_errors_t *errs)
 	ERR_clear_error();
 	BIO_free(bio);
 	if (count == 0) {
-		cg_errors_add(errs, "%s: %s: no PEM CRL found", crl->where, crl->path);
+		cg_errors_add(errs, "%s: %s: no PEM CRL found", where, crl->path);
 		return -1;
 	}
 	X509_STORE_set_flags(store, X509_V_FLAG_CRL_CHECK);
@@ -389,10 +394,11 @@ gw_pg_upstream_t *gw_runtime_pg(const gw_runtime_t *rt, const pol_service_t *svc
 
 static char *load_token(const pol_file_t *file, cg_errors_t *errs)
 {
+	char where[512];
+	pol_file_where(file, where, sizeof(where));
 	FILE *f = fopen(file->path, "re");
 	if (f == NULL) {
-		cg_errors_add(errs, "%s: cannot read %s: %s", file->where, file->path,
-		              strerror(errno));
+		cg_errors_add(errs, "%s: cannot read %s: %s", where, file->path, strerror(errno));
 		return NULL;
 	}
 	char buf[1024];
@@ -409,13 +415,49 @@ static char *load_token(const pol_file_t *file, cg_errors_t *errs)
 		cg_errors_add(errs,
 		              "%s: %s: the token must be 16 to 1000 printable ASCII characters "
 		              "without spaces",
-		              file->where, file->path);
+		              where, file->path);
 		OPENSSL_cleanse(buf, sizeof(buf));
 		return NULL;
 	}
 	char *token = strdup(buf);
 	OPENSSL_cleanse(buf, sizeof(buf));
 	return token;
+}
+
+static bool digest_file(EVP_MD_CTX *md, const char *path)
+{
+	FILE *f = fopen(path, "re");
+	if (f == NULL)
+		return false;
+	char buf[8192];
+	size_t n;
+	bool ok = true;
+	while (ok && (n = fread(buf, 1, sizeof(buf), f)) > 0)
+		ok = EVP_DigestUpdate(md, buf, n) == 1;
+	ok = ok && !ferror(f);
+	fclose(f);
+	return ok;
+}
+
+/* What verification depends on, hashed: equal hashes verify alike. */
+static bool trust_digest(const pol_gateway_t *g, unsigned char out[32])
+{
+	EVP_MD_CTX *md = EVP_MD_CTX_new();
+	unsigned int n = 0;
+	uint64_t limits[3] = {g->max_cert_lifetime_ms, g->clock_skew_ms, g->verify_depth};
+	bool ok = md != NULL && EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1 &&
+	          g->client_ca.path != NULL && digest_file(md, g->client_ca.path) &&
+	          EVP_DigestUpdate(md, "\0crl", 4) == 1 &&
+	          (g->crl.path == NULL || digest_file(md, g->crl.path)) &&
+	          EVP_DigestUpdate(md, limits, sizeof(limits)) == 1 &&
+	          EVP_DigestFinal_ex(md, out, &n) == 1 && n == 32;
+	EVP_MD_CTX_free(md);
+	return ok;
+}
+
+bool gw_runtime_same_trust(const gw_runtime_t *a, const gw_runtime_t *b)
+{
+	return a == b || (a->trust_known && b->trust_known && memcmp(a->trust, b->trust, 32) == 0);
 }
 
 gw_runtime_t *gw_runtime_load(const char *config_path, cg_errors_t *errs)
@@ -437,6 +479,7 @@ gw_runtime_t *gw_runtime_load(const char *config_path, cg_errors_t *errs)
 	rt->snap = snap;
 	size_t before = errs->count;
 	rt->server_ctx = build_server_ctx(snap, errs);
+	rt->trust_known = trust_digest(&snap->gateway, rt->trust);
 	rt->pg = calloc(snap->n_services > 0 ? snap->n_services : 1, sizeof(*rt->pg));
 	if (rt->pg == NULL)
 		cg_errors_add(errs, "out of memory");

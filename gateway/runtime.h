@@ -31,6 +31,10 @@ typedef struct gw_runtime {
 	SSL_CTX *server_ctx;  /* client certificate required, SNI routing */
 	char *admin_token;    /* contents of admin.token_file, NULL when unset */
 	gw_pg_upstream_t *pg; /* per service (index as in snap->services); zero for tunnels */
+	/* SHA-256 of what certificate verification depends on: the client CA
+	 * and CRL bytes and the verification settings */
+	unsigned char trust[32];
+	bool trust_known;
 } gw_runtime_t;
 
 /* Per-connection handshake state, reachable from the SSL object, filled by
@@ -50,6 +54,10 @@ typedef struct gw_handshake {
 gw_runtime_t *gw_runtime_load(const char *config_path, cg_errors_t *errs);
 gw_runtime_t *gw_runtime_ref(gw_runtime_t *rt);
 void gw_runtime_unref(gw_runtime_t *rt); /* accepts NULL */
+
+/* True when a and b verify client certificates identically (same CA and
+ * CRL bytes, same lifetime, skew and depth limits). */
+bool gw_runtime_same_trust(const gw_runtime_t *a, const gw_runtime_t *b);
 
 /* The upstream side of a postgres-mode service of rt->snap, or NULL. */
 gw_pg_upstream_t *gw_runtime_pg(const gw_runtime_t *rt, const pol_service_t *svc);

@@ -902,33 +902,45 @@ void gw_session_reauthorize(gw_session_t *s, gw_runtime_t *rt, const char *revok
 	if (s->state != GW_SESSION_INNER && s->state != GW_SESSION_CONNECTING &&
 	    s->state != GW_SESSION_LIVE)
 		return;
-	if (gw_cert_reverify(rt, s->cert, s->chain) != NULL) {
+	/* Verifying a chain costs signature checks: skip it when the CA, CRL
+	 * and verification settings are byte for byte those that admitted the
+	 * session (its notAfter is watched by its timer). Likewise the claims
+	 * are read again only when the claims map changed. */
+	if (!gw_runtime_same_trust(s->rt, rt) && gw_cert_reverify(rt, s->cert, s->chain) != NULL) {
 		end_or_refuse(s, "revoked: certificate");
 		return;
 	}
 	const pol_service_t *svc = pol_snapshot_service(rt->snap, s->service->name);
-	pol_claims_t claims;
-	if (svc == NULL || !pol_claims_extract(&rt->snap->claims, s->cert, &claims)) {
+	if (svc == NULL) {
+		end_or_refuse(s, revoked_reason);
+		return;
+	}
+	bool same_claims = pol_claims_map_equal(&s->rt->snap->claims, &rt->snap->claims);
+	pol_claims_t fresh;
+	if (!same_claims && !pol_claims_extract(&rt->snap->claims, s->cert, &fresh)) {
 		end_or_refuse(s, revoked_reason);
 		return;
 	}
 	pol_decision_t decision;
 	gw_authz_request_t req = {
 	        .service = svc,
-	        .claims = &claims,
+	        .claims = same_claims ? &s->claims : &fresh,
 	        .source = (struct sockaddr *)&s->peer,
 	        .db_user = pgf_db_user(s),
 	        .db_name = pgf_db_name(s),
 	};
 	bool allowed = gw_authorize(s->gw, rt, &req, &decision);
 	if (!allowed) {
-		pol_claims_finish(&claims);
+		if (!same_claims)
+			pol_claims_finish(&fresh);
 		end_or_refuse(s, gw_authz_revocation_reason(&decision, revoked_reason));
 		return;
 	}
 	/* still admitted: it now belongs to the new generation */
-	pol_claims_finish(&s->claims);
-	s->claims = claims;
+	if (!same_claims) {
+		pol_claims_finish(&s->claims);
+		s->claims = fresh;
+	}
 	s->decision = decision;
 	s->service = svc;
 	s->hs.service = svc;

@@ -187,6 +187,24 @@ static bool sources_compile(pol_sources_t *list, const cg_jdoc_t *doc, const cha
 	return ok;
 }
 
+static bool sources_equal(const pol_sources_t *a, const pol_sources_t *b)
+{
+	if (a->count != b->count)
+		return false;
+	for (size_t i = 0; i < a->count; i++)
+		if (a->items[i].kind != b->items[i].kind ||
+		    strcmp(a->items[i].text, b->items[i].text) != 0)
+			return false;
+	return true;
+}
+
+bool pol_claims_map_equal(const pol_claims_map_t *a, const pol_claims_map_t *b)
+{
+	return sources_equal(&a->user, &b->user) && sources_equal(&a->groups, &b->groups) &&
+	       sources_equal(&a->device_id, &b->device_id) &&
+	       sources_equal(&a->device_trust, &b->device_trust);
+}
+
 bool pol_claims_map_compile(pol_claims_map_t *map, const cg_jdoc_t *doc, const json_t *json,
                             cg_errors_t *errs)
 {

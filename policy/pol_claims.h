@@ -42,6 +42,9 @@ typedef struct pol_claims_map {
 bool pol_claims_map_compile(pol_claims_map_t *map, const cg_jdoc_t *doc, const json_t *json,
                             cg_errors_t *errs);
 void pol_claims_map_finish(pol_claims_map_t *map);
+/* Same sources in the same order for every claim: claims read with one map
+ * are those the other would read. */
+bool pol_claims_map_equal(const pol_claims_map_t *a, const pol_claims_map_t *b);
 
 typedef struct pol_claims {
 	char *user;    /* NULL when no source produced one */

@@ -207,9 +207,21 @@ static char *path_absolute(const char *path)
 static void file_finish(pol_file_t *file)
 {
 	free(file->path);
-	free(file->where);
+	free(file->key);
 	file->path = NULL;
-	file->where = NULL;
+	file->key = NULL;
+	file->doc = NULL;
+}
+
+void pol_file_where(const pol_file_t *file, char *buf, size_t len)
+{
+	char pos[PATH_BUF];
+	if (file->doc == NULL || file->key == NULL) {
+		snprintf(buf, len, "%s", file->key != NULL ? file->key : "(configuration)");
+		return;
+	}
+	cg_jdoc_where(file->doc, file->key, pos, sizeof(pos));
+	snprintf(buf, len, "%s: %s", pos, file->key);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -244,8 +256,6 @@ static void get_file(loader_t *ld, const cg_jdoc_t *doc, const json_t *obj, cons
 {
 	const char *text;
 	char kpath[PATH_BUF];
-	char where[PATH_BUF];
-	size_t len;
 
 	if (!get_string(ld, doc, obj, path, key, required, &text) || !text)
 		return;
@@ -255,16 +265,13 @@ static void get_file(loader_t *ld, const cg_jdoc_t *doc, const json_t *obj, cons
 	}
 	pkey(kpath, path, key);
 	out->path = path_join(dir, text);
-	cg_jdoc_where(doc, kpath, where, sizeof(where));
-	len = strlen(where) + 2 + strlen(kpath) + 1;
-	out->where = malloc(len);
-	if (!out->path || !out->where) {
+	out->key = strdup(kpath);
+	out->doc = doc;
+	if (!out->path || !out->key) {
 		file_finish(out);
 		ld->failed = true;
 		cg_errors_add(ld->errs, "out of memory");
-		return;
 	}
-	snprintf(out->where, len, "%s: %s", where, kpath);
 }
 
 /* Duration member; *out holds the default on entry and keeps it when the
@@ -1117,6 +1124,8 @@ static void snapshot_free(pol_snapshot_t *snap)
 
 	pol_index_destroy(snap->index);
 	json_decref(snap->shown);
+	cg_jdoc_destroy(snap->doc_config);
+	cg_jdoc_destroy(snap->doc_policy);
 	free(snap->config_path);
 	free(snap->policy_path);
 	/* gateway.listen may hold fewer strings than addresses were parsed */
@@ -1316,8 +1325,14 @@ done:
 	free(ld.svc_listen_ok);
 	free(ld.svc_listen_given);
 	cg_strmap_destroy(ld.svc_by_name, NULL);
-	cg_jdoc_destroy(pol);
-	cg_jdoc_destroy(cfg);
+	/* the texts stay with the snapshot (file positions for later errors),
+	 * the parsed trees do not */
+	if (pol != NULL)
+		cg_jdoc_drop_root(pol);
+	if (cfg != NULL)
+		cg_jdoc_drop_root(cfg);
+	ld.snap->doc_policy = pol;
+	ld.snap->doc_config = cfg;
 	*complete = !ld.failed;
 	if (ld.failed && ld.snap->config_path == NULL) { /* not even a JSON object */
 		snapshot_free(ld.snap);

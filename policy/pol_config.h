@@ -14,16 +14,22 @@
 #include "cg_addr.h"
 #include "cg_audit.h"
 #include "cg_errors.h"
+#include "cg_json.h"
 #include "pol_claims.h"
 #include "pol_trust.h"
 
 /* A file named by the configuration: absolute (relative paths resolve against
  * the folder of the file naming them) plus where it was named, so loaders of
- * certificates and keys can report "certgate.json:5:13: gateway.cert: ...". */
+ * certificates and keys can report "certgate.json:5:13: gateway.cert: ...".
+ * The position is worked out only when asked for (pol_file_where). */
 typedef struct pol_file {
-	char *path;  /* NULL when the key is absent */
-	char *where; /* "certgate.json:5:13: gateway.cert" */
+	char *path;           /* NULL when the key is absent */
+	char *key;            /* where it was named: "gateway.cert" */
+	const cg_jdoc_t *doc; /* in which document (kept by the snapshot) */
 } pol_file_t;
+
+/* "certgate.json:5:13: gateway.cert", for error messages about the file. */
+void pol_file_where(const pol_file_t *file, char *buf, size_t len);
 
 typedef enum { POL_MODE_TUNNEL = 0, POL_MODE_POSTGRES } pol_mode_t;
 
@@ -112,8 +118,10 @@ typedef struct pol_snapshot {
 	size_t n_services;
 	pol_rule_t *rules;
 	size_t n_rules;
-	json_t *shown; /* the configuration as GET /v1/policy shows it (no key material) */
-	void *index;   /* private to policy.c (decision index) */
+	json_t *shown;         /* the configuration as GET /v1/policy shows it (no key material) */
+	void *index;           /* private to policy.c (decision index) */
+	cg_jdoc_t *doc_config; /* the texts, for positions in later error messages */
+	cg_jdoc_t *doc_policy; /* NULL without policy_file */
 } pol_snapshot_t;
 
 /* Loads and validates config_path (and its policy_file). Every error found is

@@ -557,6 +557,25 @@ static void test_compile_errors(void **state)
 	cg_jdoc_destroy(doc);
 }
 
+/* A reload re-reads live sessions' claims only when the map changed. */
+static void test_map_equal(void **state)
+{
+	map_fixture_t a, b, c, d;
+	(void)state;
+	compile_ok(&a, NULL); /* the defaults */
+	compile_ok(&b, "{ \"claims\": { \"user\": [\"san:email\", \"subject:CN\"] } }");
+	compile_ok(&c, "{ \"claims\": { \"user\": [\"subject:CN\", \"san:email\"] } }");
+	compile_ok(&d, "{ \"claims\": { \"groups\": [\"subject:O\"] } }");
+	assert_true(pol_claims_map_equal(&a.map, &b.map));  /* spelled out, same as default */
+	assert_false(pol_claims_map_equal(&a.map, &c.map)); /* order matters */
+	assert_false(pol_claims_map_equal(&a.map, &d.map));
+	assert_true(pol_claims_map_equal(&d.map, &d.map));
+	map_done(&a);
+	map_done(&b);
+	map_done(&c);
+	map_done(&d);
+}
+
 static void test_no_certificate(void **state)
 {
 	map_fixture_t f;
@@ -581,6 +600,7 @@ int main(void)
 	        cmocka_unit_test(test_utf8_and_length),
 	        cmocka_unit_test(test_copy),
 	        cmocka_unit_test(test_compile_errors),
+	        cmocka_unit_test(test_map_equal),
 	        cmocka_unit_test(test_no_certificate),
 	};
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);

@@ -79,6 +79,14 @@ static void print_errors(const cg_errors_t *errs)
 		print_message("  error: %s\n", errs->items[i]);
 }
 
+/* The position a loaded file was named at, as error messages quote it. */
+static void assert_where(const pol_file_t *file, const char *want)
+{
+	char where[512];
+	pol_file_where(file, where, sizeof(where));
+	assert_string_equal(where, want);
+}
+
 static pol_snapshot_t *load_ok(const char *name)
 {
 	cg_errors_t errs;
@@ -221,11 +229,11 @@ static void test_example(void **state)
 	assert_string_equal(g->listen_addr[0].host, "0.0.0.0");
 	assert_int_equal(g->listen_addr[0].port, 8443);
 	assert_path(g->cert.path, "gateway.crt");
-	assert_string_equal(g->cert.where, "certgate.json:4:13: gateway.cert");
+	assert_where(&g->cert, "certgate.json:4:13: gateway.cert");
 	assert_path(g->key.path, "gateway.key");
 	assert_path(g->client_ca.path, "login-ca.crt");
 	assert_path(g->crl.path, "login-ca.crl");
-	assert_string_equal(g->crl.where, "certgate.json:7:12: gateway.crl");
+	assert_where(&g->crl, "certgate.json:7:12: gateway.crl");
 	assert_int_equal(g->max_cert_lifetime_ms, 24 * 3600 * 1000ULL);
 	assert_int_equal(g->clock_skew_ms, 30000);
 	assert_int_equal(g->handshake_timeout_ms, 10000);
@@ -273,8 +281,8 @@ static void test_example(void **state)
 	assert_string_equal(svc->upstream_tls.server_name, "billing-db.internal");
 	assert_path(svc->upstream_tls.client_ca_cert.path, "db-ca.crt");
 	assert_path(svc->upstream_tls.client_ca_key.path, "db-ca.key");
-	assert_string_equal(svc->upstream_tls.client_ca_key.where,
-	                    "certgate.json:31:73: services[1].upstream_tls.client_ca_key");
+	assert_where(&svc->upstream_tls.client_ca_key,
+	             "certgate.json:31:73: services[1].upstream_tls.client_ca_key");
 
 	assert_int_equal(snap->n_rules, 3);
 	r = &snap->rules[0];
@@ -338,7 +346,7 @@ static void test_defaults(void **state)
 	assert_string_equal(g->cert.path, "/etc/certgate/gw.crt");
 	assert_path(g->key.path, "keys/gw.key");
 	assert_null(g->crl.path);
-	assert_null(g->crl.where);
+	assert_null(g->crl.key);
 	assert_int_equal(g->max_cert_lifetime_ms, 24 * 3600 * 1000ULL);
 	assert_int_equal(g->clock_skew_ms, 30000);
 	assert_int_equal(g->handshake_timeout_ms, 10000);
@@ -786,8 +794,7 @@ static void test_relative_paths(void **state)
 	assert_path(snap->audit.path, "etc/certgate/log/audit.jsonl");
 	assert_path(snap->admin.token_file.path, "etc/certgate/admin.token");
 	assert_path(snap->policy_path, "etc/certgate/policy.json");
-	assert_string_equal(snap->gateway.cert.where,
-	                    "etc/certgate/certgate.json:1:52: gateway.cert");
+	assert_where(&snap->gateway.cert, "etc/certgate/certgate.json:1:52: gateway.cert");
 	pol_snapshot_unref(snap);
 }
 
