@@ -7,6 +7,14 @@
  * its path ("services[1].upstream") and the 1-based line:column of its first
  * character. Validators then report errors at the exact place in the file.
  *
+ * A valid configuration asks for a few positions only (the gateway quotes
+ * where its CA, CRL and token file are named, whether loading them fails or
+ * not): those are found by scans that follow just the path asked for and
+ * skip every other subtree without building its path, so no map of the
+ * whole document (one string per value: as costly as parsing it again) is
+ * built. After FIND_SCANS such lookups (a document with errors, usually)
+ * the map is built once and answers the rest.
+ *
  * Columns count characters the way jansson does (UTF-8 continuation bytes do
  * not advance the column; a tab is one column), so positions from jansson
  * errors and from the scan agree. The scanner only ever sees text jansson
@@ -29,6 +37,8 @@
 #include "cg_strmap.h"
 
 #define MAX_DOC_BYTES (16u * 1024 * 1024)
+/* lookups answered by a scan for the one path before the map is built */
+#define FIND_SCANS 4
 
 struct position {
 	unsigned line;
@@ -47,6 +57,7 @@ struct cg_jdoc {
 	struct position *positions;
 	size_t n_positions;
 	size_t cap_positions;
+	unsigned n_finds; /* lookups answered without the map so far */
 };
 
 /* Allocation failure while building a document is fatal: a loader that
@@ -112,6 +123,14 @@ struct scan {
 	cg_jdoc_t *doc;
 	struct buf path;
 	struct buf key;
+	/* NULL: record every path into doc's map. Else only this path is
+	 * looked for; the last value that has it wins, as in the map. */
+	const char *target;
+	bool found;
+	struct position at_target;
+	/* > 0: inside a value whose path cannot lead to target: paths are
+	 * neither built nor recorded */
+	unsigned skip;
 };
 
 static void advance(struct scan *s)
@@ -138,6 +157,16 @@ static void skip_ws(struct scan *s)
 
 static void record(struct scan *s, unsigned line, unsigned col)
 {
+	if (s->skip > 0)
+		return;
+	const char *path = s->path.data ? s->path.data : "";
+	if (s->target != NULL) {
+		if (strcmp(path, s->target) == 0) {
+			s->found = true;
+			s->at_target = (struct position){line, col};
+		}
+		return;
+	}
 	cg_jdoc_t *doc = s->doc;
 	if (doc->n_positions == doc->cap_positions) {
 		doc->cap_positions = doc->cap_positions ? doc->cap_positions * 2 : 64;
@@ -146,7 +175,6 @@ static void record(struct scan *s, unsigned line, unsigned col)
 	}
 	doc->positions[doc->n_positions] = (struct position){line, col};
 	doc->n_positions++;
-	const char *path = s->path.data ? s->path.data : "";
 	cg_strmap_put(doc->paths, path, (void *)(uintptr_t)doc->n_positions);
 }
 
@@ -276,6 +304,27 @@ static bool scan_string(struct scan *s, struct buf *out)
 
 static bool scan_value(struct scan *s);
 
+/* Whether the current path is target or one of its ancestors. */
+static bool leads_to_target(const struct scan *s)
+{
+	size_t n = s->path.len;
+	const char *path = s->path.data ? s->path.data : "";
+	return strncmp(s->target, path, n) == 0 &&
+	       (s->target[n] == '\0' || s->target[n] == '.' || s->target[n] == '[');
+}
+
+/* Scans a member or element whose path segment has just been appended to
+ * s->path (unless skipping), then truncates the path back to base. */
+static bool scan_child(struct scan *s, size_t base)
+{
+	unsigned off = s->skip == 0 && s->target != NULL && !leads_to_target(s);
+	s->skip += off;
+	bool ok = scan_value(s);
+	s->skip -= off;
+	buf_truncate(&s->path, base);
+	return ok;
+}
+
 static bool scan_object(struct scan *s)
 {
 	advance(s); /* '{' */
@@ -287,19 +336,19 @@ static bool scan_object(struct scan *s)
 	size_t base = s->path.len;
 	for (;;) {
 		skip_ws(s);
-		if (!scan_string(s, &s->key))
+		if (!scan_string(s, s->skip > 0 ? NULL : &s->key))
 			return false;
 		skip_ws(s);
 		if (!at(s, ':'))
 			return false;
 		advance(s);
 
-		if (base > 0)
-			buf_append(&s->path, ".", 1);
-		buf_append(&s->path, s->key.data ? s->key.data : "", s->key.len);
-		bool ok = scan_value(s);
-		buf_truncate(&s->path, base);
-		if (!ok)
+		if (s->skip == 0) {
+			if (base > 0)
+				buf_append(&s->path, ".", 1);
+			buf_append(&s->path, s->key.data ? s->key.data : "", s->key.len);
+		}
+		if (!scan_child(s, base))
 			return false;
 
 		skip_ws(s);
@@ -325,12 +374,12 @@ static bool scan_array(struct scan *s)
 	}
 	size_t base = s->path.len;
 	for (size_t index = 0;; index++) {
-		char seg[32];
-		int n = snprintf(seg, sizeof(seg), "[%zu]", index);
-		buf_append(&s->path, seg, (size_t)n);
-		bool ok = scan_value(s);
-		buf_truncate(&s->path, base);
-		if (!ok)
+		if (s->skip == 0) {
+			char seg[32];
+			int n = snprintf(seg, sizeof(seg), "[%zu]", index);
+			buf_append(&s->path, seg, (size_t)n);
+		}
+		if (!scan_child(s, base))
 			return false;
 
 		skip_ws(s);
@@ -367,7 +416,9 @@ static bool scan_value(struct scan *s)
 	}
 }
 
-static void scan_positions(cg_jdoc_t *doc)
+/* With target NULL, fills doc's map with every path; else finds target's
+ * position into *found (false when no value has that path). */
+static bool scan_positions(cg_jdoc_t *doc, const char *target, struct position *found)
 {
 	struct scan s = {
 	        .p = doc->text,
@@ -375,10 +426,14 @@ static void scan_positions(cg_jdoc_t *doc)
 	        .line = 1,
 	        .col = 1,
 	        .doc = doc,
+	        .target = target,
 	};
 	(void)scan_value(&s);
 	free(s.path.data);
 	free(s.key.data);
+	if (s.found)
+		*found = s.at_target;
+	return s.found;
 }
 
 /* ---- public API ---- */
@@ -499,28 +554,37 @@ const char *cg_jdoc_text(const cg_jdoc_t *doc, size_t *len)
 	return doc->text;
 }
 
-static const struct position *lookup(const cg_jdoc_t *cdoc, const char *path)
+/* The position of path into *pos; false when no value has that path. */
+static bool lookup(const cg_jdoc_t *cdoc, const char *path, struct position *pos)
 {
-	/* the position map is a cache of the (immutable) text: filling it on
-	 * first use does not change what the document says */
+	/* the position map and the count of lookups are a cache of the
+	 * (immutable) text: filling them does not change what the document
+	 * says */
 	cg_jdoc_t *doc = (cg_jdoc_t *)cdoc;
+	if (path == NULL)
+		path = "";
+	if (doc->paths == NULL && doc->n_finds < FIND_SCANS) {
+		doc->n_finds++;
+		return scan_positions(doc, path, pos);
+	}
 	if (doc->paths == NULL) {
 		doc->paths = cg_strmap_create();
-		scan_positions(doc);
+		(void)scan_positions(doc, NULL, NULL);
 	}
-	uintptr_t slot = (uintptr_t)cg_strmap_get(doc->paths, path ? path : "");
+	uintptr_t slot = (uintptr_t)cg_strmap_get(doc->paths, path);
 	if (slot == 0 || slot > doc->n_positions)
-		return NULL;
-	return &doc->positions[slot - 1];
+		return false;
+	*pos = doc->positions[slot - 1];
+	return true;
 }
 
 void cg_jdoc_where(const cg_jdoc_t *doc, const char *path, char *buf, size_t len)
 {
 	if (len == 0)
 		return;
-	const struct position *pos = lookup(doc, path);
-	if (pos)
-		snprintf(buf, len, "%s:%u:%u", doc->name, pos->line, pos->col);
+	struct position pos;
+	if (lookup(doc, path, &pos))
+		snprintf(buf, len, "%s:%u:%u", doc->name, pos.line, pos.col);
 	else
 		snprintf(buf, len, "%s", doc->name);
 }
@@ -536,12 +600,13 @@ void cg_jdoc_error(const cg_jdoc_t *doc, cg_errors_t *errs, const char *path, co
 	if (n < 0)
 		abort();
 
-	const struct position *pos = lookup(doc, path);
+	struct position pos;
+	bool found = lookup(doc, path, &pos);
 	bool has_path = path && *path;
-	if (pos && has_path)
-		cg_errors_add(errs, "%s:%u:%u: %s: %s", doc->name, pos->line, pos->col, path, msg);
-	else if (pos)
-		cg_errors_add(errs, "%s:%u:%u: %s", doc->name, pos->line, pos->col, msg);
+	if (found && has_path)
+		cg_errors_add(errs, "%s:%u:%u: %s: %s", doc->name, pos.line, pos.col, path, msg);
+	else if (found)
+		cg_errors_add(errs, "%s:%u:%u: %s", doc->name, pos.line, pos.col, msg);
 	else if (has_path)
 		cg_errors_add(errs, "%s: %s: %s", doc->name, path, msg);
 	else

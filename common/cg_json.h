@@ -32,9 +32,11 @@ const char *cg_jdoc_name(const cg_jdoc_t *doc);
 const char *cg_jdoc_text(const cg_jdoc_t *doc, size_t *len);
 
 /* "name:line:col" of the value at path (1-based line and column), or just
- * "name" when the path is unknown. The first call scans the text once
- * (loading a document does not: positions are only needed for errors). Path grammar: keys joined by
- * '.', array indexes as "[N]"; "" is the root. */
+ * "name" when the path is unknown. Loading a document does not scan for
+ * positions: the first few calls each scan the text for their one path
+ * (no allocation per value), later ones build the map of every path once.
+ * Path grammar: keys joined by '.', array indexes as "[N]"; "" is the
+ * root. */
 void cg_jdoc_where(const cg_jdoc_t *doc, const char *path, char *buf, size_t len);
 
 /* Adds "name:line:col: path: message" to errs (message printf-formatted). */

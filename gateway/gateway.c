@@ -153,6 +153,43 @@ void gw_reauthorize_matching(gw_gateway_t *gw, const char *user, const char *dev
 	}
 }
 
+/* The runtime a reload replaced is released on the next turn of the loop,
+ * not before the reply: its last reference (the gateway's, or that of the
+ * last session moved off it) would free a whole generation there, and for
+ * 10,000 rules that is the parsed configuration's texts, the index, the
+ * shown JSON and every rule's strings, hundreds of thousands of blocks,
+ * which nobody needs to wait for. Sessions not moved keep their own
+ * references as before. */
+typedef struct retired {
+	uv_timer_t timer;
+	gw_runtime_t *rt;
+} retired_t;
+
+static void on_retired_closed(uv_handle_t *handle)
+{
+	free(handle->data);
+}
+
+static void on_retire(uv_timer_t *timer)
+{
+	retired_t *r = timer->data;
+	gw_runtime_unref(r->rt);
+	uv_close((uv_handle_t *)&r->timer, on_retired_closed);
+}
+
+static void retire(gw_gateway_t *gw, gw_runtime_t *old)
+{
+	retired_t *r = malloc(sizeof(*r));
+	if (r == NULL) {
+		gw_runtime_unref(old); /* no memory: release it now */
+		return;
+	}
+	r->rt = old;
+	uv_timer_init(gw->loop, &r->timer);
+	r->timer.data = r;
+	uv_timer_start(&r->timer, on_retire, 0, 0);
+}
+
 int gw_reload(gw_gateway_t *gw, const char *by, cg_errors_t *errs)
 {
 	gw_notify_reloading();
@@ -213,7 +250,7 @@ static int reload(gw_gateway_t *gw, const char *by, cg_errors_t *errs)
 	/* every live session must still be admitted by what is now in force */
 	for (gw_session_t *s = gw->sessions; s != NULL; s = s->next)
 		gw_session_reauthorize(s, rt, "revoked: policy");
-	gw_runtime_unref(old);
+	retire(gw, old);
 	return 0;
 }
 

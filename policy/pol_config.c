@@ -1303,6 +1303,14 @@ static pol_snapshot_t *load(const char *config_path, cg_errors_t *errs, bool *co
 
 	if (pdoc && proot)
 		load_rules(&ld, pdoc, json_object_get(proot, "rules"));
+	/* Nothing below reads the parsed trees (the index and the shown JSON
+	 * are built from the snapshot; the hash from the texts): free them
+	 * now, so what follows reuses their memory instead of growing the
+	 * heap. The texts stay with the snapshot for positions in later
+	 * errors. */
+	if (pol != NULL)
+		cg_jdoc_drop_root(pol);
+	cg_jdoc_drop_root(cfg);
 
 	if (ld.failed)
 		goto done;
@@ -1326,7 +1334,8 @@ done:
 	free(ld.svc_listen_given);
 	cg_strmap_destroy(ld.svc_by_name, NULL);
 	/* the texts stay with the snapshot (file positions for later errors),
-	 * the parsed trees do not */
+	 * the parsed trees do not (already dropped unless a step above failed;
+	 * dropping twice is harmless) */
 	if (pol != NULL)
 		cg_jdoc_drop_root(pol);
 	if (cfg != NULL)
@@ -1375,6 +1384,8 @@ const pol_service_t *pol_snapshot_service(const pol_snapshot_t *snap, const char
 {
 	if (!snap || !name)
 		return NULL;
+	if (snap->index)
+		return pol_index_service(snap->index, snap, name);
 	for (size_t i = 0; i < snap->n_services; i++)
 		if (strcasecmp(snap->services[i].name, name) == 0)
 			return &snap->services[i];

@@ -39,7 +39,7 @@ typedef struct rule_list {
 } rule_list_t;
 
 typedef struct decide_index {
-	cg_strmap_t *services; /* known service names */
+	cg_strmap_t *services; /* lower-cased service name -> index + 1 */
 	cg_strmap_t *lists;    /* "<service or *>\x1f<key>" -> rule_list_t */
 } decide_index_t;
 
@@ -168,8 +168,12 @@ void *pol_index_create(const pol_snapshot_t *snap)
 	if (!index || !(index->services = cg_strmap_create()) ||
 	    !(index->lists = cg_strmap_create()))
 		goto fail;
-	for (size_t s = 0; s < snap->n_services; s++)
-		cg_strmap_put(index->services, snap->services[s].name, (void *)1);
+	for (size_t s = 0; s < snap->n_services; s++) {
+		/* the loader refused names equal but for case: keys are unique */
+		char name[KEY_MAX];
+		lower_into(name, sizeof(name), snap->services[s].name);
+		cg_strmap_put(index->services, name, (void *)(uintptr_t)(s + 1));
+	}
 	for (size_t r = 0; r < snap->n_rules; r++) {
 		const pol_rule_t *rule = &snap->rules[r];
 		if (rule_is_star(rule)) {
@@ -185,6 +189,17 @@ void *pol_index_create(const pol_snapshot_t *snap)
 fail:
 	pol_index_destroy(index);
 	return NULL;
+}
+
+const pol_service_t *pol_index_service(const void *index, const pol_snapshot_t *snap,
+                                       const char *name)
+{
+	/* strcasecmp in the C locale (certgate never sets another) folds ASCII
+	 * only, as lower_into does */
+	char key[KEY_MAX];
+	lower_into(key, sizeof(key), name);
+	uintptr_t i = (uintptr_t)cg_strmap_get(((const decide_index_t *)index)->services, key);
+	return i ? &snap->services[i - 1] : NULL;
 }
 
 void pol_index_destroy(void *index)
@@ -530,9 +545,10 @@ static bool service_known(const pol_snapshot_t *snap, const char *service)
 {
 	if (!service)
 		return false;
-	if (snap->index)
-		return cg_strmap_get(((const decide_index_t *)snap->index)->services, service) !=
-		       NULL;
+	if (snap->index) {
+		const pol_service_t *svc = pol_index_service(snap->index, snap, service);
+		return svc != NULL && strcmp(svc->name, service) == 0; /* exact */
+	}
 	for (size_t i = 0; i < snap->n_services; i++)
 		if (strcmp(snap->services[i].name, service) == 0)
 			return true;

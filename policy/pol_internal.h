@@ -12,6 +12,11 @@
  * failure. */
 void *pol_index_create(const pol_snapshot_t *snap);
 void pol_index_destroy(void *index); /* accepts NULL */
+/* The service of snap called name, ignoring ASCII case (as strcasecmp);
+ * NULL when none. One hash lookup: re-authorizing every live session after
+ * a reload asks once per session. */
+const pol_service_t *pol_index_service(const void *index, const pol_snapshot_t *snap,
+                                       const char *name);
 
 /* pol_show.c: snap->shown. New reference; NULL on allocation failure. */
 json_t *pol_show_snapshot(const pol_snapshot_t *snap);

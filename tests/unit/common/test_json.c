@@ -299,6 +299,31 @@ static void test_load(void **state)
 	rmdir(dir);
 }
 
+/* The first lookups scan for their one path, later ones read the map of
+ * every path: both must answer alike, also when two values share a path
+ * ("a.b" the key, and "b" inside "a": the later one, as the map keeps). */
+static void test_scan_and_map_agree(void **state)
+{
+	(void)state;
+	cg_errors_t errs;
+	cg_errors_init(&errs);
+	const char text[] = "{\"a.b\": 1,\n \"x\": [true, {\"y\": 2}],\n \"a\": {\"b\": 3}}";
+	const char *paths[] = {"a.b", "x[1].y", "a", "x", "", "nope", "x[1]", "a.b", "x[0]"};
+	const char *want[] = {"j:3:13", "j:2:20", "j:3:7", "j:2:7", "j:1:1",
+	                      "j",      "j:2:14", "j:3:13", "j:2:8"};
+	cg_jdoc_t *doc = cg_jdoc_parse("j", text, strlen(text), &errs);
+	assert_non_null(doc);
+	for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++) {
+		char where[64];
+		cg_jdoc_where(doc, paths[i], where, sizeof(where));
+		if (strcmp(where, want[i]) != 0)
+			fail_msg("lookup %zu, path \"%s\": got %s, want %s", i, paths[i], where,
+			         want[i]);
+	}
+	cg_jdoc_destroy(doc);
+	cg_errors_finish(&errs);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -306,6 +331,7 @@ int main(void)
 	        cmocka_unit_test(test_syntax_error), cmocka_unit_test(test_duplicate_key),
 	        cmocka_unit_test(test_jdoc_error),   cmocka_unit_test(test_deep_nesting),
 	        cmocka_unit_test(test_load),         cmocka_unit_test(test_nul_byte),
+	        cmocka_unit_test(test_scan_and_map_agree),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
