@@ -22,6 +22,7 @@
 #include "cg_time.h"
 #include "pg_mint.h"
 #include "tls_engine.h"
+#include "verify_cache.h"
 
 #define MAX_CLIENT_CHAIN_BYTES (32 * 1024) /* whole Certificate message */
 
@@ -156,6 +157,32 @@ static int verify_cb(int ok, X509_STORE_CTX *ctx)
 	return check(ok, ctx, hs->rt, &hs->reason);
 }
 
+/* The handshake's chain check: a chain this runtime verified before, and
+ * still within its validity, is not checked again (verify_cache.h). */
+static int cert_verify_cb(X509_STORE_CTX *ctx, void *arg)
+{
+	(void)arg;
+	SSL *ssl = X509_STORE_CTX_get_ex_data(ctx, SSL_get_ex_data_X509_STORE_CTX_idx());
+	gw_handshake_t *hs = ssl != NULL ? SSL_get_ex_data(ssl, hs_index) : NULL;
+	if (hs == NULL)
+		return 0; /* fail closed */
+	gw_vcache_t *cache = hs->rt->vcache;
+	unsigned char key[32];
+	bool keyed = cache != NULL && gw_vcache_key(X509_STORE_CTX_get0_cert(ctx),
+	                                            X509_STORE_CTX_get0_untrusted(ctx), key);
+	int64_t now = cg_wall_ms();
+	if (keyed && gw_vcache_hit(cache, key, now))
+		return 1;
+	int ok = X509_verify_cert(ctx);
+	if (ok == 1 && keyed) {
+		int64_t until = gw_vcache_chain_expiry_ms(X509_STORE_CTX_get0_chain(ctx));
+		if (hs->rt->crl_next_update_ms < until)
+			until = hs->rt->crl_next_update_ms;
+		gw_vcache_put(cache, key, now, until);
+	}
+	return ok;
+}
+
 static int sni_cb(SSL *ssl, int *alert, void *arg)
 {
 	gw_handshake_t *hs = SSL_get_ex_data(ssl, hs_index);
@@ -224,14 +251,21 @@ static void ssl_error(cg_errors_t *errs, const pol_file_t *file, const char *wha
 	cg_errors_add(errs, "%s: %s %s: %s", where, what, file->path, detail);
 }
 
+/* file:line:col of a configured file's key, for a message */
+static const char *where_of(const pol_file_t *file, char where[512])
+{
+	pol_file_where(file, where, 512);
+	return where;
+}
+
 static int load_client_ca(SSL_CTX *ctx, const pol_file_t *ca, cg_errors_t *errs)
 {
 	X509_STORE *store = SSL_CTX_get_cert_store(ctx);
-	char where[512];
-	pol_file_where(ca, where, sizeof(where));
+	char where[512]; /* filled only for a message: the lookup costs */
 	BIO *bio = BIO_new_file(ca->path, "r");
 	if (bio == NULL) {
-		cg_errors_add(errs, "%s: cannot read %s: %s", where, ca->path, strerror(errno));
+		cg_errors_add(errs, "%s: cannot read %s: %s", where_of(ca, where), ca->path,
+		              strerror(errno));
 		ERR_clear_error();
 		return -1;
 	}
@@ -242,8 +276,8 @@ static int load_client_ca(SSL_CTX *ctx, const pol_file_t *ca, cg_errors_t *errs)
 		if (X509_check_ca(cert) == 0) {
 			char subject[256];
 			gw_cert_subject(cert, subject, sizeof(subject));
-			cg_errors_add(errs, "%s: %s: certificate \"%s\" is not a CA", where,
-			              ca->path, subject);
+			cg_errors_add(errs, "%s: %s: certificate \"%s\" is not a CA",
+			              where_of(ca, where), ca->path, subject);
 		}
 		X509_STORE_add_cert(store, cert);
 		X509_NAME *name = X509_NAME_dup(X509_get_subject_name(cert));
@@ -255,7 +289,8 @@ static int load_client_ca(SSL_CTX *ctx, const pol_file_t *ca, cg_errors_t *errs)
 	ERR_clear_error(); /* the end of the PEM stream reads as an error */
 	BIO_free(bio);
 	if (count == 0) {
-		cg_errors_add(errs, "%s: %s: no PEM certificate found", where, ca->path);
+		cg_errors_add(errs, "%s: %s: no PEM certificate found", where_of(ca, where),
+		              ca->path);
 		sk_X509_NAME_pop_free(names, X509_NAME_free);
 		return -1;
 	}
@@ -267,11 +302,11 @@ static int load_client_ca(SSL_CTX *ctx, const pol_file_t *ca, cg_errors_t *errs)
 static int load_crl(SSL_CTX *ctx, const pol_file_t *crl, cg_errors_t *errs)
 {
 	X509_STORE *store = SSL_CTX_get_cert_store(ctx);
-	char where[512];
-	pol_file_where(crl, where, sizeof(where));
+	char where[512]; /* filled only for a message: the lookup costs */
 	BIO *bio = BIO_new_file(crl->path, "r");
 	if (bio == NULL) {
-		cg_errors_add(errs, "%s: cannot read %s: %s", where, crl->path, strerror(errno));
+		cg_errors_add(errs, "%s: cannot read %s: %s", where_of(crl, where), crl->path,
+		              strerror(errno));
 		ERR_clear_error();
 		return -1;
 	}
@@ -284,7 +319,7 @@ static int load_crl(SSL_CTX *ctx, const pol_file_t *crl, cg_errors_t *errs)
 			       "%s: %s: CRL has expired: every client of its CA is refused until "
 			       "it "
 			       "is renewed",
-			       where, crl->path);
+			       where_of(crl, where), crl->path);
 		X509_STORE_add_crl(store, c);
 		X509_CRL_free(c);
 		count++;
@@ -292,11 +327,33 @@ static int load_crl(SSL_CTX *ctx, const pol_file_t *crl, cg_errors_t *errs)
 	ERR_clear_error();
 	BIO_free(bio);
 	if (count == 0) {
-		cg_errors_add(errs, "%s: %s: no PEM CRL found", where, crl->path);
+		cg_errors_add(errs, "%s: %s: no PEM CRL found", where_of(crl, where), crl->path);
 		return -1;
 	}
 	X509_STORE_set_flags(store, X509_V_FLAG_CRL_CHECK);
 	return 0;
+}
+
+/* The earliest nextUpdate of the loaded CRLs (epoch ms): a remembered
+ * verification must not outlive the CRL it was checked against. INT64_MAX
+ * without CRL; 0 (nothing remembered) when one has no readable nextUpdate. */
+static int64_t crl_horizon_ms(SSL_CTX *ctx)
+{
+	int64_t earliest = INT64_MAX;
+	STACK_OF(X509_OBJECT) *objs = X509_STORE_get0_objects(SSL_CTX_get_cert_store(ctx));
+	for (int i = 0; i < sk_X509_OBJECT_num(objs); i++) {
+		X509_CRL *crl = X509_OBJECT_get0_X509_CRL(sk_X509_OBJECT_value(objs, i));
+		if (crl == NULL)
+			continue;
+		const ASN1_TIME *next = X509_CRL_get0_nextUpdate(crl);
+		struct tm tm;
+		if (next == NULL || ASN1_TIME_to_tm(next, &tm) != 1)
+			return 0;
+		int64_t t = (int64_t)timegm(&tm) * 1000;
+		if (t < earliest)
+			earliest = t;
+	}
+	return earliest;
 }
 
 /* Selects "postgresql" when the client offers it (PostgreSQL 17 direct TLS
@@ -352,6 +409,7 @@ static SSL_CTX *build_server_ctx(const pol_snapshot_t *snap, cg_errors_t *errs)
 
 	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, verify_cb);
 	SSL_CTX_set_verify_depth(ctx, (int)g->verify_depth);
+	SSL_CTX_set_cert_verify_callback(ctx, cert_verify_cb, NULL);
 	SSL_CTX_set_tlsext_servername_callback(ctx, sni_cb);
 	SSL_CTX_set_alpn_select_cb(ctx, alpn_cb, NULL);
 	ERR_clear_error();
@@ -394,11 +452,11 @@ gw_pg_upstream_t *gw_runtime_pg(const gw_runtime_t *rt, const pol_service_t *svc
 
 static char *load_token(const pol_file_t *file, cg_errors_t *errs)
 {
-	char where[512];
-	pol_file_where(file, where, sizeof(where));
+	char where[512]; /* filled only for a message: the lookup costs */
 	FILE *f = fopen(file->path, "re");
 	if (f == NULL) {
-		cg_errors_add(errs, "%s: cannot read %s: %s", where, file->path, strerror(errno));
+		cg_errors_add(errs, "%s: cannot read %s: %s", where_of(file, where), file->path,
+		              strerror(errno));
 		return NULL;
 	}
 	char buf[1024];
@@ -415,7 +473,7 @@ static char *load_token(const pol_file_t *file, cg_errors_t *errs)
 		cg_errors_add(errs,
 		              "%s: %s: the token must be 16 to 1000 printable ASCII characters "
 		              "without spaces",
-		              where, file->path);
+		              where_of(file, where), file->path);
 		OPENSSL_cleanse(buf, sizeof(buf));
 		return NULL;
 	}
@@ -480,6 +538,8 @@ gw_runtime_t *gw_runtime_load(const char *config_path, cg_errors_t *errs)
 	size_t before = errs->count;
 	rt->server_ctx = build_server_ctx(snap, errs);
 	rt->trust_known = trust_digest(&snap->gateway, rt->trust);
+	rt->crl_next_update_ms = rt->server_ctx != NULL ? crl_horizon_ms(rt->server_ctx) : 0;
+	rt->vcache = gw_vcache_new(); /* NULL: every handshake verifies in full */
 	rt->pg = calloc(snap->n_services > 0 ? snap->n_services : 1, sizeof(*rt->pg));
 	if (rt->pg == NULL)
 		cg_errors_add(errs, "out of memory");
@@ -507,6 +567,7 @@ void gw_runtime_unref(gw_runtime_t *rt)
 	if (rt == NULL || atomic_fetch_sub(&rt->refs, 1) != 1)
 		return;
 	SSL_CTX_free(rt->server_ctx);
+	gw_vcache_free(rt->vcache);
 	for (size_t i = 0; rt->pg != NULL && i < rt->snap->n_services; i++) {
 		SSL_CTX_free(rt->pg[i].ctx);
 		gw_minter_free(rt->pg[i].minter);

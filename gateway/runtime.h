@@ -17,6 +17,7 @@
 #include "pol_config.h"
 
 typedef struct gw_minter gw_minter_t;
+typedef struct gw_vcache gw_vcache_t;
 
 /* A postgres-mode service's way to its upstream: TLS verify-full against
  * upstream_tls.ca, and the minter of per-db-user client certificates. */
@@ -35,6 +36,10 @@ typedef struct gw_runtime {
 	 * and CRL bytes and the verification settings */
 	unsigned char trust[32];
 	bool trust_known;
+	/* chains this generation verified (verify_cache.h); the earliest CRL
+	 * nextUpdate bounds how long one is remembered */
+	gw_vcache_t *vcache;
+	int64_t crl_next_update_ms;
 } gw_runtime_t;
 
 /* Per-connection handshake state, reachable from the SSL object, filled by

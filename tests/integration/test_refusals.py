@@ -312,6 +312,22 @@ def test_revoked_by_crl_after_sighup(fx):
     gw.stop()
 
 
+def test_remembered_chain_is_not_trusted_past_expiry(fx):
+    # the gateway remembers verified chains (gateway/verify_cache.h): a
+    # certificate admitted a moment ago must still be refused once expired,
+    # and the same one admitted twice must be admitted twice
+    gw = start_gateway(fx)
+    cert = issue(fx, "remembered", ttl="4s")
+    for _ in range(2):
+        sock, start = admitted(fx, gw, cert)
+        sock.close()
+    not_after = ssl.cert_time_to_seconds(ssl._ssl._test_decode_cert(cert.crt)["notAfter"])
+    time.sleep(max(0.0, not_after - time.time()) + 0.5)
+    ev = refused(fx, gw, cert)
+    assert ev["reason"] == "certificate expired", ev
+    gw.stop()
+
+
 def test_expired_crl_fails_closed(fx):
     ca = CA(fx.path("stale-crl-ca"), name="certgate stale CRL CA")
     crl = ca.write_crl(["--backdate", "2d", "--crl-ttl", "1d"])
