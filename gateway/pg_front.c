@@ -374,11 +374,7 @@ void pgf_client_ready(gw_session_t *s)
 		pg->direct_tls = true;
 	}
 	if (pg->direct_tls) {
-		const unsigned char *alpn = NULL;
-		unsigned int alpn_len = 0;
-		SSL_get0_alpn_selected(client_end(s)->tls.ssl, &alpn, &alpn_len);
-		if (alpn_len != strlen(GW_ALPN_POSTGRESQL) ||
-		    memcmp(alpn, GW_ALPN_POSTGRESQL, alpn_len) != 0) {
+		if (strcmp(client_end(s)->tls.alpn, GW_ALPN_POSTGRESQL) != 0) {
 			gw_session_reject(s, "direct TLS without ALPN postgresql", NULL);
 			return;
 		}

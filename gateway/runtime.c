@@ -410,6 +410,7 @@ static SSL_CTX *build_server_ctx(const pol_snapshot_t *snap, cg_errors_t *errs)
 	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, verify_cb);
 	SSL_CTX_set_verify_depth(ctx, (int)g->verify_depth);
 	SSL_CTX_set_cert_verify_callback(ctx, cert_verify_cb, NULL);
+	gw_tls_ctx_allow_offload(ctx);
 	SSL_CTX_set_tlsext_servername_callback(ctx, sni_cb);
 	SSL_CTX_set_alpn_select_cb(ctx, alpn_cb, NULL);
 	ERR_clear_error();

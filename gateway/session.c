@@ -26,6 +26,7 @@
 
 static const gw_link_ops_t session_ops;
 static void on_setup_input(gw_link_t *link, gw_end_t *end, const char *data, ssize_t nread);
+static void stow_identity(gw_session_t *s);
 
 static gw_end_t *client_end(gw_session_t *s)
 {
@@ -181,6 +182,8 @@ static void on_freed(gw_link_t *link)
 	gw_handshake_finish(&s->hs);
 	X509_free(s->cert);
 	sk_X509_pop_free(s->chain, X509_free);
+	free(s->cert_der);
+	free(s->cert_serial);
 	pol_claims_finish(&s->claims);
 	json_decref(s->upstream_errors);
 	uv_freeaddrinfo(s->addrs);
@@ -284,6 +287,7 @@ void gw_session_start(gw_session_t *s)
 	}
 	s->started = true;
 	s->started_ms = cg_wall_ms();
+	stow_identity(s);
 	s->state = GW_SESSION_LIVE;
 	s->gw->n_live++;
 	s->gw->counters.sessions++;
@@ -508,13 +512,88 @@ static void check_inner(gw_session_t *s)
 
 /* --- after the handshake: who is it, may they? ---------------------------- */
 
+/* --- the certificate of a live session ------------------------------------ */
+
+/* After session.start only the DER is kept (see session.h). */
+static void stow_identity(gw_session_t *s)
+{
+	char serial[128];
+	gw_cert_serial_hex(s->cert, serial, sizeof(serial));
+	size_t total = 0;
+	int n = i2d_X509(s->cert, NULL);
+	bool ok = n > 0;
+	total += ok ? (size_t)n : 0;
+	for (int i = 0; ok && i < sk_X509_num(s->chain); i++) {
+		n = i2d_X509(sk_X509_value(s->chain, i), NULL);
+		ok = n > 0;
+		total += ok ? (size_t)n : 0;
+	}
+	uint8_t *der = ok ? malloc(total) : NULL;
+	char *hex = strdup(serial);
+	if (der == NULL || hex == NULL) {
+		free(der);
+		free(hex);
+		return; /* keeps the parsed certificate: correct, only larger */
+	}
+	uint8_t *p = der;
+	(void)i2d_X509(s->cert, &p);
+	for (int i = 0; i < sk_X509_num(s->chain); i++)
+		(void)i2d_X509(sk_X509_value(s->chain, i), &p);
+	s->cert_der = der;
+	s->cert_der_len = total;
+	s->cert_serial = hex;
+	X509_free(s->cert);
+	sk_X509_pop_free(s->chain, X509_free);
+	s->cert = NULL;
+	s->chain = NULL;
+}
+
+typedef struct identity {
+	X509 *cert;
+	STACK_OF(X509) * chain;
+	bool parsed; /* ours to free */
+} identity_t;
+
+/* The session's certificate and intermediates, parsed again if stowed. */
+static bool identity_open(const gw_session_t *s, identity_t *id)
+{
+	*id = (identity_t){.cert = s->cert, .chain = s->chain, .parsed = false};
+	if (s->cert != NULL)
+		return true;
+	if (s->cert_der == NULL)
+		return false;
+	const unsigned char *p = s->cert_der, *end = s->cert_der + s->cert_der_len;
+	id->parsed = true;
+	id->cert = d2i_X509(NULL, &p, (long)(end - p));
+	id->chain = sk_X509_new_null();
+	bool ok = id->cert != NULL && id->chain != NULL;
+	while (ok && p < end) {
+		X509 *x = d2i_X509(NULL, &p, (long)(end - p));
+		ok = x != NULL && sk_X509_push(id->chain, x) > 0;
+		if (!ok)
+			X509_free(x);
+	}
+	return ok;
+}
+
+static void identity_close(identity_t *id)
+{
+	if (!id->parsed)
+		return;
+	X509_free(id->cert);
+	sk_X509_pop_free(id->chain, X509_free);
+}
+
 /* A reload landed while this client was handshaking: its certificate was
  * verified against the older CA/CRL. Verify again, and decide, under what
  * is in force now. */
 static bool adopt_current_runtime(gw_session_t *s)
 {
 	gw_runtime_t *rt = s->gw->rt;
-	const char *why = gw_cert_reverify(rt, s->cert, s->chain);
+	identity_t id;
+	const char *why = identity_open(s, &id) ? gw_cert_reverify(rt, id.cert, id.chain)
+	                                        : "certificate unreadable";
+	identity_close(&id);
 	if (why != NULL) {
 		gw_session_reject(s, why, NULL);
 		return false;
@@ -532,7 +611,10 @@ static bool adopt_current_runtime(gw_session_t *s)
 	if (s->claims.user != NULL || s->claims.n_groups > 0) {
 		/* already read under the old claims map: read them again */
 		pol_claims_finish(&s->claims);
-		if (!pol_claims_extract(&rt->snap->claims, s->cert, &s->claims)) {
+		bool read = identity_open(s, &id) &&
+		            pol_claims_extract(&rt->snap->claims, id.cert, &s->claims);
+		identity_close(&id);
+		if (!read) {
 			gw_session_reject(s, "cannot read certificate claims", NULL);
 			return false;
 		}
@@ -549,6 +631,9 @@ static void handshake_done(gw_session_t *s)
 	s->cert = SSL_get1_peer_certificate(ssl);
 	STACK_OF(X509) *sent = SSL_get_peer_cert_chain(ssl);
 	s->chain = sent != NULL ? X509_chain_up_ref(sent) : NULL;
+	/* what is needed of the SSL is read: an idle TLS 1.3 session keeps
+	 * about 2 KiB of record state instead of OpenSSL's 18 KiB */
+	(void)gw_tls_offload(&c->tls);
 	if (s->service == NULL) {
 		gw_session_reject(s, "unknown service", NULL);
 		return;
@@ -869,7 +954,10 @@ json_t *gw_session_json(const gw_session_t *s)
 	char started[CG_RFC3339_LEN], not_after[CG_RFC3339_LEN], serial[128];
 	cg_rfc3339_ms(s->started_ms, started);
 	cg_rfc3339_ms(s->not_after_ms, not_after);
-	gw_cert_serial_hex(s->cert, serial, sizeof(serial));
+	if (s->cert_serial != NULL)
+		snprintf(serial, sizeof(serial), "%s", s->cert_serial);
+	else
+		gw_cert_serial_hex(s->cert, serial, sizeof(serial));
 	json_t *groups = json_array();
 	for (size_t i = 0; i < s->claims.n_groups; i++)
 		json_array_append_new(groups, json_string(s->claims.groups[i]));
@@ -906,7 +994,16 @@ void gw_session_reauthorize(gw_session_t *s, gw_runtime_t *rt, const char *revok
 	 * and verification settings are byte for byte those that admitted the
 	 * session (its notAfter is watched by its timer). Likewise the claims
 	 * are read again only when the claims map changed. */
-	if (!gw_runtime_same_trust(s->rt, rt) && gw_cert_reverify(rt, s->cert, s->chain) != NULL) {
+	bool same_trust = gw_runtime_same_trust(s->rt, rt);
+	bool same_claims = pol_claims_map_equal(&s->rt->snap->claims, &rt->snap->claims);
+	identity_t id = {0};
+	if ((!same_trust || !same_claims) && !identity_open(s, &id)) {
+		identity_close(&id);
+		end_or_refuse(s, "revoked: certificate");
+		return;
+	}
+	if (!same_trust && gw_cert_reverify(rt, id.cert, id.chain) != NULL) {
+		identity_close(&id);
 		end_or_refuse(s, "revoked: certificate");
 		return;
 	}
@@ -915,9 +1012,10 @@ void gw_session_reauthorize(gw_session_t *s, gw_runtime_t *rt, const char *revok
 		end_or_refuse(s, revoked_reason);
 		return;
 	}
-	bool same_claims = pol_claims_map_equal(&s->rt->snap->claims, &rt->snap->claims);
 	pol_claims_t fresh;
-	if (!same_claims && !pol_claims_extract(&rt->snap->claims, s->cert, &fresh)) {
+	bool read = same_claims || pol_claims_extract(&rt->snap->claims, id.cert, &fresh);
+	identity_close(&id);
+	if (!read) {
 		end_or_refuse(s, revoked_reason);
 		return;
 	}

@@ -52,9 +52,14 @@ struct gw_session {
 	gw_handshake_t hs;
 	bool got_bytes;
 
-	/* identity, once the handshake is done */
+	/* identity, once the handshake is done. The parsed certificate (some
+	 * 6 KiB in OpenSSL 3) is kept until session.start; a live session keeps
+	 * its DER instead, parsed again for the rare re-checks after a reload */
 	X509 *cert;
 	STACK_OF(X509) * chain; /* intermediates the client sent */
+	uint8_t *cert_der;      /* leaf then intermediates, DER, once stowed */
+	size_t cert_der_len;
+	char *cert_serial; /* hex, once stowed */
 	pol_claims_t claims;
 	pol_decision_t decision;
 	char *counted_user; /* key in gw->user_sessions while counted */

@@ -1,8 +1,12 @@
 /* Sans-IO TLS: one SSL object and a BIO of the engine's own. Ciphertext from
  * the network is offered (read in place) or fed (copied), plaintext comes
- * out; ciphertext to send is taken from the engine's buffer by the caller. Nothing here knows about sockets or
- * libuv, so a client engine and a server engine can be wired together in
- * memory in the unit tests. */
+ * out; ciphertext to send is taken from the engine's buffer by the caller.
+ * Nothing here knows about sockets or libuv, so a client engine and a
+ * server engine can be wired together in memory in the unit tests.
+ *
+ * After a TLS 1.3 handshake a server engine can let go of OpenSSL
+ * (gw_tls_offload): the SSL object is freed and the records are protected
+ * by tls_records.h; every call below works the same either way. */
 #ifndef GW_TLS_ENGINE_H
 #define GW_TLS_ENGINE_H
 
@@ -12,8 +16,11 @@
 
 #include <openssl/ssl.h>
 
+typedef struct gw_records gw_records_t;
+
 typedef struct gw_tls {
-	SSL *ssl; /* NULL when not initialised */
+	SSL *ssl;          /* NULL when not initialised, or offloaded */
+	gw_records_t *rec; /* the record layer once offloaded, else NULL */
 	BIO *bio; /* the engine's own BIO, both directions (owned by ssl) */
 	/* ciphertext in: offered by the caller (borrowed until gw_tls_settle)
 	 * and what is kept of it (a partial record, or fed with a copy) */
@@ -24,8 +31,18 @@ typedef struct gw_tls {
 	/* ciphertext out, waiting to be sent */
 	uint8_t *out;
 	size_t out_len, out_cap;
+	/* plaintext opened but not yet taken (a read with a small buffer) */
+	uint8_t *pend;
+	size_t pend_off, pend_len;
+	/* the application traffic secrets, from the key log callback, until
+	 * gw_tls_offload takes them (client's, server's) */
+	uint8_t secret[2][48];
+	uint8_t secret_len;
+	uint8_t secrets_seen; /* bit 0: client's, bit 1: server's */
+	char alpn[16];        /* the protocol ALPN selected, "" if none */
 	bool handshake_done;
 	bool close_notify_sent;
+	bool peer_closed; /* close_notify received (offloaded) */
 	char error[160];  /* last failure, one line */
 	int error_reason; /* ERR_GET_REASON of that failure, 0 if none */
 } gw_tls_t;
@@ -40,10 +57,22 @@ typedef enum {
 #define GW_TLS_READ_WANT   0  /* no plaintext until more ciphertext arrives */
 #define GW_TLS_READ_CLOSED -1 /* peer sent close_notify */
 #define GW_TLS_READ_FAILED -2 /* fatal; tls->error says why */
+/* A read with this much room takes any record whole, without a copy. */
+#define GW_TLS_READ_ROOM (16384 + 256)
 
 /* Creates the SSL object for ctx; server or client role. Returns 0 or -ENOMEM. */
 int gw_tls_init(gw_tls_t *tls, SSL_CTX *ctx, bool server) __attribute__((warn_unused_result));
 void gw_tls_finish(gw_tls_t *tls); /* frees the SSL (and both BIOs); idempotent */
+
+/* Lets connections of this server ctx be offloaded (a key log callback
+ * hands the engine its traffic secrets; nothing is written anywhere). */
+void gw_tls_ctx_allow_offload(SSL_CTX *ctx);
+
+/* After the handshake of a server engine: when the connection is TLS 1.3
+ * with a supported suite and OpenSSL holds no unread data, takes the record
+ * layer over and frees the SSL (read the peer certificate first). Returns
+ * whether it did; if not, OpenSSL stays in charge, which works as well. */
+bool gw_tls_offload(gw_tls_t *tls);
 
 /* Hands ciphertext received from the peer to OpenSSL (copied). */
 int gw_tls_feed(gw_tls_t *tls, const void *data, size_t len) __attribute__((warn_unused_result));

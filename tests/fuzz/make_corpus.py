@@ -233,6 +233,24 @@ def claims_seeds(certgate):
             write("claims", name + ".der", der)
 
 
+# ---- tls-records: byte 0 the suite, byte 1 the mode (0 raw, 1 sealed) ----
+
+def tls_seeds():
+    for suite in range(3):
+        # raw: headers good and bad, a body of garbage
+        write("tls-records", "raw-%d-record" % suite,
+              bytes([suite, 0]) + b"\x17\x03\x03\x00\x20" + bytes(range(32)))
+        write("tls-records", "raw-%d-alert" % suite, bytes([suite, 0]) + b"\x15\x03\x03\x00\x02\x02\x28")
+        write("tls-records", "raw-%d-toolong" % suite, bytes([suite, 0]) + b"\x17\x03\x03\x41\x11")
+        # sealed: (type, length, content) chunks
+        chunks = [(23, b"select 1"), (21, b"\x01\x00"), (22, b"\x18\x00\x00\x01\x01"),
+                  (23, b"after the key update"), (23, b"")]
+        body = b"".join(bytes([t, len(c) >> 8, len(c) & 0xff]) + c for t, c in chunks)
+        write("tls-records", "sealed-%d" % suite, bytes([suite, 1]) + body)
+        write("tls-records", "sealed-%d-big" % suite, bytes([suite, 1, 23, 0x40, 0x00]) + b"x" * 64)
+        write("tls-records", "sealed-%d-flip" % suite, bytes([suite, 1, 23, 0, 4]) + b"\x85abc")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--certgate", help="a built certgate, for the claims seeds")
@@ -241,6 +259,7 @@ def main():
     parse_seeds()
     proxy_seeds()
     pg_seeds()
+    tls_seeds()
     config_seeds(args.config_md)
     if args.certgate:
         claims_seeds(args.certgate)
