@@ -384,11 +384,15 @@ static SSL_CTX *build_server_ctx(const pol_snapshot_t *snap, cg_errors_t *errs)
 	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
 	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION |
 	                                 SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_NO_TICKET);
-	/* No resumption (yet): every connection gets the full verification. */
+	/* No resumption: every connection gets a full handshake (a verified
+	 * chain is remembered instead, see cert_verify_cb). */
 	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
 	SSL_CTX_set_num_tickets(ctx, 0);
 	SSL_CTX_set_max_early_data(ctx, 0);
-	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+	/* the chain sent is the cert file's, as written: without NO_AUTO_CHAIN
+	 * OpenSSL would rebuild (and verify) it from the client CA store on
+	 * every handshake, a signature check per connection for nothing */
+	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_NO_AUTO_CHAIN);
 	SSL_CTX_set_security_level(ctx, 2); /* RSA ≥ 2048, no SHA-1 signatures */
 	SSL_CTX_set_cipher_list(ctx, "ECDHE+AESGCM:ECDHE+CHACHA20");
 	SSL_CTX_set1_groups_list(ctx, "X25519:P-256:P-384");
@@ -540,7 +544,8 @@ gw_runtime_t *gw_runtime_load(const char *config_path, cg_errors_t *errs)
 	rt->server_ctx = build_server_ctx(snap, errs);
 	rt->trust_known = trust_digest(&snap->gateway, rt->trust);
 	rt->crl_next_update_ms = rt->server_ctx != NULL ? crl_horizon_ms(rt->server_ctx) : 0;
-	rt->vcache = gw_vcache_new(); /* NULL: every handshake verifies in full */
+	/* NULL (off, or no memory): every handshake verifies the chain */
+	rt->vcache = snap->gateway.verify_cache ? gw_vcache_new() : NULL;
 	rt->pg = calloc(snap->n_services > 0 ? snap->n_services : 1, sizeof(*rt->pg));
 	if (rt->pg == NULL)
 		cg_errors_add(errs, "out of memory");

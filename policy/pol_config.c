@@ -475,6 +475,7 @@ static void load_gateway(loader_t *ld, const cg_jdoc_t *doc, const json_t *gw, c
 	                                   "max_sessions_per_user",
 	                                   "proxy_protocol_from",
 	                                   "verify_depth",
+	                                   "verify_cache",
 	                                   NULL};
 	pol_gateway_t *g = &ld->snap->gateway;
 	const char *path = "gateway";
@@ -487,6 +488,7 @@ static void load_gateway(loader_t *ld, const cg_jdoc_t *doc, const json_t *gw, c
 	g->max_connections = 10000;
 	g->max_sessions_per_user = 0;
 	g->verify_depth = 4;
+	g->verify_cache = true;
 	if (!gw) {
 		err(ld, doc, "", "missing required key \"gateway\"");
 		return;
@@ -512,6 +514,7 @@ static void load_gateway(loader_t *ld, const cg_jdoc_t *doc, const json_t *gw, c
 	         "expected a non-negative integer", &g->max_sessions_per_user);
 	get_uint(ld, doc, gw, path, "verify_depth", 1, 10, "expected an integer from 1 to 10",
 	         &g->verify_depth);
+	get_bool(ld, doc, gw, path, "verify_cache", true, &g->verify_cache);
 	get_cidr_list(ld, doc, gw, path, "proxy_protocol_from", true, &g->proxy_protocol_from,
 	              &g->n_proxy_protocol_from);
 }

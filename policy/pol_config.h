@@ -68,6 +68,7 @@ typedef struct pol_gateway {
 	uint32_t max_connections;       /* default 10000 */
 	uint32_t max_sessions_per_user; /* default 0 = no limit */
 	uint32_t verify_depth;          /* default 4: longest accepted client chain */
+	bool verify_cache;              /* default true: remember verified chains */
 	cg_cidr_t *proxy_protocol_from;
 	size_t n_proxy_protocol_from;
 } pol_gateway_t;

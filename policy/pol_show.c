@@ -112,6 +112,7 @@ static json_t *show_gateway(shower_t *sh, const pol_gateway_t *g)
 	put(sh, o, "proxy_protocol_from",
 	    show_cidrs(sh, g->proxy_protocol_from, g->n_proxy_protocol_from));
 	put(sh, o, "verify_depth", json_integer(g->verify_depth));
+	put(sh, o, "verify_cache", json_boolean(g->verify_cache));
 	return o;
 }
 

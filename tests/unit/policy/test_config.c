@@ -354,6 +354,7 @@ static void test_defaults(void **state)
 	assert_int_equal(g->max_connections, 10000);
 	assert_int_equal(g->max_sessions_per_user, 0);
 	assert_int_equal(g->verify_depth, 4);
+	assert_true(g->verify_cache);
 	assert_int_equal(g->n_proxy_protocol_from, 0);
 	assert_false(snap->admin.enabled);
 	assert_string_equal(snap->audit.path, "-");
@@ -383,6 +384,7 @@ static void test_defaults(void **state)
 	assert_string_equal(json_string_value(json_object_get(gw, "idle_timeout")), "1h");
 	assert_int_equal(json_integer_value(json_object_get(gw, "max_connections")), 10000);
 	assert_int_equal(json_integer_value(json_object_get(gw, "verify_depth")), 4);
+	assert_true(json_is_true(json_object_get(gw, "verify_cache")));
 	assert_string_equal(json_string_value(json_object_get(gw, "cert")), "/etc/certgate/gw.crt");
 	assert_string_equal(
 	        json_string_value(json_object_get(json_object_get(shown, "audit"), "on_failure")),
@@ -548,6 +550,30 @@ static void test_idle_timeout_zero(void **state)
 	                            json_object_get(snap->shown, "gateway"), "clock_skew")),
 	                    "1m30s");
 	pol_snapshot_unref(snap);
+}
+
+static void test_verify_cache_switch(void **state)
+{
+	(void)state;
+	write_file("certgate.json",
+	           "{ \"gateway\": { \"listen\": [\"0.0.0.0:8443\"], \"cert\": \"c\", \"key\": "
+	           "\"k\",\n"
+	           "    \"client_ca\": \"ca\", \"verify_cache\": false },\n"
+	           "  \"services\": [ { \"name\": \"a\", \"upstream\": \"h:1\" } ] }\n");
+	pol_snapshot_t *snap = load_ok("certgate.json");
+	assert_false(snap->gateway.verify_cache);
+	assert_true(json_is_false(
+	        json_object_get(json_object_get(snap->shown, "gateway"), "verify_cache")));
+	pol_snapshot_unref(snap);
+	write_file("certgate.json",
+	           "{ \"gateway\": { \"listen\": [\"0.0.0.0:8443\"], \"cert\": \"c\", \"key\": "
+	           "\"k\",\n"
+	           "    \"client_ca\": \"ca\", \"verify_cache\": \"yes\" },\n"
+	           "  \"services\": [ { \"name\": \"a\", \"upstream\": \"h:1\" } ] }\n");
+	static const char *const expected[] = {
+	        "certgate.json:2:40: gateway.verify_cache: expected true or false",
+	};
+	expect_errors("certgate.json", expected, 1);
 }
 
 static void test_bad_listen(void **state)
@@ -860,6 +886,7 @@ int main(void)
 	        T(test_unknown_keys),
 	        T(test_bad_durations),
 	        T(test_idle_timeout_zero),
+	        T(test_verify_cache_switch),
 	        T(test_bad_listen),
 	        T(test_gateway_listen_optional),
 	        T(test_services_rules_checks),
