@@ -1035,7 +1035,7 @@ def table_rows(res):
 
 def short_label(metric):
     fixed = {"hs_cpu_us": "CPU per\\nhandshake ↓",
-             "hs_cpu_us_nocache": "CPU per handshake\\nverify_cache off ↓", "hs_per_s": "handshakes\\nper second",
+             "hs_cpu_us_nocache": "CPU per handshake\\nverify cache off ↓", "hs_per_s": "handshakes\\nper second",
              "mb_per_cpu_s_1": "MB per CPU-s\\n1 connection", "mb_per_cpu_s_8":
              "MB per CPU-s\\n8 connections"}
     if metric in fixed:
