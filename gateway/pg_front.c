@@ -54,6 +54,11 @@ struct pgf {
 	bool have_key;
 	uint32_t up_pid, up_secret, gw_pid, gw_secret;
 	bool prelude_done; /* the backend's ReadyForQuery has passed */
+	/* where the backend's messages to the client begin and end after the
+	 * prelude, so an ending session can say why at a message boundary */
+	uint8_t srv_hdr[5];
+	uint8_t srv_hdr_len;
+	uint32_t srv_body; /* body bytes of the current message still to pass */
 	struct sockaddr_storage upstream_addr;
 	query_parser_t q;
 };
@@ -555,6 +560,39 @@ static void register_key(gw_session_t *s)
 	}
 }
 
+/* Follows the backend's message framing over the bytes passed on. */
+static void track_server(pgf_t *pg, const uint8_t *p, size_t len)
+{
+	while (len > 0) {
+		if (pg->srv_body > 0) {
+			size_t n = len < pg->srv_body ? len : pg->srv_body;
+			pg->srv_body -= (uint32_t)n;
+			p += n;
+			len -= n;
+			continue;
+		}
+		pg->srv_hdr[pg->srv_hdr_len++] = *p++;
+		len--;
+		if (pg->srv_hdr_len == sizeof(pg->srv_hdr)) {
+			uint32_t mlen = pgw_get32(pg->srv_hdr + 1);
+			pg->srv_body = mlen >= 4 ? mlen - 4 : 0;
+			pg->srv_hdr_len = 0;
+		}
+	}
+}
+
+void pgf_session_ending(gw_session_t *s, const char *reason)
+{
+	pgf_t *pg = s->pg;
+	/* only between two backend messages: inside one, an ErrorResponse
+	 * would be read as the rest of it */
+	if (pg == NULL || !pg->prelude_done || pg->srv_hdr_len != 0 || pg->srv_body != 0)
+		return;
+	char msg[256];
+	snprintf(msg, sizeof(msg), "terminating connection: certgate: %s", reason);
+	pgf_client_error(s, "57P01", msg);
+}
+
 /* Backend messages until the first ReadyForQuery: BackendKeyData gets the
  * gateway's key in place of the upstream's. Returns false on a protocol
  * error (the relay is ended). */
@@ -596,6 +634,7 @@ static bool prelude(gw_session_t *s, const char *data, size_t len)
 	}
 	if (pg->prelude_done && pg->len > 0) {
 		/* what came after ReadyForQuery in the same read */
+		track_server(pg, pg->buf, pg->len);
 		if (gw_end_write(c, pg->buf, pg->len) < 0) {
 			gw_session_end(s, "client closed");
 			return false;
@@ -715,8 +754,10 @@ bool pgf_filter(gw_session_t *s, gw_end_t *from, const char *data, size_t len)
 {
 	pgf_t *pg = s->pg;
 	if (from->id == GW_UPSTREAM) {
-		if (pg->prelude_done)
+		if (pg->prelude_done) {
+			track_server(pg, (const uint8_t *)data, len);
 			return false;
+		}
 		(void)prelude(s, data, len);
 		return true;
 	}

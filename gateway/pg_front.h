@@ -44,6 +44,10 @@ void pgf_upstream_connected(gw_session_t *s);
 bool pgf_filter(gw_session_t *s, gw_end_t *from, const char *data, size_t len);
 /* An ErrorResponse to the client (inside TLS once it is up). */
 void pgf_client_error(gw_session_t *s, const char *sqlstate, const char *message);
+/* A live session is ended by the gateway (revoked, expired, killed, idle,
+ * shutdown): tells psql why with a FATAL ErrorResponse (57P01) when the
+ * stream is between two backend messages. */
+void pgf_session_ending(gw_session_t *s, const char *reason);
 /* The startup parameters (NULL in tunnel mode or before they are known). */
 const char *pgf_db_user(const gw_session_t *s);
 const char *pgf_db_name(const gw_session_t *s);

@@ -161,6 +161,9 @@ void gw_session_end(gw_session_t *s, const char *reason)
 		json_object_set_new(f, "reason", json_string(reason));
 		(void)gw_audit(s->gw, "session.end", f);
 		s->gw->n_live--;
+		/* the peers' own closes need no word from us */
+		if (strcmp(reason, "client closed") != 0 && strcmp(reason, "upstream closed") != 0)
+			pgf_session_ending(s, reason);
 		gw_metrics_bytes(&s->gw->metrics, s->service->name, client_end(s)->bytes_in,
 		                 upstream_end(s)->bytes_in);
 	}

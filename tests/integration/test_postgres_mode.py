@@ -725,6 +725,9 @@ def test_admin_lock_ends_postgres_session(fx):
         wait_for(lambda: alice.poll() is not None, 1.0, "psql to end after the lock")
         end = gw.wait_event("session.end", session=s_start["session"])
         assert end["reason"] == "revoked: lock", end
+        # psql says why, from the gateway's FATAL between backend messages
+        _, _, err = finish(alice)
+        assert "certgate: revoked: lock" in err, err
         r = pgq(fx, gw, fx.alice, "select 1")
         assert r.returncode != 0 and "access denied" in r.stderr, r.stderr
         denied = gw.wait_event("authz.denied", user="alice@example.com")
