@@ -411,7 +411,7 @@ static void test_shown_has_no_key_material(void **state)
 	write_file("certgate.json", minimal);
 	if (mkdir("keys", 0700) != 0 && errno != EEXIST)
 		fail();
-	write_file("keys/gw.key", "-----BEGIN PRIVATE KEY-----\nSECRETSECRET\n");
+	write_file("keys/gw.key", "KEY-CONTENT-MARKER SECRETSECRET\n");
 	write_file("ca.crt", "CA-CONTENT-MARKER");
 	snap = load_ok("certgate.json");
 	dump = json_dumps(snap->shown, JSON_COMPACT);
