@@ -321,20 +321,15 @@ static bool fail(gw_tls_t *tls, const char *why)
 	return false;
 }
 
-/* Seals data as records of type into the output buffer. */
+/* Seals one record (len ≤ GW_REC_MAX_PLAIN) of type into the output buffer. */
 static bool seal(gw_tls_t *tls, uint8_t type, const uint8_t *data, size_t len)
 {
-	do {
-		size_t n = len < GW_REC_MAX_PLAIN ? len : GW_REC_MAX_PLAIN;
-		if (!out_reserve(tls, n + GW_REC_OVERHEAD))
-			return fail(tls, "out of memory sealing a record");
-		size_t w = gw_records_seal(tls->rec, type, data, n, tls->out + tls->out_len);
-		if (w == 0)
-			return fail(tls, "cannot seal a record");
-		tls->out_len += w;
-		data += n;
-		len -= n;
-	} while (len > 0);
+	if (!out_reserve(tls, len + GW_REC_OVERHEAD))
+		return fail(tls, "out of memory sealing a record");
+	size_t w = gw_records_seal(tls->rec, type, data, len, tls->out + tls->out_len);
+	if (w == 0)
+		return fail(tls, "cannot seal a record");
+	tls->out_len += w;
 	return true;
 }
 

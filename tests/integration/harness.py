@@ -23,8 +23,10 @@ import shlex
 import shutil
 import signal
 import socket
+import socketserver
 import ssl
 import subprocess
+import threading
 import sys
 import tempfile
 import time
@@ -351,6 +353,42 @@ class Connector(Process):
             self.signal(signal.SIGTERM)
             return self.wait(15)
         return self.proc.returncode
+
+
+class HoldUpstream(socketserver.ThreadingTCPServer):
+    """A loopback upstream that sends banner (if any) on every connection,
+    then holds it until the peer closes, and remembers what each finished
+    connection received (in .received)."""
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, banner=b""):
+        outer = self
+
+        class Hold(socketserver.BaseRequestHandler):
+            def handle(self):
+                got = b""
+                try:
+                    if banner:
+                        self.request.sendall(banner)
+                    while True:
+                        chunk = self.request.recv(4096)
+                        if not chunk:
+                            break
+                        got += chunk
+                except OSError:
+                    pass
+                outer.received.append(got)
+
+        super().__init__(("127.0.0.1", 0), Hold)
+        self.received = []
+        self.port = self.server_address[1]
+        threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05},
+                         daemon=True).start()
+
+    def stop(self):
+        self.shutdown()
+        self.server_close()
 
 
 def tls_client(port, cert, ca, server_name="localhost", host="127.0.0.1", timeout=5):

@@ -22,16 +22,14 @@ import re
 import shutil
 import signal
 import socket
-import socketserver
 import ssl
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
 
-from harness import BIN, SLOW, Fixture, free_port, run, tls_client, wait_for
+from harness import HoldUpstream, BIN, SLOW, Fixture, free_port, run, tls_client, wait_for
 
 BANNER = b"upstream says hello\n"
 
@@ -44,41 +42,9 @@ def note(fmt, *args):
     print("# " + (fmt % args if args else fmt), flush=True)
 
 
-class _Hold(socketserver.BaseRequestHandler):
-    def handle(self):
-        got = b""
-        try:
-            self.request.sendall(BANNER)
-            while True:
-                chunk = self.request.recv(4096)
-                if not chunk:
-                    break
-                got += chunk
-        except OSError:
-            pass
-        self.server.received.append(got)
-
-
-class Upstream(socketserver.ThreadingTCPServer):
-    """Banner, then holds the connection and remembers what it received."""
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def __init__(self):
-        super().__init__(("127.0.0.1", 0), _Hold)
-        self.received = []
-        self.port = self.server_address[1]
-        threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05},
-                         daemon=True).start()
-
-    def stop(self):
-        self.shutdown()
-        self.server_close()
-
-
 def setup():
     fx = Fixture(with_postgres=False)
-    fx.upstream = Upstream()
+    fx.upstream = HoldUpstream(BANNER)
     fx.alice = fx.ca.issue("alice", "alice@example.com", groups=["dba"], device_id="laptop-1",
                            trust="high")
     return fx

@@ -15,45 +15,15 @@ import os
 import re
 import signal
 import socket
-import socketserver
 import ssl
 import stat
 import subprocess
 import sys
-import threading
 
-from harness import CA, SLOW, Cert, Fixture, Process, certgate, free_port, port_open, \
+from harness import HoldUpstream, CA, SLOW, Cert, Fixture, Process, certgate, free_port, port_open, \
     refused_by_gateway, run, tls_client, wait_for
 
 BANNER = b"upstream says hello\n"
-
-
-# --- the upstream ----------------------------------------------------------------
-
-class _Hold(socketserver.BaseRequestHandler):
-    def handle(self):
-        try:
-            self.request.sendall(BANNER)
-            while self.request.recv(4096):
-                pass
-        except OSError:
-            pass
-
-
-class Upstream(socketserver.ThreadingTCPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def __init__(self):
-        super().__init__(("127.0.0.1", 0), _Hold)
-        self.port = self.server_address[1]
-        self.thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05},
-                                       daemon=True)
-        self.thread.start()
-
-    def stop(self):
-        self.shutdown()
-        self.server_close()
 
 
 # --- fixture -----------------------------------------------------------------------
@@ -74,7 +44,7 @@ RULES = [
 
 def setup():
     fx = Fixture(with_postgres=False)
-    fx.upstream = Upstream()
+    fx.upstream = HoldUpstream(BANNER)
     fx.alice = fx.ca.issue("alice", "alice@example.com", groups=["dba"], device_id="laptop-1",
                            trust="high")
     fx.carl = fx.ca.issue("carl", "carl@contractor.example", groups=["dba"], device_id="carl-pc",

@@ -29,16 +29,14 @@ import re
 import shlex
 import shutil
 import signal
-import socketserver
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 import yaml
 
-from harness import BIN, CA, SLOW, certgate, free_port, run, tls_client, wait_for
+from harness import HoldUpstream, BIN, CA, SLOW, certgate, free_port, run, tls_client, wait_for
 
 SRC = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BUILD = os.path.dirname(os.path.dirname(os.path.abspath(BIN)))  # <build>/gateway/certgate
@@ -75,32 +73,6 @@ def write(path, text, mode=None):
     if mode is not None:
         os.chmod(path, mode)
     return path
-
-
-# --- the upstream: holds every connection open -----------------------------------
-
-class _Hold(socketserver.BaseRequestHandler):
-    def handle(self):
-        try:
-            while self.request.recv(4096):
-                pass
-        except OSError:
-            pass
-
-
-class Upstream(socketserver.ThreadingTCPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def __init__(self):
-        super().__init__(("127.0.0.1", 0), _Hold)
-        self.port = self.server_address[1]
-        threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05},
-                         daemon=True).start()
-
-    def stop(self):
-        self.shutdown()
-        self.server_close()
 
 
 # --- unit files ----------------------------------------------------------------------
@@ -515,7 +487,7 @@ def setup():
     fx.dir = tempfile.mkdtemp(prefix="certgate-deploy-")
     os.chmod(fx.dir, 0o755)
     fx.pki = PKI(os.path.join(fx.dir, "pki"))
-    fx.upstream = Upstream()
+    fx.upstream = HoldUpstream()
     fx.procs = []
     # meson install into a temporary root (what `meson install` installs)
     opts = {o["name"]: o["value"] for o in json.loads(

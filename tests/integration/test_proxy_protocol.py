@@ -10,14 +10,12 @@ loopback, so 127.0.0.0/8 plays the load balancer's network."""
 import copy
 import os
 import socket
-import socketserver
 import ssl
 import struct
 import sys
-import threading
 import time
 
-from harness import CA, SLOW, Fixture, Postgres, free_port, run
+from harness import HoldUpstream, CA, SLOW, Fixture, Postgres, free_port, run
 
 BANNER = b"upstream says hello\n"
 
@@ -61,36 +59,11 @@ def tlv(kind, value):
     return struct.pack("!BH", kind, len(value)) + value
 
 
-# --- upstream and fixture ------------------------------------------------------------
-
-class _Hold(socketserver.BaseRequestHandler):
-    def handle(self):
-        try:
-            self.request.sendall(BANNER)
-            while self.request.recv(4096):
-                pass
-        except OSError:
-            pass
-
-
-class Upstream(socketserver.ThreadingTCPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def __init__(self):
-        super().__init__(("127.0.0.1", 0), _Hold)
-        self.port = self.server_address[1]
-        threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05},
-                         daemon=True).start()
-
-    def stop(self):
-        self.shutdown()
-        self.server_close()
-
+# --- fixture ------------------------------------------------------------------------
 
 def setup():
     fx = Fixture(with_postgres=False)
-    fx.upstream = Upstream()
+    fx.upstream = HoldUpstream(BANNER)
     fx.alice = fx.ca.issue("alice", "alice@example.com", groups=["dba"], device_id="laptop-1",
                            trust="high")
     # postgres mode: the database trusts the "db ca" that signs minted certificates

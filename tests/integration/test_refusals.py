@@ -10,15 +10,13 @@ client's address (ip:port)."""
 
 import os
 import socket
-import socketserver
 import ssl
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 
-from harness import CA, SLOW, Cert, Fixture, free_port, refused_by_gateway, run, tls_client, \
+from harness import HoldUpstream, CA, SLOW, Cert, Fixture, free_port, refused_by_gateway, run, tls_client, \
     wait_for
 
 BANNER = b"upstream says hello\n"
@@ -30,40 +28,11 @@ RULES = [
 ]
 
 
-# --- the upstream --------------------------------------------------------------
-
-class _Hold(socketserver.BaseRequestHandler):
-    def handle(self):
-        try:
-            self.request.sendall(BANNER)
-            while self.request.recv(4096):
-                pass
-        except OSError:
-            pass
-
-
-class Upstream(socketserver.ThreadingTCPServer):
-    """Banner, then holds every connection open until its peer closes it."""
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def __init__(self):
-        super().__init__(("127.0.0.1", 0), _Hold)
-        self.port = self.server_address[1]
-        self.thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05},
-                                       daemon=True)
-        self.thread.start()
-
-    def stop(self):
-        self.shutdown()
-        self.server_close()
-
-
 # --- fixture ---------------------------------------------------------------------
 
 def setup():
     fx = Fixture(with_postgres=False)
-    fx.upstream = Upstream()
+    fx.upstream = HoldUpstream(BANNER)
     fx.alice = fx.ca.issue("alice", "alice@example.com", groups=["dba"], device_id="laptop-1",
                            trust="high")
     return fx

@@ -22,13 +22,11 @@ session ticket to send early data with."""
 import json
 import os
 import shutil
-import socketserver
 import subprocess
 import sys
-import threading
 import time
 
-from harness import SLOW, Fixture, free_port, run, wait_for
+from harness import HoldUpstream, SLOW, Fixture, free_port, run, wait_for
 
 RULES = [
     {"name": "dba", "effect": "allow", "services": ["*"], "groups": ["dba"], "min_trust": "high"},
@@ -46,34 +44,9 @@ def note(fmt, *args):
     print("# " + (fmt % args if args else fmt), flush=True)
 
 
-class _Hold(socketserver.BaseRequestHandler):
-    def handle(self):
-        try:
-            self.request.sendall(BANNER)
-            while self.request.recv(4096):
-                pass
-        except OSError:
-            pass
-
-
-class Upstream(socketserver.ThreadingTCPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def __init__(self):
-        super().__init__(("127.0.0.1", 0), _Hold)
-        self.port = self.server_address[1]
-        threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05},
-                         daemon=True).start()
-
-    def stop(self):
-        self.shutdown()
-        self.server_close()
-
-
 def setup():
     fx = Fixture(with_postgres=False)
-    fx.upstream = Upstream()
+    fx.upstream = HoldUpstream(BANNER)
     fx.alice = fx.ca.issue("alice", "alice@example.com", groups=["dba"], device_id="laptop-1",
                            trust="high", ttl="1h")
     fx.findings = {}
