@@ -19,199 +19,7 @@
 #include <string.h>
 
 #include "cg_addr.h"
-#include "cg_strmap.h"
-#include "pol_internal.h"
-
-/* ---------------------------------------------------------------------- */
-/* Index                                                                    */
-
-/* A rule can only match a request that has what the rule requires first:
- * one of its groups, a user in the domain of its "*@domain" globs, one of
- * its devices. The index files every rule under those keys (or under no key,
- * when it requires none of them), per service it names ("*" rules under
- * "*"), so a decision looks up the few lists its own groups, user domain and
- * device lead to and merges them in policy order. Rules it never looks at
- * would fail on the condition they are filed by: the outcome is the same as
- * walking every rule, as the trace path (explain) does. */
-typedef struct rule_list {
-	size_t n, cap;
-	size_t *rules; /* indexes into snap->rules, ascending */
-} rule_list_t;
-
-typedef struct decide_index {
-	cg_strmap_t *services; /* lower-cased service name -> index + 1 */
-	cg_strmap_t *lists;    /* "<service or *>\x1f<key>" -> rule_list_t */
-} decide_index_t;
-
-#define KEY_MAX 1200
-
-static bool rule_names_service(const pol_rule_t *rule, const char *service)
-{
-	for (size_t i = 0; i < rule->n_services; i++)
-		if (strcmp(rule->services[i], "*") == 0 || strcmp(rule->services[i], service) == 0)
-			return true;
-	return false;
-}
-
-static bool rule_is_star(const pol_rule_t *rule)
-{
-	for (size_t i = 0; i < rule->n_services; i++)
-		if (strcmp(rule->services[i], "*") == 0)
-			return true;
-	return false;
-}
-
-/* "*@example.com" -> "example.com": a glob that is a literal domain after
- * "*@" (no metacharacter, no further '@': the '@' it needs is then the
- * user's last one). NULL for any other pattern. */
-static const char *glob_domain(const char *pattern)
-{
-	if (strncmp(pattern, "*@", 2) != 0 || pattern[2] == '\0')
-		return NULL;
-	return strpbrk(pattern + 2, "*?[]\\@") == NULL ? pattern + 2 : NULL;
-}
-
-static void lower_into(char *dst, size_t len, const char *src)
-{
-	size_t i = 0;
-	for (; src[i] != '\0' && i + 1 < len; i++)
-		dst[i] = (char)(src[i] >= 'A' && src[i] <= 'Z' ? src[i] - 'A' + 'a' : src[i]);
-	dst[i] = '\0';
-}
-
-/* "<scope>\x1f<kind>:<value>", or "<scope>\x1f" for the rules that require
- * no key. False when it does not fit (no real request has such a key). */
-static bool make_key(char *buf, const char *scope, char kind, const char *value)
-{
-	size_t ns = strlen(scope), nv = value ? strlen(value) : 0;
-	if (ns + nv + 4 > KEY_MAX)
-		return false;
-	memcpy(buf, scope, ns);
-	buf[ns++] = '\x1f';
-	if (value) {
-		buf[ns++] = kind;
-		buf[ns++] = ':';
-		memcpy(buf + ns, value, nv);
-		ns += nv;
-	}
-	buf[ns] = '\0';
-	return true;
-}
-
-static void list_free(void *p)
-{
-	rule_list_t *list = p;
-	if (list) {
-		free(list->rules);
-		free(list);
-	}
-}
-
-static bool file_rule(cg_strmap_t *lists, const char *scope, char kind, const char *value, size_t r)
-{
-	char full[KEY_MAX];
-	if (!make_key(full, scope, kind, value))
-		return true; /* a key this long cannot come from a real request either */
-	rule_list_t *list = cg_strmap_get(lists, full);
-	if (!list) {
-		if (!(list = calloc(1, sizeof(*list))))
-			return false;
-		cg_strmap_put(lists, full, list);
-	}
-	if (list->n > 0 && list->rules[list->n - 1] == r)
-		return true; /* filed twice under one key (two equal groups) */
-	if (list->n == list->cap) {
-		size_t cap = list->cap ? 2 * list->cap : 4;
-		size_t *grown = realloc(list->rules, cap * sizeof(*grown));
-		if (!grown)
-			return false;
-		list->rules = grown;
-		list->cap = cap;
-	}
-	list->rules[list->n++] = r;
-	return true;
-}
-
-/* Files rule r under each key it requires, in one scope. */
-static bool file_rule_keys(cg_strmap_t *lists, const pol_rule_t *rule, const char *scope, size_t r)
-{
-	if (rule->n_groups > 0) {
-		for (size_t i = 0; i < rule->n_groups; i++)
-			if (!file_rule(lists, scope, 'g', rule->groups[i], r))
-				return false;
-		return true;
-	}
-	bool by_domain = rule->n_users > 0;
-	for (size_t i = 0; i < rule->n_users && by_domain; i++)
-		by_domain = glob_domain(rule->users[i]) != NULL;
-	if (by_domain) {
-		for (size_t i = 0; i < rule->n_users; i++) {
-			char domain[KEY_MAX];
-			lower_into(domain, sizeof(domain), glob_domain(rule->users[i]));
-			if (!file_rule(lists, scope, 'u', domain, r))
-				return false;
-		}
-		return true;
-	}
-	if (rule->n_devices > 0) {
-		for (size_t i = 0; i < rule->n_devices; i++)
-			if (!file_rule(lists, scope, 'd', rule->devices[i], r))
-				return false;
-		return true;
-	}
-	return file_rule(lists, scope, 0, NULL, r);
-}
-
-void *pol_index_create(const pol_snapshot_t *snap)
-{
-	decide_index_t *index = calloc(1, sizeof(*index));
-	if (!index || !(index->services = cg_strmap_create()) ||
-	    !(index->lists = cg_strmap_create()))
-		goto fail;
-	for (size_t s = 0; s < snap->n_services; s++) {
-		/* the loader refused names equal but for case: keys are unique */
-		char name[KEY_MAX];
-		lower_into(name, sizeof(name), snap->services[s].name);
-		cg_strmap_put(index->services, name, (void *)(uintptr_t)(s + 1));
-	}
-	for (size_t r = 0; r < snap->n_rules; r++) {
-		const pol_rule_t *rule = &snap->rules[r];
-		if (rule_is_star(rule)) {
-			if (!file_rule_keys(index->lists, rule, "*", r))
-				goto fail;
-			continue;
-		}
-		for (size_t i = 0; i < rule->n_services; i++)
-			if (!file_rule_keys(index->lists, rule, rule->services[i], r))
-				goto fail;
-	}
-	return index;
-fail:
-	pol_index_destroy(index);
-	return NULL;
-}
-
-const pol_service_t *pol_index_service(const void *index, const pol_snapshot_t *snap,
-                                       const char *name)
-{
-	/* strcasecmp in the C locale (certgate never sets another) folds ASCII
-	 * only, as lower_into does */
-	char key[KEY_MAX];
-	lower_into(key, sizeof(key), name);
-	uintptr_t i = (uintptr_t)cg_strmap_get(((const decide_index_t *)index)->services, key);
-	return i ? &snap->services[i - 1] : NULL;
-}
-
-void pol_index_destroy(void *index)
-{
-	decide_index_t *idx = index;
-
-	if (!idx)
-		return;
-	cg_strmap_destroy(idx->services, NULL);
-	cg_strmap_destroy(idx->lists, list_free);
-	free(idx);
-}
+#include "pol_index.h"
 
 /* ---------------------------------------------------------------------- */
 /* Conditions                                                               */
@@ -234,6 +42,14 @@ typedef struct eval {
 	const char *user;  /* NULL: no user claim */
 	pol_trust_t trust; /* effective */
 } eval_t;
+
+static bool rule_names_service(const pol_rule_t *rule, const char *service)
+{
+	for (size_t i = 0; i < rule->n_services; i++)
+		if (strcmp(rule->services[i], "*") == 0 || strcmp(rule->services[i], service) == 0)
+			return true;
+	return false;
+}
 
 static bool match_users(const pol_rule_t *rule, const char *user)
 {
@@ -563,13 +379,10 @@ typedef struct candidates {
 	bool oom;
 } candidates_t;
 
-static void gather(candidates_t *c, const decide_index_t *index, const char *scope, char kind,
+static void gather(candidates_t *c, const void *index, const char *scope, char kind,
                    const char *value)
 {
-	char full[KEY_MAX];
-	if (!make_key(full, scope, kind, value))
-		return;
-	const rule_list_t *list = cg_strmap_get(index->lists, full);
+	const pol_rule_list_t *list = pol_index_rules(index, scope, kind, value);
 	if (!list)
 		return;
 	if (c->n + list->n > c->cap) {
@@ -604,16 +417,16 @@ static void sort_indexes(size_t *a, size_t n)
  * device lead to, in policy order; stops at the first matching deny rule. */
 static void decide_indexed(const pol_snapshot_t *snap, const eval_t *ev, verdict_t *v)
 {
-	const decide_index_t *index = snap->index;
+	const void *index = snap->index;
 	const pol_request_t *req = ev->req;
 	const pol_claims_t *claims = req->claims;
 	candidates_t c = {.cap = 128};
 	c.rules = c.stack;
 	const char *scopes[2] = {req->service, "*"};
 	const char *at = strrchr(ev->user, '@');
-	char domain[KEY_MAX];
+	char domain[POL_INDEX_KEY_MAX];
 	if (at)
-		lower_into(domain, sizeof(domain), at + 1);
+		pol_index_lower(domain, sizeof(domain), at + 1);
 	for (int sc = 0; sc < 2; sc++) {
 		gather(&c, index, scopes[sc], 0, NULL);
 		for (size_t i = 0; claims && i < claims->n_groups; i++)

@@ -7,7 +7,7 @@
 #include <sys/socket.h>
 
 #include "pol_claims.h"
-#include "pol_config.h"
+#include "pol_types.h"
 
 typedef struct pol_request {
 	const char *service; /* service name */

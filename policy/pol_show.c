@@ -5,12 +5,13 @@
  *
  * Built once by pol_snapshot_load from the compiled snapshot (not from the
  * input JSON), so it shows what is actually in force. */
+#include "pol_show.h"
+
 #include <arpa/inet.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "cg_duration.h"
-#include "pol_internal.h"
 
 typedef struct shower {
 	bool ok;

@@ -16,7 +16,7 @@
 #include <string.h>
 
 #include "fuzz_util.h"
-#include "pg_wire.h"
+#include "pg/pg_wire.h"
 
 #define STARTUP_MAX 10000 /* what pg_front.c allows, as PostgreSQL does */
 

@@ -14,7 +14,7 @@
 #include <string.h>
 
 #include "fuzz_util.h"
-#include "proxy_proto.h"
+#include "core/proxy_proto.h"
 
 /* Longest input worth parsing: a v1 line is at most 107 bytes and a v2
  * header at most GW_PP_MAX_HEADER; what follows is payload. */

@@ -16,7 +16,7 @@
 #include <string.h>
 
 #include "fuzz_util.h"
-#include "tls_records.h"
+#include "tls/tls_records.h"
 
 static const uint16_t suite_ids[] = {0x1301, 0x1302, 0x1303};
 

@@ -559,10 +559,10 @@ def test_man_page_options_match_help(fx):
                  for c in ("init", "issue", "server", "revoke", "crl")]
     for args, heading in commands:
         help_text = certgate(*(args + ["--help"])).stdout
-        opts = set(re.findall(r"--[a-z][a-z-]*", help_text)) - {"--help"}
+        opts = set(re.findall(r"--[a-z][a-z0-9-]*", help_text)) - {"--help"}
         assert opts, args
         section = scd_section(man, heading, r"^(## |\*certgate ca |# )")
-        documented = set(re.findall(r"--[a-z][a-z-]*", section)) - {"--help"}
+        documented = set(re.findall(r"--[a-z][a-z0-9-]*", section)) - {"--help"}
         assert opts <= documented, "%s: not in certgate.1: %s" % (args, sorted(opts - documented))
         assert documented <= opts, "%s: certgate.1 invents %s" % (args, sorted(documented - opts))
     # every subcommand main.c knows is in the page
@@ -572,10 +572,10 @@ def test_man_page_options_match_help(fx):
 
 
 def test_man_page_config_keys_match_loader(fx):
-    """certgate.json(5) names every key the loader accepts (policy/pol_config.c
+    """certgate.json(5) names every key the loader accepts (policy/pol_config*.c
     and the claim names of policy/pol_claims.c)."""
     man = read(os.path.join(MAN, "certgate.json.5.scd"))
-    loader = read(os.path.join(SRC, "policy/pol_config.c"))
+    loader = "".join(read(p) for p in sorted(glob.glob(os.path.join(SRC, "policy/pol_config*.c"))))
     keys = set()
     for block in re.findall(r"keys\[\]\s*=\s*\{(.*?)\};", loader, re.S):
         keys |= set(re.findall(r'"([a-z_]+)"', block))

@@ -1,0 +1,270 @@
+/* Prometheus text exposition format 0.0.4 (see metrics.h). Every family
+ * has HELP and TYPE lines; counters end in _total; label values are
+ * escaped. Bytes per service add the live sessions' counts at scrape time
+ * to those of ended sessions, so long sessions show up while they run. */
+#include "admin/metrics.h"
+
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cg_time.h"
+#include "core/gateway.h"
+#include "core/session.h"
+
+static const double bucket_le[GW_HANDSHAKE_BUCKETS] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                                                       0.1,   0.25,   0.5,   1,    2.5,   5};
+
+void gw_metrics_init(gw_metrics_t *m)
+{
+	memset(m, 0, sizeof(*m));
+	m->refused = cg_strmap_create();
+	m->bytes = cg_strmap_create();
+}
+
+void gw_metrics_finish(gw_metrics_t *m)
+{
+	cg_strmap_destroy(m->refused, NULL);
+	cg_strmap_destroy(m->bytes, free);
+}
+
+void gw_metrics_refused(gw_metrics_t *m, const char *event, const char *reason)
+{
+	char key[256];
+	snprintf(key, sizeof(key), "%s\x1f%s", event, reason);
+	uintptr_t n = (uintptr_t)cg_strmap_get(m->refused, key);
+	cg_strmap_put(m->refused, key, (void *)(n + 1));
+}
+
+void gw_metrics_handshake(gw_metrics_t *m, double seconds)
+{
+	m->handshake_count++;
+	m->handshake_seconds += seconds;
+	for (int i = 0; i < GW_HANDSHAKE_BUCKETS; i++)
+		if (seconds <= bucket_le[i]) {
+			m->handshake_buckets[i]++;
+			break;
+		}
+}
+
+static gw_bytes_t *bytes_of(cg_strmap_t *map, const char *service)
+{
+	gw_bytes_t *b = cg_strmap_get(map, service);
+	if (b == NULL) {
+		b = calloc(1, sizeof(*b));
+		if (b == NULL)
+			return NULL;
+		cg_strmap_put(map, service, b);
+	}
+	return b;
+}
+
+void gw_metrics_bytes(gw_metrics_t *m, const char *service, uint64_t up, uint64_t down)
+{
+	gw_bytes_t *b = bytes_of(m->bytes, service);
+	if (b != NULL) {
+		b->up += up;
+		b->down += down;
+	}
+}
+
+static void on_refused(void *ctx, const char *event, const char *reason)
+{
+	gw_metrics_refused(ctx, event, reason);
+}
+
+static void on_handshake(void *ctx, double seconds)
+{
+	gw_metrics_handshake(ctx, seconds);
+}
+
+static void on_bytes(void *ctx, const char *service, uint64_t up, uint64_t down)
+{
+	gw_metrics_bytes(ctx, service, up, down);
+}
+
+void gw_metrics_observe(gw_metrics_t *m, gw_gateway_t *gw)
+{
+	gw->observer = (gw_observer_t){
+	        .ctx = m,
+	        .refused = on_refused,
+	        .handshake = on_handshake,
+	        .bytes = on_bytes,
+	};
+}
+
+/* --- rendering ----------------------------------------------------------- */
+
+typedef struct out {
+	char *buf;
+	size_t len, cap;
+	int failed;
+} out_t;
+
+static void put(out_t *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void put(out_t *o, const char *fmt, ...)
+{
+	for (;;) {
+		va_list ap;
+		va_start(ap, fmt);
+		int n = vsnprintf(o->buf + o->len, o->cap - o->len, fmt, ap);
+		va_end(ap);
+		if (n < 0) {
+			o->failed = 1;
+			return;
+		}
+		if ((size_t)n < o->cap - o->len) {
+			o->len += (size_t)n;
+			return;
+		}
+		size_t cap = o->cap * 2 + (size_t)n;
+		char *grown = realloc(o->buf, cap);
+		if (grown == NULL) {
+			o->failed = 1;
+			return;
+		}
+		o->buf = grown;
+		o->cap = cap;
+	}
+}
+
+/* A label value with \, " and newline escaped. */
+static void put_label(out_t *o, const char *value)
+{
+	for (const char *p = value; *p != '\0'; p++) {
+		if (*p == '\\' || *p == '"')
+			put(o, "\\%c", *p);
+		else if (*p == '\n')
+			put(o, "\\n");
+		else
+			put(o, "%c", *p);
+	}
+}
+
+static void family(out_t *o, const char *name, const char *type, const char *help)
+{
+	put(o, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+static bool put_refused(const char *key, void *value, void *arg)
+{
+	out_t *o = arg;
+	const char *sep = strchr(key, '\x1f');
+	if (sep == NULL)
+		return true;
+	put(o, "certgate_connections_refused_total{event=\"%.*s\",reason=\"", (int)(sep - key),
+	    key);
+	put_label(o, sep + 1);
+	put(o, "\"} %" PRIuPTR "\n", (uintptr_t)value);
+	return true;
+}
+
+static bool copy_bytes(const char *service, void *value, void *arg)
+{
+	gw_bytes_t *from = value;
+	gw_bytes_t *to = bytes_of(arg, service);
+	if (to != NULL)
+		*to = *from;
+	return true;
+}
+
+typedef struct bytes_ctx {
+	out_t *o;
+	const char *direction;
+} bytes_ctx_t;
+
+static bool put_bytes(const char *service, void *value, void *arg)
+{
+	bytes_ctx_t *ctx = arg;
+	gw_bytes_t *b = value;
+	put(ctx->o, "certgate_bytes_total{service=\"");
+	put_label(ctx->o, service);
+	put(ctx->o, "\",direction=\"%s\"} %" PRIu64 "\n", ctx->direction,
+	    strcmp(ctx->direction, "up") == 0 ? b->up : b->down);
+	return true;
+}
+
+char *gw_metrics_render(gw_metrics_t *m, gw_gateway_t *gw, size_t *len)
+{
+	out_t o = {.cap = 8192};
+	o.buf = malloc(o.cap);
+	if (o.buf == NULL)
+		return NULL;
+	o.buf[0] = '\0';
+
+	family(&o, "certgate_up", "gauge", "1 while the gateway's event loop runs.");
+	put(&o, "certgate_up 1\n");
+	family(&o, "certgate_ready", "gauge",
+	       "1 when listeners are bound, a policy is loaded and the gateway is not draining.");
+	put(&o, "certgate_ready %d\n", gw_not_ready_reason(gw) == NULL ? 1 : 0);
+	family(&o, "certgate_connections_accepted_total", "counter", "TCP connections accepted.");
+	put(&o, "certgate_connections_accepted_total %" PRIu64 "\n", gw->counters.accepted);
+	family(&o, "certgate_connections_refused_total", "counter",
+	       "Connections refused, by audit event and reason (tls.rejected reason, deciding "
+	       "rule of authz.denied, upstream.failed).");
+	cg_strmap_foreach(m->refused, put_refused, &o);
+	family(&o, "certgate_connections_open", "gauge",
+	       "Open client connections (handshaking or in a session).");
+	put(&o, "certgate_connections_open %zu\n", gw->n_connections);
+	family(&o, "certgate_sessions_live", "gauge", "Sessions started and not yet ended.");
+	put(&o, "certgate_sessions_live %zu\n", gw->n_live);
+	family(&o, "certgate_sessions_started_total", "counter", "Sessions started.");
+	put(&o, "certgate_sessions_started_total %" PRIu64 "\n", gw->counters.sessions);
+
+	family(&o, "certgate_handshake_duration_seconds", "histogram",
+	       "From the first byte of a client to its completed TLS handshake.");
+	uint64_t cumulative = 0;
+	for (int i = 0; i < GW_HANDSHAKE_BUCKETS; i++) {
+		cumulative += m->handshake_buckets[i];
+		put(&o, "certgate_handshake_duration_seconds_bucket{le=\"%g\"} %" PRIu64 "\n",
+		    bucket_le[i], cumulative);
+	}
+	put(&o, "certgate_handshake_duration_seconds_bucket{le=\"+Inf\"} %" PRIu64 "\n",
+	    m->handshake_count);
+	put(&o, "certgate_handshake_duration_seconds_sum %.6f\n", m->handshake_seconds);
+	put(&o, "certgate_handshake_duration_seconds_count %" PRIu64 "\n", m->handshake_count);
+
+	/* ended sessions' bytes plus the live ones' so far */
+	cg_strmap_t *bytes = cg_strmap_create();
+	cg_strmap_foreach(m->bytes, copy_bytes, bytes);
+	for (gw_session_t *s = gw->sessions; s != NULL; s = s->next) {
+		if (!s->started || s->ended)
+			continue;
+		gw_bytes_t *b = bytes_of(bytes, s->service->name);
+		if (b != NULL) {
+			b->up += s->link.end[GW_CLIENT].bytes_in;
+			b->down += s->link.end[GW_UPSTREAM].bytes_in;
+		}
+	}
+	family(&o, "certgate_bytes_total", "counter",
+	       "Plaintext bytes relayed, by service; up = client to upstream.");
+	bytes_ctx_t up = {&o, "up"}, down = {&o, "down"};
+	cg_strmap_foreach(bytes, put_bytes, &up);
+	cg_strmap_foreach(bytes, put_bytes, &down);
+	cg_strmap_destroy(bytes, free);
+
+	family(&o, "certgate_reloads_total", "counter", "Configuration reloads, by result.");
+	put(&o, "certgate_reloads_total{result=\"ok\"} %" PRIu64 "\n", gw->counters.reloads_ok);
+	put(&o, "certgate_reloads_total{result=\"failed\"} %" PRIu64 "\n",
+	    gw->counters.reloads_failed);
+	family(&o, "certgate_policy_generation", "gauge",
+	       "Generation of the configuration in force (1 at start, +1 per reload).");
+	put(&o, "certgate_policy_generation %" PRIu64 "\n", gw->generation);
+	family(&o, "certgate_audit_events_total", "counter", "Audit events written.");
+	put(&o, "certgate_audit_events_total %" PRIu64 "\n", cg_audit_written(gw->audit));
+	family(&o, "certgate_audit_lost_events_total", "counter",
+	       "Audit events that could not be written.");
+	put(&o, "certgate_audit_lost_events_total %" PRIu64 "\n", cg_audit_lost(gw->audit));
+	family(&o, "certgate_start_time_seconds", "gauge", "Start time, seconds since the epoch.");
+	put(&o, "certgate_start_time_seconds %.3f\n", (double)gw->started_ms / 1000.0);
+
+	if (o.failed) {
+		free(o.buf);
+		return NULL;
+	}
+	*len = o.len;
+	return o.buf;
+}

@@ -1,0 +1,215 @@
+/* `certgate serve --config FILE`: load, bind, run the loop until drained.
+ *
+ * Signals: SIGTERM/SIGINT drain (every session ends with "shutdown", then
+ * exit 0), SIGHUP reloads, SIGUSR1 reopens the audit file. */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/rand.h>
+
+#include "admin/admin.h"
+#include "admin/metrics.h"
+#include "certgate_config.h"
+#include "cg_time.h"
+#include "cmd/cli.h"
+#include "core/control.h"
+#include "core/gateway.h"
+#include "core/listener.h"
+#include "core/notify.h"
+#include "pg/pg_front.h"
+
+static void on_signal(uv_signal_t *handle, int signum)
+{
+	gw_gateway_t *gw = handle->data;
+	switch (signum) {
+	case SIGTERM:
+	case SIGINT:
+		cg_log(CG_LOG_INFO, "%s: shutting down", strsignal(signum));
+		gw_drain(gw);
+		break;
+	case SIGHUP: {
+		if (gw->draining) {
+			/* a reload would bind the listeners the drain just closed */
+			cg_log(CG_LOG_WARN, "SIGHUP while draining: ignored");
+			break;
+		}
+		cg_errors_t errs;
+		cg_errors_init(&errs);
+		(void)gw_reload(gw, "signal", &errs);
+		cg_errors_finish(&errs);
+		break;
+	}
+	case SIGUSR1:
+		if (cg_audit_reopen(gw->audit) < 0)
+			cg_log(CG_LOG_ERROR, "audit: cannot reopen %s", cg_audit_path(gw->audit));
+		break;
+	}
+}
+
+static void usage(FILE *out)
+{
+	fprintf(out, "usage: certgate serve --config FILE [--log-level debug|info|warn|error]\n"
+	             "Runs the gateway in the foreground until SIGTERM/SIGINT.\n"
+	             "SIGHUP reloads the configuration, SIGUSR1 reopens the audit log.\n");
+}
+
+static int parse_level(const char *text, cg_log_level_t *out)
+{
+	static const char *names[] = {"debug", "info", "warn", "error"};
+	for (int i = 0; i < 4; i++)
+		if (strcmp(text, names[i]) == 0) {
+			*out = (cg_log_level_t)i;
+			return 0;
+		}
+	return -1;
+}
+
+static int start(gw_gateway_t *gw)
+{
+	cg_errors_t errs;
+	cg_errors_init(&errs);
+	gw->rt = gw_runtime_load(gw->config_path, &errs);
+	if (gw->rt != NULL) {
+		const pol_snapshot_t *snap = gw->rt->snap;
+		char err[256];
+		gw->audit =
+		        cg_audit_open(snap->audit.path, snap->audit.on_failure, err, sizeof(err));
+		if (gw->audit == NULL)
+			cg_errors_add(&errs, "%s: audit.path: %s", snap->config_path, err);
+		else
+			gw_listeners_prepare(gw, snap, &errs);
+		if (errs.count == 0)
+			gw_extensions_prepare(gw, gw->rt, &errs);
+	}
+	for (size_t i = 0; i < errs.count; i++)
+		fprintf(stderr, "%s\n", errs.items[i]);
+	int failed = errs.count > 0;
+	cg_errors_finish(&errs);
+	if (failed) {
+		gw_extensions_rollback(gw);
+		gw_listeners_rollback(gw);
+		return -1;
+	}
+	gw_listeners_commit(gw);
+	gw_extensions_commit(gw);
+	return 0;
+}
+
+int gw_serve_main(int argc, char **argv)
+{
+	static const struct option options[] = {
+	        {"config", required_argument, NULL, 'c'},
+	        {"log-level", required_argument, NULL, 'l'},
+	        {"help", no_argument, NULL, 'h'},
+	        {NULL, 0, NULL, 0},
+	};
+	const char *config = NULL;
+	cg_log_level_t level = CG_LOG_INFO;
+	int opt;
+	optind = 1;
+	while ((opt = getopt_long(argc, argv, "", options, NULL)) != -1) {
+		switch (opt) {
+		case 'c':
+			config = optarg;
+			break;
+		case 'l':
+			if (parse_level(optarg, &level) < 0) {
+				fprintf(stderr,
+				        "certgate serve: --log-level: unknown level \"%s\"\n",
+				        optarg);
+				return 2;
+			}
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		default:
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (config == NULL || optind != argc) {
+		fprintf(stderr, "certgate serve: %s\n",
+		        config == NULL ? "--config FILE is required" : "unexpected argument");
+		usage(stderr);
+		return 2;
+	}
+	cg_log_set_level(level);
+	signal(SIGPIPE, SIG_IGN);
+
+	gw_gateway_t gw;
+	memset(&gw, 0, sizeof(gw));
+	gw.loop = uv_default_loop();
+	gw.config_path = realpath(config, NULL);
+	if (gw.config_path == NULL) {
+		fprintf(stderr, "%s: %s\n", config, strerror(errno));
+		return 1;
+	}
+	gw.user_sessions = cg_strmap_create();
+	gw.round_robin = cg_strmap_create();
+	gw.cancel_keys = cg_strmap_create();
+	gw_authz_state_init(&gw.authz);
+	gw.postgres = &pgf_ops;
+	gw_metrics_t metrics;
+	gw_metrics_init(&metrics);
+	gw_metrics_observe(&metrics, &gw);
+	gw_admin_t *admin = gw_admin_create(&gw, &metrics);
+	if (admin == NULL) {
+		fprintf(stderr, "certgate: out of memory\n");
+		return 1;
+	}
+	if (RAND_bytes((unsigned char *)&gw.instance, sizeof(gw.instance)) != 1)
+		gw.instance = (uint32_t)cg_wall_ms();
+	gw.started_ms = gw.loaded_ms = cg_wall_ms();
+	gw.generation = 1;
+
+	int code = 0;
+	if (start(&gw) < 0) {
+		code = 1;
+		uv_run(gw.loop, UV_RUN_DEFAULT); /* let the closes finish */
+		goto done;
+	}
+	static const int signums[] = {SIGTERM, SIGINT, SIGHUP, SIGUSR1};
+	for (int i = 0; i < 4; i++) {
+		uv_signal_init(gw.loop, &gw.signals[i]);
+		gw.signals[i].data = &gw;
+		uv_signal_start(&gw.signals[i], on_signal, signums[i]);
+	}
+	json_t *f = json_pack("{s:s, s:I, s:s}", "version", CERTGATE_VERSION, "generation",
+	                      (json_int_t)gw.generation, "config", gw.config_path);
+	if (gw_audit(&gw, "gateway.start", f) < 0 &&
+	    cg_audit_on_failure(gw.audit) == CG_AUDIT_REFUSE) {
+		fprintf(stderr, "certgate: cannot write the audit log %s: refusing to start\n",
+		        cg_audit_path(gw.audit));
+		code = 1;
+		gw_drain(&gw);
+	} else {
+		for (gw_listener_t *l = gw.listeners; l != NULL; l = l->next)
+			cg_log(CG_LOG_INFO, "listening on %s%s%s", l->addr,
+			       l->service ? " for service " : " (services by SNI)",
+			       l->service ? l->service : "");
+		if (gw_admin_listening(admin) != NULL)
+			cg_log(CG_LOG_INFO, "admin API on %s", gw_admin_listening(admin));
+		gw.ready = true;
+		gw.watchdog_on = gw_watchdog_start(gw.loop, &gw.watchdog);
+		gw_audit_probe_start(&gw);
+		gw_notify_ready("serving");
+	}
+	uv_run(gw.loop, UV_RUN_DEFAULT);
+done:
+	uv_loop_close(gw.loop);
+	gw_runtime_unref(gw.rt);
+	cg_audit_close(gw.audit);
+	cg_strmap_destroy(gw.user_sessions, NULL);
+	cg_strmap_destroy(gw.round_robin, NULL);
+	cg_strmap_destroy(gw.cancel_keys, NULL);
+	gw_authz_state_finish(&gw.authz);
+	gw_extensions_destroy(&gw);
+	gw_metrics_finish(&metrics);
+	free(gw.config_path);
+	return code;
+}

@@ -1,0 +1,164 @@
+/* The gateway object: audit, extensions, counts and the end of a drain
+ * (see gateway.h). Everything runs on the loop thread. */
+#include "core/gateway.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "certgate_config.h"
+#include "cg_time.h"
+#include "core/notify.h"
+
+static int try_resume(gw_gateway_t *gw);
+
+int gw_audit(gw_gateway_t *gw, const char *event, json_t *fields)
+{
+	if (!cg_audit_healthy(gw->audit))
+		(void)try_resume(gw); /* if it fails, so will this event: both counted */
+	int rc = cg_audit_emit(gw->audit, event, fields);
+	if (rc < 0)
+		cg_log_limited(&gw->audit_log, CG_LOG_ERROR, "audit: cannot write to %s: %s",
+		               cg_audit_path(gw->audit), strerror(-rc));
+	return rc;
+}
+
+/* After failed writes, the first line that gets through is audit.resumed
+ * with the count of lines lost: whoever writes first (the probe or a
+ * real event) records that the log has a hole, and how big. */
+static int try_resume(gw_gateway_t *gw)
+{
+	uint64_t lost = cg_audit_lost(gw->audit);
+	json_t *f = json_pack("{s:I}", "lost", (json_int_t)lost);
+	int rc = cg_audit_emit(gw->audit, "audit.resumed", f);
+	if (rc == 0)
+		cg_log(CG_LOG_INFO, "audit: writing to %s again (%llu event(s) lost)",
+		       cg_audit_path(gw->audit), (unsigned long long)lost);
+	return rc;
+}
+
+static void on_audit_probe(uv_timer_t *timer)
+{
+	gw_gateway_t *gw = timer->data;
+	if (!cg_audit_healthy(gw->audit))
+		(void)try_resume(gw);
+}
+
+void gw_audit_probe_start(gw_gateway_t *gw)
+{
+	uv_timer_init(gw->loop, &gw->audit_probe);
+	gw->audit_probe.data = gw;
+	uv_timer_start(&gw->audit_probe, on_audit_probe, 1000, 1000);
+	gw->audit_probe_on = true;
+}
+
+/* Users compare case-insensitively everywhere (policy globs, locks), so the
+ * per-user count is keyed by the lower-cased claim. */
+static void user_key(const char *user, char *key, size_t len)
+{
+	size_t i = 0;
+	for (; user[i] != '\0' && i + 1 < len; i++)
+		key[i] = (char)((user[i] >= 'A' && user[i] <= 'Z') ? user[i] - 'A' + 'a' : user[i]);
+	key[i] = '\0';
+}
+
+size_t gw_user_sessions(gw_gateway_t *gw, const char *user)
+{
+	char key[1100];
+	user_key(user, key, sizeof(key));
+	return (size_t)(uintptr_t)cg_strmap_get(gw->user_sessions, key);
+}
+
+void gw_user_sessions_add(gw_gateway_t *gw, const char *user, int delta)
+{
+	char key[1100];
+	user_key(user, key, sizeof(key));
+	size_t n = (size_t)(uintptr_t)cg_strmap_get(gw->user_sessions, key);
+	n = delta < 0 && n == 0 ? 0 : n + (size_t)delta;
+	if (n == 0)
+		cg_strmap_remove(gw->user_sessions, key);
+	else
+		cg_strmap_put(gw->user_sessions, key, (void *)(uintptr_t)n);
+}
+
+void gw_extension_add(gw_gateway_t *gw, gw_extension_t *ext)
+{
+	gw_extension_t **at = &gw->extensions;
+	while (*at != NULL)
+		at = &(*at)->next;
+	ext->next = NULL;
+	*at = ext;
+}
+
+void gw_extensions_prepare(gw_gateway_t *gw, const gw_runtime_t *rt, cg_errors_t *errs)
+{
+	for (gw_extension_t *e = gw->extensions; e != NULL; e = e->next)
+		e->ops->prepare(e, rt, errs);
+}
+
+void gw_extensions_commit(gw_gateway_t *gw)
+{
+	for (gw_extension_t *e = gw->extensions; e != NULL; e = e->next)
+		e->ops->commit(e);
+}
+
+void gw_extensions_rollback(gw_gateway_t *gw)
+{
+	for (gw_extension_t *e = gw->extensions; e != NULL; e = e->next)
+		e->ops->rollback(e);
+}
+
+void gw_extensions_destroy(gw_gateway_t *gw)
+{
+	while (gw->extensions != NULL) {
+		gw_extension_t *e = gw->extensions;
+		gw->extensions = e->next;
+		e->ops->destroy(e);
+	}
+}
+
+void gw_count_refusal(gw_gateway_t *gw, const char *event, const char *reason)
+{
+	gw->counters.refused++;
+	if (gw->observer.refused != NULL)
+		gw->observer.refused(gw->observer.ctx, event, reason);
+}
+
+const char *gw_not_ready_reason(gw_gateway_t *gw)
+{
+	if (gw->draining)
+		return "draining";
+	if (!gw->ready)
+		return "starting";
+	if (!cg_audit_healthy(gw->audit) && cg_audit_on_failure(gw->audit) == CG_AUDIT_REFUSE)
+		return "audit unavailable";
+	return NULL;
+}
+
+void gw_drain_finish(gw_gateway_t *gw)
+{
+	if (gw->drained)
+		return;
+	gw->drained = true;
+	json_t *f = json_pack("{s:s, s:I}", "version", CERTGATE_VERSION, "generation",
+	                      (json_int_t)gw->generation);
+	(void)gw_audit(gw, "gateway.stop", f);
+	for (size_t i = 0; i < sizeof(gw->signals) / sizeof(gw->signals[0]); i++)
+		if (!uv_is_closing((uv_handle_t *)&gw->signals[i]))
+			uv_close((uv_handle_t *)&gw->signals[i], NULL);
+	/* closing the watchers restored the default actions: a second SIGTERM
+	 * now would kill a gateway that is already exiting cleanly */
+	signal(SIGTERM, SIG_IGN);
+	signal(SIGINT, SIG_IGN);
+	for (gw_extension_t *e = gw->extensions; e != NULL; e = e->next)
+		e->ops->stop(e);
+	if (gw->audit_probe_on)
+		uv_close((uv_handle_t *)&gw->audit_probe, NULL);
+	gw->audit_probe_on = false;
+	if (gw->watchdog_on)
+		uv_close((uv_handle_t *)&gw->watchdog, NULL);
+	gw->watchdog_on = false;
+}

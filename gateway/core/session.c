@@ -1,0 +1,713 @@
+/* A client connection through the gateway (see session.h for the flow).
+ *
+ * Setup input (PROXY header, TLS handshake, the first inner bytes) arrives
+ * through the link's setup_input; once the upstream is connected and
+ * session.start is written, the link relays on its own. The link timer
+ * serves every deadline in turn: handshake, upstream connect, then idle and
+ * certificate notAfter. */
+#include "core/session.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+
+#include <openssl/ssl.h>
+
+#include "cg_addr.h"
+#include "cg_time.h"
+#include "core/authz.h"
+#include "tls/x509_info.h"
+
+/* A TLS record's first byte: a handshake (RFC 8446 5.1). */
+#define TLS_HANDSHAKE_BYTE 0x16
+
+#define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
+
+static const gw_link_ops_t session_ops;
+static void on_setup_input(gw_link_t *link, gw_end_t *end, const char *data, ssize_t nread);
+
+/* The front's hooks when the session has a front (postgres mode). */
+static const gw_front_ops_t *front(const gw_session_t *s)
+{
+	return s->front != NULL ? s->gw->postgres : NULL;
+}
+
+const char *gw_session_db_user(const gw_session_t *s)
+{
+	return front(s) != NULL ? front(s)->db_user(s) : NULL;
+}
+
+const char *gw_session_db_name(const gw_session_t *s)
+{
+	return front(s) != NULL ? front(s)->db_name(s) : NULL;
+}
+
+static void add_front_fields(const gw_session_t *s, json_t *f)
+{
+	if (front(s) != NULL)
+		front(s)->add_fields(s, f);
+}
+
+static gw_end_t *client_end(gw_session_t *s)
+{
+	return &s->link.end[GW_CLIENT];
+}
+
+static gw_end_t *upstream_end(gw_session_t *s)
+{
+	return &s->link.end[GW_UPSTREAM];
+}
+
+/* --- audit fields -------------------------------------------------------- */
+
+json_t *gw_session_base_fields(const gw_session_t *s)
+{
+	json_t *f = json_object();
+	json_object_set_new(f, "session", json_string(s->id));
+	json_object_set_new(f, "client", json_string(s->client));
+	const pol_service_t *svc = s->service != NULL ? s->service : s->hs.service;
+	if (svc != NULL)
+		json_object_set_new(f, "service", json_string(svc->name));
+	return f;
+}
+
+static void add_identity(gw_session_t *s, json_t *f)
+{
+	json_t *groups = json_array();
+	for (size_t i = 0; i < s->claims.n_groups; i++)
+		json_array_append_new(groups, json_string(s->claims.groups[i]));
+	json_object_set_new(f, "user", s->claims.user ? json_string(s->claims.user) : json_null());
+	json_object_set_new(f, "groups", groups);
+	json_object_set_new(f, "device_id",
+	                    s->claims.device_id ? json_string(s->claims.device_id) : json_null());
+	json_object_set_new(f, "device_trust",
+	                    json_string(pol_trust_name(s->decision.effective_trust)));
+	json_object_set_new(f, "rule", json_string(s->decision.rule));
+}
+
+static void add_cert(json_t *f, X509 *cert, bool session_start)
+{
+	char buf[512];
+	if (cert == NULL)
+		return;
+	if (!session_start) {
+		gw_cert_subject(cert, buf, sizeof(buf));
+		json_object_set_new(f, "subject", json_string(buf));
+	}
+	gw_cert_serial_hex(cert, buf, sizeof(buf));
+	json_object_set_new(f, session_start ? "cert_serial" : "serial", json_string(buf));
+	if (session_start) {
+		char sha[65];
+		gw_cert_sha256_hex(cert, sha);
+		json_object_set_new(f, "cert_sha256", json_string(sha));
+	}
+	char ts[CG_RFC3339_LEN];
+	cg_rfc3339_ms(gw_cert_not_after_ms(cert), ts);
+	json_object_set_new(f, session_start ? "cert_not_after" : "not_after", json_string(ts));
+}
+
+/* --- ending -------------------------------------------------------------- */
+
+static void release_user(gw_session_t *s)
+{
+	if (s->counted_user == NULL)
+		return;
+	gw_user_sessions_add(s->gw, s->counted_user, -1);
+	free(s->counted_user);
+	s->counted_user = NULL;
+}
+
+/* Closes a connection that never became a session. */
+void gw_session_drop(gw_session_t *s, bool graceful)
+{
+	if (s->state == GW_SESSION_CLOSING)
+		return;
+	s->state = GW_SESSION_CLOSING;
+	release_user(s);
+	gw_link_close(&s->link, graceful);
+}
+
+/* tls.rejected: the handshake failed or the certificate was refused. */
+void gw_session_reject(gw_session_t *s, const char *reason, const char *detail)
+{
+	json_t *f = gw_session_base_fields(s);
+	json_object_set_new(f, "reason", json_string(reason));
+	if (detail != NULL && strcmp(detail, reason) != 0)
+		json_object_set_new(f, "detail", json_string(detail));
+	if (s->hs.sni[0] != '\0')
+		json_object_set_new(f, "sni", json_string(s->hs.sni));
+	add_cert(f, s->cert != NULL ? s->cert : s->hs.cert, false);
+	gw_count_refusal(s->gw, "tls.rejected", reason);
+	(void)gw_audit(s->gw, "tls.rejected", f);
+	gw_session_drop(s, true); /* graceful: the alert already queued still goes out */
+}
+
+/* authz.denied: the policy (or a limit) refused an authenticated client.
+ * rule: the deciding rule, or the name of the limit that refused (also the
+ * bounded label metrics count it under). */
+void gw_session_deny(gw_session_t *s, const char *reason, const char *rule)
+{
+	if (front(s) != NULL) {
+		char msg[256];
+		snprintf(msg, sizeof(msg), "certgate: access denied: %s", reason);
+		front(s)->tell_client(s, "28000", msg);
+	}
+	json_t *f = gw_session_base_fields(s);
+	add_identity(s, f);
+	add_front_fields(s, f);
+	json_object_set_new(f, "rule", json_string(rule));
+	json_object_set_new(f, "reason", json_string(reason));
+	gw_count_refusal(s->gw, "authz.denied", rule);
+	(void)gw_audit(s->gw, "authz.denied", f);
+	gw_session_drop(s, true);
+}
+
+void gw_session_end(gw_session_t *s, const char *reason)
+{
+	if (s->state == GW_SESSION_CLOSING)
+		return;
+	if (s->started && !s->ended) {
+		s->ended = true;
+		json_t *f = gw_session_base_fields(s);
+		json_object_set_new(f, "user", json_string(s->claims.user));
+		json_object_set_new(f, "bytes_up",
+		                    json_integer((json_int_t)client_end(s)->bytes_in));
+		json_object_set_new(f, "bytes_down",
+		                    json_integer((json_int_t)upstream_end(s)->bytes_in));
+		json_object_set_new(f, "duration_ms",
+		                    json_integer((json_int_t)(cg_wall_ms() - s->started_ms)));
+		json_object_set_new(f, "reason", json_string(reason));
+		(void)gw_audit(s->gw, "session.end", f);
+		s->gw->n_live--;
+		/* the peers' own closes need no word from us */
+		if (front(s) != NULL && strcmp(reason, "client closed") != 0 &&
+		    strcmp(reason, "upstream closed") != 0)
+			front(s)->ending(s, reason);
+		if (s->gw->observer.bytes != NULL)
+			s->gw->observer.bytes(s->gw->observer.ctx, s->service->name,
+			                      client_end(s)->bytes_in, upstream_end(s)->bytes_in);
+	}
+	gw_session_drop(s, true);
+}
+
+static void on_freed(gw_link_t *link)
+{
+	gw_session_t *s = container_of(link, gw_session_t, link);
+	gw_gateway_t *gw = s->gw;
+	if (s->prev != NULL)
+		s->prev->next = s->next;
+	else
+		gw->sessions = s->next;
+	if (s->next != NULL)
+		s->next->prev = s->prev;
+	gw->n_connections--;
+	release_user(s);
+	gw_handshake_finish(&s->hs);
+	X509_free(s->cert);
+	sk_X509_pop_free(s->chain, X509_free);
+	free(s->cert_der);
+	free(s->cert_serial);
+	pol_claims_finish(&s->claims);
+	json_decref(s->upstream_errors);
+	uv_freeaddrinfo(s->addrs);
+	if (front(s) != NULL)
+		front(s)->free(s);
+	gw_runtime_unref(s->rt);
+	s->rt = NULL;
+	if (s->resolving)
+		s->zombie = true; /* the resolver thread still holds resolve_req */
+	else
+		free(s);
+	if (gw->draining && gw->n_connections == 0)
+		gw_drain_finish(gw); /* the last one out finishes the drain */
+}
+
+/* --- timers -------------------------------------------------------------- */
+
+/* Live sessions: the nearer of the idle deadline and notAfter. */
+void gw_session_arm_live_timer(gw_session_t *s)
+{
+	int64_t now = cg_wall_ms();
+	int64_t due = s->not_after_ms - now;
+	uint64_t idle = s->rt->snap->gateway.idle_timeout_ms;
+	if (idle > 0) {
+		uint64_t quiet = uv_now(s->gw->loop) - s->link.last_active;
+		int64_t idle_due = quiet >= idle ? 0 : (int64_t)(idle - quiet);
+		if (idle_due < due)
+			due = idle_due;
+	}
+	gw_link_arm(&s->link, due > 0 ? (uint64_t)due : 0);
+}
+
+static void on_timer(gw_link_t *link)
+{
+	gw_session_t *s = container_of(link, gw_session_t, link);
+	switch (s->state) {
+	case GW_SESSION_PROXY_HEADER:
+	case GW_SESSION_PG_FIRST:
+	case GW_SESSION_HANDSHAKE:
+	case GW_SESSION_PG_STARTUP:
+	case GW_SESSION_INNER:
+		gw_session_reject(s, "handshake timeout", NULL);
+		return;
+	case GW_SESSION_CONNECTING:
+		gw_session_upstream_timeout(s);
+		return;
+	case GW_SESSION_LIVE: {
+		if (cg_wall_ms() >= s->not_after_ms) {
+			gw_session_end(s, "certificate expired");
+			return;
+		}
+		uint64_t idle = s->rt->snap->gateway.idle_timeout_ms;
+		if (idle > 0 && uv_now(s->gw->loop) - s->link.last_active >= idle) {
+			gw_session_end(s, "idle timeout");
+			return;
+		}
+		gw_session_arm_live_timer(s);
+		return;
+	}
+	case GW_SESSION_CLOSING:
+		return;
+	}
+}
+
+/* --- session start and relay -------------------------------------------- */
+
+void gw_session_start(gw_session_t *s)
+{
+	gw_end_t *up = upstream_end(s);
+	up->connected = true;
+	uv_tcp_nodelay(&up->tcp, 1);
+	uv_tcp_keepalive(&up->tcp, 1, 60);
+
+	json_t *f = gw_session_base_fields(s);
+	add_identity(s, f);
+	add_front_fields(s, f);
+	json_object_set_new(f, "upstream", json_string(s->upstream));
+	add_cert(f, s->cert, true);
+	int rc = gw_audit(s->gw, "session.start", f);
+	if (rc < 0 && cg_audit_on_failure(s->gw->audit) == CG_AUDIT_REFUSE) {
+		/* fail closed: no audited start, no session (the refusal cannot be
+		 * audited either: it is logged and counted) */
+		gw_count_refusal(s->gw, "session.start", "audit unavailable");
+		cg_log_limited(&s->gw->audit_refusal_log, CG_LOG_ERROR,
+		               "refusing session %s of %s: audit unavailable", s->id,
+		               s->claims.user);
+		if (front(s) != NULL)
+			front(s)->tell_client(s, "57P03",
+			                      "certgate: audit unavailable, try again later");
+		gw_session_drop(s, true);
+		return;
+	}
+	s->started = true;
+	s->started_ms = cg_wall_ms();
+	gw_session_stow_identity(s);
+	s->state = GW_SESSION_LIVE;
+	s->gw->n_live++;
+	s->gw->counters.sessions++;
+	if (s->inner_len > 0 && gw_end_send(up, s->inner, s->inner_len) < 0) {
+		gw_session_end(s, "upstream closed");
+		return;
+	}
+	gw_session_arm_live_timer(s);
+	gw_link_relay(&s->link);
+}
+
+static void on_relay_done(gw_link_t *link, const char *reason, const char *detail)
+{
+	gw_session_t *s = container_of(link, gw_session_t, link);
+	gw_session_end(s, reason);
+}
+
+/* --- after the handshake: who is it, may they? ---------------------------- */
+
+static void handshake_done(gw_session_t *s)
+{
+	gw_end_t *c = client_end(s);
+	if (s->gw->observer.handshake != NULL)
+		s->gw->observer.handshake(s->gw->observer.ctx,
+		                          (double)(uv_hrtime() - s->first_byte_ns) / 1e9);
+	SSL *ssl = c->tls.ssl;
+	s->service = s->hs.service;
+	s->cert = SSL_get1_peer_certificate(ssl);
+	STACK_OF(X509) *sent = SSL_get_peer_cert_chain(ssl);
+	s->chain = sent != NULL ? X509_chain_up_ref(sent) : NULL;
+	/* what is needed of the SSL is read: an idle TLS 1.3 session keeps
+	 * about 2 KiB of record state instead of OpenSSL's 18 KiB */
+	(void)gw_tls_offload(&c->tls);
+	if (s->service == NULL) {
+		gw_session_reject(s, "unknown service", NULL);
+		return;
+	}
+	if (s->cert == NULL) {
+		gw_session_reject(s, "no client certificate", NULL);
+		return;
+	}
+	if (s->rt != s->gw->rt && !gw_session_adopt_current_runtime(s))
+		return;
+	s->not_after_ms = gw_cert_not_after_ms(s->cert);
+	if (!pol_claims_extract(&s->rt->snap->claims, s->cert, &s->claims)) {
+		gw_session_reject(s, "cannot read certificate claims", NULL);
+		return;
+	}
+	if (s->service->mode == POL_MODE_POSTGRES) {
+		/* the StartupMessage first (the front exists already when the
+		 * service has its own listener; reached by SNI, it starts here) */
+		if (s->gw->postgres == NULL)
+			gw_session_reject(s, "postgres mode unavailable", NULL);
+		else
+			s->gw->postgres->client_ready(s);
+		return;
+	}
+	gw_session_authorize(s);
+}
+
+void gw_session_authorize(gw_session_t *s)
+{
+	/* postgres mode reads its StartupMessage after the handshake: a reload
+	 * may have landed since, and the decision is taken under what is in
+	 * force now */
+	if (s->rt != s->gw->rt && !gw_session_adopt_current_runtime(s))
+		return;
+	gw_authz_request_t req = {
+	        .service = s->service,
+	        .claims = &s->claims,
+	        .source = (struct sockaddr *)&s->peer,
+	        .db_user = gw_session_db_user(s),
+	        .db_name = gw_session_db_name(s),
+	};
+	if (!gw_authorize(&s->gw->authz, s->rt, &req, &s->decision)) {
+		gw_session_deny(s, s->decision.reason, s->decision.rule);
+		return;
+	}
+	uint32_t limit = s->rt->snap->gateway.max_sessions_per_user;
+	if (limit > 0 && gw_user_sessions(s->gw, s->claims.user) >= limit) {
+		gw_session_deny(s, "too many sessions", "max_sessions_per_user");
+		return;
+	}
+	s->counted_user = strdup(s->claims.user);
+	if (s->counted_user == NULL) {
+		gw_session_drop(s, false);
+		return;
+	}
+	gw_user_sessions_add(s->gw, s->counted_user, 1);
+
+	if (s->service->require_inner_tls) {
+		s->state = GW_SESSION_INNER; /* the handshake deadline still runs */
+		if (s->gw->postgres == NULL)
+			gw_session_deny(s, "postgres support unavailable", "require_inner_tls");
+		else
+			s->gw->postgres->inner_check(s);
+		return;
+	}
+	gw_session_connect_upstream(s);
+}
+
+static const char *handshake_failure_reason(gw_session_t *s)
+{
+	if (s->hs.reason != NULL)
+		return s->hs.reason;
+	switch (client_end(s)->tls.error_reason) {
+	case SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE:
+		return "no client certificate";
+	case SSL_R_UNSUPPORTED_PROTOCOL:
+	case SSL_R_WRONG_VERSION_NUMBER:
+		return "protocol version refused";
+	case SSL_R_NO_SHARED_CIPHER:
+		return "no shared cipher";
+	case SSL_R_EXCESSIVE_MESSAGE_SIZE:
+		/* a Certificate message over the limit (MAX_CLIENT_CHAIN_BYTES) */
+		if (client_end(s)->tls.ssl != NULL &&
+		    SSL_get_state(client_end(s)->tls.ssl) == TLS_ST_SR_CERT)
+			return "certificate chain too large";
+		return "handshake failed";
+	default:
+		return "handshake failed";
+	}
+}
+
+static void advance_handshake(gw_session_t *s)
+{
+	gw_end_t *c = client_end(s);
+	gw_tls_status_t st = gw_tls_handshake(&c->tls);
+	int rc = gw_end_flush_tls(c); /* our flight, or the alert that ends it */
+	if (st == GW_TLS_FAILED) {
+		/* a reason from our own callbacks says it all; else OpenSSL's detail */
+		gw_session_reject(s, handshake_failure_reason(s),
+		                  s->hs.reason ? NULL : c->tls.error);
+		return;
+	}
+	if (rc < 0) {
+		gw_session_drop(s, false);
+		return;
+	}
+	if (st == GW_TLS_DONE)
+		handshake_done(s);
+}
+
+static bool looks_like_proxy_header(const char *data, size_t len)
+{
+	static const char v2[] = "\r\n\r\n\0\r\nQUIT\n";
+	return (len >= 6 && memcmp(data, "PROXY ", 6) == 0) ||
+	       (len >= 12 && memcmp(data, v2, 12) == 0);
+}
+
+void gw_session_handshake_input(gw_session_t *s, const char *data, size_t len)
+{
+	gw_end_t *c = client_end(s);
+	if (!c->tls_on) {
+		if ((uint8_t)data[0] != TLS_HANDSHAKE_BYTE) {
+			gw_session_reject(s,
+			                  looks_like_proxy_header(data, len)
+			                          ? "proxy protocol header from an address not in "
+			                            "proxy_protocol_from"
+			                          : "not tls",
+			                  NULL);
+			return;
+		}
+		if (gw_tls_init(&c->tls, s->rt->server_ctx, true) < 0) {
+			gw_session_drop(s, false);
+			return;
+		}
+		c->tls_on = true;
+		gw_handshake_attach(c->tls.ssl, &s->hs);
+	}
+	if (gw_tls_feed(&c->tls, data, len) < 0) {
+		gw_session_drop(s, false);
+		return;
+	}
+	advance_handshake(s);
+}
+
+static void proxy_input(gw_session_t *s, const char *data, size_t len)
+{
+	size_t room = sizeof(s->proxy_buf) - s->proxy_len;
+	size_t take = len < room ? len : room;
+	memcpy(s->proxy_buf + s->proxy_len, data, take);
+	s->proxy_len += take;
+	gw_pp_result_t pp;
+	switch (gw_pp_parse(s->proxy_buf, s->proxy_len, &pp)) {
+	case GW_PP_NEED_MORE:
+		if (s->proxy_len == sizeof(s->proxy_buf))
+			gw_session_reject(s, "invalid proxy protocol header", "header too long");
+		return;
+	case GW_PP_INVALID:
+		gw_session_reject(s, "invalid proxy protocol header", pp.error);
+		return;
+	case GW_PP_OK:
+		break;
+	}
+	if (pp.has_address) {
+		memcpy(&s->peer, &pp.src, sizeof(s->peer));
+		cg_sockaddr_format((struct sockaddr *)&s->peer, s->client, sizeof(s->client));
+	}
+	s->state = s->front != NULL ? GW_SESSION_PG_FIRST : GW_SESSION_HANDSHAKE;
+	gw_session_state_t state = s->state;
+	/* what followed the header in this read, then what was buffered */
+	size_t rest_buffered = s->proxy_len - pp.header_len;
+	if (rest_buffered > 0)
+		on_setup_input(&s->link, client_end(s), (const char *)s->proxy_buf + pp.header_len,
+		               (ssize_t)rest_buffered);
+	if (take < len && s->state == state)
+		on_setup_input(&s->link, client_end(s), data + take, (ssize_t)(len - take));
+}
+
+static void on_setup_input(gw_link_t *link, gw_end_t *end, const char *data, ssize_t nread)
+{
+	gw_session_t *s = container_of(link, gw_session_t, link);
+	if (front(s) != NULL && (s->state == GW_SESSION_CONNECTING || end->id == GW_UPSTREAM)) {
+		front(s)->input(s, end, data, nread); /* the upstream's side of the setup */
+		return;
+	}
+	if (nread < 0) {
+		/* the client left before its session started */
+		if (s->got_bytes && s->state != GW_SESSION_INNER)
+			gw_session_reject(s, "client closed during handshake",
+			                  uv_strerror((int)nread));
+		else
+			gw_session_drop(s, false);
+		return;
+	}
+	if (!s->got_bytes)
+		s->first_byte_ns = uv_hrtime();
+	s->got_bytes = true;
+	switch (s->state) {
+	case GW_SESSION_PROXY_HEADER:
+		proxy_input(s, data, (size_t)nread);
+		return;
+	case GW_SESSION_HANDSHAKE:
+		gw_session_handshake_input(s, data, (size_t)nread);
+		return;
+	case GW_SESSION_PG_FIRST:
+	case GW_SESSION_PG_STARTUP:
+		front(s)->input(s, end, data, nread);
+		return;
+	case GW_SESSION_INNER:
+		if (gw_tls_feed(&end->tls, data, (size_t)nread) < 0) {
+			gw_session_drop(s, false);
+			return;
+		}
+		s->gw->postgres->inner_check(s);
+		return;
+	default:
+		return;
+	}
+}
+
+/* --- accept --------------------------------------------------------------- */
+
+static void make_id(gw_gateway_t *gw, char *buf)
+{
+	snprintf(buf, GW_SESSION_ID_LEN, "%08" PRIx32 "-%" PRIu64, gw->instance,
+	         ++gw->next_session);
+}
+
+/* libuv meets EMFILE on accept by accepting and closing whatever waits in
+ * the backlog, without telling the application: clients would be dropped
+ * without a word. Descriptors are allocated lowest first, so an accepted one
+ * that is the highest the limit allows means the table is now full: say so
+ * (at most once a second), connections arriving until some close are lost. */
+static void note_fd_exhaustion(gw_gateway_t *gw, uv_tcp_t *tcp)
+{
+	uv_os_fd_t fd;
+	struct rlimit rl;
+	if (uv_fileno((uv_handle_t *)tcp, &fd) != 0 || getrlimit(RLIMIT_NOFILE, &rl) != 0 ||
+	    rl.rlim_cur == RLIM_INFINITY || (rlim_t)fd + 1 < rl.rlim_cur)
+		return;
+	cg_log_limited(&gw->accept_log, CG_LOG_ERROR,
+	               "accept: out of file descriptors (RLIMIT_NOFILE %llu): new connections "
+	               "are dropped until some close",
+	               (unsigned long long)rl.rlim_cur);
+}
+
+static bool from_proxy(const pol_gateway_t *g, const struct sockaddr *sa)
+{
+	for (size_t i = 0; i < g->n_proxy_protocol_from; i++)
+		if (cg_cidr_contains(&g->proxy_protocol_from[i], sa))
+			return true;
+	return false;
+}
+
+void gw_session_accept(gw_gateway_t *gw, uv_stream_t *server, const char *fixed_service)
+{
+	gw_session_t *s = calloc(1, sizeof(*s));
+	if (s == NULL) {
+		cg_log_limited(&gw->accept_log, CG_LOG_ERROR, "accept: out of memory");
+		return;
+	}
+	s->gw = gw;
+	gw_link_init(&s->link, gw->loop, &session_ops);
+	/* linked in before anything can fail: on_freed unlinks */
+	s->rt = gw_runtime_ref(gw->rt);
+	s->hs.rt = s->rt;
+	make_id(gw, s->id);
+	s->next = gw->sessions;
+	if (gw->sessions != NULL)
+		gw->sessions->prev = s;
+	gw->sessions = s;
+	gw->n_connections++;
+	s->state = GW_SESSION_HANDSHAKE;
+	gw_end_t *c = client_end(s);
+	int rc = gw_end_open(&s->link, GW_CLIENT);
+	if (rc == 0)
+		rc = uv_accept(server, (uv_stream_t *)&c->tcp);
+	if (rc < 0) {
+		cg_log_limited(&gw->accept_log, CG_LOG_WARN, "accept: %s", uv_strerror(rc));
+		gw_session_drop(s, false);
+		return;
+	}
+	gw->counters.accepted++;
+	note_fd_exhaustion(gw, &c->tcp);
+	c->connected = true;
+	int len = sizeof(s->peer);
+	uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&s->peer, &len);
+	cg_sockaddr_format((struct sockaddr *)&s->peer, s->client, sizeof(s->client));
+	uv_tcp_nodelay(&c->tcp, 1);
+	uv_tcp_keepalive(&c->tcp, 1, 60);
+
+	const pol_gateway_t *g = &s->rt->snap->gateway;
+	if (fixed_service != NULL) {
+		s->hs.service = pol_snapshot_service(s->rt->snap, fixed_service);
+		s->hs.service_fixed = true;
+		s->service = s->hs.service;
+	}
+	if (gw->draining) {
+		gw_session_drop(s, false);
+		return;
+	}
+	if (gw->n_connections > g->max_connections) {
+		gw_session_reject(s, "too many connections", NULL);
+		return;
+	}
+	if (s->service != NULL && s->service->mode == POL_MODE_POSTGRES) {
+		if (gw->postgres == NULL) {
+			gw_session_reject(s, "postgres mode unavailable", NULL);
+			return;
+		}
+		gw->postgres->accept(s); /* before TLS: the wire protocol's first packet */
+	}
+	if (from_proxy(g, (struct sockaddr *)&s->peer))
+		s->state = GW_SESSION_PROXY_HEADER;
+	gw_link_arm(&s->link, g->handshake_timeout_ms);
+	if (gw_end_read_start(c) < 0)
+		gw_session_drop(s, false);
+}
+
+/* --- admin views ---------------------------------------------------------- */
+
+gw_session_t *gw_session_find(gw_gateway_t *gw, const char *id)
+{
+	for (gw_session_t *s = gw->sessions; s != NULL; s = s->next)
+		if (s->started && !s->ended && strcmp(s->id, id) == 0)
+			return s;
+	return NULL;
+}
+
+json_t *gw_session_json(const gw_session_t *s)
+{
+	char started[CG_RFC3339_LEN], not_after[CG_RFC3339_LEN], serial[128];
+	cg_rfc3339_ms(s->started_ms, started);
+	cg_rfc3339_ms(s->not_after_ms, not_after);
+	if (s->cert_serial != NULL)
+		snprintf(serial, sizeof(serial), "%s", s->cert_serial);
+	else
+		gw_cert_serial_hex(s->cert, serial, sizeof(serial));
+	json_t *groups = json_array();
+	for (size_t i = 0; i < s->claims.n_groups; i++)
+		json_array_append_new(groups, json_string(s->claims.groups[i]));
+	json_t *j = json_pack(
+	        "{s:s, s:s, s:o, s:s?, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:s}", "id",
+	        s->id, "user", s->claims.user, "groups", groups, "device_id", s->claims.device_id,
+	        "device_trust", pol_trust_name(s->decision.effective_trust), "service",
+	        s->service->name, "upstream", s->upstream, "client", s->client, "started", started,
+	        "cert_not_after", not_after, "cert_serial", serial, "bytes_up",
+	        (json_int_t)s->link.end[GW_CLIENT].bytes_in, "bytes_down",
+	        (json_int_t)s->link.end[GW_UPSTREAM].bytes_in, "rule", s->decision.rule);
+	add_front_fields(s, j);
+	return j;
+}
+
+static void on_end_closed(gw_link_t *link, gw_end_t *end)
+{
+	gw_session_t *s = container_of(link, gw_session_t, link);
+	if (end->id == GW_UPSTREAM)
+		gw_session_upstream_closed(s);
+}
+
+static bool on_filter(gw_link_t *link, gw_end_t *from, const char *data, size_t len)
+{
+	gw_session_t *s = container_of(link, gw_session_t, link);
+	return front(s) != NULL && front(s)->filter(s, from, data, len);
+}
+
+static const gw_link_ops_t session_ops = {
+        .setup_input = on_setup_input,
+        .filter = on_filter,
+        .relay_done = on_relay_done,
+        .timer = on_timer,
+        .end_closed = on_end_closed,
+        .freed = on_freed,
+};

@@ -1,0 +1,365 @@
+/* libmicrohttpd on a libuv loop (see http_server.h).
+ *
+ * MHD runs with MHD_USE_EPOLL and no thread of its own: its epoll fd is
+ * watched by a uv_poll_t; after every MHD_run the uv_timer_t is set to
+ * MHD_get_timeout. The listening socket is opened here (not by MHD) so a
+ * bind failure reports its errno. Request bodies are capped at
+ * GW_HTTP_MAX_BODY: a declared Content-Length over the cap is answered 413
+ * at once; a body that grows over it (chunked) is discarded to its end,
+ * then answered 413. */
+#include "http/http_server.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "cg_addr.h"
+#include "cg_log.h"
+
+struct gw_http_server {
+	struct MHD_Daemon *mhd;
+	uv_poll_t poll;
+	uv_timer_t timer;
+	int handles;
+	bool stopping;
+	gw_http_handler_fn handler;
+	void *ctx;
+	char name[16];
+};
+
+typedef struct upload {
+	char *buf;
+	size_t len;
+	bool too_large;
+	bool answered;
+} upload_t;
+
+static void schedule(gw_http_server_t *srv);
+
+/* --- replies ------------------------------------------------------------- */
+
+void gw_http_json(gw_http_reply_t *reply, unsigned status, json_t *body)
+{
+	json_decref(reply->json);
+	reply->status = status;
+	reply->json = body;
+}
+
+void gw_http_error(gw_http_reply_t *reply, unsigned status, const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	gw_http_json(reply, status, json_pack("{s:s}", "error", msg));
+}
+
+const char *gw_http_query(const gw_http_request_t *req, const char *name)
+{
+	return MHD_lookup_connection_value(req->conn, MHD_GET_ARGUMENT_KIND, name);
+}
+
+const char *gw_http_header(const gw_http_request_t *req, const char *name)
+{
+	return MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, name);
+}
+
+json_t *gw_http_body_object(const gw_http_request_t *req, gw_http_reply_t *reply,
+                            const char *const *allowed)
+{
+	json_error_t jerr;
+	if (req->body_len == 0) {
+		gw_http_error(reply, 400, "a JSON object body is required");
+		return NULL;
+	}
+	json_t *body = json_loadb(req->body, req->body_len, JSON_REJECT_DUPLICATES, &jerr);
+	if (body == NULL) {
+		gw_http_error(reply, 400, "invalid JSON at line %d, column %d: %s", jerr.line,
+		              jerr.column, jerr.text);
+		return NULL;
+	}
+	if (!json_is_object(body)) {
+		json_decref(body);
+		gw_http_error(reply, 400, "the body must be a JSON object");
+		return NULL;
+	}
+	const char *key;
+	json_t *value;
+	json_object_foreach(body, key, value)
+	{
+		bool known = false;
+		for (const char *const *a = allowed; *a != NULL && !known; a++)
+			known = strcmp(*a, key) == 0;
+		if (!known) {
+			gw_http_error(reply, 400, "unknown field \"%s\"", key);
+			json_decref(body);
+			return NULL;
+		}
+	}
+	return body;
+}
+
+static enum MHD_Result send_reply(struct MHD_Connection *conn, gw_http_reply_t *reply)
+{
+	char *text = reply->text;
+	size_t len = reply->text_len;
+	const char *type = reply->content_type;
+	if (text == NULL) {
+		if (reply->json == NULL)
+			gw_http_error(reply, 500, "no reply");
+		text = json_dumps(reply->json, JSON_COMPACT | JSON_PRESERVE_ORDER);
+		len = text != NULL ? strlen(text) : 0;
+		type = "application/json";
+	}
+	json_decref(reply->json);
+	reply->json = NULL;
+	if (text == NULL)
+		return MHD_NO;
+	/* a trailing newline keeps curl output tidy */
+	char *body = realloc(text, len + 2);
+	if (body == NULL) {
+		free(text);
+		return MHD_NO;
+	}
+	if (type != NULL && strcmp(type, "application/json") == 0)
+		body[len++] = '\n';
+	struct MHD_Response *resp =
+	        MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
+	if (resp == NULL) {
+		free(body);
+		return MHD_NO;
+	}
+	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, type);
+	MHD_add_response_header(resp, "Cache-Control", "no-store");
+	if (reply->status == 401 && reply->challenge != NULL)
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, reply->challenge);
+	if (reply->allow != NULL)
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, reply->allow);
+	enum MHD_Result rc = MHD_queue_response(conn, reply->status, resp);
+	MHD_destroy_response(resp);
+	return rc;
+}
+
+/* --- MHD callbacks ------------------------------------------------------- */
+
+static void caller(struct MHD_Connection *conn, char *buf, size_t len)
+{
+	const union MHD_ConnectionInfo *info =
+	        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+	snprintf(buf, len, "unknown");
+	if (info != NULL && info->client_addr != NULL)
+		cg_sockaddr_format(info->client_addr, buf, len);
+}
+
+static enum MHD_Result answer_413(struct MHD_Connection *conn, upload_t *up)
+{
+	gw_http_reply_t reply = {0};
+	gw_http_error(&reply, 413, "request body larger than %d bytes", GW_HTTP_MAX_BODY);
+	up->answered = true;
+	return send_reply(conn, &reply);
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_data_size, void **con_cls)
+{
+	gw_http_server_t *srv = cls;
+	upload_t *up = *con_cls;
+	if (up == NULL) {
+		up = calloc(1, sizeof(*up));
+		if (up == NULL)
+			return MHD_NO;
+		*con_cls = up;
+		const char *declared = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+		                                                   MHD_HTTP_HEADER_CONTENT_LENGTH);
+		if (declared != NULL && strtoull(declared, NULL, 10) > GW_HTTP_MAX_BODY) {
+			up->too_large = true;
+			return answer_413(conn, up);
+		}
+		return MHD_YES;
+	}
+	if (*upload_data_size > 0) {
+		size_t n = *upload_data_size;
+		*upload_data_size = 0;
+		if (up->too_large)
+			return MHD_YES; /* discarded */
+		if (up->len + n > GW_HTTP_MAX_BODY) {
+			/* MHD takes no response in the middle of an upload: the
+			 * rest is discarded and 413 sent once the body is in */
+			up->too_large = true;
+			free(up->buf);
+			up->buf = NULL;
+			up->len = 0;
+			return MHD_YES;
+		}
+		char *grown = realloc(up->buf, up->len + n + 1);
+		if (grown == NULL)
+			return MHD_NO;
+		memcpy(grown + up->len, upload_data, n);
+		up->buf = grown;
+		up->len += n;
+		up->buf[up->len] = '\0';
+		return MHD_YES;
+	}
+	if (up->answered)
+		return MHD_YES;
+	if (up->too_large)
+		return answer_413(conn, up);
+	gw_http_request_t req = {
+	        .conn = conn,
+	        .method = method,
+	        .path = url,
+	        .body = up->buf,
+	        .body_len = up->len,
+	};
+	caller(conn, req.client, sizeof(req.client));
+	gw_http_reply_t reply = {0};
+	srv->handler(srv->ctx, &req, &reply);
+	up->answered = true;
+	return send_reply(conn, &reply);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                         enum MHD_RequestTerminationCode why)
+{
+	upload_t *up = *con_cls;
+	if (up != NULL) {
+		free(up->buf);
+		free(up);
+	}
+	*con_cls = NULL;
+}
+
+static void on_mhd_log(void *cls, const char *fmt, va_list ap)
+        __attribute__((format(printf, 2, 0)));
+
+static void on_mhd_log(void *cls, const char *fmt, va_list ap)
+{
+	gw_http_server_t *srv = cls;
+	char msg[512];
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	size_t n = strlen(msg);
+	while (n > 0 && msg[n - 1] == '\n')
+		msg[--n] = '\0';
+	cg_log(CG_LOG_WARN, "%s: %s", srv->name, msg);
+}
+
+/* --- the loop ------------------------------------------------------------ */
+
+static void run(gw_http_server_t *srv)
+{
+	if (srv->stopping)
+		return;
+	MHD_run(srv->mhd);
+	schedule(srv);
+}
+
+static void on_poll(uv_poll_t *poll, int status, int events)
+{
+	run(poll->data);
+}
+
+static void on_timer(uv_timer_t *timer)
+{
+	run(timer->data);
+}
+
+static void schedule(gw_http_server_t *srv)
+{
+	MHD_UNSIGNED_LONG_LONG timeout;
+	if (MHD_get_timeout(srv->mhd, &timeout) == MHD_YES)
+		uv_timer_start(&srv->timer, on_timer, timeout, 0);
+	else
+		uv_timer_stop(&srv->timer);
+}
+
+static int open_listener(const struct sockaddr_storage *ss, char *err, size_t errlen,
+                         const char *where)
+{
+	int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0) {
+		snprintf(err, errlen, "cannot listen on %s: %s", where, strerror(errno));
+		return -1;
+	}
+	int one = 1;
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	socklen_t len = ss->ss_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+	                                          : sizeof(struct sockaddr_in);
+	if (bind(fd, (const struct sockaddr *)ss, len) < 0 || listen(fd, 64) < 0) {
+		snprintf(err, errlen, "cannot listen on %s: %s", where, strerror(errno));
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+gw_http_server_t *gw_http_start(uv_loop_t *loop, const char *listen, const gw_http_options_t *opts,
+                                gw_http_handler_fn handler, void *ctx, char *err, size_t errlen)
+{
+	cg_hostport_t hp;
+	struct sockaddr_storage ss;
+	if (!cg_hostport_parse(listen, &hp) || !cg_hostport_to_sockaddr(&hp, &ss)) {
+		snprintf(err, errlen, "%s: expected IP:PORT", listen);
+		return NULL;
+	}
+	int fd = open_listener(&ss, err, errlen, listen);
+	if (fd < 0)
+		return NULL;
+	gw_http_server_t *srv = calloc(1, sizeof(*srv));
+	if (srv == NULL) {
+		close(fd);
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	srv->handler = handler;
+	srv->ctx = ctx;
+	snprintf(srv->name, sizeof(srv->name), "%s", opts->name);
+	unsigned flags = MHD_USE_EPOLL | MHD_USE_ERROR_LOG;
+	if (ss.ss_family == AF_INET6)
+		flags |= MHD_USE_IPv6;
+	srv->mhd = MHD_start_daemon(
+	        flags, 0, NULL, NULL, on_request, srv, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, srv,
+	        MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
+	        MHD_OPTION_CONNECTION_LIMIT, opts->max_connections, MHD_OPTION_CONNECTION_TIMEOUT,
+	        opts->timeout_s, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(128 * 1024),
+	        MHD_OPTION_END);
+	if (srv->mhd == NULL) {
+		close(fd);
+		free(srv);
+		snprintf(err, errlen, "cannot start the %s server on %s", opts->name, listen);
+		return NULL;
+	}
+	const union MHD_DaemonInfo *info = MHD_get_daemon_info(srv->mhd, MHD_DAEMON_INFO_EPOLL_FD);
+	uv_poll_init(loop, &srv->poll, info->epoll_fd);
+	uv_timer_init(loop, &srv->timer);
+	srv->poll.data = srv->timer.data = srv;
+	srv->handles = 2;
+	uv_poll_start(&srv->poll, UV_READABLE, on_poll);
+	schedule(srv);
+	return srv;
+}
+
+static void on_closed(uv_handle_t *handle)
+{
+	gw_http_server_t *srv = handle->data;
+	if (--srv->handles == 0) {
+		MHD_stop_daemon(srv->mhd); /* closes the listening socket too */
+		free(srv);
+	}
+}
+
+void gw_http_stop(gw_http_server_t *srv)
+{
+	if (srv == NULL || srv->stopping)
+		return;
+	srv->stopping = true;
+	uv_close((uv_handle_t *)&srv->poll, on_closed);
+	uv_close((uv_handle_t *)&srv->timer, on_closed);
+}

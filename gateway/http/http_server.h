@@ -1,0 +1,75 @@
+/* An HTTP/1.1 server on a libuv loop: libmicrohttpd in external-poll mode
+ * with no thread of its own (its epoll fd watched by a uv_poll_t, its
+ * timeouts driven by a uv_timer_t), so handlers run on the loop and read
+ * what the loop owns without locking. It serves one handler with JSON
+ * replies in one shape ({"error": ...} for errors) and capped bodies.
+ *
+ * The room below the admin API and the issuer: it knows HTTP, JSON and
+ * libuv, nothing of sessions or policy. */
+#ifndef GW_HTTP_SERVER_H
+#define GW_HTTP_SERVER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include <jansson.h>
+#include <microhttpd.h>
+#include <uv.h>
+
+#define GW_HTTP_MAX_BODY (64 * 1024)
+
+typedef struct gw_http_server gw_http_server_t;
+
+typedef struct gw_http_request {
+	struct MHD_Connection *conn;
+	const char *method;
+	const char *path;
+	const char *body; /* NUL-terminated, may be NULL when body_len is 0 */
+	size_t body_len;
+	char client[64]; /* the caller's address, "ip:port" */
+} gw_http_request_t;
+
+typedef struct gw_http_reply {
+	unsigned status;
+	json_t *json; /* the body (owned), or NULL when text is set */
+	char *text;   /* a non-JSON body (owned, malloc'd), e.g. /metrics */
+	size_t text_len;
+	const char *content_type;
+	const char *allow;     /* Allow header for 405 */
+	const char *challenge; /* WWW-Authenticate for 401 */
+} gw_http_reply_t;
+
+/* Answers one request: fills reply (status and body). Runs on the loop. */
+typedef void (*gw_http_handler_fn)(void *ctx, const gw_http_request_t *req, gw_http_reply_t *reply);
+
+typedef struct gw_http_options {
+	const char *name;         /* for log lines: "admin", "issuer" */
+	unsigned max_connections; /* in all */
+	unsigned max_per_source;  /* from one IP address */
+	unsigned timeout_s;       /* a connection idle this long is closed */
+} gw_http_options_t;
+
+/* Listens on listen ("ip:port") and serves handler. NULL with a reason in
+ * err (e.g. "cannot listen on 127.0.0.1:9090: Address in use"). */
+gw_http_server_t *gw_http_start(uv_loop_t *loop, const char *listen, const gw_http_options_t *opts,
+                                gw_http_handler_fn handler, void *ctx, char *err, size_t errlen);
+/* Stops serving; memory goes with the last close callback. Accepts NULL. */
+void gw_http_stop(gw_http_server_t *srv);
+
+/* The one JSON reply, and the one error shape {"error": "..."}. */
+void gw_http_json(gw_http_reply_t *reply, unsigned status, json_t *body);
+void gw_http_error(gw_http_reply_t *reply, unsigned status, const char *fmt, ...)
+        __attribute__((format(printf, 3, 4)));
+
+/* Parses the request body as a JSON object whose keys must all be in
+ * allowed (NULL-terminated). On failure fills a 400 reply naming the problem
+ * (bad JSON with line:column, not an object, the unknown field) and returns
+ * NULL. */
+json_t *gw_http_body_object(const gw_http_request_t *req, gw_http_reply_t *reply,
+                            const char *const *allowed);
+
+/* A query argument or a request header, or NULL. */
+const char *gw_http_query(const gw_http_request_t *req, const char *name);
+const char *gw_http_header(const gw_http_request_t *req, const char *name);
+
+#endif

@@ -1,0 +1,785 @@
+/* The postgres front (see pg_front.h for the flow).
+ *
+ * Every packet before the relay is bounded: the first packet is judged on
+ * its first 8 (CancelRequest: 16) bytes, the StartupMessage may not exceed
+ * PGF_MAX_STARTUP, the backend's messages up to its first ReadyForQuery are
+ * buffered to at most PGF_MAX_PRELUDE. Anything else closes the connection
+ * with an audited reason. */
+#include "pg/pg_front.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
+#include <openssl/x509v3.h>
+
+#include "cg_time.h"
+#include "core/gateway.h"
+#include "core/session.h"
+#include "pg/pg_inner.h"
+#include "pg/pg_wire.h"
+#include "tls/minter.h"
+
+#define PGF_MAX_PRELUDE (64 * 1024) /* backend messages before ReadyForQuery */
+
+typedef enum {
+	PGF_FIRST,   /* client: first packet in clear */
+	PGF_STARTUP, /* client: StartupMessage inside TLS */
+	PGF_UP_SSL,  /* upstream: waiting for the answer to our SSLRequest */
+	PGF_UP_TLS,  /* upstream: TLS handshake */
+	PGF_RELAY,
+} pgf_phase_t;
+
+/* Incremental parse of the client's messages for the query audit. */
+typedef struct query_parser {
+	uint8_t header[5]; /* type byte + Int32 length */
+	size_t header_len;
+	uint32_t remaining; /* body bytes still to come */
+	char *body;         /* first bytes of a Q or P body */
+	size_t body_len, body_cap;
+	bool truncated;
+} query_parser_t;
+
+typedef struct gw_front pgf_t;
+
+struct gw_front {
+	pgf_phase_t phase;
+	bool direct_tls;
+	uint8_t *buf; /* bytes of the packet being assembled */
+	size_t len;
+	uint8_t *startup; /* the client's StartupMessage, forwarded as is */
+	size_t startup_len;
+	char *db_user, *db_name, *app_name;
+	/* cancel keys: the upstream's, and the one the client was given */
+	bool have_key;
+	uint32_t up_pid, up_secret, gw_pid, gw_secret;
+	bool prelude_done; /* the backend's ReadyForQuery has passed */
+	/* where the backend's messages to the client begin and end after the
+	 * prelude, so an ending session can say why at a message boundary */
+	uint8_t srv_hdr[5];
+	uint8_t srv_hdr_len;
+	uint32_t srv_body; /* body bytes of the current message still to pass */
+	struct sockaddr_storage upstream_addr;
+	query_parser_t q;
+};
+
+static gw_end_t *client_end(gw_session_t *s)
+{
+	return &s->link.end[GW_CLIENT];
+}
+
+static gw_end_t *upstream_end(gw_session_t *s)
+{
+	return &s->link.end[GW_UPSTREAM];
+}
+
+/* --- buffers ------------------------------------------------------------- */
+
+static bool buf_append(pgf_t *pg, const void *data, size_t len, size_t max)
+{
+	if (pg->len + len > max)
+		return false;
+	uint8_t *grown = realloc(pg->buf, pg->len + len);
+	if (grown == NULL && pg->len + len > 0)
+		return false;
+	memcpy(grown + pg->len, data, len);
+	pg->buf = grown;
+	pg->len += len;
+	return true;
+}
+
+static void buf_consume(pgf_t *pg, size_t n)
+{
+	memmove(pg->buf, pg->buf + n, pg->len - n);
+	pg->len -= n;
+}
+
+/* --- accessors ----------------------------------------------------------- */
+
+static const char *pgf_db_user(const gw_session_t *s)
+{
+	return s->front != NULL ? s->front->db_user : NULL;
+}
+
+static const char *pgf_db_name(const gw_session_t *s)
+{
+	return s->front != NULL ? s->front->db_name : NULL;
+}
+
+static void pgf_add_fields(const gw_session_t *s, json_t *f)
+{
+	const pgf_t *pg = s->front;
+	if (pg == NULL || pg->db_user == NULL)
+		return;
+	json_object_set_new(f, "db_user", json_string(pg->db_user));
+	json_object_set_new(f, "db_name", json_string(pg->db_name));
+	json_object_set_new(f, "application_name",
+	                    pg->app_name != NULL ? json_string(pg->app_name) : json_null());
+}
+
+static void unregister_key(gw_session_t *s)
+{
+	pgf_t *pg = s->front;
+	if (!pg->have_key)
+		return;
+	char key[16];
+	snprintf(key, sizeof(key), "%" PRIu32, pg->gw_pid);
+	if (cg_strmap_get(s->gw->cancel_keys, key) == s)
+		cg_strmap_remove(s->gw->cancel_keys, key);
+	pg->have_key = false;
+}
+
+static void pgf_free(gw_session_t *s)
+{
+	pgf_t *pg = s->front;
+	if (pg == NULL)
+		return;
+	unregister_key(s);
+	free(pg->buf);
+	free(pg->startup);
+	free(pg->db_user);
+	free(pg->db_name);
+	free(pg->app_name);
+	free(pg->q.body);
+	free(pg);
+	s->front = NULL;
+}
+
+static void pgf_client_error(gw_session_t *s, const char *sqlstate, const char *message)
+{
+	uint8_t msg[600];
+	size_t n = pgw_error_response(msg, sizeof(msg), sqlstate, message);
+	gw_end_t *c = client_end(s);
+	if (n == 0)
+		return;
+	if (c->tls_on && c->tls.handshake_done)
+		(void)gw_end_send_tls(c, msg, n);
+	else if (!c->tls_on)
+		(void)gw_end_send(c, msg, n);
+	/* mid-handshake: no channel that psql would read; the close says it */
+}
+
+/* --- cancel requests ------------------------------------------------------ */
+
+typedef struct cancel {
+	uv_tcp_t tcp;
+	uv_connect_t connect_req;
+	uv_write_t write_req;
+	uint8_t msg[16];
+} cancel_t;
+
+static void cancel_closed(uv_handle_t *handle)
+{
+	free(handle->data);
+}
+
+static void cancel_written(uv_write_t *req, int status)
+{
+	cancel_t *c = req->data;
+	uv_close((uv_handle_t *)&c->tcp, cancel_closed);
+}
+
+static void cancel_connected(uv_connect_t *req, int status)
+{
+	cancel_t *c = req->data;
+	uv_buf_t b = uv_buf_init((char *)c->msg, sizeof(c->msg));
+	if (status < 0 ||
+	    uv_write(&c->write_req, (uv_stream_t *)&c->tcp, &b, 1, cancel_written) < 0)
+		uv_close((uv_handle_t *)&c->tcp, cancel_closed);
+}
+
+/* A CancelRequest carrying (pid, secret) as the gateway handed them out:
+ * forwarded, with the upstream's own key, to the upstream of the session
+ * that owns it; anything else is ignored, like PostgreSQL does. */
+static void handle_cancel(gw_session_t *s, const uint8_t *packet)
+{
+	uint32_t pid = pgw_get32(packet + 8);
+	char key[16];
+	snprintf(key, sizeof(key), "%" PRIu32, pid);
+	gw_session_t *target = cg_strmap_get(s->gw->cancel_keys, key);
+	uint8_t want[4];
+	if (target != NULL)
+		pgw_put32(want, target->front->gw_secret);
+	if (target == NULL || CRYPTO_memcmp(want, packet + 12, 4) != 0) {
+		cg_log(CG_LOG_INFO, "cancel request from %s for an unknown key: ignored",
+		       s->client);
+		gw_session_drop(s, false);
+		return;
+	}
+	cancel_t *c = calloc(1, sizeof(*c));
+	if (c != NULL) {
+		pgw_put32(c->msg, 16);
+		pgw_put32(c->msg + 4, PGW_CANCEL_REQUEST_CODE);
+		pgw_put32(c->msg + 8, target->front->up_pid);
+		pgw_put32(c->msg + 12, target->front->up_secret);
+		uv_tcp_init(s->gw->loop, &c->tcp);
+		c->tcp.data = c->connect_req.data = c->write_req.data = c;
+		if (uv_tcp_connect(&c->connect_req, &c->tcp,
+		                   (struct sockaddr *)&target->front->upstream_addr,
+		                   cancel_connected) < 0)
+			uv_close((uv_handle_t *)&c->tcp, cancel_closed);
+		cg_log(CG_LOG_INFO, "cancel request from %s forwarded to session %s", s->client,
+		       target->id);
+	}
+	gw_session_drop(s, false);
+}
+
+/* --- the client's first packet, in clear ---------------------------------- */
+
+static void pgf_accept(gw_session_t *s)
+{
+	s->front = calloc(1, sizeof(*s->front));
+	if (s->front == NULL) {
+		gw_session_drop(s, false);
+		return;
+	}
+	s->front->phase = PGF_FIRST;
+	s->state = GW_SESSION_PG_FIRST;
+}
+
+static void first_packet(gw_session_t *s)
+{
+	pgf_t *pg = s->front;
+	gw_end_t *c = client_end(s);
+	while (s->state == GW_SESSION_PG_FIRST) {
+		size_t len = 0;
+		const char *error;
+		switch (pgw_first_packet(pg->buf, pg->len, PGF_MAX_STARTUP, &len, &error)) {
+		case PGW_NEED_MORE:
+			return;
+		case PGW_DIRECT_TLS: {
+			/* PostgreSQL 17 direct TLS: what we hold is the ClientHello */
+			pg->direct_tls = true;
+			s->state = GW_SESSION_HANDSHAKE;
+			size_t n = pg->len;
+			pg->len = 0;
+			gw_session_handshake_input(s, (const char *)pg->buf, n);
+			return;
+		}
+		case PGW_SSL_REQUEST:
+			/* bytes after the SSLRequest would be read as if they had come
+			 * through TLS (CVE-2021-23214): refuse them */
+			if (pg->len > 8) {
+				gw_session_reject(s, "data after SSLRequest", NULL);
+				return;
+			}
+			pg->len = 0;
+			s->state = GW_SESSION_HANDSHAKE;
+			if (gw_end_send(c, "S", 1) < 0)
+				gw_session_drop(s, false);
+			return;
+		case PGW_GSSENC_REQUEST:
+			if (pg->len > 8) {
+				gw_session_reject(s, "data after GSSENCRequest", NULL);
+				return;
+			}
+			buf_consume(pg, 8);
+			if (gw_end_send(c, "N", 1) < 0) /* the client goes on with SSLRequest */
+				gw_session_drop(s, false);
+			return;
+		case PGW_CANCEL_REQUEST:
+			handle_cancel(s, pg->buf);
+			return;
+		case PGW_STARTUP:
+			/* a StartupMessage in clear: PostgreSQL's own answer */
+			pgf_client_error(s, "28000",
+			                 "certgate: SSL required (connect with sslmode=require or "
+			                 "stricter)");
+			gw_session_reject(s, "ssl required", "plaintext StartupMessage");
+			return;
+		case PGW_INVALID:
+			gw_session_reject(s, "invalid startup packet", error);
+			return;
+		}
+	}
+}
+
+/* --- the StartupMessage, inside TLS -------------------------------------- */
+
+static void startup_packet(gw_session_t *s)
+{
+	pgf_t *pg = s->front;
+	size_t len = 0;
+	const char *error;
+	pgw_startup_t params;
+	switch (pgw_first_packet(pg->buf, pg->len, PGF_MAX_STARTUP, &len, &error)) {
+	case PGW_NEED_MORE:
+		return;
+	case PGW_CANCEL_REQUEST:
+		handle_cancel(s, pg->buf); /* libpq 17 cancels over TLS */
+		return;
+	case PGW_STARTUP:
+		break;
+	case PGW_INVALID:
+		gw_session_reject(s, "invalid startup packet", error);
+		return;
+	default:
+		gw_session_reject(s, "invalid startup packet", "not a StartupMessage");
+		return;
+	}
+	if (pg->len < len)
+		return;
+	if (pg->len > len) {
+		gw_session_reject(s, "invalid startup packet", "data after the StartupMessage");
+		return;
+	}
+	if (!pgw_parse_startup(pg->buf, len, &params)) {
+		gw_session_reject(s, "invalid startup packet", "malformed parameters");
+		return;
+	}
+	pg->db_user = strdup(params.user);
+	pg->db_name = strdup(params.database);
+	pg->app_name = params.application_name ? strdup(params.application_name) : NULL;
+	if (pg->db_user == NULL || pg->db_name == NULL) {
+		gw_session_drop(s, false);
+		return;
+	}
+	pg->startup = pg->buf;
+	pg->startup_len = len;
+	pg->buf = NULL;
+	pg->len = 0;
+	gw_session_authorize(s);
+}
+
+/* Reads plaintext out of the client's TLS into the packet buffer. */
+static void read_startup(gw_session_t *s)
+{
+	pgf_t *pg = s->front;
+	gw_end_t *c = client_end(s);
+	uint8_t chunk[1024];
+	while (s->state == GW_SESSION_PG_STARTUP) {
+		ssize_t n = gw_tls_read(&c->tls, chunk, sizeof(chunk));
+		if (n == GW_TLS_READ_WANT)
+			break;
+		if (n <= 0) {
+			gw_session_drop(s, false); /* the client left before its startup */
+			return;
+		}
+		if (!buf_append(pg, chunk, (size_t)n, PGF_MAX_STARTUP + 16)) {
+			gw_session_reject(s, "invalid startup packet", "too long");
+			return;
+		}
+		startup_packet(s);
+	}
+	if (s->state == GW_SESSION_PG_STARTUP)
+		(void)gw_end_flush_tls(c);
+}
+
+static void pgf_client_ready(gw_session_t *s)
+{
+	pgf_t *pg = s->front;
+	if (pg == NULL) {
+		/* a postgres-mode service reached by SNI on a shared listener:
+		 * TLS came first, like PostgreSQL 17's direct TLS */
+		s->front = pg = calloc(1, sizeof(*pg));
+		if (pg == NULL) {
+			gw_session_drop(s, false);
+			return;
+		}
+		pg->direct_tls = true;
+	}
+	if (pg->direct_tls) {
+		if (strcmp(client_end(s)->tls.alpn, GW_ALPN_POSTGRESQL) != 0) {
+			gw_session_reject(s, "direct TLS without ALPN postgresql", NULL);
+			return;
+		}
+	}
+	pg->phase = PGF_STARTUP;
+	s->state = GW_SESSION_PG_STARTUP; /* the handshake deadline still runs */
+	read_startup(s);
+}
+
+/* --- the upstream: SSLRequest, TLS, StartupMessage ------------------------ */
+
+static void pgf_upstream_connected(gw_session_t *s)
+{
+	pgf_t *pg = s->front;
+	gw_end_t *up = upstream_end(s);
+	int len = sizeof(pg->upstream_addr);
+	uv_tcp_getpeername(&up->tcp, (struct sockaddr *)&pg->upstream_addr, &len);
+	uv_tcp_nodelay(&up->tcp, 1);
+	uint8_t req[8];
+	pgw_put32(req, 8);
+	pgw_put32(req + 4, PGW_SSL_REQUEST_CODE);
+	pg->phase = PGF_UP_SSL;
+	pg->len = 0;
+	if (gw_end_send(up, req, sizeof(req)) < 0 || gw_end_read_start(up) < 0)
+		gw_session_upstream_error(s, "cannot write to the upstream");
+}
+
+static void upstream_tls_start(gw_session_t *s)
+{
+	pgf_t *pg = s->front;
+	gw_end_t *up = upstream_end(s);
+	gw_pg_upstream_t *pu = gw_runtime_pg(s->rt, s->service);
+	X509 *cert = NULL;
+	EVP_PKEY *key = NULL;
+	if (pu == NULL || pu->minter == NULL) {
+		gw_session_upstream_error(s, "no upstream_tls for this service");
+		return;
+	}
+	if (gw_minter_get(pu->minter, pg->db_user, cg_wall_ms(), &cert, &key) < 0) {
+		gw_session_upstream_error(s, "cannot mint a client certificate");
+		return;
+	}
+	if (gw_tls_init(&up->tls, pu->ctx, false) < 0) {
+		X509_free(cert);
+		EVP_PKEY_free(key);
+		gw_session_upstream_error(s, "out of memory");
+		return;
+	}
+	up->tls_on = true;
+	SSL *ssl = up->tls.ssl;
+	const char *name = s->service->upstream_tls.server_name;
+	int ok = SSL_use_certificate(ssl, cert) == 1 && SSL_use_PrivateKey(ssl, key) == 1 &&
+	         SSL_set_tlsext_host_name(ssl, name) == 1 && SSL_set1_host(ssl, name) == 1;
+	X509_free(cert);
+	EVP_PKEY_free(key);
+	if (!ok) {
+		gw_session_upstream_error(s, "cannot set up TLS to the upstream");
+		return;
+	}
+	pg->phase = PGF_UP_TLS;
+}
+
+static void upstream_tls_step(gw_session_t *s)
+{
+	pgf_t *pg = s->front;
+	gw_end_t *up = upstream_end(s);
+	gw_tls_status_t st = gw_tls_handshake(&up->tls);
+	int rc = gw_end_flush_tls(up);
+	if (st == GW_TLS_FAILED) {
+		char why[256];
+		long verify = SSL_get_verify_result(up->tls.ssl);
+		if (verify != X509_V_OK)
+			snprintf(why, sizeof(why), "upstream certificate refused: %s",
+			         X509_verify_cert_error_string(verify));
+		else
+			snprintf(why, sizeof(why), "upstream TLS failed: %s", up->tls.error);
+		gw_session_upstream_error(s, why);
+		return;
+	}
+	if (rc < 0) {
+		gw_session_upstream_error(s, "cannot write to the upstream");
+		return;
+	}
+	if (st != GW_TLS_DONE)
+		return;
+	gw_end_read_stop(up); /* the relay reads it from here on */
+	if (gw_end_send_tls(up, pg->startup, pg->startup_len) < 0) {
+		gw_session_upstream_error(s, "cannot write to the upstream");
+		return;
+	}
+	pg->phase = PGF_RELAY;
+	gw_session_start(s);
+}
+
+static void upstream_input(gw_session_t *s, const char *data, ssize_t nread)
+{
+	pgf_t *pg = s->front;
+	gw_end_t *up = upstream_end(s);
+	if (nread < 0) {
+		gw_session_upstream_error(s, "the upstream closed the connection during TLS setup");
+		return;
+	}
+	if (pg->phase == PGF_UP_SSL) {
+		if (data[0] != 'S') {
+			gw_session_upstream_error(s, data[0] == 'N'
+			                                     ? "the upstream does not accept TLS"
+			                                     : "the upstream is not PostgreSQL");
+			return;
+		}
+		if (nread > 1) {
+			/* the server answered with more than 'S' (CVE-2021-23222) */
+			gw_session_upstream_error(s, "data after the upstream's SSL answer");
+			return;
+		}
+		upstream_tls_start(s);
+		if (pg->phase == PGF_UP_TLS)
+			upstream_tls_step(s); /* our ClientHello */
+		return;
+	}
+	if (pg->phase == PGF_UP_TLS) {
+		if (gw_tls_feed(&up->tls, data, (size_t)nread) < 0) {
+			gw_session_upstream_error(s, "out of memory");
+			return;
+		}
+		upstream_tls_step(s);
+	}
+}
+
+static void pgf_input(gw_session_t *s, gw_end_t *end, const char *data, ssize_t nread)
+{
+	pgf_t *pg = s->front;
+	if (end->id == GW_UPSTREAM) {
+		upstream_input(s, data, nread);
+		return;
+	}
+	if (nread < 0) {
+		gw_session_drop(s, false); /* the client left before its session */
+		return;
+	}
+	switch (s->state) {
+	case GW_SESSION_PG_FIRST:
+		if (!buf_append(pg, data, (size_t)nread, PGF_MAX_STARTUP + 16)) {
+			gw_session_reject(s, "invalid startup packet", "too long");
+			return;
+		}
+		first_packet(s);
+		return;
+	case GW_SESSION_PG_STARTUP:
+		if (gw_tls_feed(&end->tls, data, (size_t)nread) < 0) {
+			gw_session_drop(s, false);
+			return;
+		}
+		read_startup(s);
+		return;
+	default:
+		return; /* connecting: the client waits */
+	}
+}
+
+/* --- relaying: backend key data, query audit ------------------------------ */
+
+static void register_key(gw_session_t *s)
+{
+	pgf_t *pg = s->front;
+	char key[16];
+	for (int tries = 0; tries < 8; tries++) {
+		uint32_t r[2];
+		if (RAND_bytes((unsigned char *)r, sizeof(r)) != 1)
+			return;
+		pg->gw_pid = (r[0] & 0x3fffffffu) | 1u; /* positive, like a pid */
+		pg->gw_secret = r[1];
+		snprintf(key, sizeof(key), "%" PRIu32, pg->gw_pid);
+		if (cg_strmap_get(s->gw->cancel_keys, key) == NULL) {
+			cg_strmap_put(s->gw->cancel_keys, key, s);
+			pg->have_key = true;
+			return;
+		}
+	}
+}
+
+/* Follows the backend's message framing over the bytes passed on. */
+static void track_server(pgf_t *pg, const uint8_t *p, size_t len)
+{
+	while (len > 0) {
+		if (pg->srv_body > 0) {
+			size_t n = len < pg->srv_body ? len : pg->srv_body;
+			pg->srv_body -= (uint32_t)n;
+			p += n;
+			len -= n;
+			continue;
+		}
+		pg->srv_hdr[pg->srv_hdr_len++] = *p++;
+		len--;
+		if (pg->srv_hdr_len == sizeof(pg->srv_hdr)) {
+			uint32_t mlen = pgw_get32(pg->srv_hdr + 1);
+			pg->srv_body = mlen >= 4 ? mlen - 4 : 0;
+			pg->srv_hdr_len = 0;
+		}
+	}
+}
+
+static void pgf_session_ending(gw_session_t *s, const char *reason)
+{
+	pgf_t *pg = s->front;
+	/* only between two backend messages: inside one, an ErrorResponse
+	 * would be read as the rest of it */
+	if (pg == NULL || !pg->prelude_done || pg->srv_hdr_len != 0 || pg->srv_body != 0)
+		return;
+	char msg[256];
+	snprintf(msg, sizeof(msg), "terminating connection: certgate: %s", reason);
+	pgf_client_error(s, "57P01", msg);
+}
+
+/* Backend messages until the first ReadyForQuery: BackendKeyData gets the
+ * gateway's key in place of the upstream's. Returns false on a protocol
+ * error (the relay is ended). */
+static bool prelude(gw_session_t *s, const char *data, size_t len)
+{
+	pgf_t *pg = s->front;
+	gw_end_t *c = client_end(s);
+	if (!buf_append(pg, data, len, PGF_MAX_PRELUDE)) {
+		gw_session_end(s, "upstream closed");
+		return false;
+	}
+	while (!pg->prelude_done && pg->len >= 5) {
+		uint32_t mlen = pgw_get32(pg->buf + 1);
+		if (mlen < 4) {
+			gw_session_end(s, "upstream closed");
+			return false;
+		}
+		size_t total = 1 + (size_t)mlen;
+		if (pg->len < total)
+			break;
+		uint8_t *m = pg->buf;
+		if (m[0] == 'K' && mlen == 12) {
+			pg->up_pid = pgw_get32(m + 5);
+			pg->up_secret = pgw_get32(m + 9);
+			unregister_key(s);
+			register_key(s);
+			if (pg->have_key) {
+				pgw_put32(m + 5, pg->gw_pid);
+				pgw_put32(m + 9, pg->gw_secret);
+			}
+		}
+		if (m[0] == 'Z')
+			pg->prelude_done = true;
+		if (gw_end_write(c, m, total) < 0) {
+			gw_session_end(s, "client closed");
+			return false;
+		}
+		buf_consume(pg, total);
+	}
+	if (pg->prelude_done && pg->len > 0) {
+		/* what came after ReadyForQuery in the same read */
+		track_server(pg, pg->buf, pg->len);
+		if (gw_end_write(c, pg->buf, pg->len) < 0) {
+			gw_session_end(s, "client closed");
+			return false;
+		}
+		pg->len = 0;
+	}
+	return true;
+}
+
+/* SQL as a JSON string: UTF-8 as is; another client encoding has its
+ * non-ASCII bytes shown as \xNN so the audit line stays valid JSON. */
+static json_t *sql_json(const char *sql, size_t len)
+{
+	json_t *j = json_stringn(sql, len);
+	if (j != NULL)
+		return j;
+	char *text = malloc(len * 4 + 1);
+	if (text == NULL)
+		return json_null();
+	size_t at = 0;
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)sql[i];
+		if (c < 0x80)
+			text[at++] = (char)c;
+		else
+			at += (size_t)snprintf(text + at, 5, "\\x%02x", c);
+	}
+	j = json_stringn(text, at);
+	free(text);
+	return j != NULL ? j : json_null();
+}
+
+static void emit_query(gw_session_t *s, char type)
+{
+	query_parser_t *q = &s->front->q;
+	const char *sql = q->body;
+	size_t n = q->body_len;
+	if (type == 'P') {
+		/* Parse: statement name \0 query \0 ... */
+		const char *nul = memchr(q->body, '\0', q->body_len);
+		if (nul == NULL)
+			return;
+		sql = nul + 1;
+		n = q->body_len - (size_t)(sql - q->body);
+	}
+	size_t end = strnlen(sql, n);
+	/* cut: longer than PGF_MAX_SQL, or its end was not even captured */
+	bool truncated = end > PGF_MAX_SQL || (q->truncated && end == n);
+	if (end > PGF_MAX_SQL) {
+		end = PGF_MAX_SQL;
+		while (end > 0 && ((unsigned char)sql[end] & 0xc0) == 0x80)
+			end--; /* not in the middle of a UTF-8 character */
+	}
+	json_t *f = json_pack("{s:s, s:s, s:s, s:s}", "session", s->id, "client", s->client,
+	                      "service", s->service->name, "user", s->claims.user);
+	pgf_add_fields(s, f);
+	json_object_del(f, "application_name");
+	json_object_set_new(f, "sql", sql_json(sql, end));
+	json_object_set_new(f, "kind", json_string(type == 'Q' ? "simple" : "parse"));
+	if (truncated)
+		json_object_set_new(f, "truncated", json_true());
+	(void)gw_audit(s->gw, "query", f);
+}
+
+/* Follows the client's message stream across reads; captures the first
+ * bytes of every Query and Parse. */
+static void audit_queries(gw_session_t *s, const uint8_t *data, size_t len)
+{
+	query_parser_t *q = &s->front->q;
+	while (len > 0) {
+		if (q->header_len < 5) {
+			size_t take = 5 - q->header_len < len ? 5 - q->header_len : len;
+			memcpy(q->header + q->header_len, data, take);
+			q->header_len += take;
+			data += take;
+			len -= take;
+			if (q->header_len < 5)
+				return;
+			uint32_t mlen = pgw_get32(q->header + 1);
+			q->remaining = mlen >= 4 ? mlen - 4 : 0;
+			q->body_len = 0;
+			q->truncated = false;
+		}
+		char type = (char)q->header[0];
+		size_t take = q->remaining < len ? q->remaining : len;
+		if (type == 'Q' || type == 'P') {
+			/* name + query, with room for a Parse's statement name */
+			size_t keep = PGF_MAX_SQL + 512;
+			size_t room = q->body_len < keep ? keep - q->body_len : 0;
+			size_t copy = take < room ? take : room;
+			if (copy < take)
+				q->truncated = true;
+			if (q->body_len + copy > q->body_cap) {
+				char *grown = realloc(q->body, keep + 1);
+				if (grown == NULL)
+					copy = 0;
+				else {
+					q->body = grown;
+					q->body_cap = keep;
+				}
+			}
+			memcpy(q->body + q->body_len, data, copy);
+			q->body_len += copy;
+		}
+		data += take;
+		len -= take;
+		q->remaining -= (uint32_t)take;
+		if (q->remaining == 0) {
+			if ((type == 'Q' || type == 'P') && q->body != NULL)
+				emit_query(s, type);
+			q->header_len = 0;
+		}
+	}
+}
+
+static bool pgf_filter(gw_session_t *s, gw_end_t *from, const char *data, size_t len)
+{
+	pgf_t *pg = s->front;
+	if (from->id == GW_UPSTREAM) {
+		if (pg->prelude_done) {
+			track_server(pg, (const uint8_t *)data, len);
+			return false;
+		}
+		(void)prelude(s, data, len);
+		return true;
+	}
+	if (s->service->audit_queries)
+		audit_queries(s, (const uint8_t *)data, len);
+	return false;
+}
+
+const gw_front_ops_t pgf_ops = {
+        .accept = pgf_accept,
+        .input = pgf_input,
+        .client_ready = pgf_client_ready,
+        .upstream_connected = pgf_upstream_connected,
+        .filter = pgf_filter,
+        .tell_client = pgf_client_error,
+        .ending = pgf_session_ending,
+        .db_user = pgf_db_user,
+        .db_name = pgf_db_name,
+        .add_fields = pgf_add_fields,
+        .free = pgf_free,
+        .inner_check = pgf_inner_check,
+};

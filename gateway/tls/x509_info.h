@@ -1,0 +1,23 @@
+/* Reading a certificate for audit lines, listings and timers: its serial
+ * in hex, the SHA-256 of its DER, its subject in RFC 2253 form and its
+ * notAfter in epoch milliseconds. Pure functions over an X509. */
+#ifndef GW_X509_INFO_H
+#define GW_X509_INFO_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <openssl/x509.h>
+
+/* Serial as upper-case hex ("" when unreadable). */
+void gw_cert_serial_hex(X509 *cert, char *buf, size_t len);
+/* SHA-256 of the DER as lower-case hex ("" when unreadable). */
+void gw_cert_sha256_hex(X509 *cert, char buf[65]);
+/* Subject in RFC 2253 form, UTF-8 kept as is (cut to len - 1 bytes). */
+void gw_cert_subject(X509 *cert, char *buf, size_t len);
+/* notAfter as epoch ms; 0 when unreadable. */
+int64_t gw_cert_not_after_ms(X509 *cert);
+/* An ASN1_TIME as epoch ms; 0 when unreadable. */
+int64_t gw_asn1_time_ms(const ASN1_TIME *t);
+
+#endif
