@@ -216,6 +216,38 @@ static void load_audit(loader_t *ld, const cg_jdoc_t *doc, const json_t *aud, co
 	}
 }
 
+/* "state": {"backend": "file", "dir": DIR}. The gateway cannot move its
+ * state while it runs; the loader only reads the block. */
+static void load_state(loader_t *ld, const cg_jdoc_t *doc, const json_t *st, const char *dir)
+{
+	static const char *const keys[] = {"backend", "dir", NULL};
+	pol_state_cfg_t *s = &ld->snap->state;
+	const char *backend = NULL, *path = NULL;
+
+	if (!st)
+		return;
+	if (!json_is_object(st)) {
+		pol_ld_err(ld, doc, "state", "expected an object");
+		return;
+	}
+	s->enabled = true;
+	pol_ld_check_keys(ld, doc, st, "state", keys);
+	if (pol_ld_get_string(ld, doc, st, "state", "backend", false, &backend) && backend &&
+	    strcmp(backend, "file") != 0)
+		pol_ld_err(ld, doc, "state.backend", "expected \"file\"");
+	s->backend = pol_ld_xstrdup(ld, "file");
+	if (!pol_ld_get_string(ld, doc, st, "state", "dir", true, &path) || !path)
+		return;
+	if (*path == '\0' || pol_ld_has_control(path)) {
+		pol_ld_err(ld, doc, "state.dir", "expected a folder path");
+		return;
+	}
+	if (!(s->dir = pol_ld_path_join(dir, path))) {
+		ld->failed = true;
+		cg_errors_add(ld->errs, "out of memory");
+	}
+}
+
 /* ---------------------------------------------------------------------- */
 /* Snapshot life                                                            */
 
@@ -271,6 +303,8 @@ static void snapshot_free(pol_snapshot_t *snap)
 	free(snap->admin.listen);
 	pol_ld_file_finish(&snap->admin.token_file);
 	free(snap->audit.path);
+	free(snap->state.backend);
+	free(snap->state.dir);
 	pol_claims_map_finish(&snap->claims);
 	for (size_t i = 0; i < snap->n_services; i++)
 		service_finish(&snap->services[i]);
@@ -367,8 +401,8 @@ static cg_jdoc_t *load_policy_file(loader_t *ld, const cg_jdoc_t *cfg, const jso
  * absolute paths recorded in pol_file_t, quoting pol_file_where. */
 static pol_snapshot_t *load(const char *config_path, cg_errors_t *errs, bool *complete)
 {
-	static const char *const keys[] = {"gateway",  "admin", "audit",       "claims",
-	                                   "services", "rules", "policy_file", NULL};
+	static const char *const keys[] = {"gateway", "admin",       "audit", "state", "claims",
+	                                   "services", "policy_file", "rules", NULL};
 	loader_t ld = {.errs = errs};
 	cg_jdoc_t *cfg = NULL, *pol = NULL;
 	const cg_jdoc_t *pdoc;
@@ -410,6 +444,7 @@ static pol_snapshot_t *load(const char *config_path, cg_errors_t *errs, bool *co
 	}
 	load_admin(&ld, cfg, json_object_get(root, "admin"), cfg_dir);
 	load_audit(&ld, cfg, json_object_get(root, "audit"), cfg_dir);
+	load_state(&ld, cfg, json_object_get(root, "state"), cfg_dir);
 
 	/* claims and rules come from the policy file when there is one */
 	if (json_object_get(root, "policy_file")) {

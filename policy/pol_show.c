@@ -198,6 +198,14 @@ json_t *pol_show_snapshot(const pol_snapshot_t *snap)
 		}
 		put(&sh, root, "audit", a);
 	}
+	if (snap->state.enabled) {
+		json_t *a = json_object();
+		if (a) {
+			put(&sh, a, "backend", json_string(snap->state.backend));
+			put(&sh, a, "dir", json_string(snap->state.dir));
+		}
+		put(&sh, root, "state", a);
+	}
 	if ((claims = json_object()) != NULL) {
 		put(&sh, claims, "user", show_sources(&sh, &snap->claims.user));
 		put(&sh, claims, "groups", show_sources(&sh, &snap->claims.groups));

@@ -81,6 +81,14 @@ typedef struct pol_audit_cfg {
 	cg_audit_on_failure_t on_failure;
 } pol_audit_cfg_t;
 
+/* Where run-time state lives (locks, trust feed, devices, requests, used
+ * tokens). Absent: in memory only, gone at restart. */
+typedef struct pol_state_cfg {
+	bool enabled; /* the "state" object is present */
+	char *backend; /* "file" */
+	char *dir;     /* absolute */
+} pol_state_cfg_t;
+
 /* glob lists: NULL/0 means "condition not named" (matches anything). */
 typedef struct pol_rule {
 	char *name;
@@ -110,6 +118,7 @@ typedef struct pol_snapshot {
 	pol_gateway_t gateway;
 	pol_admin_t admin;
 	pol_audit_cfg_t audit;
+	pol_state_cfg_t state;
 	pol_claims_map_t claims;
 	pol_service_t *services;
 	size_t n_services;

@@ -64,14 +64,28 @@ static void get_healthz(adm_request_t *req, gw_http_reply_t *reply)
 	gw_http_json(reply, 200, json_pack("{s:s}", "status", "ok"));
 }
 
+/* The run-time state's backend and health: the data path keeps serving
+ * while it cannot persist (what is known stays enforced), so it is told,
+ * not made a reason for 503. */
+static json_t *state_json(const gw_state_t *st)
+{
+	const char *problem = gw_state_problem(st);
+	return json_pack("{s:s, s:b, s:s*, s:I}", "backend", gw_state_backend(st), "ok",
+	                 problem == NULL, "problem", problem, "errors",
+	                 (json_int_t)gw_state_errors(st));
+}
+
 static void get_readyz(adm_request_t *req, gw_http_reply_t *reply)
 {
 	const char *why = gw_not_ready_reason(req->gw);
+	json_t *state = state_json(req->gw->state);
 	if (why == NULL)
-		gw_http_json(reply, 200, json_pack("{s:s}", "status", "ready"));
+		gw_http_json(reply, 200,
+		             json_pack("{s:s, s:o}", "status", "ready", "state", state));
 	else
 		gw_http_json(reply, 503,
-		             json_pack("{s:s, s:s}", "status", "not ready", "error", why));
+		             json_pack("{s:s, s:s, s:o}", "status", "not ready", "error", why,
+		                       "state", state));
 }
 
 static void get_status(adm_request_t *req, gw_http_reply_t *reply)
@@ -91,6 +105,7 @@ static void get_status(adm_request_t *req, gw_http_reply_t *reply)
 	                  (json_int_t)gw->counters.refused, "sessions_started",
 	                  (json_int_t)gw->counters.sessions, "audit_lost",
 	                  (json_int_t)cg_audit_lost(gw->audit)));
+	json_object_set_new(reply->json, "state", state_json(gw->state));
 }
 
 static void post_reload(adm_request_t *req, gw_http_reply_t *reply)
@@ -189,7 +204,7 @@ static void put_trust(adm_request_t *req, gw_http_reply_t *reply, const char *de
 		gw_http_error(reply, 400,
 		              "level: expected \"always_deny\", \"low\", \"medium\" or \"high\"");
 	} else if (parse_ttl(body, now, &expires, reply)) {
-		if (gw_trust_set(&req->gw->authz, device, level, now, expires, req->by) < 0) {
+		if (gw_state_trust_set(req->gw->state, device, level, now, expires, req->by) < 0) {
 			gw_http_error(reply, 500, "out of memory");
 		} else {
 			json_t *f = json_pack("{s:s, s:s, s:O?, s:s}", "device", device, "level",
@@ -197,9 +212,9 @@ static void put_trust(adm_request_t *req, gw_http_reply_t *reply, const char *de
 			                      json_object_get(body, "ttl"), "by", req->by);
 			(void)gw_audit(req->gw, "admin.trust", f);
 			gw_reauthorize_matching(req->gw, NULL, device, "revoked: device trust");
-			gw_http_json(
-			        reply, 200,
-			        trust_json(device, gw_trust_get(&req->gw->authz, device, now)));
+			gw_http_json(reply, 200,
+			             trust_json(device,
+			                        gw_state_trust_get(req->gw->state, device, now)));
 		}
 	}
 	json_decref(body);
@@ -207,7 +222,7 @@ static void put_trust(adm_request_t *req, gw_http_reply_t *reply, const char *de
 
 static void get_trust(adm_request_t *req, gw_http_reply_t *reply, const char *device)
 {
-	const gw_trust_entry_t *e = gw_trust_get(&req->gw->authz, device, cg_wall_ms());
+	const gw_trust_entry_t *e = gw_state_trust_get(req->gw->state, device, cg_wall_ms());
 	if (e == NULL)
 		gw_http_error(reply, 404, "no trust feed value for device %s", device);
 	else
@@ -216,7 +231,7 @@ static void get_trust(adm_request_t *req, gw_http_reply_t *reply, const char *de
 
 static void delete_trust(adm_request_t *req, gw_http_reply_t *reply, const char *device)
 {
-	if (!gw_trust_clear(&req->gw->authz, device)) {
+	if (!gw_state_trust_clear(req->gw->state, device)) {
 		gw_http_error(reply, 404, "no trust feed value for device %s", device);
 		return;
 	}
@@ -259,8 +274,7 @@ static void post_lock(adm_request_t *req, gw_http_reply_t *reply)
 		gw_http_error(reply, 400, "give exactly one of \"user\" or \"device\"");
 		goto done;
 	}
-	gw_locks_prune(&req->gw->authz, now);
-	for (const gw_lock_t *l = req->gw->authz.locks; l != NULL; l = l->next) {
+	for (const gw_lock_t *l = gw_state_locks(req->gw->state, now); l != NULL; l = l->next) {
 		if ((user != NULL && l->user != NULL && strcasecmp(user, l->user) == 0) ||
 		    (device != NULL && l->device != NULL && strcmp(device, l->device) == 0)) {
 			gw_http_json(reply, 409,
@@ -270,7 +284,7 @@ static void post_lock(adm_request_t *req, gw_http_reply_t *reply)
 		}
 	}
 	const gw_lock_t *lock =
-	        gw_lock_add(&req->gw->authz, user, device, reason, now, expires, req->by);
+	        gw_state_lock_add(req->gw->state, user, device, reason, now, expires, req->by);
 	if (lock == NULL) {
 		gw_http_error(reply, 500, "out of memory");
 		goto done;
@@ -286,16 +300,16 @@ done:
 
 static void get_locks(adm_request_t *req, gw_http_reply_t *reply)
 {
-	gw_locks_prune(&req->gw->authz, cg_wall_ms());
 	json_t *list = json_array();
-	for (const gw_lock_t *l = req->gw->authz.locks; l != NULL; l = l->next)
+	for (const gw_lock_t *l = gw_state_locks(req->gw->state, cg_wall_ms()); l != NULL;
+	     l = l->next)
 		json_array_append_new(list, lock_json(l));
 	gw_http_json(reply, 200, json_pack("{s:o}", "locks", list));
 }
 
 static void delete_lock(adm_request_t *req, gw_http_reply_t *reply, const char *id)
 {
-	const gw_lock_t *lock = gw_lock_get(&req->gw->authz, id, cg_wall_ms());
+	const gw_lock_t *lock = gw_state_lock_get(req->gw->state, id, cg_wall_ms());
 	if (lock == NULL) {
 		gw_http_error(reply, 404, "no lock %s", id);
 		return;
@@ -304,7 +318,7 @@ static void delete_lock(adm_request_t *req, gw_http_reply_t *reply, const char *
 	json_object_del(f, "created");
 	json_object_set_new(f, "by", json_string(req->by));
 	(void)gw_audit(req->gw, "admin.unlock", f);
-	gw_lock_remove(&req->gw->authz, id);
+	gw_state_lock_remove(req->gw->state, id);
 	gw_http_json(reply, 200, json_pack("{s:s, s:b}", "id", id, "lifted", 1));
 }
 

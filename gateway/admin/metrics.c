@@ -258,6 +258,10 @@ char *gw_metrics_render(gw_metrics_t *m, gw_gateway_t *gw, size_t *len)
 	family(&o, "certgate_audit_lost_events_total", "counter",
 	       "Audit events that could not be written.");
 	put(&o, "certgate_audit_lost_events_total %" PRIu64 "\n", cg_audit_lost(gw->audit));
+	family(&o, "certgate_state_errors_total", "counter",
+	       "Changes to the run-time state (locks, trust feed, ...) that could not be "
+	       "persisted; they stay in force in memory.");
+	put(&o, "certgate_state_errors_total %" PRIu64 "\n", gw_state_errors(gw->state));
 	family(&o, "certgate_start_time_seconds", "gauge", "Start time, seconds since the epoch.");
 	put(&o, "certgate_start_time_seconds %.3f\n", (double)gw->started_ms / 1000.0);
 

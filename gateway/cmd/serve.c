@@ -75,7 +75,11 @@ static int start(gw_gateway_t *gw)
 	gw->rt = gw_runtime_load(gw->config_path, &errs);
 	if (gw->rt != NULL) {
 		const pol_snapshot_t *snap = gw->rt->snap;
-		char err[256];
+		char err[512];
+		gw->state = gw_state_open(gw->loop, snap->state.enabled ? snap->state.dir : NULL,
+		                          err, sizeof(err));
+		if (gw->state == NULL)
+			cg_errors_add(&errs, "%s: state: %s", snap->config_path, err);
 		gw->audit =
 		        cg_audit_open(snap->audit.path, snap->audit.on_failure, err, sizeof(err));
 		if (gw->audit == NULL)
@@ -152,7 +156,6 @@ int gw_serve_main(int argc, char **argv)
 	gw.user_sessions = cg_strmap_create();
 	gw.round_robin = cg_strmap_create();
 	gw.cancel_keys = cg_strmap_create();
-	gw_authz_state_init(&gw.authz);
 	gw.postgres = &pgf_ops;
 	gw_metrics_t metrics;
 	gw_metrics_init(&metrics);
@@ -207,7 +210,7 @@ done:
 	cg_strmap_destroy(gw.user_sessions, NULL);
 	cg_strmap_destroy(gw.round_robin, NULL);
 	cg_strmap_destroy(gw.cancel_keys, NULL);
-	gw_authz_state_finish(&gw.authz);
+	gw_state_close(gw.state);
 	gw_extensions_destroy(&gw);
 	gw_metrics_finish(&metrics);
 	free(gw.config_path);

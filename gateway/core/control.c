@@ -29,6 +29,24 @@ static cg_audit_t *audit_for(gw_gateway_t *gw, const pol_snapshot_t *snap, cg_er
 	return audit;
 }
 
+static bool same_string(const char *a, const char *b)
+{
+	return (a == NULL && b == NULL) || (a != NULL && b != NULL && strcmp(a, b) == 0);
+}
+
+/* The run-time state stays where it was opened: moving it while sessions,
+ * locks and grants depend on it needs a restart. */
+static void check_state_kept(gw_gateway_t *gw, const pol_snapshot_t *snap, cg_errors_t *errs)
+{
+	const pol_state_cfg_t *now = &gw->rt->snap->state, *next = &snap->state;
+	if (now->enabled != next->enabled || !same_string(now->backend, next->backend) ||
+	    !same_string(now->dir, next->dir))
+		cg_errors_add(errs,
+		              "%s: state: changed; the state cannot move while certgate runs "
+		              "(restart it to use the new state block)",
+		              snap->config_path);
+}
+
 static json_t *errors_json(const cg_errors_t *errs)
 {
 	json_t *list = json_array();
@@ -103,6 +121,7 @@ static int reload(gw_gateway_t *gw, const char *by, cg_errors_t *errs)
 	if (rt != NULL) {
 		gw_listeners_prepare(gw, rt->snap, errs);
 		audit = audit_for(gw, rt->snap, errs);
+		check_state_kept(gw, rt->snap, errs);
 		gw_extensions_prepare(gw, rt, errs);
 	}
 	if (errs->count != before) {

@@ -86,7 +86,7 @@ struct gw_gateway {
 	bool draining;
 	bool drained;
 	gw_counters_t counters;
-	gw_authz_state_t authz; /* locks and trust feed */
+	gw_state_t *state; /* run-time state: locks, trust feed, ... */
 	gw_extension_t *extensions;
 	gw_observer_t observer;
 	const gw_front_ops_t *postgres; /* postgres mode; NULL: refused */

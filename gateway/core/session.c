@@ -379,7 +379,7 @@ void gw_session_authorize(gw_session_t *s)
 	        .db_user = gw_session_db_user(s),
 	        .db_name = gw_session_db_name(s),
 	};
-	if (!gw_authorize(&s->gw->authz, s->rt, &req, &s->decision)) {
+	if (!gw_authorize(s->gw->state, s->rt, &req, &s->decision)) {
 		gw_session_deny(s, s->decision.reason, s->decision.rule);
 		return;
 	}

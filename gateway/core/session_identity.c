@@ -172,7 +172,7 @@ void gw_session_reauthorize(gw_session_t *s, gw_runtime_t *rt, const char *revok
 	        .db_user = gw_session_db_user(s),
 	        .db_name = gw_session_db_name(s),
 	};
-	bool allowed = gw_authorize(&s->gw->authz, rt, &req, &decision);
+	bool allowed = gw_authorize(s->gw->state, rt, &req, &decision);
 	if (!allowed) {
 		if (!same_claims)
 			pol_claims_finish(&fresh);

@@ -26,11 +26,13 @@ MAY_USE = {
     "policy": ["common"],
     "gateway/tls": ["common"],
     "gateway/http": ["common"],
-    "gateway/core": ["common", "policy", "gateway/tls"],
-    "gateway/pg": ["common", "policy", "gateway/tls", "gateway/core"],
-    "gateway/admin": ["common", "policy", "gateway/tls", "gateway/http", "gateway/core"],
-    "gateway/cmd": ["common", "policy", "gateway/tls", "gateway/http", "gateway/core",
-                    "gateway/pg", "gateway/admin"],
+    "gateway/state": ["common", "policy"],
+    "gateway/core": ["common", "policy", "gateway/tls", "gateway/state"],
+    "gateway/pg": ["common", "policy", "gateway/tls", "gateway/state", "gateway/core"],
+    "gateway/admin": ["common", "policy", "gateway/tls", "gateway/http", "gateway/state",
+                      "gateway/core"],
+    "gateway/cmd": ["common", "policy", "gateway/tls", "gateway/http", "gateway/state",
+                    "gateway/core", "gateway/pg", "gateway/admin"],
 }
 GENERATED = {"certgate_config.h"}
 INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"', re.M)

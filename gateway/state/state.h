@@ -1,0 +1,78 @@
+/* Run-time state: what admins and users change while the gateway runs
+ * (locks and the live trust feed today; the device registry, access
+ * requests and the issuer's used-token cache join them), behind one
+ * interface whatever keeps it.
+ *
+ * The gateway decides from the in-memory model here, never waiting on a
+ * disk or a database: reads are plain lookups. Every change is applied to
+ * the model at once and then persisted by the backend in the background:
+ *   - memory (no "state" block): nothing persists; a restart forgets;
+ *   - file (state.dir): one JSON file per kind, rewritten whole and
+ *     atomically (cg_file_write_atomic) on the libuv thread pool after each
+ *     change, coalesced while a write is in flight; loaded at start, where
+ *     an unreadable file refuses the start (a lost lock must not pass
+ *     silently).
+ *
+ * Kinds (state_locks.c, state_trust.c, ...) own their records and their
+ * JSON form; state.c owns the backend, the scheduling and health. */
+#ifndef GW_STATE_H
+#define GW_STATE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+#include "pol_trust.h"
+#include "state/state_types.h"
+
+typedef struct gw_state gw_state_t;
+
+/* Opens the state: dir NULL keeps it in memory only; otherwise dir is made
+ * (0700) if missing and every kind's file in it is loaded. NULL with the
+ * reason in err ("state.dir /x: locks.json: line 3: ..."). */
+gw_state_t *gw_state_open(uv_loop_t *loop, const char *dir, char *err, size_t errlen);
+/* Frees the model; writes still in flight finish first (the loop must run
+ * them: call after uv_run returned, which waits for them). Accepts NULL. */
+void gw_state_close(gw_state_t *st);
+
+/* "memory" or "file", for /v1/status and /readyz. */
+const char *gw_state_backend(const gw_state_t *st);
+/* NULL while every change so far was persisted, else the last failure
+ * ("cannot write /var/lib/certgate/locks.json: No space left on device"). */
+const char *gw_state_problem(const gw_state_t *st);
+/* Persist failures since start (metrics). */
+uint64_t gw_state_errors(const gw_state_t *st);
+
+/* --- locks: refuse new sessions, end live ones ---------------------------- */
+
+/* Adds a lock on user or device (the other NULL); NULL when out of memory.
+ * The lock stays owned by st. */
+const gw_lock_t *gw_state_lock_add(gw_state_t *st, const char *user, const char *device_id,
+                                   const char *reason, int64_t now_ms, int64_t expires_ms,
+                                   const char *by);
+/* The first unexpired lock on user (case-insensitive) or device, or NULL. */
+const gw_lock_t *gw_state_lock_find(gw_state_t *st, const char *user, const char *device_id,
+                                    int64_t now_ms);
+/* The unexpired lock with this id, or NULL. */
+const gw_lock_t *gw_state_lock_get(gw_state_t *st, const char *id, int64_t now_ms);
+/* Lifts the lock with this id; false if there is none. */
+bool gw_state_lock_remove(gw_state_t *st, const char *id);
+/* The unexpired locks in creation order (follow ->next). */
+const gw_lock_t *gw_state_locks(gw_state_t *st, int64_t now_ms);
+
+/* --- the live trust feed: device id -> level ------------------------------ */
+
+/* Sets (replaces) the level of device; expires_ms 0 = no ttl. 0 or -1 (out
+ * of memory). */
+int gw_state_trust_set(gw_state_t *st, const char *device_id, pol_trust_t level, int64_t now_ms,
+                       int64_t expires_ms, const char *by) __attribute__((warn_unused_result));
+/* The entry of device if set and not lapsed, else NULL. */
+const gw_trust_entry_t *gw_state_trust_get(gw_state_t *st, const char *device_id, int64_t now_ms);
+/* The feed's level for device (POL_TRUST_NONE if none, lapsed or NULL). */
+pol_trust_t gw_state_trust_level(gw_state_t *st, const char *device_id, int64_t now_ms);
+/* Clears device's entry; false if there was none. */
+bool gw_state_trust_clear(gw_state_t *st, const char *device_id);
+
+#endif

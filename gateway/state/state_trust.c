@@ -1,0 +1,142 @@
+/* The live trust feed (see state.h): device id -> level, optionally until
+ * a deadline; lapsed entries are dropped when read. Saved as {"devices":
+ * {ID: {"level", "set", "expires", "by"}}} with times in epoch ms. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "state/state.h"
+#include "state/state_model.h"
+
+static void trust_finish(gw_state_t *st)
+{
+	cg_strmap_destroy(st->trust, free);
+	st->trust = NULL;
+}
+
+pol_trust_t gw_state_trust_level(gw_state_t *st, const char *device_id, int64_t now_ms)
+{
+	const gw_trust_entry_t *e = gw_state_trust_get(st, device_id, now_ms);
+	return e != NULL ? e->level : POL_TRUST_NONE;
+}
+
+const gw_trust_entry_t *gw_state_trust_get(gw_state_t *st, const char *device_id, int64_t now_ms)
+{
+	if (device_id == NULL)
+		return NULL;
+	gw_trust_entry_t *e = cg_strmap_get(st->trust, device_id);
+	if (e == NULL)
+		return NULL;
+	if (e->expires_ms != 0 && e->expires_ms <= now_ms) {
+		free(cg_strmap_remove(st->trust, device_id));
+		gw_state_changed(st, GW_STATE_TRUST);
+		return NULL;
+	}
+	return e;
+}
+
+static gw_trust_entry_t *entry_new(pol_trust_t level, int64_t set_ms, int64_t expires_ms,
+                                   const char *by)
+{
+	gw_trust_entry_t *e = calloc(1, sizeof(*e));
+	if (e == NULL)
+		return NULL;
+	e->level = level;
+	e->set_ms = set_ms;
+	e->expires_ms = expires_ms;
+	snprintf(e->by, sizeof(e->by), "%s", by);
+	return e;
+}
+
+int gw_state_trust_set(gw_state_t *st, const char *device_id, pol_trust_t level, int64_t now_ms,
+                       int64_t expires_ms, const char *by)
+{
+	gw_trust_entry_t *e = entry_new(level, now_ms, expires_ms, by);
+	if (e == NULL)
+		return -1;
+	free(cg_strmap_put(st->trust, device_id, e));
+	gw_state_changed(st, GW_STATE_TRUST);
+	return 0;
+}
+
+bool gw_state_trust_clear(gw_state_t *st, const char *device_id)
+{
+	gw_trust_entry_t *e = cg_strmap_remove(st->trust, device_id);
+	if (e == NULL)
+		return false;
+	free(e);
+	gw_state_changed(st, GW_STATE_TRUST);
+	return true;
+}
+
+/* --- the saved form --------------------------------------------------------- */
+
+typedef struct save_ctx {
+	json_t *devices;
+	bool failed;
+} save_ctx_t;
+
+static bool save_one(const char *device, void *value, void *ctx)
+{
+	save_ctx_t *sc = ctx;
+	const gw_trust_entry_t *e = value;
+	json_t *j =
+	        json_pack("{s:s, s:I, s:I, s:s}", "level", pol_trust_name(e->level), "set",
+	                  (json_int_t)e->set_ms, "expires", (json_int_t)e->expires_ms, "by", e->by);
+	if (j == NULL || json_object_set_new(sc->devices, device, j) != 0)
+		sc->failed = true;
+	return !sc->failed;
+}
+
+static json_t *trust_save(gw_state_t *st)
+{
+	save_ctx_t sc = {.devices = json_object()};
+	if (sc.devices == NULL)
+		return NULL;
+	cg_strmap_foreach(st->trust, save_one, &sc);
+	if (sc.failed) {
+		json_decref(sc.devices);
+		return NULL;
+	}
+	return json_pack("{s:o}", "devices", sc.devices);
+}
+
+static bool trust_load(gw_state_t *st, const json_t *doc, char *err, size_t errlen)
+{
+	json_t *devices = NULL;
+	json_error_t jerr;
+	if (json_unpack_ex((json_t *)doc, &jerr, JSON_STRICT, "{s:o}", "devices", &devices) != 0 ||
+	    !json_is_object(devices)) {
+		snprintf(err, errlen, "expected {\"devices\": {...}}");
+		return false;
+	}
+	const char *device;
+	json_t *j;
+	json_object_foreach(devices, device, j)
+	{
+		const char *level_name, *by;
+		json_int_t set, expires;
+		pol_trust_t level;
+		if (json_unpack_ex(j, &jerr, JSON_STRICT, "{s:s, s:I, s:I, s:s}", "level",
+		                   &level_name, "set", &set, "expires", &expires, "by", &by) != 0 ||
+		    !pol_trust_parse(level_name, &level)) {
+			snprintf(err, errlen, "devices.%s: %s", device,
+			         jerr.text[0] != '\0' ? jerr.text : "unknown level");
+			return false;
+		}
+		gw_trust_entry_t *e = entry_new(level, set, expires, by);
+		if (e == NULL) {
+			snprintf(err, errlen, "out of memory");
+			return false;
+		}
+		free(cg_strmap_put(st->trust, device, e));
+	}
+	return true;
+}
+
+const gw_state_kind_t gw_state_trust_kind = {
+        .name = "trust",
+        .save = trust_save,
+        .load = trust_load,
+        .finish = trust_finish,
+};

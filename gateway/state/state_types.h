@@ -1,0 +1,30 @@
+/* The records of run-time state (see state.h), types only: what the
+ * model holds and listings return. */
+#ifndef GW_STATE_TYPES_H
+#define GW_STATE_TYPES_H
+
+#include <stdint.h>
+
+#include "pol_trust.h"
+
+/* A lock on a user or a device: refuses new sessions, ends live ones. */
+typedef struct gw_lock {
+	struct gw_lock *next;
+	char id[24];
+	char *user; /* exactly one of user/device is set */
+	char *device;
+	char *reason; /* may be NULL */
+	int64_t created_ms;
+	int64_t expires_ms; /* 0 = until lifted */
+	char by[64];
+} gw_lock_t;
+
+/* A live trust-feed value for a device. */
+typedef struct gw_trust_entry {
+	pol_trust_t level;
+	int64_t set_ms;
+	int64_t expires_ms; /* 0 = no ttl */
+	char by[64];
+} gw_trust_entry_t;
+
+#endif
