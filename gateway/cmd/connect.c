@@ -7,6 +7,11 @@
  * plain, upstream end TLS). The local client is not read until the tunnel
  * is up, so nothing it sends early is lost or reordered.
  *
+ * The connector offers ALPN "certgate/1": a gateway that selects it sends
+ * one status line before any byte of the service ("OK" or "REFUSED
+ * <reason>"), so a refusal is logged here with its reason whatever the
+ * protocol inside (docs/architecture.md, "The connector's status line").
+ *
  * Login certificates are short-lived: before each new connection the
  * cert/key files are stat()ed and the TLS context rebuilt when they changed
  * (a renewal written mid-way simply fails to load and the old context
@@ -19,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdint.h>
 #include <sys/stat.h>
 
 #include <openssl/err.h>
@@ -70,6 +76,16 @@ typedef struct tunnel {
 	struct sockaddr_storage numeric;
 	bool numeric_left;
 	const char *last_error;
+	/* the gateway's status line (ALPN certgate/1) */
+	bool status_expected; /* the gateway selected certgate/1 */
+	bool status_read;
+	bool refused;
+	char status[256];
+	size_t status_len;
+	/* the local client's first bytes, to tell a PostgreSQL CancelRequest
+	 * (which never gets an answer) from a session */
+	uint8_t first[8];
+	size_t first_len;
 } tunnel_t;
 
 /* --- TLS context -------------------------------------------------------- */
@@ -104,6 +120,11 @@ static SSL_CTX *build_ctx(connector_t *c, char *err, size_t errlen)
 	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
 	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
 	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+	static const unsigned char alpn[] = "\x0a" GW_ALPN_CERTGATE;
+	if (SSL_CTX_set_alpn_protos(ctx, alpn, sizeof(alpn) - 1) != 0) {
+		snprintf(err, errlen, "cannot offer ALPN %s", GW_ALPN_CERTGATE);
+		goto fail;
+	}
 	if (SSL_CTX_load_verify_file(ctx, c->ca_path) != 1) {
 		gw_tls_describe_error(detail, sizeof(detail), "unreadable");
 		snprintf(err, errlen, "--ca %s: %s", c->ca_path, detail);
@@ -190,18 +211,79 @@ static void on_freed(gw_link_t *link)
 	}
 }
 
+/* A PostgreSQL CancelRequest: 16 bytes, code 80877102. Its connection is
+ * closed without an answer by design. */
+static bool sent_cancel_request(const tunnel_t *t)
+{
+	static const uint8_t head[8] = {0, 0, 0, 16, 0x04, 0xd2, 0x16, 0x2e};
+	return t->first_len == sizeof(head) && memcmp(t->first, head, sizeof(head)) == 0;
+}
+
 static void on_relay_done(gw_link_t *link, const char *reason, const char *detail)
 {
 	tunnel_t *t = container_of(link, tunnel_t, link);
-	if (link->end[GW_UPSTREAM].bytes_in == 0 && strcmp(reason, "upstream closed") == 0)
+	bool silent_close =
+	        link->end[GW_UPSTREAM].bytes_in == 0 && strcmp(reason, "upstream closed") == 0;
+	if (silent_close && !t->refused && !sent_cancel_request(t))
 		cg_log(CG_LOG_WARN,
-		       "tunnel %llu: the gateway closed the tunnel before the service said "
-		       "anything: refused? (the gateway's audit log says why)",
+		       t->status_read
+		               ? "tunnel %llu: the service closed the connection without a "
+		                 "word"
+		               : "tunnel %llu: the gateway closed the tunnel before the service "
+		                 "said anything: refused? (the gateway's audit log says why)",
 		       (unsigned long long)t->id);
 	else if (detail != NULL)
 		cg_log(CG_LOG_INFO, "tunnel %llu: %s (%s)", (unsigned long long)t->id,
 		       strcmp(reason, "upstream closed") == 0 ? "gateway closed" : reason, detail);
 	tunnel_close(t, true);
+}
+
+/* The gateway's status line, then the service's bytes as they come. */
+static bool read_status(tunnel_t *t, const char *data, size_t len)
+{
+	const char *nl = memchr(data, '\n', len);
+	size_t take = nl != NULL ? (size_t)(nl - data) + 1 : len;
+	if (t->status_len + take > sizeof(t->status) - 1) {
+		cg_log(CG_LOG_WARN, "tunnel %llu: the gateway sent no status line",
+		       (unsigned long long)t->id);
+		tunnel_close(t, false);
+		return true;
+	}
+	memcpy(t->status + t->status_len, data, take);
+	t->status_len += take;
+	if (nl == NULL)
+		return true; /* the rest of the line is still to come */
+	t->status[t->status_len - 1] = '\0';
+	t->status_read = true;
+	if (strncmp(t->status, "REFUSED ", 8) == 0) {
+		t->refused = true;
+		cg_log(CG_LOG_WARN, "tunnel %llu: the gateway refused it: %s",
+		       (unsigned long long)t->id, t->status + 8);
+	} else if (strcmp(t->status, "OK") != 0) {
+		cg_log(CG_LOG_WARN, "tunnel %llu: unexpected status from the gateway",
+		       (unsigned long long)t->id);
+		tunnel_close(t, false);
+		return true;
+	}
+	/* what followed the line in this read goes on to the local client */
+	if (take < len && gw_end_write(&t->link.end[GW_CLIENT], data + take, len - take) < 0)
+		tunnel_close(t, false);
+	return true;
+}
+
+static bool on_filter(gw_link_t *link, gw_end_t *from, const char *data, size_t len)
+{
+	tunnel_t *t = container_of(link, tunnel_t, link);
+	if (from->id == GW_CLIENT) {
+		size_t take = sizeof(t->first) - t->first_len;
+		take = take < len ? take : len;
+		memcpy(t->first + t->first_len, data, take);
+		t->first_len += take;
+		return false;
+	}
+	if (!t->status_expected || t->status_read)
+		return false;
+	return read_status(t, data, len);
 }
 
 static void on_timer(gw_link_t *link)
@@ -233,6 +315,7 @@ static void handshake_step(tunnel_t *t)
 	}
 	if (st == GW_TLS_DONE) {
 		uv_timer_stop(&t->link.timer);
+		t->status_expected = strcmp(gw_end->tls.alpn, GW_ALPN_CERTGATE) == 0;
 		gw_link_relay(&t->link);
 	}
 }
@@ -364,6 +447,7 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
 
 static const gw_link_ops_t tunnel_ops = {
         .setup_input = on_setup_input,
+        .filter = on_filter,
         .relay_done = on_relay_done,
         .timer = on_timer,
         .end_closed = on_end_closed,

@@ -73,6 +73,10 @@ gw_pg_upstream_t *gw_runtime_pg(const gw_runtime_t *rt, const pol_service_t *svc
 
 /* ALPN protocol PostgreSQL 17 requires with direct TLS. */
 #define GW_ALPN_POSTGRESQL "postgresql"
+/* ALPN protocol of `certgate connect`: the gateway's first bytes inside the
+ * tunnel are one status line (docs/architecture.md, "The connector's status
+ * line"): "OK\n" once the session starts, or "REFUSED <reason>\n". */
+#define GW_ALPN_CERTGATE "certgate/1"
 
 /* Attaches hs to a server SSL created from rt->server_ctx. */
 void gw_handshake_attach(SSL *ssl, gw_handshake_t *hs);

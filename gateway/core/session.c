@@ -142,7 +142,39 @@ void gw_session_reject(gw_session_t *s, const char *reason, const char *detail)
 	add_cert(f, s->cert != NULL ? s->cert : s->hs.cert, false);
 	gw_count_refusal(s->gw, "tls.rejected", reason);
 	(void)gw_audit(s->gw, "tls.rejected", f);
-	gw_session_drop(s, true); /* graceful: the alert already queued still goes out */
+	gw_session_tell_status(s, reason); /* refused after the handshake */
+	gw_session_drop(s, true);          /* graceful: the alert already queued still goes out */
+}
+
+void gw_session_tell_status(gw_session_t *s, const char *refusal)
+{
+	if (!s->status_line || s->status_sent)
+		return;
+	s->status_sent = true;
+	char line[sizeof(s->refusal) + 16];
+	int n = refusal == NULL ? snprintf(line, sizeof(line), "OK\n")
+	                        : snprintf(line, sizeof(line), "REFUSED %s\n", refusal);
+	if (n > 0 && (size_t)n < sizeof(line))
+		(void)gw_end_send_tls(client_end(s), line, (size_t)n);
+}
+
+/* A tunnel refused right after its handshake: its client may speak
+ * PostgreSQL inside (psql through the connector), and libpq shows an
+ * ErrorResponse sent in place of the SSLRequest's answer. Keep reading the
+ * first inner bytes for a moment so the front can say why in that
+ * protocol; anything else, or nothing, is closed. */
+#define REFUSING_WAIT_MS 2000
+
+static bool say_why_inside(gw_session_t *s, const char *reason)
+{
+	if (s->front != NULL || s->gw->postgres == NULL || s->state != GW_SESSION_HANDSHAKE ||
+	    !client_end(s)->tls_on || !client_end(s)->tls.handshake_done)
+		return false;
+	snprintf(s->refusal, sizeof(s->refusal), "%s", reason);
+	s->state = GW_SESSION_REFUSING;
+	gw_link_arm(&s->link, REFUSING_WAIT_MS);
+	s->gw->postgres->inner_check(s);
+	return true;
 }
 
 /* authz.denied: the policy (or a limit) refused an authenticated client.
@@ -162,7 +194,9 @@ void gw_session_deny(gw_session_t *s, const char *reason, const char *rule)
 	json_object_set_new(f, "reason", json_string(reason));
 	gw_count_refusal(s->gw, "authz.denied", rule);
 	(void)gw_audit(s->gw, "authz.denied", f);
-	gw_session_drop(s, true);
+	gw_session_tell_status(s, reason);
+	if (!say_why_inside(s, reason))
+		gw_session_drop(s, true);
 }
 
 void gw_session_end(gw_session_t *s, const char *reason)
@@ -253,6 +287,9 @@ static void on_timer(gw_link_t *link)
 	case GW_SESSION_INNER:
 		gw_session_reject(s, "handshake timeout", NULL);
 		return;
+	case GW_SESSION_REFUSING:
+		gw_session_drop(s, true); /* refused and audited already */
+		return;
 	case GW_SESSION_CONNECTING:
 		gw_session_upstream_timeout(s);
 		return;
@@ -299,11 +336,13 @@ void gw_session_start(gw_session_t *s)
 		if (front(s) != NULL)
 			front(s)->tell_client(s, "57P03",
 			                      "certgate: audit unavailable, try again later");
+		gw_session_tell_status(s, "audit unavailable");
 		gw_session_drop(s, true);
 		return;
 	}
 	s->started = true;
 	s->started_ms = cg_wall_ms();
+	gw_session_tell_status(s, NULL);
 	gw_session_stow_identity(s);
 	s->state = GW_SESSION_LIVE;
 	s->gw->n_live++;
@@ -334,6 +373,7 @@ static void handshake_done(gw_session_t *s)
 	s->service = s->hs.service;
 	s->cert = SSL_get1_peer_certificate(ssl);
 	STACK_OF(X509) *sent = SSL_get_peer_cert_chain(ssl);
+	s->status_line = strcmp(c->tls.alpn, GW_ALPN_CERTGATE) == 0;
 	s->chain = sent != NULL ? X509_chain_up_ref(sent) : NULL;
 	/* what is needed of the SSL is read: an idle TLS 1.3 session keeps
 	 * about 2 KiB of record state instead of OpenSSL's 18 KiB */
@@ -524,7 +564,7 @@ static void on_setup_input(gw_link_t *link, gw_end_t *end, const char *data, ssi
 	}
 	if (nread < 0) {
 		/* the client left before its session started */
-		if (s->got_bytes && s->state != GW_SESSION_INNER)
+		if (s->got_bytes && s->state != GW_SESSION_INNER && s->state != GW_SESSION_REFUSING)
 			gw_session_reject(s, "client closed during handshake",
 			                  uv_strerror((int)nread));
 		else
@@ -546,6 +586,7 @@ static void on_setup_input(gw_link_t *link, gw_end_t *end, const char *data, ssi
 		front(s)->input(s, end, data, nread);
 		return;
 	case GW_SESSION_INNER:
+	case GW_SESSION_REFUSING:
 		if (gw_tls_feed(&end->tls, data, (size_t)nread) < 0) {
 			gw_session_drop(s, false);
 			return;

@@ -32,6 +32,8 @@ typedef enum {
 	GW_SESSION_HANDSHAKE,    /* TLS handshake with the client */
 	GW_SESSION_PG_STARTUP,   /* postgres mode: reading the StartupMessage inside TLS */
 	GW_SESSION_INNER,        /* authorized; reading the first inner bytes */
+	GW_SESSION_REFUSING,     /* refused (audited); reading the first inner bytes to say
+	                          * why in the inner protocol (a PostgreSQL ErrorResponse) */
 	GW_SESSION_CONNECTING,   /* authorized; connecting to an upstream (postgres mode:
 	                          * and its SSLRequest, TLS and StartupMessage) */
 	GW_SESSION_LIVE,         /* session.start written; relaying */
@@ -71,6 +73,10 @@ struct gw_session {
 	size_t proxy_len;
 	uint8_t inner[GW_INNER_PEEK];
 	size_t inner_len;
+	bool inner_gssenc_refused; /* answered one GSSENCRequest with 'N' */
+	bool status_line;          /* ALPN certgate/1: the status line is owed */
+	bool status_sent;
+	char refusal[200]; /* GW_SESSION_REFUSING: why, for the inner protocol */
 
 	/* upstream */
 	uv_connect_t connect_req;
@@ -160,6 +166,10 @@ void gw_session_authorize(gw_session_t *s);
 void gw_session_upstream_error(gw_session_t *s, const char *error);
 /* session.start, then relay. */
 void gw_session_start(gw_session_t *s);
+/* `certgate connect`'s status line (ALPN certgate/1), once per tunnel:
+ * refusal NULL says "OK", else "REFUSED <refusal>". A no-op for other
+ * clients. */
+void gw_session_tell_status(gw_session_t *s, const char *refusal);
 /* Authorized (and the inner check passed): connect to an upstream. */
 void gw_session_connect_upstream(gw_session_t *s);
 

@@ -44,6 +44,7 @@ static void upstream_failed(gw_session_t *s)
 	(void)gw_audit(s->gw, "upstream.failed", f);
 	if (s->front != NULL)
 		s->gw->postgres->tell_client(s, "08006", "certgate: the database is not reachable");
+	gw_session_tell_status(s, "the service is not reachable");
 	gw_session_drop(s, true);
 }
 

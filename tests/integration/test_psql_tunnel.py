@@ -2,11 +2,41 @@
 PostgreSQL, with PostgreSQL itself verifying the login certificate inside
 the tunnel (hostssl ... cert)."""
 
+import signal
 import socket
 import ssl
 import sys
 
-from harness import Fixture, psql, run, tls_client
+from harness import Fixture, psql, run, tls_client, wait_for
+
+SSL_REQUEST = b"\x00\x00\x00\x08\x04\xd2\x16\x2f"
+GSSENC_REQUEST = b"\x00\x00\x00\x08\x04\xd2\x16\x30"
+
+
+def sni_client(port, cert, ca, sni="orders-db.internal"):
+    """A standard mTLS client naming the service by SNI (the gateway's
+    certificate is checked against the CA, not against the service name)."""
+    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca)
+    ctx.check_hostname = False
+    ctx.load_cert_chain(cert.crt, cert.key)
+    raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+    return ctx.wrap_socket(raw, server_hostname=sni)
+
+
+def recv_all(sock):
+    """Everything the peer sends until it closes (errors count as the end)."""
+    data = b""
+    sock.settimeout(10)
+    try:
+        while True:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+    except (ssl.SSLError, OSError):
+        pass
+    sock.close()
+    return data
 
 RULES = [
     {"name": "dba", "effect": "allow", "services": ["*"], "groups": ["dba"], "min_trust": "high"},
@@ -62,16 +92,89 @@ def test_psql_through_tunnel_reports_client_dn(fx):
 
 
 def test_deny_rule_refuses_contractor(fx):
+    """A refused psql reads why (an ErrorResponse in place of the SSLRequest's
+    answer), and so does the connector's log (the certgate/1 status line)."""
+    for inner_tls in (True, False):
+        gw = fx.gateway(tunnel_config(fx, require_inner_tls=inner_tls))
+        cert = fx.ca.issue(fx.unique("contractor"), "carl@contractor.example", groups=["dba"],
+                           trust="high")
+        conn = fx.connector(gw.ports()[0], "orders-db", cert)
+        r = psql(conn.port, cert, fx.ca.crt, "select 1", user="alice")
+        assert r.returncode != 0
+        # libpq >= 15.10 does not show the text of an ErrorResponse sent in
+        # place of the SSLRequest's answer (CVE-2024-10977); it says that one
+        # came, and the connector's log gives the reason
+        assert "server sent an error response during SSL exchange" in r.stderr, r.stderr
+        assert "server closed the connection unexpectedly" not in r.stderr, r.stderr
+        denied = gw.wait_event("authz.denied", user="carl@contractor.example")
+        assert denied["rule"] == "no-contractors"
+        assert denied["reason"] == "denied by rule no-contractors"
+        assert not gw.events("session.start")
+        wait_for(lambda: "the gateway refused it: denied by rule no-contractors"
+                 in conn.output(), 5, "the connector's log line")
+        conn.stop()
+        gw.stop()
+
+
+def test_refusal_reason_for_a_plain_tls_client(fx):
+    """Without the connector (a standard mTLS client speaking PostgreSQL
+    inside), the refusal is an ErrorResponse to its SSLRequest; other
+    protocols' first bytes get a close, and nothing hangs."""
     gw = fx.gateway(tunnel_config(fx))
-    cert = fx.ca.issue(fx.unique("contractor"), "carl@contractor.example", groups=["dba"],
-                       trust="high")
-    conn = fx.connector(gw.ports()[0], "orders-db", cert)
-    r = psql(conn.port, cert, fx.ca.crt, "select 1", user="alice")
-    assert r.returncode != 0
-    denied = gw.wait_event("authz.denied", user="carl@contractor.example")
-    assert denied["rule"] == "no-contractors"
-    assert denied["reason"] == "denied by rule no-contractors"
-    assert not gw.events("session.start")
+    cert = fx.ca.issue(fx.unique("contractor"), "cleo@contractor.example", trust="high")
+    sock = sni_client(gw.ports()[0], cert, fx.ca.crt)
+    sock.sendall(SSL_REQUEST)
+    reply = recv_all(sock)
+    assert reply[:1] == b"E", reply
+    assert b"certgate: access denied: denied by rule no-contractors" in reply, reply
+    assert b"28000" in reply, reply
+    sock = sni_client(gw.ports()[0], cert, fx.ca.crt)
+    sock.sendall(b"GET / HTTP/1.0\r\n\r\n")
+    assert recv_all(sock) == b""
+    assert len(gw.events("authz.denied")) == 2
+    gw.stop()
+
+
+def test_gssenc_request_inside_the_tunnel_is_answered_n(fx):
+    """require_inner_tls: a GSSENCRequest gets 'N' (as PostgreSQL answers), the
+    SSLRequest that follows on the same connection goes to PostgreSQL; no
+    refusal, no audit noise."""
+    gw = fx.gateway(tunnel_config(fx, require_inner_tls=True))
+    sock = sni_client(gw.ports()[0], fx.alice, fx.ca.crt)
+    sock.sendall(GSSENC_REQUEST)
+    assert sock.recv(1) == b"N"
+    sock.sendall(SSL_REQUEST)
+    assert sock.recv(1) == b"S"  # PostgreSQL's answer, through the tunnel
+    sock.close()
+    gw.wait_event("session.end")
+    assert not gw.events("authz.denied"), gw.events("authz.denied")
+    # a second GSSENCRequest is not a PostgreSQL client's way: refused
+    sock = sni_client(gw.ports()[0], fx.alice, fx.ca.crt)
+    sock.sendall(GSSENC_REQUEST)
+    assert sock.recv(1) == b"N"
+    sock.sendall(GSSENC_REQUEST)
+    reply = recv_all(sock)
+    assert reply[:1] == b"E" and b"requires TLS inside the tunnel" in reply, reply
+    gw.stop()
+
+
+def test_query_cancel_through_the_connector_is_quiet(fx):
+    """A query cancel opens a connection that gets no answer by design: the
+    connector must not warn about it."""
+    gw = fx.gateway(tunnel_config(fx, require_inner_tls=True))
+    conn = fx.connector(gw.ports()[0], "orders-db", fx.alice)
+    r = psql(conn.port, fx.alice, fx.ca.crt, "select pg_sleep(30)",
+             background=True)
+    wait_for(lambda: len(gw.events("session.start")) >= 1, 10, "the session")
+    wait_for(lambda: fx.pg.sql("select count(*) from pg_stat_activity "
+                               "where query like '%pg_sleep(30)%' and pid <> pg_backend_pid()")
+             .strip() == "1", 10, "the query to run")
+    r.send_signal(signal.SIGINT)  # psql sends a CancelRequest on a new connection
+    out, err = r.communicate(timeout=20)
+    assert "canceling statement due to user request" in err, err
+    wait_for(lambda: len(gw.events("session.end")) >= 2, 10, "both connections to end")
+    assert "certgate: warn:" not in conn.output(), conn.output()
+    conn.stop()
     gw.stop()
 
 
