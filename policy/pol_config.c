@@ -305,6 +305,7 @@ static void snapshot_free(pol_snapshot_t *snap)
 	free(snap->audit.path);
 	free(snap->state.backend);
 	free(snap->state.dir);
+	pol_ld_issuer_finish(&snap->issuer);
 	pol_claims_map_finish(&snap->claims);
 	for (size_t i = 0; i < snap->n_services; i++)
 		service_finish(&snap->services[i]);
@@ -401,8 +402,8 @@ static cg_jdoc_t *load_policy_file(loader_t *ld, const cg_jdoc_t *cfg, const jso
  * absolute paths recorded in pol_file_t, quoting pol_file_where. */
 static pol_snapshot_t *load(const char *config_path, cg_errors_t *errs, bool *complete)
 {
-	static const char *const keys[] = {"gateway", "admin",       "audit", "state", "claims",
-	                                   "services", "policy_file", "rules", NULL};
+	static const char *const keys[] = {"gateway", "admin",    "audit", "state",       "issuer",
+	                                   "claims",  "services", "rules", "policy_file", NULL};
 	loader_t ld = {.errs = errs};
 	cg_jdoc_t *cfg = NULL, *pol = NULL;
 	const cg_jdoc_t *pdoc;
@@ -445,6 +446,7 @@ static pol_snapshot_t *load(const char *config_path, cg_errors_t *errs, bool *co
 	load_admin(&ld, cfg, json_object_get(root, "admin"), cfg_dir);
 	load_audit(&ld, cfg, json_object_get(root, "audit"), cfg_dir);
 	load_state(&ld, cfg, json_object_get(root, "state"), cfg_dir);
+	pol_ld_load_issuer(&ld, cfg, json_object_get(root, "issuer"), cfg_dir);
 
 	/* claims and rules come from the policy file when there is one */
 	if (json_object_get(root, "policy_file")) {

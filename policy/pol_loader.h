@@ -77,6 +77,11 @@ void pol_ld_load_services(loader_t *ld, const cg_jdoc_t *doc, const json_t *arr,
 void pol_ld_check_listen_overlap(loader_t *ld, const cg_jdoc_t *doc, size_t n_gw);
 void pol_ld_check_gateway_listen(loader_t *ld, const cg_jdoc_t *doc, const json_t *gw);
 
+/* pol_config_issuer.c: the issuer section (after the gateway: its
+ * certificate is the default) */
+void pol_ld_load_issuer(loader_t *ld, const cg_jdoc_t *doc, const json_t *obj, const char *dir);
+void pol_ld_issuer_finish(pol_issuer_t *is);
+
 /* pol_config_rules.c: the rules section (after the services: rules name them) */
 void pol_ld_load_rules(loader_t *ld, const cg_jdoc_t *doc, const json_t *arr);
 

@@ -84,10 +84,41 @@ typedef struct pol_audit_cfg {
 /* Where run-time state lives (locks, trust feed, devices, requests, used
  * tokens). Absent: in memory only, gone at restart. */
 typedef struct pol_state_cfg {
-	bool enabled; /* the "state" object is present */
+	bool enabled;  /* the "state" object is present */
 	char *backend; /* "file" */
 	char *dir;     /* absolute */
 } pol_state_cfg_t;
+
+/* The login issuer inside `certgate serve` (LOGIN.md): who may log in with
+ * which identity provider, and how their certificates are signed. */
+typedef struct pol_oidc {
+	char *issuer;       /* the IdP's issuer URL (https) */
+	char *client_id;    /* the public client; the audience of ID tokens */
+	pol_file_t ca_file; /* CA bundle for the IdP's HTTPS; path NULL = system store */
+	char **scopes;      /* default openid email profile groups */
+	size_t n_scopes;
+	char *user_claim;            /* default "email" */
+	char *groups_claim;          /* default "groups" */
+	bool require_email_verified; /* default true */
+	char **algorithms;           /* default RS256 ES256 EdDSA */
+	size_t n_algorithms;
+	uint64_t leeway_ms; /* default 60s */
+} pol_oidc_t;
+
+typedef struct pol_issuer {
+	bool enabled; /* the "issuer" object is present */
+	char *listen; /* host:port */
+	cg_hostport_t listen_addr;
+	pol_file_t cert, key;       /* default gateway.cert / gateway.key */
+	pol_file_t ca_cert, ca_key; /* the login CA that signs */
+	uint64_t cert_lifetime_ms;  /* default 8h */
+	pol_oidc_t oidc;
+	char **allow_users; /* globs; NULL/0 with no allow_groups = everyone */
+	size_t n_allow_users;
+	char **allow_groups;
+	size_t n_allow_groups;
+	pol_trust_t device_trust; /* default low */
+} pol_issuer_t;
 
 /* glob lists: NULL/0 means "condition not named" (matches anything). */
 typedef struct pol_rule {
@@ -119,6 +150,7 @@ typedef struct pol_snapshot {
 	pol_admin_t admin;
 	pol_audit_cfg_t audit;
 	pol_state_cfg_t state;
+	pol_issuer_t issuer;
 	pol_claims_map_t claims;
 	pol_service_t *services;
 	size_t n_services;

@@ -21,12 +21,14 @@ void gw_metrics_init(gw_metrics_t *m)
 {
 	memset(m, 0, sizeof(*m));
 	m->refused = cg_strmap_create();
+	m->logins_denied = cg_strmap_create();
 	m->bytes = cg_strmap_create();
 }
 
 void gw_metrics_finish(gw_metrics_t *m)
 {
 	cg_strmap_destroy(m->refused, NULL);
+	cg_strmap_destroy(m->logins_denied, NULL);
 	cg_strmap_destroy(m->bytes, free);
 }
 
@@ -85,6 +87,17 @@ static void on_bytes(void *ctx, const char *service, uint64_t up, uint64_t down)
 	gw_metrics_bytes(ctx, service, up, down);
 }
 
+static void on_login(void *ctx, const char *reason)
+{
+	gw_metrics_t *m = ctx;
+	if (reason == NULL) {
+		m->logins_issued++;
+		return;
+	}
+	uintptr_t n = (uintptr_t)cg_strmap_get(m->logins_denied, reason);
+	cg_strmap_put(m->logins_denied, reason, (void *)(n + 1));
+}
+
 void gw_metrics_observe(gw_metrics_t *m, gw_gateway_t *gw)
 {
 	gw->observer = (gw_observer_t){
@@ -92,6 +105,7 @@ void gw_metrics_observe(gw_metrics_t *m, gw_gateway_t *gw)
 	        .refused = on_refused,
 	        .handshake = on_handshake,
 	        .bytes = on_bytes,
+	        .login = on_login,
 	};
 }
 
@@ -162,6 +176,15 @@ static bool put_refused(const char *key, void *value, void *arg)
 	return true;
 }
 
+static bool put_login_denied(const char *reason, void *value, void *arg)
+{
+	out_t *o = arg;
+	put(o, "certgate_logins_total{result=\"denied\",reason=\"");
+	put_label(o, reason);
+	put(o, "\"} %" PRIuPTR "\n", (uintptr_t)value);
+	return true;
+}
+
 static bool copy_bytes(const char *service, void *value, void *arg)
 {
 	gw_bytes_t *from = value;
@@ -206,6 +229,10 @@ char *gw_metrics_render(gw_metrics_t *m, gw_gateway_t *gw, size_t *len)
 	       "Connections refused, by audit event and reason (tls.rejected reason, deciding "
 	       "rule of authz.denied, upstream.failed).");
 	cg_strmap_foreach(m->refused, put_refused, &o);
+	family(&o, "certgate_logins_total", "counter",
+	       "Login certificate requests to the issuer: issued, or denied by reason.");
+	put(&o, "certgate_logins_total{result=\"issued\"} %" PRIu64 "\n", m->logins_issued);
+	cg_strmap_foreach(m->logins_denied, put_login_denied, &o);
 	family(&o, "certgate_connections_open", "gauge",
 	       "Open client connections (handshaking or in a session).");
 	put(&o, "certgate_connections_open %zu\n", gw->n_connections);

@@ -16,7 +16,9 @@ typedef struct gw_metrics {
 	uint64_t handshake_count;
 	double handshake_seconds;
 	cg_strmap_t *refused; /* "event\x1freason" -> uint64 count */
-	cg_strmap_t *bytes;   /* service -> gw_bytes_t* of ended sessions */
+	uint64_t logins_issued;
+	cg_strmap_t *logins_denied; /* reason -> uint64 count */
+	cg_strmap_t *bytes;         /* service -> gw_bytes_t* of ended sessions */
 } gw_metrics_t;
 
 typedef struct gw_bytes {

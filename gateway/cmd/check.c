@@ -9,6 +9,7 @@
 
 #include "admin/admin.h"
 #include "cmd/cli.h"
+#include "issuer/issuer.h"
 #include "core/runtime.h"
 
 int gw_check_main(int argc, char **argv)
@@ -44,7 +45,12 @@ int gw_check_main(int argc, char **argv)
 	cg_errors_t errs;
 	cg_errors_init(&errs);
 	gw_runtime_t *rt = gw_runtime_load(config, &errs);
-	/* what the extensions load beside the runtime: the admin token */
+	/* what the extensions load beside the runtime: the issuer's files, the
+	 * admin token */
+	if (rt != NULL && rt->snap->issuer.enabled && !gw_issuer_load(rt->snap, NULL, &errs)) {
+		gw_runtime_unref(rt);
+		rt = NULL;
+	}
 	const pol_admin_t *admin = rt != NULL ? &rt->snap->admin : NULL;
 	if (admin != NULL && admin->enabled && admin->token_file.path != NULL) {
 		char *token = gw_admin_token_load(&admin->token_file, &errs);

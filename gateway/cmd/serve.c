@@ -20,6 +20,7 @@
 #include "core/gateway.h"
 #include "core/listener.h"
 #include "core/notify.h"
+#include "issuer/issuer.h"
 #include "pg/pg_front.h"
 
 static void on_signal(uv_signal_t *handle, int signum)
@@ -161,7 +162,8 @@ int gw_serve_main(int argc, char **argv)
 	gw_metrics_init(&metrics);
 	gw_metrics_observe(&metrics, &gw);
 	gw_admin_t *admin = gw_admin_create(&gw, &metrics);
-	if (admin == NULL) {
+	gw_issuer_t *issuer = admin != NULL ? gw_issuer_create(&gw) : NULL;
+	if (admin == NULL || issuer == NULL) {
 		fprintf(stderr, "certgate: out of memory\n");
 		return 1;
 	}
@@ -173,6 +175,7 @@ int gw_serve_main(int argc, char **argv)
 	int code = 0;
 	if (start(&gw) < 0) {
 		code = 1;
+		gw_extensions_destroy(&gw); /* their listeners and timers close */
 		uv_run(gw.loop, UV_RUN_DEFAULT); /* let the closes finish */
 		goto done;
 	}

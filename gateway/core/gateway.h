@@ -56,6 +56,8 @@ typedef struct gw_observer {
 	void (*refused)(void *ctx, const char *event, const char *reason);
 	void (*handshake)(void *ctx, double seconds);
 	void (*bytes)(void *ctx, const char *service, uint64_t up, uint64_t down);
+	/* the login issuer: a certificate issued (reason NULL) or refused */
+	void (*login)(void *ctx, const char *reason);
 } gw_observer_t;
 
 typedef struct gw_counters {

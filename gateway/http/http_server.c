@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +32,7 @@ struct gw_http_server {
 	gw_http_handler_fn handler;
 	void *ctx;
 	char name[16];
+	size_t max_body;
 };
 
 typedef struct upload {
@@ -158,10 +160,10 @@ static void caller(struct MHD_Connection *conn, char *buf, size_t len)
 		cg_sockaddr_format(info->client_addr, buf, len);
 }
 
-static enum MHD_Result answer_413(struct MHD_Connection *conn, upload_t *up)
+static enum MHD_Result answer_413(gw_http_server_t *srv, struct MHD_Connection *conn, upload_t *up)
 {
 	gw_http_reply_t reply = {0};
-	gw_http_error(&reply, 413, "request body larger than %d bytes", GW_HTTP_MAX_BODY);
+	gw_http_error(&reply, 413, "request body larger than %zu bytes", srv->max_body);
 	up->answered = true;
 	return send_reply(conn, &reply);
 }
@@ -179,9 +181,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 		*con_cls = up;
 		const char *declared = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
 		                                                   MHD_HTTP_HEADER_CONTENT_LENGTH);
-		if (declared != NULL && strtoull(declared, NULL, 10) > GW_HTTP_MAX_BODY) {
+		if (declared != NULL && strtoull(declared, NULL, 10) > srv->max_body) {
 			up->too_large = true;
-			return answer_413(conn, up);
+			return answer_413(srv, conn, up);
 		}
 		return MHD_YES;
 	}
@@ -190,7 +192,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 		*upload_data_size = 0;
 		if (up->too_large)
 			return MHD_YES; /* discarded */
-		if (up->len + n > GW_HTTP_MAX_BODY) {
+		if (up->len + n > srv->max_body) {
 			/* MHD takes no response in the middle of an upload: the
 			 * rest is discarded and 413 sent once the body is in */
 			up->too_large = true;
@@ -211,7 +213,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 	if (up->answered)
 		return MHD_YES;
 	if (up->too_large)
-		return answer_413(conn, up);
+		return answer_413(srv, conn, up);
 	gw_http_request_t req = {
 	        .conn = conn,
 	        .method = method,
@@ -304,36 +306,51 @@ gw_http_server_t *gw_http_start(uv_loop_t *loop, const char *listen, const gw_ht
                                 gw_http_handler_fn handler, void *ctx, char *err, size_t errlen)
 {
 	cg_hostport_t hp;
-	struct sockaddr_storage ss;
-	if (!cg_hostport_parse(listen, &hp) || !cg_hostport_to_sockaddr(&hp, &ss)) {
-		snprintf(err, errlen, "%s: expected IP:PORT", listen);
-		return NULL;
+	struct sockaddr_storage ss = {.ss_family = AF_INET};
+	int fd = -1;
+	if (listen != NULL) {
+		if (!cg_hostport_parse(listen, &hp) || !cg_hostport_to_sockaddr(&hp, &ss)) {
+			snprintf(err, errlen, "%s: expected IP:PORT", listen);
+			return NULL;
+		}
+		fd = open_listener(&ss, err, errlen, listen);
+		if (fd < 0)
+			return NULL;
 	}
-	int fd = open_listener(&ss, err, errlen, listen);
-	if (fd < 0)
-		return NULL;
 	gw_http_server_t *srv = calloc(1, sizeof(*srv));
 	if (srv == NULL) {
-		close(fd);
+		if (fd >= 0)
+			close(fd);
 		snprintf(err, errlen, "out of memory");
 		return NULL;
 	}
 	srv->handler = handler;
 	srv->ctx = ctx;
+	srv->max_body = opts->max_body != 0 ? opts->max_body : GW_HTTP_MAX_BODY;
 	snprintf(srv->name, sizeof(srv->name), "%s", opts->name);
 	unsigned flags = MHD_USE_EPOLL | MHD_USE_ERROR_LOG;
 	if (ss.ss_family == AF_INET6)
 		flags |= MHD_USE_IPv6;
-	srv->mhd = MHD_start_daemon(
-	        flags, 0, NULL, NULL, on_request, srv, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, srv,
-	        MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
-	        MHD_OPTION_CONNECTION_LIMIT, opts->max_connections, MHD_OPTION_CONNECTION_TIMEOUT,
-	        opts->timeout_s, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(128 * 1024),
-	        MHD_OPTION_END);
+	if (fd < 0)
+		flags |= MHD_USE_NO_LISTEN_SOCKET;
+	struct MHD_OptionItem options[] = {
+	        {MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)on_mhd_log, srv},
+	        {MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)on_completed, srv},
+	        {MHD_OPTION_CONNECTION_LIMIT, opts->max_connections, NULL},
+	        {MHD_OPTION_CONNECTION_TIMEOUT, opts->timeout_s, NULL},
+	        {MHD_OPTION_CONNECTION_MEMORY_LIMIT, 128 * 1024, NULL},
+	        /* last: left out (END) without a listening socket */
+	        {fd >= 0 ? MHD_OPTION_LISTEN_SOCKET : MHD_OPTION_END, fd, NULL},
+	        {MHD_OPTION_END, 0, NULL},
+	};
+	srv->mhd = MHD_start_daemon(flags, 0, NULL, NULL, on_request, srv, MHD_OPTION_ARRAY,
+	                            options, MHD_OPTION_END);
 	if (srv->mhd == NULL) {
-		close(fd);
+		if (fd >= 0)
+			close(fd);
 		free(srv);
-		snprintf(err, errlen, "cannot start the %s server on %s", opts->name, listen);
+		snprintf(err, errlen, "cannot start the %s server%s%s", opts->name,
+		         listen != NULL ? " on " : "", listen != NULL ? listen : "");
 		return NULL;
 	}
 	const union MHD_DaemonInfo *info = MHD_get_daemon_info(srv->mhd, MHD_DAEMON_INFO_EPOLL_FD);
@@ -344,6 +361,19 @@ gw_http_server_t *gw_http_start(uv_loop_t *loop, const char *listen, const gw_ht
 	uv_poll_start(&srv->poll, UV_READABLE, on_poll);
 	schedule(srv);
 	return srv;
+}
+
+int gw_http_add_connection(gw_http_server_t *srv, int fd, const struct sockaddr *peer,
+                           socklen_t peer_len)
+{
+	if (srv->stopping) {
+		close(fd);
+		return -1;
+	}
+	/* MHD closes fd itself when it refuses it */
+	int rc = MHD_add_connection(srv->mhd, fd, peer, peer_len) == MHD_YES ? 0 : -1;
+	run(srv);
+	return rc;
 }
 
 static void on_closed(uv_handle_t *handle)

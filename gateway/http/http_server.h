@@ -11,12 +11,13 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <sys/socket.h>
 
 #include <jansson.h>
 #include <microhttpd.h>
 #include <uv.h>
 
-#define GW_HTTP_MAX_BODY (64 * 1024)
+#define GW_HTTP_MAX_BODY (64 * 1024) /* unless gw_http_options_t says otherwise */
 
 typedef struct gw_http_server gw_http_server_t;
 
@@ -47,12 +48,19 @@ typedef struct gw_http_options {
 	unsigned max_connections; /* in all */
 	unsigned max_per_source;  /* from one IP address */
 	unsigned timeout_s;       /* a connection idle this long is closed */
+	size_t max_body;          /* request bodies; 0: GW_HTTP_MAX_BODY */
 } gw_http_options_t;
 
 /* Listens on listen ("ip:port") and serves handler. NULL with a reason in
- * err (e.g. "cannot listen on 127.0.0.1:9090: Address in use"). */
+ * err (e.g. "cannot listen on 127.0.0.1:9090: Address in use"). listen
+ * NULL: no listener; connections are handed in with gw_http_add_connection
+ * (the issuer terminates TLS itself and hands MHD the plaintext). */
 gw_http_server_t *gw_http_start(uv_loop_t *loop, const char *listen, const gw_http_options_t *opts,
                                 gw_http_handler_fn handler, void *ctx, char *err, size_t errlen);
+/* Serves a connected stream socket (the peer's address for the request's
+ * `client`); MHD owns fd from then on, also on failure. 0 or -1. */
+int gw_http_add_connection(gw_http_server_t *srv, int fd, const struct sockaddr *peer,
+                           socklen_t peer_len);
 /* Stops serving; memory goes with the last close callback. Accepts NULL. */
 void gw_http_stop(gw_http_server_t *srv);
 

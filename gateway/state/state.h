@@ -75,4 +75,18 @@ pol_trust_t gw_state_trust_level(gw_state_t *st, const char *device_id, int64_t 
 /* Clears device's entry; false if there was none. */
 bool gw_state_trust_clear(gw_state_t *st, const char *device_id);
 
+/* --- the issuer's used-token cache ----------------------------------------- */
+
+#define GW_STATE_TOKENS_MAX 100000
+
+typedef enum {
+	GW_TOKEN_FRESH,    /* first use: remembered until it expires */
+	GW_TOKEN_REPLAYED, /* seen before and not yet expired */
+	GW_TOKEN_FULL,     /* too many live tokens remembered: refuse, don't forget */
+} gw_token_claim_t;
+
+/* Claims the token whose SHA-256 (hex) is hash, valid until expires_ms. */
+gw_token_claim_t gw_state_token_claim(gw_state_t *st, const char *hash, int64_t expires_ms,
+                                      int64_t now_ms);
+
 #endif

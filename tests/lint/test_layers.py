@@ -31,8 +31,10 @@ MAY_USE = {
     "gateway/pg": ["common", "policy", "gateway/tls", "gateway/state", "gateway/core"],
     "gateway/admin": ["common", "policy", "gateway/tls", "gateway/http", "gateway/state",
                       "gateway/core"],
+    "gateway/issuer": ["common", "policy", "gateway/tls", "gateway/http", "gateway/state",
+                       "gateway/core"],
     "gateway/cmd": ["common", "policy", "gateway/tls", "gateway/http", "gateway/state",
-                    "gateway/core", "gateway/pg", "gateway/admin"],
+                    "gateway/core", "gateway/pg", "gateway/admin", "gateway/issuer"],
 }
 GENERATED = {"certgate_config.h"}
 INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"', re.M)
