@@ -16,15 +16,9 @@ through a real handshake with certgate serve and Python's ssl as the
 client, judged by the tls.rejected audit event (reason, detail) or the
 session that starts.
 
-One TAP line per case (and per live case):
-  ok N - name                        as expected
-  not ok N - name                    a regression
-  ok N - name # TODO known gap       a case certgate gets wrong today
-                                     (case.json "known_gap": true)
-  not ok N - name (known_gap ...)    a known gap that now passes: remove its
-                                     known_gap in make_corpus.py
-  ok N - name # SKIP ...             a case with "at" while explain has no --at
-Every mismatch is followed by "# expected ... / # got ..." lines."""
+One TAP line per case (and per live case): "ok N - name" when certgate
+decides as the case expects, "not ok N - name" followed by "# expected
+... / # got ..." lines when it does not."""
 
 import json
 import os
@@ -83,13 +77,6 @@ def rfc3339(epoch):
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
 
 
-def explain_has_at():
-    """Whether `certgate explain` takes --at TIME (issue 12 and 17 ask for it)."""
-    proc = subprocess.run([BIN, "explain", "--help"], capture_output=True, text=True,
-                          timeout=30 * SLOW)
-    return "--at" in proc.stdout + proc.stderr
-
-
 # --- outcomes -----------------------------------------------------------------------
 
 class Outcome:
@@ -112,10 +99,10 @@ class Outcome:
         return "error: %s" % self.error
 
 
-def explain(fx, case_dir, case, config_path, use_at):
+def explain(fx, case_dir, case, config_path):
     args = [BIN, "explain", "--config", config_path, "--cert",
             os.path.join(case_dir, case["chain"]), "--service", SERVICE, "--json"]
-    if use_at and "at" in case:
+    if "at" in case:
         args += ["--at", rfc3339(case["at"])]
     proc = subprocess.run(args, capture_output=True, text=True, timeout=60 * SLOW)
     try:
@@ -197,39 +184,23 @@ class Tap:
     def __init__(self, plan):
         self.n = 0
         self.failed = 0
-        self.gaps = 0
         print("1..%d" % plan, flush=True)
 
-    def report(self, name, case, diffs, got, note=None):
+    def report(self, name, case, diffs, got):
         self.n += 1
-        gap = case.get("known_gap", False)
-        if not diffs and not gap:
-            print("ok %d - %s" % (self.n, name))
-        elif not diffs:
-            self.failed += 1
-            print("not ok %d - %s (known_gap is set but certgate now gets this case right: "
-                  "remove known_gap from it in tests/pathval/make_corpus.py)" % (self.n, name))
-        elif gap:
-            self.gaps += 1
-            print("ok %d - %s # TODO known gap" % (self.n, name))
-        else:
-            self.failed += 1
-            print("not ok %d - %s" % (self.n, name))
-        if diffs:
-            want = case["expect"] + ("" if case["expect"] == "accept" else ": " + case["reason"])
-            if case.get("detail_contains"):
-                want += " (detail naming %r)" % case["detail_contains"]
-            print("#   expected %s" % want)
-            print("#   got      %s" % got)
-            for d in diffs:
-                print("#   - %s" % d)
-        if note:
-            print("#   %s" % note)
+        if not diffs:
+            print("ok %d - %s" % (self.n, name), flush=True)
+            return
+        self.failed += 1
+        print("not ok %d - %s" % (self.n, name))
+        want = case["expect"] + ("" if case["expect"] == "accept" else ": " + case["reason"])
+        if case.get("detail_contains"):
+            want += " (detail naming %r)" % case["detail_contains"]
+        print("#   expected %s" % want)
+        print("#   got      %s" % got)
+        for d in diffs:
+            print("#   - %s" % d)
         sys.stdout.flush()
-
-    def skip(self, name, why):
-        self.n += 1
-        print("ok %d - %s # SKIP %s" % (self.n, name, why), flush=True)
 
 
 def main():
@@ -239,7 +210,6 @@ def main():
         fx = Fixture(with_postgres=False)
         upstream = HoldUpstream(BANNER)
         cases = make_corpus(fx.path("corpus"))
-        has_at = explain_has_at()
     except Exception as e:
         print("1..1\nnot ok 1 - make the corpus and the gateway fixture")
         print("# %s" % e)
@@ -249,8 +219,8 @@ def main():
             fx.close()
         return 1
     tap = Tap(len(cases) + sum(1 for _, c in cases if c.get("live")))
-    print("# %d cases; certgate explain --at: %s" % (len(cases), "yes" if has_at else
-          "no (cases with \"at\" are skipped)"), flush=True)
+    print("# %d cases, %d of them live too" % (len(cases), sum(1 for _, c in cases
+                                                              if c.get("live"))), flush=True)
     try:
         for case_dir, case in cases:
             name = case["name"]
@@ -258,10 +228,7 @@ def main():
             path = os.path.join(case_dir, "certgate.json")
             with open(path, "w") as f:
                 json.dump(config, f, indent=2)
-            if "at" in case and not has_at:
-                tap.skip(name, "judged at %s: needs certgate explain --at" % rfc3339(case["at"]))
-                continue
-            got = explain(fx, case_dir, case, path, has_at)
+            got = explain(fx, case_dir, case, path)
             tap.report(name, case, judge(case, got), got)
         for case_dir, case in cases:
             if not case.get("live"):
@@ -278,8 +245,7 @@ def main():
     finally:
         upstream.stop()
         fx.close()
-    print("# %d as expected or skipped, %d known gaps, %d failed"
-          % (tap.n - tap.gaps - tap.failed, tap.gaps, tap.failed))
+    print("# %d as expected, %d failed" % (tap.n - tap.failed, tap.failed))
     return 1 if tap.failed else 0
 
 
