@@ -1,22 +1,23 @@
 #!/usr/bin/env python3
 """The README's table: the corpus judged by certgate (explain, as the runner
-does) and by `openssl verify`, plain and with -x509_strict.
+does) and by `openssl verify`, plain and with -x509_strict, and the
+agreement figures under it.
 
     CERTGATE_BIN=build/gateway/certgate /usr/bin/python3 tests/pathval/survey.py
 
-Prints a Markdown table on stdout. Cases with "at": when the certgate
-binary has no `explain --at`, they are judged in real time, by waiting for
-their second (the corpus is made with --at-lead 60 for that); a verdict
-that could not be had within that second is shown as "not measured".
-openssl gets -attime. openssl has no "check where a CRL is present" mode:
-crl_check leaf is -crl_check, chain and all are -crl_check_all. Its
-verify_depth is the case's, or certgate's default (4)."""
+Prints a Markdown table on stdout, then the figures: for each verifier,
+how many cases it gets right by verdict (accept/refuse), and for certgate
+also exactly (the reason string, and the detail where the case asks for
+one). Cases with "at" are judged at that second: certgate with
+`explain --at`, openssl with -attime. openssl has no "check where a CRL is
+present" mode: crl_check leaf is -crl_check, chain and all are
+-crl_check_all. Its verify_depth is the case's, or certgate's default
+(4)."""
 
 import json
 import os
 import subprocess
 import sys
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "integration"))
@@ -58,19 +59,6 @@ def openssl_verify(case_dir, case, strict):
     return "refuse: " + ("; ".join(dict.fromkeys(errors)) if errors else "(no error line)")
 
 
-def certgate_today(fx, case_dir, case, config_path, has_at):
-    if "at" not in case or has_at:
-        return str(runner.explain(fx, case_dir, case, config_path, has_at))
-    at = case["at"]
-    if time.time() >= at:
-        return "not measured (its second has passed)"
-    time.sleep(at - time.time() + 0.05)
-    got = runner.explain(fx, case_dir, case, config_path, False)
-    if time.time() >= at + 1:
-        return "not measured (explain took past its second)"
-    return "%s (real time)" % got
-
-
 def cell(s):
     return s.replace("|", "\\|")
 
@@ -78,24 +66,28 @@ def cell(s):
 def main():
     fx = Fixture(with_postgres=False)
     try:
-        cases = runner.make_corpus(fx.path("corpus"), "--at-lead", "60")
-        has_at = runner.explain_has_at()
-        rows = {}
-        # the real-time cases first, while their second is ahead
-        order = sorted(cases, key=lambda c: "at" not in c[1])
-        for case_dir, case in order:
+        cases = runner.make_corpus(fx.path("corpus"))
+        now = case_now(cases)
+        rows = []
+        right = {"certgate": 0, "certgate exactly": 0, "openssl verify": 0,
+                 "openssl verify -x509_strict": 0}
+        for case_dir, case in cases:
             config = runner.case_config(fx, case_dir, case, 9)
             path = os.path.join(case_dir, "certgate.json")
             with open(path, "w") as f:
                 json.dump(config, f, indent=2)
-            rows[case["name"]] = (
-                certgate_today(fx, case_dir, case, path, has_at),
-                openssl_verify(case_dir, case, False),
-                openssl_verify(case_dir, case, True))
-        print("| case | expected | certgate today | `openssl verify` | "
+            got = runner.explain(fx, case_dir, case, path)
+            plain = openssl_verify(case_dir, case, False)
+            strict = openssl_verify(case_dir, case, True)
+            right["certgate"] += got.verdict == case["expect"]
+            right["certgate exactly"] += not runner.judge(case, got)
+            right["openssl verify"] += plain.split(":")[0] == case["expect"]
+            right["openssl verify -x509_strict"] += strict.split(":")[0] == case["expect"]
+            rows.append((case, str(got), plain, strict))
+        print("| case | expected | certgate | `openssl verify` | "
               "`openssl verify -x509_strict` |")
         print("| --- | --- | --- | --- | --- |")
-        for case_dir, case in cases:
+        for case, got, plain, strict in rows:
             want = case["expect"] if case["expect"] == "accept" else \
                 "refuse: %s" % case["reason"]
             if case.get("detail_contains"):
@@ -104,12 +96,21 @@ def main():
                 want += " [crl_check %s]" % case["crl_check"]
             if "verify_depth" in case:
                 want += " [verify_depth %d]" % case["verify_depth"]
-            today, plain, strict = rows[case["name"]]
-            gap = " ✗" if case.get("known_gap") else ""
-            print("| `%s` | %s | %s%s | %s | %s |" % (case["name"], cell(want), cell(today), gap,
-                                                     cell(plain), cell(strict)))
+            if "at" in case:
+                want += " [at now%+ds]" % (case["at"] - now)
+            print("| `%s` | %s | %s | %s | %s |" % (case["name"], cell(want), cell(got),
+                                                   cell(plain), cell(strict)))
+        print()
+        for who, n in right.items():
+            print("- %s: %d of %d" % (who, n, len(cases)))
     finally:
         fx.close()
+
+
+def case_now(cases):
+    """The corpus's --now (index.json), from a case folder's parent."""
+    with open(os.path.join(os.path.dirname(cases[0][0]), "index.json")) as f:
+        return json.load(f)["now"]
 
 
 if __name__ == "__main__":
