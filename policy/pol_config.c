@@ -71,6 +71,27 @@ static void load_gateway_listen(loader_t *ld, const cg_jdoc_t *doc, const json_t
 	}
 }
 
+static void load_crl_check(loader_t *ld, const cg_jdoc_t *doc, const json_t *gw, pol_gateway_t *g)
+{
+	const char *text = NULL;
+	g->crl_check = POL_CRL_CHECK_CHAIN;
+	if (!pol_ld_get_string(ld, doc, gw, "gateway", "crl_check", false, &text) || !text)
+		return;
+	if (strcmp(text, "chain") == 0)
+		return;
+	if (strcmp(text, "leaf") == 0)
+		g->crl_check = POL_CRL_CHECK_LEAF;
+	else if (strcmp(text, "all") == 0)
+		g->crl_check = POL_CRL_CHECK_ALL;
+	else
+		pol_ld_err(ld, doc, "gateway.crl_check", "expected \"leaf\", \"chain\" or \"all\"");
+	/* "chain" checks where a CRL is; these two demand one */
+	if (g->crl_check != POL_CRL_CHECK_CHAIN && !json_object_get(gw, "crl"))
+		pol_ld_err(ld, doc, "gateway.crl_check",
+		           "\"%s\" checks certificates against gateway.crl, which is not set",
+		           text);
+}
+
 static void load_gateway(loader_t *ld, const cg_jdoc_t *doc, const json_t *gw, const char *dir)
 {
 	static const char *const keys[] = {"listen",
@@ -78,6 +99,7 @@ static void load_gateway(loader_t *ld, const cg_jdoc_t *doc, const json_t *gw, c
 	                                   "key",
 	                                   "client_ca",
 	                                   "crl",
+	                                   "crl_check",
 	                                   "max_cert_lifetime",
 	                                   "clock_skew",
 	                                   "handshake_timeout",
@@ -115,6 +137,7 @@ static void load_gateway(loader_t *ld, const cg_jdoc_t *doc, const json_t *gw, c
 	pol_ld_get_file(ld, doc, gw, path, "key", true, dir, &g->key);
 	pol_ld_get_file(ld, doc, gw, path, "client_ca", true, dir, &g->client_ca);
 	pol_ld_get_file(ld, doc, gw, path, "crl", false, dir, &g->crl);
+	load_crl_check(ld, doc, gw, g);
 	pol_ld_get_duration(ld, doc, gw, path, "max_cert_lifetime", false,
 	                    &g->max_cert_lifetime_ms);
 	pol_ld_get_duration(ld, doc, gw, path, "clock_skew", true, &g->clock_skew_ms);

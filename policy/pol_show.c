@@ -104,6 +104,10 @@ static json_t *show_gateway(shower_t *sh, const pol_gateway_t *g)
 	put_file(sh, o, "key", &g->key);
 	put_file(sh, o, "client_ca", &g->client_ca);
 	put_file(sh, o, "crl", &g->crl);
+	put(sh, o, "crl_check",
+	    json_string(g->crl_check == POL_CRL_CHECK_LEAF  ? "leaf"
+	                : g->crl_check == POL_CRL_CHECK_ALL ? "all"
+	                                                    : "chain"));
 	put(sh, o, "max_cert_lifetime", show_duration(g->max_cert_lifetime_ms));
 	put(sh, o, "clock_skew", show_duration(g->clock_skew_ms));
 	put(sh, o, "handshake_timeout", show_duration(g->handshake_timeout_ms));

@@ -29,6 +29,12 @@ typedef struct pol_file {
 
 typedef enum { POL_MODE_TUNNEL = 0, POL_MODE_POSTGRES } pol_mode_t;
 
+/* gateway.crl_check: which certificates of a client's path are checked
+ * against gateway.crl. chain: each one whose issuer has a CRL there; leaf:
+ * the login certificate only (its issuer must have one); all: every one
+ * (every CA of the path must have one). */
+typedef enum { POL_CRL_CHECK_CHAIN = 0, POL_CRL_CHECK_LEAF, POL_CRL_CHECK_ALL } pol_crl_check_t;
+
 typedef struct pol_upstream_tls {
 	pol_file_t ca;             /* verifies the upstream server certificate */
 	char *server_name;         /* verify-full host name (and SNI) */
@@ -57,6 +63,7 @@ typedef struct pol_gateway {
 	cg_hostport_t *listen_addr;
 	size_t n_listen;
 	pol_file_t cert, key, client_ca, crl;
+	pol_crl_check_t crl_check;      /* default chain */
 	uint64_t max_cert_lifetime_ms;  /* default 24h */
 	uint64_t clock_skew_ms;         /* default 30s */
 	uint64_t handshake_timeout_ms;  /* default 10s */

@@ -150,7 +150,7 @@ fail:
 static void warn_if_expired(SSL_CTX *ctx, const char *path)
 {
 	X509 *cert = SSL_CTX_get0_certificate(ctx);
-	if (cert != NULL && gw_cert_not_after_ms(cert) <= cg_wall_ms())
+	if (cert != NULL && gw_valid_until_ms(gw_cert_not_after_ms(cert)) <= cg_wall_ms())
 		cg_log(CG_LOG_WARN,
 		       "the login certificate %s has expired: log in again to renew it", path);
 }

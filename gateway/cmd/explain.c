@@ -2,7 +2,9 @@
  * The certificate goes through the same verification (gw_cert_reverify)
  * and the request through the same pol_decide as a live connection; the
  * trace shows each rule considered. Live state (locks, trust feed) is the
- * running gateway's and is not consulted. */
+ * running gateway's and is not consulted. --at decides as of another time
+ * than now: every time-dependent check (certificate and CRL validity, the
+ * clock-skew rule) is judged at that second. */
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -71,8 +73,13 @@ static void print_text(json_t *out)
 	printf("  serial %s, not after %s\n", json_string_value(json_object_get(cert, "serial")),
 	       json_string_value(json_object_get(cert, "not_after")));
 	const char *refused = json_string_value(json_object_get(cert, "refused"));
-	printf("  verification: %s%s\n", refused != NULL ? "refused: " : "ok",
-	       refused != NULL ? refused : "");
+	const char *detail = json_string_value(json_object_get(cert, "detail"));
+	printf("  verification: %s%s%s%s%s\n", refused != NULL ? "refused: " : "ok",
+	       refused != NULL ? refused : "", detail != NULL ? " (" : "",
+	       detail != NULL ? detail : "", detail != NULL ? ")" : "");
+	const char *at = json_string_value(json_object_get(json_object_get(out, "request"), "at"));
+	if (at != NULL)
+		printf("  as of: %s\n", at);
 	json_t *claims = json_object_get(out, "claims");
 	printf("claims:\n  user: %s\n  groups:", or_none(json_object_get(claims, "user")));
 	size_t i;
@@ -107,17 +114,24 @@ int gw_explain_main(int argc, char **argv)
 	        {"db-user", required_argument, NULL, 'u'},
 	        {"db-name", required_argument, NULL, 'd'},
 	        {"source", required_argument, NULL, 'S'},
+	        {"at", required_argument, NULL, 'a'},
 	        {"json", no_argument, NULL, 'j'},
 	        {"help", no_argument, NULL, 'h'},
 	        {NULL, 0, NULL, 0},
 	};
 	static const char usage[] =
 	        "usage: certgate explain --config FILE --cert FILE --service NAME\n"
-	        "                        [--db-user U] [--db-name D] [--source IP] [--json]\n"
+	        "                        [--db-user U] [--db-name D] [--source IP] [--at TIME]\n"
+	        "                        [--json]\n"
 	        "Shows the claims read from the certificate, each rule considered and the "
-	        "decision.\nExit 0 if the gateway would admit it, 1 if not.\n";
+	        "decision.\n"
+	        "  --at TIME  decide as of TIME (RFC 3339, e.g. 2026-12-04T23:29:08Z) instead "
+	        "of now:\n"
+	        "             certificate and CRL validity and the clock-skew rule are judged "
+	        "then\n"
+	        "Exit 0 if the gateway would admit it, 1 if not.\n";
 	const char *config = NULL, *cert_path = NULL, *service = NULL, *source = NULL;
-	const char *db_user = NULL, *db_name = NULL;
+	const char *db_user = NULL, *db_name = NULL, *at_text = NULL;
 	bool as_json = false;
 	int opt;
 	optind = 1;
@@ -141,6 +155,9 @@ int gw_explain_main(int argc, char **argv)
 		case 'S':
 			source = optarg;
 			break;
+		case 'a':
+			at_text = optarg;
+			break;
 		case 'j':
 			as_json = true;
 			break;
@@ -156,6 +173,20 @@ int gw_explain_main(int argc, char **argv)
 		fprintf(stderr, "certgate explain: --config, --cert and --service are required\n%s",
 		        usage);
 		return 2;
+	}
+	int64_t at_s = 0; /* 0: now */
+	char at[CG_RFC3339_LEN] = "";
+	if (at_text != NULL) {
+		int64_t at_ms = 0;
+		if (!cg_rfc3339_parse(at_text, &at_ms) || at_ms < 1000) {
+			fprintf(stderr,
+			        "certgate explain: --at %s: expected an RFC 3339 time after 1970, "
+			        "like 2026-12-04T23:29:08Z\n",
+			        at_text);
+			return 2;
+		}
+		at_s = at_ms / 1000;
+		cg_rfc3339_ms(at_s * 1000, at);
 	}
 	struct sockaddr_storage src;
 	if (source != NULL) {
@@ -215,7 +246,8 @@ int gw_explain_main(int argc, char **argv)
 	};
 	pol_decision_t d;
 	pol_decide(rt->snap, &req, &d, on_rule, &trace);
-	const char *refused = gw_cert_reverify(rt, cert, chain);
+	gw_refusal_t refusal = {0};
+	const char *refused = gw_cert_reverify(rt, cert, chain, at_s, &refusal);
 
 	char subject[512], serial[128], not_after[CG_RFC3339_LEN];
 	gw_cert_subject(cert, subject, sizeof(subject));
@@ -223,13 +255,15 @@ int gw_explain_main(int argc, char **argv)
 	cg_rfc3339_ms(gw_cert_not_after_ms(cert), not_after);
 	bool admitted = d.allow && refused == NULL;
 	json_t *out = json_pack(
-	        "{s:{s:s, s:s, s:s, s:s?}, s:o, s:{s:s, s:s?, s:s?, s:s?}, s:o, s:{s:b, s:s, s:s, "
-	        "s:s}, s:b}",
+	        "{s:{s:s, s:s, s:s, s:s?, s:s?}, s:o, s:{s:s, s:s?, s:s?, s:s?, s:s?}, s:o, "
+	        "s:{s:b, s:s, s:s, s:s}, s:b}",
 	        "certificate", "subject", subject, "serial", serial, "not_after", not_after,
-	        "refused", refused, "claims", claims_json(&claims), "request", "service", svc->name,
-	        "source", source, "db_user", db_user, "db_name", db_name, "rules", trace.rules,
-	        "decision", "allow", d.allow, "rule", d.rule, "reason", d.reason, "device_trust",
+	        "refused", refused, "detail", refusal.detail, "claims", claims_json(&claims),
+	        "request", "service", svc->name, "source", source, "db_user", db_user, "db_name",
+	        db_name, "at", at_s > 0 ? at : NULL, "rules", trace.rules, "decision", "allow",
+	        d.allow, "rule", d.rule, "reason", d.reason, "device_trust",
 	        pol_trust_name(d.effective_trust), "admitted", admitted);
+	gw_refusal_finish(&refusal);
 	if (as_json) {
 		char *text = json_dumps(out, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
 		if (text != NULL)

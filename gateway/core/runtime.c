@@ -1,9 +1,11 @@
 /* Loading a generation: snapshot, server TLS context, client CA, CRL.
  *
- * Verification happens in OpenSSL's chain check plus verify_cb, which adds
- * what OpenSSL does not check (lifetime, CA leaf, clock skew on notBefore)
- * and keeps the precise refusal reason for the audit. gw_cert_reverify runs
- * the very same checks outside a handshake, against a newer runtime. */
+ * Verification is chain_verify.c's: cert_verify_cb sets the context up
+ * (strictness, the CRL flags of gateway.crl_check), runs OpenSSL's chain
+ * check with verify_cb judging each step, then certgate's leaf rules, and
+ * keeps the precise refusal (reason, and the certificate it is about) for
+ * the audit. gw_cert_reverify runs the very same checks outside a
+ * handshake, against a newer runtime or (explain --at) at another time. */
 #include "core/runtime.h"
 
 #include <errno.h>
@@ -47,11 +49,12 @@ static int verify_cb(int ok, X509_STORE_CTX *ctx)
 		if (leaf != NULL && X509_up_ref(leaf))
 			hs->cert = leaf;
 	}
-	return gw_verify_step(ok, ctx, &hs->rt->limits, &hs->reason);
+	return gw_verify_step(ok, ctx, &hs->rt->limits, &hs->refusal);
 }
 
 /* The handshake's chain check: a chain this runtime verified before, and
- * still within its validity, is not checked again (verify_cache.h). */
+ * still within its validity, is not checked again (verify_cache.h); only
+ * successes are remembered, leaf rules included. */
 static int cert_verify_cb(X509_STORE_CTX *ctx, void *arg)
 {
 	(void)arg;
@@ -66,7 +69,10 @@ static int cert_verify_cb(X509_STORE_CTX *ctx, void *arg)
 	int64_t now = cg_wall_ms();
 	if (keyed && gw_vcache_hit(cache, key, now))
 		return 1;
+	gw_verify_prepare(ctx, &hs->rt->limits, 0);
 	int ok = X509_verify_cert(ctx);
+	if (ok == 1)
+		ok = gw_verify_finish(ctx, &hs->rt->limits, &hs->refusal);
 	if (ok == 1 && keyed) {
 		int64_t until = gw_vcache_chain_expiry_ms(X509_STORE_CTX_get0_chain(ctx));
 		if (hs->rt->crl_next_update_ms < until)
@@ -88,7 +94,7 @@ static int sni_cb(SSL *ssl, int *alert, void *arg)
 		return SSL_TLSEXT_ERR_OK;
 	hs->service = name != NULL ? pol_snapshot_service_by_sni(hs->rt->snap, name) : NULL;
 	if (hs->service == NULL) {
-		hs->reason = "unknown service";
+		hs->refusal.reason = "unknown service";
 		*alert = SSL_AD_UNRECOGNIZED_NAME;
 		return SSL_TLSEXT_ERR_ALERT_FATAL;
 	}
@@ -104,12 +110,14 @@ void gw_handshake_finish(gw_handshake_t *hs)
 {
 	X509_free(hs->cert);
 	hs->cert = NULL;
+	gw_refusal_finish(&hs->refusal);
 }
 
-const char *gw_cert_reverify(const gw_runtime_t *rt, X509 *leaf, STACK_OF(X509) * untrusted)
+const char *gw_cert_reverify(const gw_runtime_t *rt, X509 *leaf, STACK_OF(X509) * untrusted,
+                             int64_t at_s, gw_refusal_t *out)
 {
-	return gw_chain_verify(SSL_CTX_get_cert_store(rt->server_ctx), &rt->limits, leaf,
-	                       untrusted);
+	return gw_chain_verify(SSL_CTX_get_cert_store(rt->server_ctx), &rt->limits, leaf, untrusted,
+	                       at_s, out);
 }
 
 /* --- loading ------------------------------------------------------------- */
@@ -202,7 +210,7 @@ static int load_crl(SSL_CTX *ctx, const pol_file_t *crl, cg_errors_t *errs)
 		cg_errors_add(errs, "%s: %s: no PEM CRL found", where_of(crl, where), crl->path);
 		return -1;
 	}
-	X509_STORE_set_flags(store, X509_V_FLAG_CRL_CHECK);
+	/* the CRL flags are set per verification (gw_verify_prepare) */
 	return 0;
 }
 
@@ -368,7 +376,8 @@ static bool trust_digest(const pol_gateway_t *g, unsigned char out[32])
 {
 	EVP_MD_CTX *md = EVP_MD_CTX_new();
 	unsigned int n = 0;
-	uint64_t limits[3] = {g->max_cert_lifetime_ms, g->clock_skew_ms, g->verify_depth};
+	uint64_t limits[4] = {g->max_cert_lifetime_ms, g->clock_skew_ms, g->verify_depth,
+	                      (uint64_t)g->crl_check};
 	bool ok = md != NULL && EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1 &&
 	          g->client_ca.path != NULL && digest_file(md, g->client_ca.path) &&
 	          EVP_DigestUpdate(md, "\0crl", 4) == 1 &&
@@ -377,6 +386,21 @@ static bool trust_digest(const pol_gateway_t *g, unsigned char out[32])
 	          EVP_DigestFinal_ex(md, out, &n) == 1 && n == 32;
 	EVP_MD_CTX_free(md);
 	return ok;
+}
+
+static gw_crl_check_t crl_check_of(const pol_gateway_t *g)
+{
+	if (g->crl.path == NULL)
+		return GW_CRL_OFF;
+	switch (g->crl_check) {
+	case POL_CRL_CHECK_LEAF:
+		return GW_CRL_LEAF;
+	case POL_CRL_CHECK_ALL:
+		return GW_CRL_ALL;
+	case POL_CRL_CHECK_CHAIN:
+	default:
+		return GW_CRL_CHAIN;
+	}
 }
 
 bool gw_runtime_same_trust(const gw_runtime_t *a, const gw_runtime_t *b)
@@ -406,6 +430,7 @@ gw_runtime_t *gw_runtime_load(const char *config_path, cg_errors_t *errs)
 	        .clock_skew_ms = snap->gateway.clock_skew_ms,
 	        .depth = snap->gateway.verify_depth,
 	        .security_level = GW_TLS_SECURITY_LEVEL,
+	        .crl_check = crl_check_of(&snap->gateway),
 	};
 	size_t before = errs->count;
 	rt->server_ctx = build_server_ctx(snap, errs);

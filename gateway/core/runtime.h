@@ -49,8 +49,8 @@ typedef struct gw_handshake {
 	const gw_runtime_t *rt;
 	const pol_service_t *service; /* fixed by the listener, or chosen by SNI */
 	bool service_fixed;
-	const char *reason; /* first refusal reason (static string) */
-	X509 *cert;         /* the leaf seen by the verify callback (ref) */
+	gw_refusal_t refusal; /* the first refusal: reason (static), detail (ours) */
+	X509 *cert;           /* the leaf seen by the verify callback (ref) */
 	char sni[256];
 } gw_handshake_t;
 
@@ -62,7 +62,7 @@ gw_runtime_t *gw_runtime_ref(gw_runtime_t *rt);
 void gw_runtime_unref(gw_runtime_t *rt); /* accepts NULL */
 
 /* True when a and b verify client certificates identically (same CA and
- * CRL bytes, same lifetime, skew and depth limits). */
+ * CRL bytes, same lifetime, skew and depth limits, same crl_check). */
 bool gw_runtime_same_trust(const gw_runtime_t *a, const gw_runtime_t *b);
 
 /* The upstream side of a postgres-mode service of rt->snap, or NULL. */
@@ -83,9 +83,12 @@ void gw_handshake_attach(SSL *ssl, gw_handshake_t *hs);
 void gw_handshake_finish(gw_handshake_t *hs);
 
 /* Verifies leaf (with the intermediates the client sent, may be NULL)
- * against rt's client CA and CRL as the handshake does, at the current time.
- * Used to re-check live sessions after a reload. NULL when fine, else the
- * refusal reason. */
-const char *gw_cert_reverify(const gw_runtime_t *rt, X509 *leaf, STACK_OF(X509) * untrusted);
+ * against rt's client CA and CRL as the handshake does, at the current time
+ * or (at_s > 0) at that epoch second. Used to re-check live sessions after
+ * a reload, and by `certgate explain`. NULL when fine, else the refusal
+ * reason; out (may be NULL) gets the refusal with its detail, for the
+ * caller to gw_refusal_finish. */
+const char *gw_cert_reverify(const gw_runtime_t *rt, X509 *leaf, STACK_OF(X509) * untrusted,
+                             int64_t at_s, gw_refusal_t *out);
 
 #endif

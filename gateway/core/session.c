@@ -261,11 +261,13 @@ static void on_freed(gw_link_t *link)
 
 /* --- timers -------------------------------------------------------------- */
 
-/* Live sessions: the nearer of the idle deadline and notAfter. */
+/* Live sessions: the nearer of the idle deadline and the end of the
+ * certificate's validity, which includes its notAfter second as the
+ * handshake's check does (gw_valid_until_ms). */
 void gw_session_arm_live_timer(gw_session_t *s)
 {
 	int64_t now = cg_wall_ms();
-	int64_t due = s->not_after_ms - now;
+	int64_t due = gw_valid_until_ms(s->not_after_ms) - now;
 	uint64_t idle = s->rt->snap->gateway.idle_timeout_ms;
 	if (idle > 0) {
 		uint64_t quiet = uv_now(s->gw->loop) - s->link.last_active;
@@ -294,7 +296,7 @@ static void on_timer(gw_link_t *link)
 		gw_session_upstream_timeout(s);
 		return;
 	case GW_SESSION_LIVE: {
-		if (cg_wall_ms() >= s->not_after_ms) {
+		if (cg_wall_ms() >= gw_valid_until_ms(s->not_after_ms)) {
 			gw_session_end(s, "certificate expired");
 			return;
 		}
@@ -448,8 +450,8 @@ void gw_session_authorize(gw_session_t *s)
 
 static const char *handshake_failure_reason(gw_session_t *s)
 {
-	if (s->hs.reason != NULL)
-		return s->hs.reason;
+	if (s->hs.refusal.reason != NULL)
+		return s->hs.refusal.reason;
 	switch (client_end(s)->tls.error_reason) {
 	case SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE:
 		return "no client certificate";
@@ -475,9 +477,10 @@ static void advance_handshake(gw_session_t *s)
 	gw_tls_status_t st = gw_tls_handshake(&c->tls);
 	int rc = gw_end_flush_tls(c); /* our flight, or the alert that ends it */
 	if (st == GW_TLS_FAILED) {
-		/* a reason from our own callbacks says it all; else OpenSSL's detail */
+		/* a reason from our own callbacks comes with the certificate it is
+		 * about (if any); else OpenSSL's detail */
 		gw_session_reject(s, handshake_failure_reason(s),
-		                  s->hs.reason ? NULL : c->tls.error);
+		                  s->hs.refusal.reason ? s->hs.refusal.detail : c->tls.error);
 		return;
 	}
 	if (rc < 0) {

@@ -89,11 +89,14 @@ bool gw_session_adopt_current_runtime(gw_session_t *s)
 {
 	gw_runtime_t *rt = s->gw->rt;
 	identity_t id;
-	const char *why = identity_open(s, &id) ? gw_cert_reverify(rt, id.cert, id.chain)
-	                                        : "certificate unreadable";
+	gw_refusal_t refusal = {0};
+	const char *why = identity_open(s, &id)
+	                          ? gw_cert_reverify(rt, id.cert, id.chain, 0, &refusal)
+	                          : "certificate unreadable";
 	identity_close(&id);
 	if (why != NULL) {
-		gw_session_reject(s, why, NULL);
+		gw_session_reject(s, why, refusal.detail);
+		gw_refusal_finish(&refusal);
 		return false;
 	}
 	const pol_service_t *svc = pol_snapshot_service(rt->snap, s->service->name);
@@ -147,7 +150,7 @@ void gw_session_reauthorize(gw_session_t *s, gw_runtime_t *rt, const char *revok
 		end_or_refuse(s, "revoked: certificate");
 		return;
 	}
-	if (!same_trust && gw_cert_reverify(rt, id.cert, id.chain) != NULL) {
+	if (!same_trust && gw_cert_reverify(rt, id.cert, id.chain, 0, NULL) != NULL) {
 		identity_close(&id);
 		end_or_refuse(s, "revoked: certificate");
 		return;

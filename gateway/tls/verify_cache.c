@@ -98,7 +98,7 @@ int64_t gw_vcache_chain_expiry_ms(STACK_OF(X509) * chain)
 {
 	int64_t earliest = INT64_MAX;
 	for (int i = 0; i < sk_X509_num(chain); i++) {
-		int64_t t = gw_cert_not_after_ms(sk_X509_value(chain, i));
+		int64_t t = gw_valid_until_ms(gw_cert_not_after_ms(sk_X509_value(chain, i)));
 		if (t < earliest)
 			earliest = t;
 	}

@@ -3,7 +3,8 @@
  * does not pay for the same chain check again.
  *
  * Only successes are kept, keyed by SHA-256 over every certificate the
- * client sent, and each until the earliest notAfter of the verified chain,
+ * client sent, and each until the end of the verified chain's validity
+ * (its earliest notAfter second included, RFC 5280 4.1.2.5),
  * the CRL's nextUpdate, or a fixed horizon, whichever comes first. A cache
  * belongs to one runtime: a reload (new CA, CRL or limits) starts empty.
  * The handshake's proof of possession (CertificateVerify) is never skipped;
@@ -35,7 +36,9 @@ bool gw_vcache_hit(gw_vcache_t *c, const unsigned char key[32], int64_t now_ms);
 /* Remembers a success until until_ms (capped at now_ms + the horizon). */
 void gw_vcache_put(gw_vcache_t *c, const unsigned char key[32], int64_t now_ms, int64_t until_ms);
 
-/* Earliest notAfter over a verified chain, in epoch ms; INT64_MAX if none. */
+/* When the first certificate of a verified chain stops being valid, in
+ * epoch ms (gw_valid_until_ms: one second after its notAfter); INT64_MAX
+ * if none. */
 int64_t gw_vcache_chain_expiry_ms(STACK_OF(X509) * chain);
 
 #endif

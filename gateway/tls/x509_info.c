@@ -29,18 +29,27 @@ void gw_cert_sha256_hex(X509 *cert, char buf[65])
 		snprintf(buf + 2 * i, 3, "%02x", md[i]);
 }
 
-void gw_cert_subject(X509 *cert, char *buf, size_t len)
+static void name_text(const X509_NAME *name, char *buf, size_t len)
 {
 	buf[0] = '\0';
 	BIO *bio = BIO_new(BIO_s_mem());
 	if (bio == NULL)
 		return;
-	if (X509_NAME_print_ex(bio, X509_get_subject_name(cert), 0,
-	                       XN_FLAG_RFC2253 & ~ASN1_STRFLGS_ESC_MSB) >= 0) {
+	if (X509_NAME_print_ex(bio, name, 0, XN_FLAG_RFC2253 & ~ASN1_STRFLGS_ESC_MSB) >= 0) {
 		int n = BIO_read(bio, buf, (int)len - 1);
 		buf[n > 0 ? n : 0] = '\0';
 	}
 	BIO_free(bio);
+}
+
+void gw_cert_subject(X509 *cert, char *buf, size_t len)
+{
+	name_text(X509_get_subject_name(cert), buf, len);
+}
+
+void gw_cert_issuer(X509 *cert, char *buf, size_t len)
+{
+	name_text(X509_get_issuer_name(cert), buf, len);
 }
 
 int64_t gw_asn1_time_ms(const ASN1_TIME *t)
@@ -54,4 +63,9 @@ int64_t gw_asn1_time_ms(const ASN1_TIME *t)
 int64_t gw_cert_not_after_ms(X509 *cert)
 {
 	return gw_asn1_time_ms(X509_get0_notAfter(cert));
+}
+
+int64_t gw_valid_until_ms(int64_t not_after_ms)
+{
+	return not_after_ms + 1000;
 }

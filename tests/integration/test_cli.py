@@ -19,6 +19,7 @@ import ssl
 import stat
 import subprocess
 import sys
+import time
 
 from harness import HoldUpstream, CA, SLOW, Cert, Fixture, Process, certgate, free_port, port_open, \
     refused_by_gateway, run, tls_client, wait_for
@@ -320,6 +321,40 @@ def test_explain_expired_certificate(fx):
     doc = json.loads(explain(fx, fx.expired, json_out=True).stdout)
     assert doc["certificate"]["refused"] == "certificate expired", doc
     assert doc["admitted"] is False, doc
+
+
+def test_explain_at(fx):
+    """--at decides as of another second: a certificate is fine through its
+    notAfter second (validity is inclusive) and expired the second after;
+    before the CA's own notBefore nothing is valid; a time that is not RFC
+    3339 is a usage error."""
+    decoded = ssl._ssl._test_decode_cert(fx.alice.crt)
+    not_after = int(ssl.cert_time_to_seconds(decoded["notAfter"]))
+
+    def rfc3339(t):
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+    r = explain(fx, fx.alice, "--at", rfc3339(not_after))
+    assert r.returncode == 0, (r.returncode, r.stdout, r.stderr)
+    assert "verification: ok" in r.stdout and "as of: " + rfc3339(not_after)[:-1] in r.stdout, \
+        r.stdout
+    r = explain(fx, fx.alice, "--at", rfc3339(not_after + 1), json_out=True)
+    assert r.returncode == 1, (r.returncode, r.stdout, r.stderr)
+    doc = json.loads(r.stdout)
+    assert doc["certificate"]["refused"] == "certificate expired", doc
+    assert doc["certificate"]["detail"] == doc["certificate"]["subject"], doc
+    assert doc["request"]["at"] == rfc3339(not_after + 1)[:-1] + ".000Z", doc
+    # the same second with an offset
+    r = explain(fx, fx.alice, "--at",
+                time.strftime("%Y-%m-%dT%H:%M:%S+02:00", time.gmtime(not_after + 7200)))
+    assert r.returncode == 0, (r.returncode, r.stdout, r.stderr)
+    # a day ago the test CA did not exist yet: the refusal names it
+    r = explain(fx, fx.alice, "--at", rfc3339(time.time() - 86400), json_out=True)
+    doc = json.loads(r.stdout)
+    assert doc["certificate"]["refused"] == "certificate not yet valid", doc
+    assert doc["certificate"]["detail"] == "CN=certgate test CA", doc
+    for bad in ("yesterday", "2026-12-04", "2026-12-04T23:29:08", str(not_after)):
+        r = explain(fx, fx.alice, "--at", bad)
+        assert r.returncode == 2 and "--at" in r.stderr, (bad, r.returncode, r.stderr)
 
 
 def test_explain_verifies_the_chain_in_the_cert_file(fx):

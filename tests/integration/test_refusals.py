@@ -291,7 +291,9 @@ def test_remembered_chain_is_not_trusted_past_expiry(fx):
         sock, start = admitted(fx, gw, cert)
         sock.close()
     not_after = ssl.cert_time_to_seconds(ssl._ssl._test_decode_cert(cert.crt)["notAfter"])
-    time.sleep(max(0.0, not_after - time.time()) + 0.5)
+    # valid through its notAfter second (RFC 5280 4.1.2.5), so expired from
+    # the next one on (the remembered chain included)
+    time.sleep(max(0.0, not_after + 1 - time.time()) + 0.2)
     ev = refused(fx, gw, cert)
     assert ev["reason"] == "certificate expired", ev
     gw.stop()

@@ -1,4 +1,5 @@
-/* Tests common/cg_time.c: RFC 3339 rendering and the wall clock. */
+/* Tests common/cg_time.c: RFC 3339 rendering and reading, the wall
+ * clock. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -54,10 +55,71 @@ static void test_wall_ms(void **state)
 	assert_int_equal(buf[19], '.');
 }
 
+/* every rendering reads back */
+static void test_rfc3339_round_trip(void **state)
+{
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		int64_t ms = 42;
+		assert_true(cg_rfc3339_parse(cases[i].text, &ms));
+		assert_int_equal(ms, cases[i].ms);
+	}
+}
+
+static void test_rfc3339_parse(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *text;
+		int64_t ms;
+	} good[] = {
+	        {"2026-12-04T23:29:08Z", 1796426948000},
+	        {"2026-12-04t23:29:08z", 1796426948000},
+	        {"2026-12-05T00:29:08+01:00", 1796426948000},
+	        {"2026-12-04T20:59:08-02:30", 1796426948000},
+	        {"2026-12-04T23:29:08.5Z", 1796426948500},
+	        {"2026-12-04T23:29:08.123456Z", 1796426948123},
+	        {"2024-02-29T00:00:00Z", 1709164800000},
+	        {"2000-02-29T12:00:00Z", 951825600000},
+	        {"2016-12-31T23:59:60Z", 1483228800000}, /* a leap second */
+	};
+	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+		int64_t ms = 0;
+		assert_true(cg_rfc3339_parse(good[i].text, &ms));
+		assert_int_equal(ms, good[i].ms);
+	}
+	static const char *const bad[] = {
+	        "",
+	        "2026-12-04",
+	        "2026-12-04T23:29:08",      /* no zone */
+	        "2026-12-04 23:29:08Z",     /* a space for the T */
+	        "2026-12-04T23:29Z",        /* no seconds */
+	        "2026-13-04T23:29:08Z",     /* month */
+	        "2026-02-29T00:00:00Z",     /* not a leap year */
+	        "1900-02-29T00:00:00Z",     /* nor this */
+	        "2026-04-31T00:00:00Z",     /* April has 30 */
+	        "2026-12-04T24:00:00Z",     /* hour */
+	        "2026-12-04T23:60:00Z",     /* minute */
+	        "2026-12-04T23:29:61Z",     /* second */
+	        "2026-12-04T23:29:08.Z",    /* an empty fraction */
+	        "2026-12-04T23:29:08+0100", /* offset without its colon */
+	        "2026-12-04T23:29:08Z ",    /* trailing text */
+	        "1796426948",               /* epoch seconds */
+	        "+2026-12-04T23:29:08Z",
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		int64_t ms = 7;
+		assert_false(cg_rfc3339_parse(bad[i], &ms));
+		assert_int_equal(ms, 7);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	        cmocka_unit_test(test_rfc3339),
+	        cmocka_unit_test(test_rfc3339_round_trip),
+	        cmocka_unit_test(test_rfc3339_parse),
 	        cmocka_unit_test(test_wall_ms),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

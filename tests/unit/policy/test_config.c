@@ -355,6 +355,7 @@ static void test_defaults(void **state)
 	assert_int_equal(g->max_sessions_per_user, 0);
 	assert_int_equal(g->verify_depth, 4);
 	assert_true(g->verify_cache);
+	assert_int_equal(g->crl_check, POL_CRL_CHECK_CHAIN);
 	assert_int_equal(g->n_proxy_protocol_from, 0);
 	assert_false(snap->admin.enabled);
 	assert_string_equal(snap->audit.path, "-");
@@ -385,6 +386,7 @@ static void test_defaults(void **state)
 	assert_int_equal(json_integer_value(json_object_get(gw, "max_connections")), 10000);
 	assert_int_equal(json_integer_value(json_object_get(gw, "verify_depth")), 4);
 	assert_true(json_is_true(json_object_get(gw, "verify_cache")));
+	assert_string_equal(json_string_value(json_object_get(gw, "crl_check")), "chain");
 	assert_string_equal(json_string_value(json_object_get(gw, "cert")), "/etc/certgate/gw.crt");
 	assert_string_equal(
 	        json_string_value(json_object_get(json_object_get(shown, "audit"), "on_failure")),
@@ -574,6 +576,63 @@ static void test_verify_cache_switch(void **state)
 	        "certgate.json:2:40: gateway.verify_cache: expected true or false",
 	};
 	expect_errors("certgate.json", expected, 1);
+}
+
+static void test_crl_check(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *value;
+		pol_crl_check_t mode;
+	} modes[] = {
+	        {"leaf", POL_CRL_CHECK_LEAF},
+	        {"chain", POL_CRL_CHECK_CHAIN},
+	        {"all", POL_CRL_CHECK_ALL},
+	};
+	char text[512];
+	for (size_t i = 0; i < sizeof(modes) / sizeof(modes[0]); i++) {
+		snprintf(text, sizeof(text),
+		         "{ \"gateway\": { \"listen\": [\"0.0.0.0:8443\"], \"cert\": \"c\", "
+		         "\"key\": \"k\",\n"
+		         "    \"client_ca\": \"ca\", \"crl\": \"crl\", \"crl_check\": \"%s\" },\n"
+		         "  \"services\": [ { \"name\": \"a\", \"upstream\": \"h:1\" } ] }\n",
+		         modes[i].value);
+		write_file("certgate.json", text);
+		pol_snapshot_t *snap = load_ok("certgate.json");
+		assert_int_equal(snap->gateway.crl_check, modes[i].mode);
+		assert_string_equal(json_string_value(json_object_get(
+		                            json_object_get(snap->shown, "gateway"), "crl_check")),
+		                    modes[i].value);
+		pol_snapshot_unref(snap);
+	}
+	/* "chain" checks where a CRL is: fine without one */
+	write_file("certgate.json",
+	           "{ \"gateway\": { \"listen\": [\"0.0.0.0:8443\"], \"cert\": \"c\", \"key\": "
+	           "\"k\",\n"
+	           "    \"client_ca\": \"ca\", \"crl_check\": \"chain\" },\n"
+	           "  \"services\": [ { \"name\": \"a\", \"upstream\": \"h:1\" } ] }\n");
+	pol_snapshot_unref(load_ok("certgate.json"));
+	/* the other two demand one */
+	write_file("certgate.json",
+	           "{ \"gateway\": { \"listen\": [\"0.0.0.0:8443\"], \"cert\": \"c\", \"key\": "
+	           "\"k\",\n"
+	           "    \"client_ca\": \"ca\", \"crl_check\": \"all\" },\n"
+	           "  \"services\": [ { \"name\": \"a\", \"upstream\": \"h:1\" } ] }\n");
+	static const char *const without_crl[] = {
+	        "certgate.json:2:37: gateway.crl_check: \"all\" checks certificates against "
+	        "gateway.crl, which is not set",
+	};
+	expect_errors("certgate.json", without_crl, 1);
+	write_file("certgate.json",
+	           "{ \"gateway\": { \"listen\": [\"0.0.0.0:8443\"], \"cert\": \"c\", \"key\": "
+	           "\"k\",\n"
+	           "    \"client_ca\": \"ca\", \"crl\": \"crl\", \"crl_check\": \"intermediates\" "
+	           "},\n"
+	           "  \"services\": [ { \"name\": \"a\", \"upstream\": \"h:1\" } ] }\n");
+	static const char *const unknown[] = {
+	        "certgate.json:2:51: gateway.crl_check: expected \"leaf\", \"chain\" or \"all\"",
+	};
+	expect_errors("certgate.json", unknown, 1);
 }
 
 static void test_bad_listen(void **state)
@@ -887,6 +946,7 @@ int main(void)
 	        T(test_bad_durations),
 	        T(test_idle_timeout_zero),
 	        T(test_verify_cache_switch),
+	        T(test_crl_check),
 	        T(test_bad_listen),
 	        T(test_gateway_listen_optional),
 	        T(test_services_rules_checks),
