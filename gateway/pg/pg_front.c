@@ -17,6 +17,7 @@
 #include <openssl/x509v3.h>
 
 #include "cg_time.h"
+#include "cg_utf8.h"
 #include "core/gateway.h"
 #include "core/session.h"
 #include "pg/pg_inner.h"
@@ -114,10 +115,10 @@ static void pgf_add_fields(const gw_session_t *s, json_t *f)
 	const pgf_t *pg = s->front;
 	if (pg == NULL || pg->db_user == NULL)
 		return;
-	json_object_set_new(f, "db_user", json_string(pg->db_user));
-	json_object_set_new(f, "db_name", json_string(pg->db_name));
-	json_object_set_new(f, "application_name",
-	                    pg->app_name != NULL ? json_string(pg->app_name) : json_null());
+	/* as the client sent them: any bytes but NUL */
+	cg_json_set_lossy_str(f, "db_user", pg->db_user);
+	cg_json_set_lossy_str(f, "db_name", pg->db_name);
+	cg_json_set_lossy_str(f, "application_name", pg->app_name);
 }
 
 static void unregister_key(gw_session_t *s)
