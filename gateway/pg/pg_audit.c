@@ -97,6 +97,20 @@ static bool message_done(gw_session_t *s, pga_t *a, const pgw_fe_msg_t *m)
 		if (svc->audit_queries)
 			audit_call(s, m, false);
 		return true;
+	case 'p':
+		/* PasswordMessage, SASLInitialResponse, SASLResponse: which one
+		 * follows from the server's last request */
+		if (!a->sasl_expected)
+			return true;
+		a->sasl_expected = false;
+		if (pgw_sasl_initial(m->head, m->head_len) != PGW_SASL_UNBOUND) {
+			/* PostgreSQL would refuse it as "SCRAM channel binding check
+			 * failed" or as a downgrade: say why, before it gets there */
+			pga_end(s, a, "refused: channel binding", "28000",
+			        PGA_CHANNEL_BINDING_MESSAGE);
+			return false;
+		}
+		return true;
 	default:
 		return true;
 	}

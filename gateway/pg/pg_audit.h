@@ -8,7 +8,9 @@
  * flagged. A message PostgreSQL would not read as sent (bad length, a
  * string without its NUL, fields that do not add up) ends the session
  * with a FATAL instead of passing unaudited; so does a FunctionCall on a
- * service with function_calls "refuse". */
+ * service with function_calls "refuse". While the client authenticates,
+ * its SASL choice is checked too: channel binding cannot cross the
+ * gateway (see pg_front.c, prelude). */
 #ifndef GW_PG_AUDIT_H
 #define GW_PG_AUDIT_H
 
@@ -19,8 +21,17 @@
 #include "core/session.h"
 #include "pg/pg_wire.h"
 
+/* What the client is told when the gateway ends a session on this
+ * stream's account. */
+#define PGA_CHANNEL_BINDING_MESSAGE                                                                \
+	"certgate: SCRAM channel binding cannot pass through the gateway (PostgreSQL binds it to " \
+	"its own TLS certificate, which only the gateway sees); connect with "                     \
+	"channel_binding=disable (sslmode=verify-full still authenticates the gateway)"
+
 typedef struct pga {
 	pgw_fe_t reader;
+	bool sasl_expected; /* an AuthenticationSASL reached the client: its next 'p'
+	                     * is the SASLInitialResponse */
 	/* set when the gateway ends the session: the ErrorResponse to send */
 	const char *end_sqlstate;
 	char end_message[512];

@@ -611,9 +611,34 @@ static void pgf_session_ending(gw_session_t *s, const char *reason)
 	pgf_client_error(s, "57P01", msg);
 }
 
+/* AuthenticationSASL: PostgreSQL binds SCRAM-SHA-256-PLUS to its own TLS
+ * certificate, which the client never sees across the gateway, so the
+ * client must not be offered it (libpq's channel_binding=require then
+ * fails on its own clear message). The client's choice is checked too
+ * (pg_audit.c). Returns false when the session was ended. */
+static bool sasl_offer(gw_session_t *s, uint8_t *m, size_t *n)
+{
+	pgf_t *pg = s->front;
+	int left = pgw_sasl_drop_channel_binding(m, n);
+	if (left < 0) {
+		pga_end(s, &pg->audit, "upstream protocol violation", "08P01",
+		        "certgate: the database sent a malformed authentication request");
+		return false;
+	}
+	if (left == 0) {
+		pga_end(s, &pg->audit, "refused: upstream offers only channel binding", "28000",
+		        "certgate: the database offers only SASL mechanisms with channel binding "
+		        "(SCRAM-SHA-256-PLUS), which cannot pass through the gateway");
+		return false;
+	}
+	pg->audit.sasl_expected = true;
+	return true;
+}
+
 /* Backend messages until the first ReadyForQuery: BackendKeyData gets the
- * gateway's key in place of the upstream's. Returns false on a protocol
- * error (the relay is ended). */
+ * gateway's key in place of the upstream's, AuthenticationSASL loses its
+ * channel-bound mechanisms. Returns false on a protocol error (the relay
+ * is ended). */
 static bool prelude(gw_session_t *s, const char *data, size_t len)
 {
 	pgf_t *pg = s->front;
@@ -642,9 +667,13 @@ static bool prelude(gw_session_t *s, const char *data, size_t len)
 				pgw_put32(m + 9, pg->gw_secret);
 			}
 		}
+		size_t out = total;
+		if (m[0] == 'R' && mlen >= 8 && pgw_get32(m + 5) == PGW_AUTH_SASL &&
+		    !sasl_offer(s, m, &out))
+			return false;
 		if (m[0] == 'Z')
 			pg->prelude_done = true;
-		if (gw_end_write(c, m, total) < 0) {
+		if (gw_end_write(c, m, out) < 0) {
 			gw_session_end(s, "client closed");
 			return false;
 		}

@@ -385,3 +385,63 @@ pgw_fe_status_t pgw_fe_read(pgw_fe_t *fe, const uint8_t *p, size_t n, size_t *us
 	fe->hdr_len = 0;
 	return PGW_FE_MESSAGE;
 }
+
+/* --- SASL ----------------------------------------------------------------- */
+
+static bool ends_with_plus(const char *name, size_t len)
+{
+	return len >= 5 && memcmp(name + len - 5, "-PLUS", 5) == 0;
+}
+
+int pgw_sasl_drop_channel_binding(uint8_t *m, size_t *n)
+{
+	/* 'R', Int32 length, Int32 10, names (each NUL-terminated), "" */
+	if (*n < 10 || m[0] != 'R' || pgw_get32(m + 1) != *n - 1 ||
+	    pgw_get32(m + 5) != PGW_AUTH_SASL)
+		return -1;
+	size_t at = 9, out = 9;
+	int left = 0;
+	/* check the whole list first, so a malformed message stays unchanged */
+	for (size_t i = at;;) {
+		const uint8_t *nul = memchr(m + i, '\0', *n - i);
+		if (nul == NULL)
+			return -1;
+		size_t len = (size_t)(nul - (m + i));
+		i += len + 1;
+		if (len == 0) {
+			if (i != *n)
+				return -1; /* bytes after the empty name */
+			break;
+		}
+	}
+	for (;;) {
+		size_t len = strlen((const char *)m + at);
+		if (len == 0)
+			break;
+		if (!ends_with_plus((const char *)m + at, len)) {
+			memmove(m + out, m + at, len + 1);
+			out += len + 1;
+			left++;
+		}
+		at += len + 1;
+	}
+	m[out++] = '\0';
+	pgw_put32(m + 1, (uint32_t)(out - 1));
+	*n = out;
+	return left;
+}
+
+pgw_sasl_choice_t pgw_sasl_initial(const uint8_t *body, size_t n)
+{
+	const uint8_t *nul = memchr(body, '\0', n);
+	if (nul == NULL)
+		return PGW_SASL_UNBOUND; /* no name we know is that long */
+	size_t len = (size_t)(nul - body);
+	if (ends_with_plus((const char *)body, len))
+		return PGW_SASL_PLUS;
+	size_t data = len + 1 + 4;
+	if (len > 6 && memcmp(body, "SCRAM-", 6) == 0 && n > data &&
+	    pgw_get32(body + len + 1) != 0xffffffffu && body[data] == 'y')
+		return PGW_SASL_FLAG_Y;
+	return PGW_SASL_UNBOUND;
+}

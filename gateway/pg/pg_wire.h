@@ -1,7 +1,7 @@
 /* The few PostgreSQL wire-protocol constants and messages the gateway
  * itself speaks or reads (all integers big-endian): the first packet, the
- * StartupMessage, ErrorResponse, and the client's messages for the query
- * audit. Pure functions over byte buffers. */
+ * StartupMessage, ErrorResponse, the client's messages for the query
+ * audit, and the SASL mechanism list. Pure functions over byte buffers. */
 #ifndef GW_PG_WIRE_H
 #define GW_PG_WIRE_H
 
@@ -125,5 +125,27 @@ void pgw_fe_finish(pgw_fe_t *fe); /* frees the SQL buffer */
  * lost: do not call again. */
 pgw_fe_status_t pgw_fe_read(pgw_fe_t *fe, const uint8_t *p, size_t n, size_t *used,
                             const char **error);
+
+/* --- SASL: channel binding cannot cross the gateway ----------------------- */
+
+#define PGW_AUTH_SASL 10 /* AuthenticationSASL: the mechanisms the server offers */
+
+/* A whole AuthenticationSASL message (type 'R', code 10) of *n bytes at m:
+ * removes every mechanism bound to the TLS channel (a name ending in
+ * "-PLUS", RFC 5802), in place, and fixes the length field and *n.
+ * Returns how many mechanisms are left, or -1 when the message is
+ * malformed (then m is unchanged). */
+int pgw_sasl_drop_channel_binding(uint8_t *m, size_t *n);
+
+typedef enum {
+	PGW_SASL_UNBOUND, /* no channel binding: can pass through */
+	PGW_SASL_PLUS,    /* the client chose a "-PLUS" mechanism */
+	PGW_SASL_FLAG_Y,  /* SCRAM with gs2 flag "y": the client can bind but sees no
+	                   * offer; PostgreSQL on TLS refuses it as a downgrade */
+} pgw_sasl_choice_t;
+
+/* What a SASLInitialResponse body (mechanism name, Int32 length, data)
+ * says about channel binding, from its first n bytes. */
+pgw_sasl_choice_t pgw_sasl_initial(const uint8_t *body, size_t n);
 
 #endif

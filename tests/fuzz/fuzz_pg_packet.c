@@ -11,7 +11,9 @@
  * The input also serves as the message of a FATAL ErrorResponse, which must
  * always fit 600 bytes and carry its own length; as the client's message
  * stream after login (pgw_fe_read: the same messages and verdict however
- * the bytes are split, never more kept than the bounds). */
+ * the bytes are split, never more kept than the bounds); and as an
+ * AuthenticationSASL or SASLInitialResponse (pgw_sasl_*: a rewritten list
+ * is well formed and has no "-PLUS" name left). */
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -137,6 +139,31 @@ static void fuzz_client_stream(const uint8_t *data, size_t size)
 	}
 }
 
+static void fuzz_sasl(const uint8_t *data, size_t size)
+{
+	uint8_t *m = fuzz_copy(data, size);
+	size_t n = size;
+	int left = pgw_sasl_drop_channel_binding(m, &n);
+	if (left < 0) {
+		FUZZ_CHECK(n == size && memcmp(m, data, size) == 0);
+	} else {
+		FUZZ_CHECK(n <= size && n >= 10 && m[0] == 'R' && pgw_get32(m + 1) == n - 1);
+		FUZZ_CHECK(m[n - 1] == '\0' && (n == 10 || m[n - 2] == '\0'));
+		int names = 0;
+		for (size_t at = 9; m[at] != '\0'; names++) {
+			size_t len = strlen((const char *)m + at);
+			FUZZ_CHECK(len < 5 || memcmp(m + at + len - 5, "-PLUS", 5) != 0);
+			at += len + 1;
+		}
+		FUZZ_CHECK(names == left);
+	}
+	free(m);
+	m = fuzz_copy(data, size);
+	pgw_sasl_choice_t c = pgw_sasl_initial(m, size);
+	FUZZ_CHECK(c == PGW_SASL_UNBOUND || c == PGW_SASL_PLUS || c == PGW_SASL_FLAG_Y);
+	free(m);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	size_t packet_len = 0, part_len = 0;
@@ -179,5 +206,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	fuzz_error_response(data, size);
 	fuzz_client_stream(data, size);
+	fuzz_sasl(data, size);
 	return 0;
 }

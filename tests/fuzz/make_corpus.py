@@ -151,6 +151,9 @@ def pg_seeds():
         "fe-function-call": msg(b"F", struct.pack(">IHHH", 177, 1, 1, 2) + struct.pack(">Ii", 4, 40)
                                 + struct.pack(">iH", -1, 1)),
         "fe-unterminated": msg(b"Q", b"select 1"),
+        # SASL (pgw_sasl_*)
+        "sasl-offer": msg(b"R", struct.pack(">I", 10) + b"SCRAM-SHA-256-PLUS\0SCRAM-SHA-256\0\0"),
+        "sasl-initial-y": b"SCRAM-SHA-256\0" + struct.pack(">I", 5) + b"y,,n=",
     }
     for name, s in seeds.items():
         write("pg-packet", name, s)

@@ -1,6 +1,7 @@
 /* gateway/pg/pg_wire.c: the client's messages as the query audit reads
  * them (whole, or split at every byte: the same answer), the refusals of
- * what PostgreSQL would not read. */
+ * what PostgreSQL would not read, and the SASL mechanism list without
+ * channel binding. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -329,6 +330,89 @@ static void test_framing(void **state)
 	assert_int_equal(s.n, 0);
 }
 
+/* --- SASL ------------------------------------------------------------------ */
+
+static size_t sasl(uint8_t *m, const char *const *names, size_t n)
+{
+	buf_t b = {0};
+	put32(&b, PGW_AUTH_SASL);
+	for (size_t i = 0; i < n; i++)
+		put_str(&b, names[i]);
+	put(&b, "", 1);
+	buf_t out = {0};
+	message(&out, 'R', &b);
+	memcpy(m, out.p, out.len);
+	size_t len = out.len;
+	free(b.p);
+	free(out.p);
+	return len;
+}
+
+static void test_sasl_drop_channel_binding(void **state)
+{
+	(void)state;
+	uint8_t m[256], want[256];
+	const char *pg[] = {"SCRAM-SHA-256-PLUS", "SCRAM-SHA-256"};
+	const char *plain[] = {"SCRAM-SHA-256"};
+	size_t n = sasl(m, pg, 2), wn = sasl(want, plain, 1);
+	assert_int_equal(pgw_sasl_drop_channel_binding(m, &n), 1);
+	assert_int_equal(n, wn);
+	assert_memory_equal(m, want, n);
+	/* nothing to drop: unchanged */
+	assert_int_equal(pgw_sasl_drop_channel_binding(m, &n), 1);
+	assert_memory_equal(m, want, n);
+	/* only channel-bound mechanisms: none left */
+	const char *only[] = {"SCRAM-SHA-256-PLUS", "SCRAM-SHA-512-PLUS"};
+	n = sasl(m, only, 2);
+	assert_int_equal(pgw_sasl_drop_channel_binding(m, &n), 0);
+	assert_int_equal(n, 10);
+	assert_memory_equal(m, "R\0\0\0\11\0\0\0\12\0", 10);
+	/* malformed: unchanged, -1 */
+	n = sasl(m, pg, 2);
+	uint8_t copy[256];
+	memcpy(copy, m, n);
+	size_t cut = n - 1; /* no final empty name */
+	pgw_put32(m + 1, (uint32_t)cut - 1);
+	memcpy(copy, m, n);
+	assert_int_equal(pgw_sasl_drop_channel_binding(m, &cut), -1);
+	assert_memory_equal(m, copy, n);
+	size_t wrong = n; /* the length field disagrees */
+	assert_int_equal(pgw_sasl_drop_channel_binding(m, &wrong), -1);
+	n = sasl(m, pg, 2);
+	m[6] = 11; /* not AuthenticationSASL */
+	assert_int_equal(pgw_sasl_drop_channel_binding(m, &n), -1);
+}
+
+static size_t initial(uint8_t *body, const char *mech, const char *data)
+{
+	size_t n = strlen(mech) + 1;
+	memcpy(body, mech, n);
+	pgw_put32(body + n, data != NULL ? (uint32_t)strlen(data) : 0xffffffffu);
+	n += 4;
+	if (data != NULL) {
+		memcpy(body + n, data, strlen(data));
+		n += strlen(data);
+	}
+	return n;
+}
+
+static void test_sasl_initial(void **state)
+{
+	(void)state;
+	uint8_t b[128];
+	size_t n = initial(b, "SCRAM-SHA-256", "n,,n=,r=abcdef");
+	assert_int_equal(pgw_sasl_initial(b, n), PGW_SASL_UNBOUND);
+	n = initial(b, "SCRAM-SHA-256", "y,,n=,r=abcdef");
+	assert_int_equal(pgw_sasl_initial(b, n), PGW_SASL_FLAG_Y);
+	n = initial(b, "SCRAM-SHA-256-PLUS", "p=tls-server-end-point,,n=,r=abc");
+	assert_int_equal(pgw_sasl_initial(b, n), PGW_SASL_PLUS);
+	n = initial(b, "SCRAM-SHA-256", NULL);
+	assert_int_equal(pgw_sasl_initial(b, n), PGW_SASL_UNBOUND);
+	/* only the name seen so far */
+	assert_int_equal(pgw_sasl_initial((const uint8_t *)"SCRAM-SHA-256", 13), PGW_SASL_UNBOUND);
+	assert_int_equal(pgw_sasl_initial((const uint8_t *)"", 0), PGW_SASL_UNBOUND);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -338,6 +422,8 @@ int main(void)
 	        cmocka_unit_test(test_function_call),
 	        cmocka_unit_test(test_refused),
 	        cmocka_unit_test(test_framing),
+	        cmocka_unit_test(test_sasl_drop_channel_binding),
+	        cmocka_unit_test(test_sasl_initial),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
