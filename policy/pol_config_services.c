@@ -77,10 +77,11 @@ static void load_service(loader_t *ld, const cg_jdoc_t *doc, const json_t *obj, 
 	                                   "require_inner_tls",
 	                                   "connect_timeout",
 	                                   "audit_queries",
+	                                   "function_calls",
 	                                   "upstream_tls",
 	                                   NULL};
 	char path[PATH_BUF], kpath[PATH_BUF], ipath[PATH_BUF];
-	const char *name, *mode;
+	const char *name, *mode, *fcalls = NULL;
 	const json_t *value, *up;
 	bool mode_ok = true;
 
@@ -158,6 +159,15 @@ static void load_service(loader_t *ld, const cg_jdoc_t *doc, const json_t *obj, 
 	pol_ld_get_bool(ld, doc, obj, path, "require_inner_tls", false, &svc->require_inner_tls);
 	pol_ld_get_duration(ld, doc, obj, path, "connect_timeout", false, &svc->connect_timeout_ms);
 	pol_ld_get_bool(ld, doc, obj, path, "audit_queries", false, &svc->audit_queries);
+	if (pol_ld_get_string(ld, doc, obj, path, "function_calls", false, &fcalls) && fcalls) {
+		if (strcmp(fcalls, "audit") == 0)
+			svc->function_calls = POL_FCALL_AUDIT;
+		else if (strcmp(fcalls, "refuse") == 0)
+			svc->function_calls = POL_FCALL_REFUSE;
+		else
+			pol_ld_err(ld, doc, pol_ld_pkey(kpath, path, "function_calls"),
+			           "expected \"audit\" or \"refuse\"");
+	}
 	if (!mode_ok)
 		return; /* the mode-dependent checks below would only add noise */
 
@@ -169,6 +179,9 @@ static void load_service(loader_t *ld, const cg_jdoc_t *doc, const json_t *obj, 
 	if (svc->mode == POL_MODE_TUNNEL && svc->audit_queries)
 		pol_ld_err(ld, doc, pol_ld_pkey(kpath, path, "audit_queries"),
 		           "audit_queries applies only to postgres-mode services");
+	if (svc->mode == POL_MODE_TUNNEL && fcalls != NULL)
+		pol_ld_err(ld, doc, pol_ld_pkey(kpath, path, "function_calls"),
+		           "function_calls applies only to postgres-mode services");
 
 	value = json_object_get(obj, "upstream_tls");
 	if (value && svc->mode != POL_MODE_POSTGRES)

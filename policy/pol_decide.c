@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "cg_addr.h"
+#include "cg_utf8.h"
 #include "pol_index.h"
 
 /* ---------------------------------------------------------------------- */
@@ -540,4 +541,9 @@ void pol_decide(const pol_snapshot_t *snap, const pol_request_t *req, pol_decisi
 		snprintf(out->reason, sizeof(out->reason), "no rule allows user %s on service %s",
 		         ev.user, req->service);
 	}
+	/* the names in it are cut by bytes when long: never inside a character
+	 * (the audit would have to escape half of one) */
+	size_t n = strlen(out->reason);
+	if (n == sizeof(out->reason) - 1)
+		out->reason[cg_utf8_complete(out->reason, n)] = '\0';
 }

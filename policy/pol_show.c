@@ -138,6 +138,9 @@ static json_t *show_service(shower_t *sh, const pol_service_t *svc)
 	put(sh, o, "require_inner_tls", json_boolean(svc->require_inner_tls));
 	put(sh, o, "connect_timeout", show_duration(svc->connect_timeout_ms));
 	put(sh, o, "audit_queries", json_boolean(svc->audit_queries));
+	if (svc->mode == POL_MODE_POSTGRES)
+		put(sh, o, "function_calls",
+		    json_string(svc->function_calls == POL_FCALL_REFUSE ? "refuse" : "audit"));
 	if (svc->has_upstream_tls) {
 		json_t *t = json_object();
 		if (t) {

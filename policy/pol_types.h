@@ -42,6 +42,13 @@ typedef struct pol_upstream_tls {
 	pol_file_t client_ca_key;
 } pol_upstream_tls_t;
 
+/* What a postgres-mode service does with FunctionCall ('F') messages,
+ * which run a function by OID with no SQL text. */
+typedef enum {
+	POL_FCALL_AUDIT = 0, /* a query event (kind function_call) when audit_queries */
+	POL_FCALL_REFUSE,    /* end the session with a FATAL */
+} pol_fcall_t;
+
 typedef struct pol_service {
 	char *name;
 	char **sni; /* extra SNI names */
@@ -54,6 +61,7 @@ typedef struct pol_service {
 	bool require_inner_tls;
 	uint64_t connect_timeout_ms; /* default 5s */
 	bool audit_queries;          /* postgres mode */
+	pol_fcall_t function_calls;  /* postgres mode; default audit */
 	bool has_upstream_tls;
 	pol_upstream_tls_t upstream_tls; /* postgres mode */
 } pol_service_t;

@@ -8,6 +8,7 @@
 #include <strings.h>
 
 #include "cg_time.h"
+#include "cg_utf8.h"
 
 bool gw_authorize(gw_state_t *st, const gw_runtime_t *rt, const gw_authz_request_t *req,
                   pol_decision_t *out)
@@ -25,6 +26,10 @@ bool gw_authorize(gw_state_t *st, const gw_runtime_t *rt, const gw_authz_request
 		snprintf(out->reason, sizeof(out->reason), "locked%s%s (lock %s)",
 		         lock->reason != NULL ? ": " : "", lock->reason != NULL ? lock->reason : "",
 		         lock->id);
+		/* an admin's long reason: cut on a character, not inside one */
+		size_t n = strlen(out->reason);
+		if (n == sizeof(out->reason) - 1)
+			out->reason[cg_utf8_complete(out->reason, n)] = '\0';
 		return false;
 	}
 	pol_request_t preq = {

@@ -18,6 +18,7 @@
 
 #include "cg_addr.h"
 #include "cg_time.h"
+#include "cg_utf8.h"
 #include "core/authz.h"
 #include "tls/x509_info.h"
 
@@ -95,7 +96,7 @@ static void add_cert(json_t *f, X509 *cert, bool session_start)
 		return;
 	if (!session_start) {
 		gw_cert_subject(cert, buf, sizeof(buf));
-		json_object_set_new(f, "subject", json_string(buf));
+		cg_json_set_lossy_str(f, "subject", buf);
 	}
 	gw_cert_serial_hex(cert, buf, sizeof(buf));
 	json_object_set_new(f, session_start ? "cert_serial" : "serial", json_string(buf));
@@ -134,11 +135,11 @@ void gw_session_drop(gw_session_t *s, bool graceful)
 void gw_session_reject(gw_session_t *s, const char *reason, const char *detail)
 {
 	json_t *f = gw_session_base_fields(s);
-	json_object_set_new(f, "reason", json_string(reason));
+	cg_json_set_lossy_str(f, "reason", reason);
 	if (detail != NULL && strcmp(detail, reason) != 0)
-		json_object_set_new(f, "detail", json_string(detail));
+		cg_json_set_lossy_str(f, "detail", detail);
 	if (s->hs.sni[0] != '\0')
-		json_object_set_new(f, "sni", json_string(s->hs.sni));
+		cg_json_set_lossy_str(f, "sni", s->hs.sni); /* any bytes but NUL */
 	add_cert(f, s->cert != NULL ? s->cert : s->hs.cert, false);
 	gw_count_refusal(s->gw, "tls.rejected", reason);
 	(void)gw_audit(s->gw, "tls.rejected", f);
@@ -191,7 +192,8 @@ void gw_session_deny(gw_session_t *s, const char *reason, const char *rule)
 	add_identity(s, f);
 	add_front_fields(s, f);
 	json_object_set_new(f, "rule", json_string(rule));
-	json_object_set_new(f, "reason", json_string(reason));
+	/* the reason may quote the db user and name the client sent */
+	cg_json_set_lossy_str(f, "reason", reason);
 	gw_count_refusal(s->gw, "authz.denied", rule);
 	(void)gw_audit(s->gw, "authz.denied", f);
 	gw_session_tell_status(s, reason);

@@ -4,7 +4,8 @@
  * its first 8 (CancelRequest: 16) bytes, the StartupMessage may not exceed
  * PGF_MAX_STARTUP, the backend's messages up to its first ReadyForQuery are
  * buffered to at most PGF_MAX_PRELUDE. Anything else closes the connection
- * with an audited reason. */
+ * with an audited reason. What the client sends while relaying is read by
+ * pg_audit.c. */
 #include "pg/pg_front.h"
 
 #include <inttypes.h>
@@ -17,8 +18,10 @@
 #include <openssl/x509v3.h>
 
 #include "cg_time.h"
+#include "cg_utf8.h"
 #include "core/gateway.h"
 #include "core/session.h"
+#include "pg/pg_audit.h"
 #include "pg/pg_inner.h"
 #include "pg/pg_wire.h"
 #include "tls/minter.h"
@@ -32,16 +35,6 @@ typedef enum {
 	PGF_UP_TLS,  /* upstream: TLS handshake */
 	PGF_RELAY,
 } pgf_phase_t;
-
-/* Incremental parse of the client's messages for the query audit. */
-typedef struct query_parser {
-	uint8_t header[5]; /* type byte + Int32 length */
-	size_t header_len;
-	uint32_t remaining; /* body bytes still to come */
-	char *body;         /* first bytes of a Q or P body */
-	size_t body_len, body_cap;
-	bool truncated;
-} query_parser_t;
 
 typedef struct gw_front pgf_t;
 
@@ -63,7 +56,7 @@ struct gw_front {
 	uint8_t srv_hdr_len;
 	uint32_t srv_body; /* body bytes of the current message still to pass */
 	struct sockaddr_storage upstream_addr;
-	query_parser_t q;
+	pga_t audit; /* the client's messages while relaying */
 };
 
 static gw_end_t *client_end(gw_session_t *s)
@@ -114,10 +107,10 @@ static void pgf_add_fields(const gw_session_t *s, json_t *f)
 	const pgf_t *pg = s->front;
 	if (pg == NULL || pg->db_user == NULL)
 		return;
-	json_object_set_new(f, "db_user", json_string(pg->db_user));
-	json_object_set_new(f, "db_name", json_string(pg->db_name));
-	json_object_set_new(f, "application_name",
-	                    pg->app_name != NULL ? json_string(pg->app_name) : json_null());
+	/* as the client sent them: any bytes but NUL */
+	cg_json_set_lossy_str(f, "db_user", pg->db_user);
+	cg_json_set_lossy_str(f, "db_name", pg->db_name);
+	cg_json_set_lossy_str(f, "application_name", pg->app_name);
 }
 
 static void unregister_key(gw_session_t *s)
@@ -143,7 +136,7 @@ static void pgf_free(gw_session_t *s)
 	free(pg->db_user);
 	free(pg->db_name);
 	free(pg->app_name);
-	free(pg->q.body);
+	pga_finish(&pg->audit);
 	free(pg);
 	s->front = NULL;
 }
@@ -237,6 +230,7 @@ static void pgf_accept(gw_session_t *s)
 		return;
 	}
 	s->front->phase = PGF_FIRST;
+	pga_init(&s->front->audit);
 	s->state = GW_SESSION_PG_FIRST;
 }
 
@@ -337,6 +331,21 @@ static void startup_packet(gw_session_t *s)
 		gw_session_drop(s, false);
 		return;
 	}
+	/* PostgreSQL would cut a longer name to 63 bytes and log in to what
+	 * that names: a rule on one name must not be passed by adding bytes */
+	const char *too_long = strlen(pg->db_user) > PGW_NAME_MAX   ? "db user"
+	                       : strlen(pg->db_name) > PGW_NAME_MAX ? "database name"
+	                                                            : NULL;
+	if (too_long != NULL) {
+		char reason[128];
+		snprintf(reason, sizeof(reason),
+		         "%s longer than %d bytes (PostgreSQL would cut it to another name)",
+		         too_long, PGW_NAME_MAX);
+		s->decision.rule = "name_too_long";
+		s->decision.effective_trust = s->claims.device_trust;
+		gw_session_deny(s, reason, "name_too_long");
+		return;
+	}
 	pg->startup = pg->buf;
 	pg->startup_len = len;
 	pg->buf = NULL;
@@ -380,6 +389,7 @@ static void pgf_client_ready(gw_session_t *s)
 			return;
 		}
 		pg->direct_tls = true;
+		pga_init(&pg->audit);
 	}
 	if (pg->direct_tls) {
 		if (strcmp(client_end(s)->tls.alpn, GW_ALPN_POSTGRESQL) != 0) {
@@ -588,17 +598,47 @@ static void pgf_session_ending(gw_session_t *s, const char *reason)
 {
 	pgf_t *pg = s->front;
 	/* only between two backend messages: inside one, an ErrorResponse
-	 * would be read as the rest of it */
-	if (pg == NULL || !pg->prelude_done || pg->srv_hdr_len != 0 || pg->srv_body != 0)
+	 * would be read as the rest of it (before ReadyForQuery the gateway
+	 * passes whole messages only) */
+	if (pg == NULL || (pg->prelude_done && (pg->srv_hdr_len != 0 || pg->srv_body != 0)))
 		return;
+	if (pg->audit.end_sqlstate != NULL) {
+		pgf_client_error(s, pg->audit.end_sqlstate, pg->audit.end_message);
+		return;
+	}
 	char msg[256];
 	snprintf(msg, sizeof(msg), "terminating connection: certgate: %s", reason);
 	pgf_client_error(s, "57P01", msg);
 }
 
+/* AuthenticationSASL: PostgreSQL binds SCRAM-SHA-256-PLUS to its own TLS
+ * certificate, which the client never sees across the gateway, so the
+ * client must not be offered it (libpq's channel_binding=require then
+ * fails on its own clear message). The client's choice is checked too
+ * (pg_audit.c). Returns false when the session was ended. */
+static bool sasl_offer(gw_session_t *s, uint8_t *m, size_t *n)
+{
+	pgf_t *pg = s->front;
+	int left = pgw_sasl_drop_channel_binding(m, n);
+	if (left < 0) {
+		pga_end(s, &pg->audit, "upstream protocol violation", "08P01",
+		        "certgate: the database sent a malformed authentication request");
+		return false;
+	}
+	if (left == 0) {
+		pga_end(s, &pg->audit, "refused: upstream offers only channel binding", "28000",
+		        "certgate: the database offers only SASL mechanisms with channel binding "
+		        "(SCRAM-SHA-256-PLUS), which cannot pass through the gateway");
+		return false;
+	}
+	pg->audit.sasl_expected = true;
+	return true;
+}
+
 /* Backend messages until the first ReadyForQuery: BackendKeyData gets the
- * gateway's key in place of the upstream's. Returns false on a protocol
- * error (the relay is ended). */
+ * gateway's key in place of the upstream's, AuthenticationSASL loses its
+ * channel-bound mechanisms. Returns false on a protocol error (the relay
+ * is ended). */
 static bool prelude(gw_session_t *s, const char *data, size_t len)
 {
 	pgf_t *pg = s->front;
@@ -627,9 +667,13 @@ static bool prelude(gw_session_t *s, const char *data, size_t len)
 				pgw_put32(m + 9, pg->gw_secret);
 			}
 		}
+		size_t out = total;
+		if (m[0] == 'R' && mlen >= 8 && pgw_get32(m + 5) == PGW_AUTH_SASL &&
+		    !sasl_offer(s, m, &out))
+			return false;
 		if (m[0] == 'Z')
 			pg->prelude_done = true;
-		if (gw_end_write(c, m, total) < 0) {
+		if (gw_end_write(c, m, out) < 0) {
 			gw_session_end(s, "client closed");
 			return false;
 		}
@@ -647,112 +691,6 @@ static bool prelude(gw_session_t *s, const char *data, size_t len)
 	return true;
 }
 
-/* SQL as a JSON string: UTF-8 as is; another client encoding has its
- * non-ASCII bytes shown as \xNN so the audit line stays valid JSON. */
-static json_t *sql_json(const char *sql, size_t len)
-{
-	json_t *j = json_stringn(sql, len);
-	if (j != NULL)
-		return j;
-	char *text = malloc(len * 4 + 1);
-	if (text == NULL)
-		return json_null();
-	size_t at = 0;
-	for (size_t i = 0; i < len; i++) {
-		unsigned char c = (unsigned char)sql[i];
-		if (c < 0x80)
-			text[at++] = (char)c;
-		else
-			at += (size_t)snprintf(text + at, 5, "\\x%02x", c);
-	}
-	j = json_stringn(text, at);
-	free(text);
-	return j != NULL ? j : json_null();
-}
-
-static void emit_query(gw_session_t *s, char type)
-{
-	query_parser_t *q = &s->front->q;
-	const char *sql = q->body;
-	size_t n = q->body_len;
-	if (type == 'P') {
-		/* Parse: statement name \0 query \0 ... */
-		const char *nul = memchr(q->body, '\0', q->body_len);
-		if (nul == NULL)
-			return;
-		sql = nul + 1;
-		n = q->body_len - (size_t)(sql - q->body);
-	}
-	size_t end = strnlen(sql, n);
-	/* cut: longer than PGF_MAX_SQL, or its end was not even captured */
-	bool truncated = end > PGF_MAX_SQL || (q->truncated && end == n);
-	if (end > PGF_MAX_SQL) {
-		end = PGF_MAX_SQL;
-		while (end > 0 && ((unsigned char)sql[end] & 0xc0) == 0x80)
-			end--; /* not in the middle of a UTF-8 character */
-	}
-	json_t *f = json_pack("{s:s, s:s, s:s, s:s}", "session", s->id, "client", s->client,
-	                      "service", s->service->name, "user", s->claims.user);
-	pgf_add_fields(s, f);
-	json_object_del(f, "application_name");
-	json_object_set_new(f, "sql", sql_json(sql, end));
-	json_object_set_new(f, "kind", json_string(type == 'Q' ? "simple" : "parse"));
-	if (truncated)
-		json_object_set_new(f, "truncated", json_true());
-	(void)gw_audit(s->gw, "query", f);
-}
-
-/* Follows the client's message stream across reads; captures the first
- * bytes of every Query and Parse. */
-static void audit_queries(gw_session_t *s, const uint8_t *data, size_t len)
-{
-	query_parser_t *q = &s->front->q;
-	while (len > 0) {
-		if (q->header_len < 5) {
-			size_t take = 5 - q->header_len < len ? 5 - q->header_len : len;
-			memcpy(q->header + q->header_len, data, take);
-			q->header_len += take;
-			data += take;
-			len -= take;
-			if (q->header_len < 5)
-				return;
-			uint32_t mlen = pgw_get32(q->header + 1);
-			q->remaining = mlen >= 4 ? mlen - 4 : 0;
-			q->body_len = 0;
-			q->truncated = false;
-		}
-		char type = (char)q->header[0];
-		size_t take = q->remaining < len ? q->remaining : len;
-		if (type == 'Q' || type == 'P') {
-			/* name + query, with room for a Parse's statement name */
-			size_t keep = PGF_MAX_SQL + 512;
-			size_t room = q->body_len < keep ? keep - q->body_len : 0;
-			size_t copy = take < room ? take : room;
-			if (copy < take)
-				q->truncated = true;
-			if (q->body_len + copy > q->body_cap) {
-				char *grown = realloc(q->body, keep + 1);
-				if (grown == NULL)
-					copy = 0;
-				else {
-					q->body = grown;
-					q->body_cap = keep;
-				}
-			}
-			memcpy(q->body + q->body_len, data, copy);
-			q->body_len += copy;
-		}
-		data += take;
-		len -= take;
-		q->remaining -= (uint32_t)take;
-		if (q->remaining == 0) {
-			if ((type == 'Q' || type == 'P') && q->body != NULL)
-				emit_query(s, type);
-			q->header_len = 0;
-		}
-	}
-}
-
 static bool pgf_filter(gw_session_t *s, gw_end_t *from, const char *data, size_t len)
 {
 	pgf_t *pg = s->front;
@@ -764,9 +702,8 @@ static bool pgf_filter(gw_session_t *s, gw_end_t *from, const char *data, size_t
 		(void)prelude(s, data, len);
 		return true;
 	}
-	if (s->service->audit_queries)
-		audit_queries(s, (const uint8_t *)data, len);
-	return false;
+	(void)pga_client_bytes(s, &pg->audit, (const uint8_t *)data, len);
+	return false; /* forwarded by the link, unless the session was ended */
 }
 
 const gw_front_ops_t pgf_ops = {

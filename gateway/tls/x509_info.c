@@ -7,6 +7,8 @@
 #include <openssl/bn.h>
 #include <openssl/evp.h>
 
+#include "cg_utf8.h"
+
 void gw_cert_serial_hex(X509 *cert, char *buf, size_t len)
 {
 	buf[0] = '\0';
@@ -32,13 +34,21 @@ void gw_cert_sha256_hex(X509 *cert, char buf[65])
 static void name_text(const X509_NAME *name, char *buf, size_t len)
 {
 	buf[0] = '\0';
+	if (len < 2)
+		return;
 	BIO *bio = BIO_new(BIO_s_mem());
 	if (bio == NULL)
 		return;
-	if (X509_NAME_print_ex(bio, name, 0, XN_FLAG_RFC2253 & ~ASN1_STRFLGS_ESC_MSB) >= 0) {
-		int n = BIO_read(bio, buf, (int)len - 1);
-		buf[n > 0 ? n : 0] = '\0';
+	/* OpenSSL parses no name whose strings it cannot turn into UTF-8 */
+	if (X509_NAME_print_ex(bio, name, 0, XN_FLAG_RFC2253 & ~ASN1_STRFLGS_ESC_MSB) < 0) {
+		BIO_free(bio);
+		return;
 	}
+	int n = BIO_read(bio, buf, (int)len - 1);
+	size_t got = n > 0 ? (size_t)n : 0;
+	if (BIO_pending(bio) > 0)
+		got = cg_utf8_complete(buf, got); /* cut: not inside a character */
+	buf[got] = '\0';
 	BIO_free(bio);
 }
 

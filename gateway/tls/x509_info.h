@@ -13,7 +13,9 @@
 void gw_cert_serial_hex(X509 *cert, char *buf, size_t len);
 /* SHA-256 of the DER as lower-case hex ("" when unreadable). */
 void gw_cert_sha256_hex(X509 *cert, char buf[65]);
-/* Subject in RFC 2253 form, UTF-8 kept as is (cut to len - 1 bytes). */
+/* Subject in RFC 2253 form, UTF-8 kept as is, cut to at most len - 1
+ * bytes on a character boundary. Audit it with cg_json_set_lossy all
+ * the same: what OpenSSL makes of a BMPString is not always UTF-8. */
 void gw_cert_subject(X509 *cert, char *buf, size_t len);
 /* Issuer likewise. */
 void gw_cert_issuer(X509 *cert, char *buf, size_t len);

@@ -120,6 +120,10 @@ def startup(params, proto=0x00030000, extra=b"\x00"):
     return struct.pack(">I", len(body) + 4) + body
 
 
+def msg(kind, body):
+    return kind + struct.pack(">I", len(body) + 4) + body
+
+
 def pg_seeds():
     seeds = {
         "ssl-request": struct.pack(">II", 8, 80877103),
@@ -139,6 +143,17 @@ def pg_seeds():
         "huge-length": struct.pack(">II", 0x7fffffff, 0x00030000),
         "ssl-bad-length": struct.pack(">II", 16, 80877103) + bytes(8),
         "http": b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+        # the client's messages after login (pgw_fe_read)
+        "fe-query-parse": msg(b"Q", b"select 1\0")
+        + msg(b"P", b"s1\0select $1\0" + struct.pack(">HI", 1, 23))
+        + msg(b"B", b"\0s1\0" + bytes(6)) + msg(b"S", b""),
+        "fe-long-name": msg(b"P", b"n" * 300 + b"\0select 42\0\0\0") + msg(b"S", b""),
+        "fe-function-call": msg(b"F", struct.pack(">IHHH", 177, 1, 1, 2) + struct.pack(">Ii", 4, 40)
+                                + struct.pack(">iH", -1, 1)),
+        "fe-unterminated": msg(b"Q", b"select 1"),
+        # SASL (pgw_sasl_*)
+        "sasl-offer": msg(b"R", struct.pack(">I", 10) + b"SCRAM-SHA-256-PLUS\0SCRAM-SHA-256\0\0"),
+        "sasl-initial-y": b"SCRAM-SHA-256\0" + struct.pack(">I", 5) + b"y,,n=",
     }
     for name, s in seeds.items():
         write("pg-packet", name, s)

@@ -743,6 +743,49 @@ static void test_services_rules_checks(void **state)
 	        "last rule");
 }
 
+/* function_calls: "audit" (the default) or "refuse", postgres mode only. */
+static void test_function_calls(void **state)
+{
+	(void)state;
+	static const char head[] =
+	        "{ \"gateway\": { \"listen\": [\"0.0.0.0:8443\"], \"cert\": \"c\", \"key\": "
+	        "\"k\", \"client_ca\": \"ca\" },\n"
+	        "  \"rules\": [],\n"
+	        "  \"services\": [\n";
+	static const char tls[] = "\"upstream_tls\": { \"ca\": \"a\", \"server_name\": \"pg\", "
+	                          "\"client_ca_cert\": \"d\", \"client_ca_key\": \"e\" }";
+	char text[2048];
+	snprintf(text, sizeof(text),
+	         "%s"
+	         "    { \"name\": \"a\", \"upstream\": \"h:1\", \"mode\": \"postgres\", %s },\n"
+	         "    { \"name\": \"b\", \"upstream\": \"h:1\", \"mode\": \"postgres\", %s,\n"
+	         "      \"function_calls\": \"refuse\" },\n"
+	         "    { \"name\": \"c\", \"upstream\": \"h:1\", \"mode\": \"postgres\", %s,\n"
+	         "      \"function_calls\": \"audit\" }\n"
+	         "  ]\n}\n",
+	         head, tls, tls, tls);
+	write_file("certgate.json", text);
+	pol_snapshot_t *snap = load_ok("certgate.json");
+	assert_int_equal(snap->services[0].function_calls, POL_FCALL_AUDIT);
+	assert_int_equal(snap->services[1].function_calls, POL_FCALL_REFUSE);
+	assert_int_equal(snap->services[2].function_calls, POL_FCALL_AUDIT);
+	pol_snapshot_unref(snap);
+
+	snprintf(text, sizeof(text),
+	         "%s"
+	         "    { \"name\": \"a\", \"upstream\": \"h:1\", \"mode\": \"postgres\", %s,\n"
+	         "      \"function_calls\": \"log\" },\n"
+	         "    { \"name\": \"b\", \"upstream\": \"h:1\", \"function_calls\": \"audit\" }\n"
+	         "  ]\n}\n",
+	         head, tls);
+	write_file("certgate.json", text);
+	EXPECT_ERRORS("certgate.json",
+	              "certgate.json:5:25: services[0].function_calls: expected \"audit\" or "
+	              "\"refuse\"",
+	              "certgate.json:6:57: services[1].function_calls: function_calls applies only "
+	              "to postgres-mode services");
+}
+
 static void test_services_required(void **state)
 {
 	(void)state;
@@ -951,6 +994,7 @@ int main(void)
 	        T(test_gateway_listen_optional),
 	        T(test_services_rules_checks),
 	        T(test_services_required),
+	        T(test_function_calls),
 	        T(test_policy_file),
 	        T(test_relative_paths),
 	        T(test_sha256),

@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "pol_config.h"
+#include "cg_utf8.h"
 #include "pol_decide.h"
 
 #define T_NONE   POL_TRUST_NONE
@@ -351,6 +352,25 @@ static void test_reasons(void **state)
 	assert_string_equal(d.rule, "default-deny");
 	assert_string_equal(d.reason, "no rule allows user carol@example.com as db user bob on "
 	                              "database billing of service billing-db");
+
+	/* a reason longer than its buffer is cut on a character boundary:
+	 * 124 bytes before the database name, then 40 two-byte characters */
+	char long_db[81] = "";
+	for (int i = 0; i < 40; i++)
+		strcat(long_db, "\xc3\xa9");
+	const row_t db_long = {.service = "billing-db",
+	                       .user = "carol@example.com",
+	                       .device_trust = T_NONE,
+	                       .feed_trust = T_NONE,
+	                       .db_user = "\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9"
+	                                  "\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9"
+	                                  "\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9"
+	                                  "\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9"
+	                                  "\xc3\xa9\xc3\xa9\xc3\xa9",
+	                       .db_name = long_db};
+	decide_row(snap, &db_long, &d, NULL);
+	assert_int_equal(strlen(d.reason), sizeof(d.reason) - 2); /* 191 would split one */
+	assert_true(cg_utf8_valid(d.reason, strlen(d.reason)));
 
 	decide_row(snap, &low, &d, NULL);
 	assert_int_equal(d.why, POL_WHY_TRUST);
