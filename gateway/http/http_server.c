@@ -68,6 +68,8 @@ struct gw_http_server {
 	void *ctx;
 	char name[16];
 	uint64_t exchange_ms; /* timeout_s */
+	void (*tick)(void *ctx);
+	uint64_t last_tick; /* uv_now() of its last call */
 	unsigned max_connections, max_per_source;
 	conn_t *conns; /* open connections, oldest deadline first */
 	conn_t *conns_tail;
@@ -202,6 +204,15 @@ static void caller(struct MHD_Connection *conn, char *buf, size_t len)
 		cg_sockaddr_format(info->client_addr, buf, len);
 }
 
+static void source(struct MHD_Connection *conn, char *buf, size_t len)
+{
+	const union MHD_ConnectionInfo *info =
+	        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+	snprintf(buf, len, "unknown");
+	if (info != NULL && info->client_addr != NULL)
+		cg_sockaddr_format_ip(info->client_addr, buf, len);
+}
+
 static enum MHD_Result answer_413(struct MHD_Connection *conn, upload_t *up)
 {
 	gw_http_reply_t reply = {0};
@@ -280,6 +291,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 	        .body_len = up->len,
 	};
 	caller(conn, req.client, sizeof(req.client));
+	source(conn, req.source, sizeof(req.source));
 	gw_http_reply_t reply = {0};
 	srv->handler(srv->ctx, &req, &reply);
 	up->answered = true;
@@ -412,6 +424,11 @@ static void run(gw_http_server_t *srv)
 {
 	if (srv->stopping)
 		return;
+	uint64_t now = uv_now(srv->loop);
+	if (srv->tick != NULL && now - srv->last_tick >= SAFETY_TICK_MS) {
+		srv->last_tick = now;
+		srv->tick(srv->ctx);
+	}
 	cut_late(srv);
 	for (int i = 0; i < RERUNS; i++) {
 		srv->closed_some = false;
@@ -497,6 +514,8 @@ gw_http_server_t *gw_http_start(uv_loop_t *loop, const char *listen, const gw_ht
 	srv->handler = handler;
 	srv->ctx = ctx;
 	srv->exchange_ms = (uint64_t)opts->timeout_s * 1000;
+	srv->tick = opts->tick;
+	srv->last_tick = uv_now(loop);
 	srv->max_connections = opts->max_connections;
 	srv->max_per_source = opts->max_per_source;
 	snprintf(srv->name, sizeof(srv->name), "%s", opts->name);

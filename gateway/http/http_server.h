@@ -30,6 +30,7 @@ typedef struct gw_http_request {
 	const char *body;     /* NUL-terminated, may be NULL when body_len is 0 */
 	size_t body_len;
 	char client[64]; /* the caller's address, "ip:port" */
+	char source[64]; /* the same without the port */
 } gw_http_request_t;
 
 typedef struct gw_http_reply {
@@ -53,6 +54,9 @@ typedef struct gw_http_options {
 	 * previous response) to the end of the response, must be over within
 	 * this time, or the connection is closed */
 	unsigned timeout_s;
+	/* when set, called on the loop at least once a second (with the
+	 * handler's ctx) while the server runs: for the handler's own upkeep */
+	void (*tick)(void *ctx);
 } gw_http_options_t;
 
 /* Listens on listen ("ip:port") and serves handler. NULL with a reason in

@@ -26,7 +26,8 @@ import socket
 import sys
 import time
 
-from harness import SLOW, Fixture, deadline, free_port, port_open, run, wait_for
+from harness import SLOW, Fixture, HoldUpstream, deadline, free_port, port_open, \
+    refused_by_gateway, run, tls_client, wait_for
 
 # the admin server's limits (gateway/admin/admin.c, docs/admin-api.md)
 MAX_CONNECTIONS = 64
@@ -61,21 +62,24 @@ def figure(what, value):
     print("# %s: %s" % (what, value), flush=True)
 
 
-def new_gateway(fx):
+def new_gateway(fx, services=None, rules=None):
     port = free_port()
-    cfg = fx.config([{"name": "db", "upstream": ["127.0.0.1:%d" % free_port()]}], [],
+    cfg = fx.config(services or [{"name": "db", "upstream": ["127.0.0.1:%d" % free_port()]}],
+                    rules or [],
                     admin={"listen": "127.0.0.1:%d" % port, "token_file": fx.token_file})
     gw = fx.gateway(cfg)
     gw.admin_port = port
+    gw.token = fx.token
     wait_for(lambda: port_open(port), 10, "the admin listener")
     return gw
 
 
 # --- raw clients -------------------------------------------------------------------------
 
-def request(port, path, source="127.0.0.1", timeout=10.0, token=None, method="GET"):
+def request(port, path, source="127.0.0.1", timeout=10.0, token=None, method="GET",
+            headers=None, body=None):
     """One HTTP/1.1 request from source; returns (status, body) or None when no
-    reply came within timeout."""
+    reply came within timeout. path is sent as is (escapes intact)."""
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     s.settimeout(timeout * SLOW)
     try:
@@ -84,7 +88,11 @@ def request(port, path, source="127.0.0.1", timeout=10.0, token=None, method="GE
         head = "%s %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" % (method, path)
         if token is not None:
             head += "Authorization: Bearer %s\r\n" % token
-        s.sendall((head + "\r\n").encode())
+        for k, v in (headers or {}).items():
+            head += "%s: %s\r\n" % (k, v)
+        if body is not None:
+            head += "Content-Type: application/json\r\nContent-Length: %d\r\n" % len(body)
+        s.sendall((head + "\r\n").encode() + (body or b""))
         data = b""
         while True:
             chunk = s.recv(65536)
@@ -101,6 +109,18 @@ def request(port, path, source="127.0.0.1", timeout=10.0, token=None, method="GE
     if not m:
         return None
     return int(m.group(1)), data.partition(b"\r\n\r\n")[2].decode("utf-8", "replace")
+
+
+def api(gw, method, path, body=None, token="default", source="127.0.0.1"):
+    """(status, JSON body) of one admin call; token "default" = the fixture's."""
+    reply = request(gw.admin_port, path, source, token=gw.token if token == "default" else token,
+                    method=method, body=json.dumps(body).encode() if body is not None else None)
+    assert reply is not None, "no reply to %s %s" % (method, path)
+    status, text = reply
+    try:
+        return status, json.loads(text)
+    except ValueError:
+        return status, text
 
 
 def healthz_after(port, t0, source="127.0.0.1", give_up=15.0):
@@ -351,6 +371,127 @@ def test_a_slow_request_still_completes(fx):
             data += chunk
     assert data.startswith(b"HTTP/1.1 200"), data[:100]
     gw.stop()
+
+# --- finding 6: refused requests leave a trace; ids in paths -----------------------------
+
+def metric(gw, name, **labels):
+    status, text = api(gw, "GET", "/metrics", source="127.0.0.250")
+    assert status == 200, text
+    want = name + ("{%s}" % ",".join('%s="%s"' % kv for kv in sorted(labels.items()))
+                   if labels else "")
+    for line in text.splitlines():
+        if line.startswith(want + " "):
+            return int(line.split()[-1])
+    raise AssertionError("no %s in /metrics" % want)
+
+
+def test_denied_requests_are_audited_and_counted(fx):
+    gw = new_gateway(fx)
+    assert metric(gw, "certgate_admin_denied_total", reason="missing token") == 0
+    # one refusal from each of three addresses: each written at once
+    assert api(gw, "GET", "/v1/status", token=None, source="127.0.4.1")[0] == 401
+    assert api(gw, "POST", "/v1/locks", {"user": "alice@example.com"},
+               token="wrong-token-0123456789", source="127.0.4.2")[0] == 401
+    r = request(gw.admin_port, "/v1/reload", "127.0.4.3", method="POST",
+                headers={"Authorization": "Basic " + fx.token})
+    assert r is not None and r[0] == 401, r
+    # a hostile path is shown escaped, never dropped
+    assert api(gw, "PUT", "/v1/devices/%FF\x01/trust", {"level": "low"}, token=None,
+               source="127.0.4.4")[0] == 401
+    for source, method, path, reason in (
+            ("127.0.4.1", "GET", "/v1/status", "missing token"),
+            ("127.0.4.2", "POST", "/v1/locks", "wrong token"),
+            ("127.0.4.3", "POST", "/v1/reload", "wrong token"),
+            ("127.0.4.4", "PUT", "/v1/devices/%FF%01/trust", "missing token")):
+        ev = gw.wait_event("admin.denied", 5, method=method, path=path)
+        assert ev["by"].startswith(source + ":"), ev
+        assert ev["reason"] == reason and ev["suppressed"] == 0, ev
+    # nothing was done, and the token never shows
+    assert not gw.events("admin.lock") and not gw.events("admin.reload")
+    with open(gw.audit_path) as f:
+        assert fx.token not in f.read()
+    # the open paths need no token, and a wrong one there is no refusal
+    assert api(gw, "GET", "/healthz", token="wrong-token-0123456789")[0] == 200
+    assert api(gw, "GET", "/readyz", token=None)[0] == 200
+    assert len(gw.events("admin.denied")) == 4
+    assert metric(gw, "certgate_admin_denied_total", reason="missing token") == 2
+    assert metric(gw, "certgate_admin_denied_total", reason="wrong token") == 2
+
+    # 60 refusals from one address as fast as they come: at most one line a
+    # second, and the lines' counts add up to every refusal
+    t0 = time.monotonic()
+    for i in range(60):
+        assert api(gw, "GET", "/v1/sessions", token="wrong-%02d-0123456789" % i,
+                   source="127.0.4.9")[0] == 401
+    took = time.monotonic() - t0
+
+    def all_told():
+        evs = gw.events("admin.denied", method="GET", path="/v1/sessions")
+        return evs if sum(1 + e["suppressed"] for e in evs) >= 60 else None
+    evs = wait_for(all_told, 5, "the suppressed refusals to be written")
+    assert sum(1 + e["suppressed"] for e in evs) == 60, evs
+    assert len(evs) <= took + 2, (len(evs), took)
+    stamps = [time.mktime(time.strptime(e["ts"][:19], "%Y-%m-%dT%H:%M:%S"))
+              + int(e["ts"][20:23]) / 1000 for e in evs]
+    gaps = [b - a for a, b in zip(stamps, stamps[1:])]
+    assert all(g >= 0.9 for g in gaps), gaps
+    figure("60 refused requests from one address in %.2f s: audit lines" % took,
+           "%d (suppressed %s)" % (len(evs), [e["suppressed"] for e in evs]))
+    assert metric(gw, "certgate_admin_denied_total", reason="wrong token") == 62
+    gw.stop()
+
+
+def test_device_ids_in_paths(fx):
+    upstream = HoldUpstream()
+    try:
+        gw = new_gateway(fx, services=[{"name": "db", "sni": ["localhost"],
+                                        "upstream": ["127.0.0.1:%d" % upstream.port]}],
+                         rules=[{"name": "all", "effect": "allow", "services": ["*"],
+                                 "users": ["*"]}])
+        # not UTF-8, NUL, control characters, bad escapes, too long: 400, nothing set
+        for raw, why in (("%FF", "device id: expected"), ("a%00b", "device id: expected"),
+                         ("a%0Ab", "device id: expected"), ("%C2%85", "device id: expected"),
+                         ("a%G1", "invalid percent-encoding"), ("a%2", "invalid percent"),
+                         ("x" * 1025, "device id: expected")):
+            for method in ("PUT", "GET", "DELETE"):
+                status, body = api(gw, method, "/v1/devices/%s/trust" % raw, {"level": "low"}
+                                   if method == "PUT" else None)
+                assert status == 400 and why in body["error"], (raw, method, status, body)
+        assert not gw.events("admin.trust")
+        status, body = api(gw, "POST", "/v1/locks", {"device": "a\u0001b"})
+        assert status == 400 and "device" in body["error"], body
+        status, body = api(gw, "POST", "/v1/locks", {"user": "bob\u0085@example.com"})
+        assert status == 400 and "user" in body["error"], body
+        assert not gw.events("admin.lock")
+        # the longest id there can be, and UTF-8 text
+        for raw, device in (("y" * 1024, "y" * 1024), ("Zo%C3%AB", "Zo\u00eb")):
+            status, body = api(gw, "PUT", "/v1/devices/%s/trust" % raw, {"level": "medium"})
+            assert status == 200 and body["device"] == device, (status, body)
+            assert gw.wait_event("admin.trust", 5, device=device)["level"] == "medium"
+        # "/" in an id, as %2F: set, read, applied to the certificate, cleared
+        cert = fx.ca.issue("rack", "rack@example.com", device_id="rack/7")
+        status, body = api(gw, "PUT", "/v1/devices/rack%2F7/trust", {"level": "always_deny"})
+        assert status == 200 and body["device"] == "rack/7", (status, body)
+        assert gw.wait_event("admin.trust", 5, device="rack/7")["level"] == "always_deny"
+        status, body = api(gw, "GET", "/v1/devices/rack%2f7/trust")
+        assert status == 200 and body["level"] == "always_deny", body
+        assert api(gw, "GET", "/v1/devices/rack/7/trust")[0] == 404  # two segments
+        assert refused_by_gateway(tls_client(gw.ports()[0], cert, fx.ca.crt))
+        ev = gw.wait_event("authz.denied", 5, device_id="rack/7")
+        assert ev["device_trust"] == "always_deny", ev
+        status, body = api(gw, "DELETE", "/v1/devices/rack%2F7/trust")
+        assert status == 200 and body["device"] == "rack/7", body
+        sock = tls_client(gw.ports()[0], cert, fx.ca.crt)
+        gw.wait_event("session.start", 5, device_id="rack/7")
+        sock.close()
+        # escaped literal segments route like plain ones; the token is still needed
+        assert api(gw, "GET", "/v1/%73tatus")[0] == 200
+        assert api(gw, "GET", "/v1/%73tatus", token=None)[0] == 401
+        assert api(gw, "GET", "/%68ealthz", token=None)[0] == 200
+        assert api(gw, "GET", "/v1%2Fstatus")[0] == 404
+        gw.stop()
+    finally:
+        upstream.stop()
 
 
 if __name__ == "__main__":
