@@ -17,9 +17,6 @@
 #include <openssl/objects.h>
 #include <openssl/x509v3.h>
 
-/* Longest claim value accepted; longer values read as absent. */
-#define CLAIM_MAX_LEN 1024
-
 /* ---------------------------------------------------------------------- */
 /* Compiling the map                                                        */
 
@@ -275,7 +272,7 @@ static bool clean_text(const unsigned char *s, size_t len)
 {
 	size_t i = 0;
 
-	if (len == 0 || len > CLAIM_MAX_LEN)
+	if (len == 0 || len > POL_CLAIM_MAX_LEN)
 		return false;
 	while (i < len) {
 		unsigned char c = s[i];
@@ -316,6 +313,11 @@ static bool clean_text(const unsigned char *s, size_t len)
 		i += n + 1;
 	}
 	return true;
+}
+
+bool pol_claims_text_ok(const char *s, size_t len)
+{
+	return s != NULL && clean_text((const unsigned char *)s, len);
 }
 
 /* A growing list of claim values for one source. */

@@ -46,6 +46,16 @@ void pol_claims_map_finish(pol_claims_map_t *map);
  * are those the other would read. */
 bool pol_claims_map_equal(const pol_claims_map_t *a, const pol_claims_map_t *b);
 
+/* Longest claim value accepted, in bytes; longer values read as absent. */
+#define POL_CLAIM_MAX_LEN 1024
+
+/* Whether s (len bytes) could be a claim value: strict UTF-8 (no overlongs,
+ * surrogates or code points over U+10FFFF), no NUL, C0/C1 control or DEL,
+ * 1 to POL_CLAIM_MAX_LEN bytes. What pol_claims_extract hands to the policy
+ * is always such text; the admin API checks device and user names against
+ * it, since anything else could never match a certificate. */
+bool pol_claims_text_ok(const char *s, size_t len);
+
 typedef struct pol_claims {
 	char *user;    /* NULL when no source produced one */
 	char **groups; /* all values of the first present source */

@@ -6,16 +6,20 @@
 
 #include "cg_log.h"
 #include "cg_strmap.h"
+#include "pol_decide.h"
 #include "pol_loader.h"
 
 /* ---------------------------------------------------------------------- */
 /* rules                                                                    */
 
-/* `{` may only open {user} or {user.local}. */
+/* `{` may only open a placeholder: {user}, {user.local} or
+ * {user.local@DOMAIN} (pol_placeholder). */
 static bool db_pattern_ok(const char *s)
 {
 	for (const char *p = strchr(s, '{'); p; p = strchr(p + 1, '{')) {
-		if (strncmp(p, "{user}", 6) != 0 && strncmp(p, "{user.local}", 12) != 0)
+		const char *domain;
+		size_t domain_len;
+		if (pol_placeholder(p, &domain, &domain_len) == 0)
 			return false;
 	}
 	return strlen(s) <= 1024;
@@ -100,11 +104,13 @@ static void load_rule(loader_t *ld, const cg_jdoc_t *doc, const json_t *obj, siz
 	                     &rule->n_sources);
 	pol_ld_get_string_list(
 	        ld, doc, obj, path, "db_users", db_pattern_ok,
-	        "expected a pattern whose only placeholders are {user} and {user.local}",
+	        "expected a pattern whose only placeholders are {user}, {user.local} and "
+	        "{user.local@DOMAIN}",
 	        &rule->db_users, &rule->n_db_users);
 	pol_ld_get_string_list(
 	        ld, doc, obj, path, "db_names", db_pattern_ok,
-	        "expected a pattern whose only placeholders are {user} and {user.local}",
+	        "expected a pattern whose only placeholders are {user}, {user.local} and "
+	        "{user.local@DOMAIN}",
 	        &rule->db_names, &rule->n_db_names);
 
 	/* A tunnel never learns the database user or name: there such a rule

@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "cg_addr.h"
 #include "cg_utf8.h"
@@ -114,37 +115,59 @@ static char *put_escaped(char *dst, const char *s, size_t n)
 	return dst;
 }
 
-/* Expands {user} / {user.local} in pattern into out (size need+1 from a
- * first pass with out == NULL). Returns the length needed. */
-static size_t expand(const char *pattern, const char *user, char *out)
+size_t pol_placeholder(const char *p, const char **domain, size_t *domain_len)
+{
+	*domain = NULL;
+	*domain_len = 0;
+	if (strncmp(p, "{user}", 6) == 0)
+		return 6;
+	if (strncmp(p, "{user.local}", 12) == 0)
+		return 12;
+	if (strncmp(p, "{user.local@", 12) != 0)
+		return 0;
+	size_t n =
+	        strspn(p + 12, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-");
+	if (n == 0 || n > 253 || p[12 + n] != '}')
+		return 0;
+	*domain = p + 12;
+	*domain_len = n;
+	return 12 + n + 1;
+}
+
+/* Expands the placeholders of pattern into out (size *len + 1 from a first
+ * pass with out == NULL; *len is the length needed). False when a
+ * {user.local@DOMAIN} does not apply to this user: the pattern then
+ * matches nothing. */
+static bool expand(const char *pattern, const char *user, char *out, size_t *len)
 {
 	const char *at = strrchr(user, '@');
 	size_t user_len = strlen(user);
 	size_t local_len = at ? (size_t)(at - user) : user_len;
-	size_t len = 0;
 	char *o = out;
 
+	*len = 0;
 	for (const char *p = pattern; *p;) {
-		if (strncmp(p, "{user}", 6) == 0) {
-			if (o)
-				o = put_escaped(o, user, user_len);
-			len += escaped_len(user, user_len);
-			p += 6;
-		} else if (strncmp(p, "{user.local}", 12) == 0) {
-			if (o)
-				o = put_escaped(o, user, local_len);
-			len += escaped_len(user, local_len);
-			p += 12;
-		} else {
+		const char *domain;
+		size_t domain_len, n = pol_placeholder(p, &domain, &domain_len);
+		size_t take = n == 6 ? user_len : local_len;
+		if (n == 0) {
 			if (o)
 				*o++ = *p;
-			len++;
+			(*len)++;
 			p++;
+			continue;
 		}
+		if (domain != NULL && (at == NULL || strlen(at + 1) != domain_len ||
+		                       strncasecmp(at + 1, domain, domain_len) != 0))
+			return false;
+		if (o)
+			o = put_escaped(o, user, take);
+		*len += escaped_len(user, take);
+		p += n;
 	}
 	if (o)
 		*o = '\0';
-	return len;
+	return true;
 }
 
 /* db_users / db_names: case-sensitive globs (PostgreSQL names are). The
@@ -164,13 +187,12 @@ static bool match_db(char *const *patterns, size_t n, const char *user, const ch
 				return true;
 			continue;
 		}
-		if (!user)
+		if (!user || !expand(pattern, user, NULL, &need))
 			continue;
-		need = expand(pattern, user, NULL);
 		buf = need < sizeof(stack) ? stack : malloc(need + 1);
 		if (!buf)
 			return on_oom;
-		expand(pattern, user, buf);
+		expand(pattern, user, buf, &need);
 		hit = fnmatch(buf, value, 0) == 0;
 		if (buf != stack)
 			free(buf);

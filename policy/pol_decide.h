@@ -53,4 +53,18 @@ typedef void (*pol_trace_fn)(void *arg, const pol_rule_t *rule, const char *why_
 void pol_decide(const pol_snapshot_t *snap, const pol_request_t *req, pol_decision_t *out,
                 pol_trace_fn trace, void *trace_arg);
 
+/* The placeholders of db_users / db_names patterns:
+ *   {user}               the user claim
+ *   {user.local}         its part before the last '@' (the whole claim
+ *                        without one)
+ *   {user.local@DOMAIN}  the same, but only for users of DOMAIN (ASCII
+ *                        case-insensitive; DOMAIN is 1 to 253 letters,
+ *                        digits, '.', '-'): for any other user the pattern
+ *                        matches nothing, so alice@partner.example never
+ *                        gets alice@example.com's role
+ * The length of the placeholder p starts with, or 0 when it starts none;
+ * for the domain-bound one *domain and *domain_len say its DOMAIN (else
+ * NULL and 0). */
+size_t pol_placeholder(const char *p, const char **domain, size_t *domain_len);
+
 #endif

@@ -1,6 +1,7 @@
 /* The admin API as a gateway extension (see admin.h): its listener and
  * token follow the generations, every request is checked against the token
- * in force (constant time), then routed by admin_api.c. */
+ * in force (constant time; a refusal goes to denied.c), then routed by
+ * admin_api.c. */
 #include "admin/admin.h"
 
 #include <errno.h>
@@ -12,12 +13,14 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 
+#include "admin/denied.h"
 #include "cg_log.h"
 
 struct gw_admin {
 	gw_extension_t ext; /* first: the extension is the admin */
 	gw_gateway_t *gw;
 	gw_metrics_t *metrics;
+	adm_denied_t *denied;     /* refused requests: audit and count */
 	gw_http_server_t *server; /* NULL while no admin section is in force */
 	char *listen;             /* what server listens on */
 	char *token;              /* NULL: no token_file */
@@ -28,11 +31,16 @@ struct gw_admin {
 	bool prepared;
 };
 
+static void on_tick(void *ctx);
+
+/* docs/admin-api.md "Limits": 8 sources are needed to fill the server, and
+ * a probe from anywhere else still gets in while one source floods it. */
 static const gw_http_options_t http_options = {
         .name = "admin",
         .max_connections = 64,
-        .max_per_source = 0,
+        .max_per_source = 8,
         .timeout_s = 10,
+        .tick = on_tick,
 };
 
 /* --- the token ------------------------------------------------------------ */
@@ -105,19 +113,27 @@ static void on_request(void *ctx, const gw_http_request_t *http, gw_http_reply_t
 	        .metrics = admin->metrics,
 	        .http = http,
 	        .method = http->method,
-	        .path = http->path,
+	        .path = http->raw_path,
 	        .body = http->body,
 	        .body_len = http->body_len,
 	        .by = http->client,
 	};
-	if (admin->token != NULL && !adm_is_open_path(http->path) &&
-	    !token_ok(admin->token, gw_http_header(http, "Authorization"))) {
+	const char *authorization = gw_http_header(http, "Authorization");
+	if (admin->token != NULL && !adm_is_open_path(http->raw_path) &&
+	    !token_ok(admin->token, authorization)) {
+		adm_denied_record(admin->denied, http, authorization != NULL);
 		gw_http_error(reply, 401,
 		              "a valid bearer token is required (Authorization: Bearer ...)");
 		reply->challenge = "Bearer realm=\"certgate\"";
 		return;
 	}
 	adm_dispatch(&req, reply);
+}
+
+static void on_tick(void *ctx)
+{
+	gw_admin_t *admin = ctx;
+	adm_denied_tick(admin->denied);
 }
 
 /* --- following the generations -------------------------------------------- */
@@ -202,6 +218,7 @@ static void destroy(gw_extension_t *ext)
 	stop(ext);
 	free(admin->listen);
 	free_secret(admin->token);
+	adm_denied_destroy(admin->denied);
 	free(admin);
 }
 
@@ -221,6 +238,11 @@ gw_admin_t *gw_admin_create(gw_gateway_t *gw, gw_metrics_t *metrics)
 	admin->ext.ops = &admin_ops;
 	admin->gw = gw;
 	admin->metrics = metrics;
+	admin->denied = adm_denied_create(gw, metrics);
+	if (admin->denied == NULL) {
+		free(admin);
+		return NULL;
+	}
 	gw_extension_add(gw, &admin->ext);
 	return admin;
 }

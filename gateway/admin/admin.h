@@ -38,7 +38,7 @@ typedef struct adm_request {
 	gw_metrics_t *metrics;
 	const gw_http_request_t *http;
 	const char *method;
-	const char *path;
+	const char *path; /* as sent (escapes intact); routed by segments */
 	const char *body;
 	size_t body_len;
 	const char *by; /* the caller's address, for audit */
@@ -46,7 +46,8 @@ typedef struct adm_request {
 
 /* Routes one request to its handler (admin_api.c). */
 void adm_dispatch(adm_request_t *req, gw_http_reply_t *reply);
-/* Endpoints anyone may call without the token. */
-bool adm_is_open_path(const char *path);
+/* Whether raw_path (as sent) routes to an endpoint anyone may call without
+ * the token (/healthz, /readyz). */
+bool adm_is_open_path(const char *raw_path);
 
 #endif

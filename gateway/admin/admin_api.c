@@ -12,6 +12,7 @@
 #include "admin/admin.h"
 #include "admin/metrics.h"
 #include "certgate_config.h"
+#include "pol_claims.h"
 #include "cg_duration.h"
 #include "cg_time.h"
 #include "core/authz.h"
@@ -274,6 +275,13 @@ static void post_lock(adm_request_t *req, gw_http_reply_t *reply)
 		gw_http_error(reply, 400, "give exactly one of \"user\" or \"device\"");
 		goto done;
 	}
+	/* a name no certificate could carry would lock nobody */
+	const char *name = user != NULL ? user : device;
+	if (!pol_claims_text_ok(name, strlen(name))) {
+		gw_http_error(reply, 400, "%s: expected UTF-8 text without control characters",
+		              user != NULL ? "user" : "device");
+		goto done;
+	}
 	for (const gw_lock_t *l = gw_state_locks(req->gw->state, now); l != NULL; l = l->next) {
 		if ((user != NULL && l->user != NULL && strcasecmp(user, l->user) == 0) ||
 		    (device != NULL && l->device != NULL && strcmp(device, l->device) == 0)) {
@@ -340,87 +348,205 @@ static void get_metrics(adm_request_t *req, gw_http_reply_t *reply)
 
 /* --- routing ------------------------------------------------------------- */
 
-bool adm_is_open_path(const char *path)
-{
-	return strcmp(path, "/healthz") == 0 || strcmp(path, "/readyz") == 0;
-}
-
 typedef void (*plain_fn)(adm_request_t *, gw_http_reply_t *);
 typedef void (*id_fn)(adm_request_t *, gw_http_reply_t *, const char *);
 
 typedef struct route {
-	const char *prefix; /* exact path, or the part before {id} */
-	const char *suffix; /* after {id}; NULL for exact paths */
+	const char *pattern; /* segments; "{id}" takes one */
+	const char *id_name; /* what {id} is, for errors */
 	const char *allow;
+	bool open; /* no token needed */
 	plain_fn get, post, put, del;
 	id_fn id_get, id_put, id_del;
 } route_t;
 
 static const route_t routes[] = {
-        {"/healthz", NULL, "GET", .get = get_healthz},
-        {"/readyz", NULL, "GET", .get = get_readyz},
+        {"/healthz", NULL, "GET", true, .get = get_healthz},
+        {"/readyz", NULL, "GET", true, .get = get_readyz},
         {"/v1/status", NULL, "GET", .get = get_status},
         {"/v1/reload", NULL, "POST", .post = post_reload},
         {"/v1/policy", NULL, "GET", .get = get_policy},
         {"/v1/sessions", NULL, "GET", .get = get_sessions},
-        {"/v1/sessions/", "", "DELETE", .id_del = delete_session},
-        {"/v1/devices/", "/trust", "GET, PUT, DELETE", .id_get = get_trust, .id_put = put_trust,
-         .id_del = delete_trust},
+        {"/v1/sessions/{id}", "session id", "DELETE", .id_del = delete_session},
+        {"/v1/devices/{id}/trust", "device id", "GET, PUT, DELETE", .id_get = get_trust,
+         .id_put = put_trust, .id_del = delete_trust},
         {"/v1/locks", NULL, "GET, POST", .get = get_locks, .post = post_lock},
-        {"/v1/locks/", "", "DELETE", .id_del = delete_lock},
+        {"/v1/locks/{id}", "lock id", "DELETE", .id_del = delete_lock},
         {"/metrics", NULL, "GET", .get = get_metrics},
 };
 
-/* For "/v1/devices/{id}/trust": the id between prefix and suffix, without
- * '/' and not empty, copied to id. */
-static bool match_id(const route_t *r, const char *path, char *id, size_t len)
+/* A path as sent, cut into its segments (escapes intact): "/v1/devices/a%2Fb/trust"
+ * is "v1", "devices", "a%2Fb", "trust". */
+#define MAX_SEGMENTS 8
+typedef struct segments {
+	size_t n;
+	const char *at[MAX_SEGMENTS];
+	size_t len[MAX_SEGMENTS];
+} segments_t;
+
+static bool split_path(const char *raw, segments_t *out)
 {
-	size_t np = strlen(r->prefix), ns = strlen(r->suffix), n = strlen(path);
-	if (n <= np + ns || strncmp(path, r->prefix, np) != 0 ||
-	    strcmp(path + n - ns, r->suffix) != 0)
+	out->n = 0;
+	if (raw == NULL || raw[0] != '/')
 		return false;
-	size_t idlen = n - np - ns;
-	if (idlen >= len || memchr(path + np, '/', idlen) != NULL)
+	for (const char *p = raw + 1;; p++) {
+		const char *end = strchr(p, '/');
+		size_t len = end != NULL ? (size_t)(end - p) : strlen(p);
+		if (out->n == MAX_SEGMENTS)
+			return false;
+		out->at[out->n] = p;
+		out->len[out->n++] = len;
+		if (end == NULL)
+			return true;
+		p = end;
+	}
+}
+
+static int hex_value(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+/* Percent-decodes s (n bytes) into out (cap bytes, NUL-terminated): the
+ * decoded length, -1 for a '%' not followed by two hex digits, -2 when it
+ * does not fit. */
+static long decode(const char *s, size_t n, char *out, size_t cap)
+{
+	size_t o = 0;
+	for (size_t i = 0; i < n; i++) {
+		char c = s[i];
+		if (c == '%') {
+			if (i + 2 >= n)
+				return -1;
+			int hi = hex_value(s[i + 1]);
+			int lo = hex_value(s[i + 2]);
+			if (hi < 0 || lo < 0)
+				return -1;
+			c = (char)(hi * 16 + lo);
+			i += 2;
+		}
+		if (o + 1 >= cap)
+			return -2;
+		out[o++] = c;
+	}
+	out[o] = '\0';
+	return (long)o;
+}
+
+/* Whether the segments match r's pattern; *id_at is the {id} segment's index. */
+static bool route_matches(const route_t *r, const segments_t *segs, size_t *id_at)
+{
+	segments_t pat;
+	if (!split_path(r->pattern, &pat) || pat.n != segs->n)
 		return false;
-	memcpy(id, path + np, idlen);
-	id[idlen] = '\0';
+	for (size_t i = 0; i < pat.n; i++) {
+		if (pat.len[i] == 4 && strncmp(pat.at[i], "{id}", 4) == 0) {
+			if (segs->len[i] == 0)
+				return false;
+			*id_at = i;
+			continue;
+		}
+		char word[32];
+		if (decode(segs->at[i], segs->len[i], word, sizeof(word)) != (long)pat.len[i] ||
+		    memcmp(word, pat.at[i], pat.len[i]) != 0)
+			return false;
+	}
+	return true;
+}
+
+static const route_t *find_route(const char *raw_path, size_t *id_at, const char **id_raw,
+                                 size_t *id_len)
+{
+	segments_t segs;
+	if (!split_path(raw_path, &segs))
+		return NULL;
+	for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
+		if (route_matches(&routes[i], &segs, id_at)) {
+			if (routes[i].id_name != NULL) {
+				*id_raw = segs.at[*id_at];
+				*id_len = segs.len[*id_at];
+			}
+			return &routes[i];
+		}
+	}
+	return NULL;
+}
+
+bool adm_is_open_path(const char *raw_path)
+{
+	size_t id_at = 0, id_len = 0;
+	const char *id_raw = NULL;
+	const route_t *r = find_route(raw_path, &id_at, &id_raw, &id_len);
+	return r != NULL && r->open;
+}
+
+/* The {id} of a path, percent-decoded ('/' in an id is sent as %2F) and
+ * held to the claim grammar: an id no certificate could carry is refused
+ * here, before it reaches the tables or the audit log. */
+static bool take_id(const route_t *r, const char *raw, size_t len, char *id, size_t cap,
+                    gw_http_reply_t *reply)
+{
+	long n = decode(raw, len, id, cap);
+	if (n == -1) {
+		gw_http_error(reply, 400, "%s: invalid percent-encoding in the path", r->id_name);
+		return false;
+	}
+	if (n < 0 || !pol_claims_text_ok(id, (size_t)n)) {
+		gw_http_error(reply, 400,
+		              "%s: expected 1 to %d bytes of UTF-8 text without control characters "
+		              "(percent-encoded in the path, '/' as %%2F)",
+		              r->id_name, POL_CLAIM_MAX_LEN);
+		return false;
+	}
 	return true;
 }
 
 void adm_dispatch(adm_request_t *req, gw_http_reply_t *reply)
 {
 	const char *m = req->method;
-	char id[256];
-	for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
-		const route_t *r = &routes[i];
-		if (r->suffix == NULL) {
-			if (strcmp(req->path, r->prefix) != 0)
-				continue;
-			plain_fn fn = strcmp(m, "GET") == 0 || strcmp(m, "HEAD") == 0 ? r->get
-			              : strcmp(m, "POST") == 0                        ? r->post
-			              : strcmp(m, "PUT") == 0                         ? r->put
-			              : strcmp(m, "DELETE") == 0                      ? r->del
-			                                                              : NULL;
-			if (fn == NULL)
-				goto not_allowed;
-			fn(req, reply);
-			return;
-		}
-		if (!match_id(r, req->path, id, sizeof(id)))
-			continue;
-		id_fn fn = strcmp(m, "GET") == 0      ? r->id_get
-		           : strcmp(m, "PUT") == 0    ? r->id_put
-		           : strcmp(m, "DELETE") == 0 ? r->id_del
-		                                      : NULL;
-		if (fn == NULL)
-			goto not_allowed;
-		fn(req, reply, id);
-		return;
-	not_allowed:
-		gw_http_error(reply, 405, "%s is not allowed on %s (allowed: %s)", m, req->path,
-		              r->allow);
-		reply->allow = r->allow;
+	size_t id_at = 0, id_len = 0;
+	const char *id_raw = NULL;
+	const route_t *r = find_route(req->path, &id_at, &id_raw, &id_len);
+	if (r == NULL) {
+		char shown[300];
+		/* the path as sent is ASCII from MHD's request line, but may hold
+		 * anything: show at most its start, and only if printable */
+		snprintf(shown, sizeof(shown), "%.256s", req->path != NULL ? req->path : "");
+		if (!pol_claims_text_ok(shown, strlen(shown)))
+			snprintf(shown, sizeof(shown), "(unprintable)");
+		gw_http_error(reply, 404, "no such endpoint: %s", shown);
 		return;
 	}
-	gw_http_error(reply, 404, "no such endpoint: %s", req->path);
+	bool is_get = strcmp(m, "GET") == 0 || strcmp(m, "HEAD") == 0;
+	if (r->id_name == NULL) {
+		plain_fn fn = is_get                     ? r->get
+		              : strcmp(m, "POST") == 0   ? r->post
+		              : strcmp(m, "PUT") == 0    ? r->put
+		              : strcmp(m, "DELETE") == 0 ? r->del
+		                                         : NULL;
+		if (fn == NULL)
+			goto not_allowed;
+		fn(req, reply);
+		return;
+	}
+	id_fn fn = strcmp(m, "GET") == 0      ? r->id_get
+	           : strcmp(m, "PUT") == 0    ? r->id_put
+	           : strcmp(m, "DELETE") == 0 ? r->id_del
+	                                      : NULL;
+	if (fn == NULL)
+		goto not_allowed;
+	char id[POL_CLAIM_MAX_LEN + 1];
+	if (take_id(r, id_raw, id_len, id, sizeof(id), reply))
+		fn(req, reply, id);
+	return;
+not_allowed:
+	gw_http_error(reply, 405, "%s is not allowed on %s (allowed: %s)",
+	              pol_claims_text_ok(m, strlen(m)) ? m : "this method", r->pattern, r->allow);
+	reply->allow = r->allow;
 }

@@ -51,6 +51,14 @@ void gw_metrics_handshake(gw_metrics_t *m, double seconds)
 		}
 }
 
+void gw_metrics_admin_denied(gw_metrics_t *m, bool token_given)
+{
+	if (token_given)
+		m->admin_denied_wrong++;
+	else
+		m->admin_denied_missing++;
+}
+
 static gw_bytes_t *bytes_of(cg_strmap_t *map, const char *service)
 {
 	gw_bytes_t *b = cg_strmap_get(map, service);
@@ -289,6 +297,12 @@ char *gw_metrics_render(gw_metrics_t *m, gw_gateway_t *gw, size_t *len)
 	       "Changes to the run-time state (locks, trust feed, ...) that could not be "
 	       "persisted; they stay in force in memory.");
 	put(&o, "certgate_state_errors_total %" PRIu64 "\n", gw_state_errors(gw->state));
+	family(&o, "certgate_admin_denied_total", "counter",
+	       "Admin API requests refused for a missing or wrong bearer token.");
+	put(&o, "certgate_admin_denied_total{reason=\"missing token\"} %" PRIu64 "\n",
+	    m->admin_denied_missing);
+	put(&o, "certgate_admin_denied_total{reason=\"wrong token\"} %" PRIu64 "\n",
+	    m->admin_denied_wrong);
 	family(&o, "certgate_start_time_seconds", "gauge", "Start time, seconds since the epoch.");
 	put(&o, "certgate_start_time_seconds %.3f\n", (double)gw->started_ms / 1000.0);
 

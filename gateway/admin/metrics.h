@@ -3,6 +3,7 @@
 #ifndef GW_METRICS_H
 #define GW_METRICS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -16,9 +17,11 @@ typedef struct gw_metrics {
 	uint64_t handshake_count;
 	double handshake_seconds;
 	cg_strmap_t *refused; /* "event\x1freason" -> uint64 count */
+	cg_strmap_t *bytes;   /* service -> gw_bytes_t* of ended sessions */
 	uint64_t logins_issued;
-	cg_strmap_t *logins_denied; /* reason -> uint64 count */
-	cg_strmap_t *bytes;         /* service -> gw_bytes_t* of ended sessions */
+	cg_strmap_t *logins_denied;    /* reason -> uint64 count */
+	uint64_t admin_denied_missing; /* admin requests refused: no token */
+	uint64_t admin_denied_wrong;   /* admin requests refused: a wrong one */
 } gw_metrics_t;
 
 typedef struct gw_bytes {
@@ -35,6 +38,8 @@ void gw_metrics_observe(gw_metrics_t *m, gw_gateway_t *gw);
  * reason must come from a bounded set (a static reason or a rule name). */
 void gw_metrics_refused(gw_metrics_t *m, const char *event, const char *reason);
 void gw_metrics_handshake(gw_metrics_t *m, double seconds);
+/* An admin request refused for its token: token_given false = none sent. */
+void gw_metrics_admin_denied(gw_metrics_t *m, bool token_given);
 /* Bytes of a session that ended. */
 void gw_metrics_bytes(gw_metrics_t *m, const char *service, uint64_t up, uint64_t down);
 

@@ -175,7 +175,7 @@ int gw_serve_main(int argc, char **argv)
 	int code = 0;
 	if (start(&gw) < 0) {
 		code = 1;
-		gw_extensions_destroy(&gw); /* their listeners and timers close */
+		gw_extensions_destroy(&gw);      /* their listeners and timers close */
 		uv_run(gw.loop, UV_RUN_DEFAULT); /* let the closes finish */
 		goto done;
 	}

@@ -1,12 +1,27 @@
 /* libmicrohttpd on a libuv loop (see http_server.h).
  *
  * MHD runs with MHD_USE_EPOLL and no thread of its own: its epoll fd is
- * watched by a uv_poll_t; after every MHD_run the uv_timer_t is set to
- * MHD_get_timeout. The listening socket is opened here (not by MHD) so a
- * bind failure reports its errno. Request bodies are capped at
- * GW_HTTP_MAX_BODY: a declared Content-Length over the cap is answered 413
- * at once; a body that grows over it (chunked) is discarded to its end,
- * then answered 413. */
+ * watched by a uv_poll_t, and a uv_timer_t runs it when MHD_get_timeout
+ * says, and at least once a second whatever it says. Two things MHD does
+ * not do by itself in this mode, done here:
+ *  - At its connection limit MHD takes its listening socket out of its
+ *    epoll set, and puts it back only at the start of a later MHD_run. When
+ *    the run that closed connections was the last thing to happen (every
+ *    held connection timed out at once), nothing would ever run it again:
+ *    the server stayed deaf for good. So MHD_run is repeated at once after
+ *    a run in which a connection closed (MHD_OPTION_NOTIFY_CONNECTION), and
+ *    the standing timer covers anything else missed.
+ *  - MHD's connection timeout is an idle timeout: a client that trickles a
+ *    byte now and then (slowloris) holds its connection for ever. Here
+ *    every exchange (from the connection's opening, or the end of its
+ *    previous response, to the end of the next response) must finish
+ *    within timeout_s; a connection past its deadline is shut down, which
+ *    MHD sees as the peer going away.
+ * The listening socket is opened here (not by MHD) so a bind failure
+ * reports its errno (or there is none: connections handed in by
+ * gw_http_add_connection). Request bodies are capped (max_body): a
+ * declared Content-Length over the cap is answered 413 at once; a body that
+ * grows over it (chunked) is discarded to its end, then answered 413. */
 #include "http/http_server.h"
 
 #include <errno.h>
@@ -23,21 +38,53 @@
 #include "cg_addr.h"
 #include "cg_log.h"
 
+/* The longest the loop leaves MHD alone, whatever MHD_get_timeout says. */
+#define SAFETY_TICK_MS 1000
+/* MHD_run again at once after a run that closed connections, at most this
+ * many times in a row (then the timer takes over at 0 ms). */
+#define RERUNS 4
+/* Connections the kernel queues while MHD is at its limit. Deep enough that
+ * the connections of a flood that just went (closed but still queued) do
+ * not push a new caller's SYN out; MHD drains them in milliseconds. */
+#define LISTEN_BACKLOG 1024
+
+/* One open TCP connection (MHD's socket context). */
+typedef struct conn {
+	struct conn *prev, *next;
+	int fd;            /* MHD's socket: shut down (never closed) here */
+	uint64_t deadline; /* uv_now() by which the exchange must be over */
+	bool cut;          /* shut down for its deadline already */
+	bool linked;       /* in the server's list */
+	char client[64];
+} conn_t;
+
 struct gw_http_server {
 	struct MHD_Daemon *mhd;
+	uv_loop_t *loop;
 	uv_poll_t poll;
 	uv_timer_t timer;
 	int handles;
 	bool stopping;
+	bool closed_some; /* a connection closed during the last MHD_run */
 	gw_http_handler_fn handler;
 	void *ctx;
 	char name[16];
 	size_t max_body;
+	uint64_t exchange_ms; /* timeout_s */
+	void (*tick)(void *ctx);
+	uint64_t last_tick; /* uv_now() of its last call */
+	unsigned max_connections, max_per_source;
+	conn_t *conns; /* open connections, oldest deadline first */
+	conn_t *conns_tail;
+	cg_log_limit_t mhd_log, cut_log;
 };
 
+/* One request (MHD's con_cls), made when its request line is in. */
 typedef struct upload {
+	char *raw_path; /* the path as sent, escapes intact, without the query */
 	char *buf;
 	size_t len;
+	bool started; /* the access handler has seen it */
 	bool too_large;
 	bool answered;
 } upload_t;
@@ -160,6 +207,15 @@ static void caller(struct MHD_Connection *conn, char *buf, size_t len)
 		cg_sockaddr_format(info->client_addr, buf, len);
 }
 
+static void source(struct MHD_Connection *conn, char *buf, size_t len)
+{
+	const union MHD_ConnectionInfo *info =
+	        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+	snprintf(buf, len, "unknown");
+	if (info != NULL && info->client_addr != NULL)
+		cg_sockaddr_format_ip(info->client_addr, buf, len);
+}
+
 static enum MHD_Result answer_413(gw_http_server_t *srv, struct MHD_Connection *conn, upload_t *up)
 {
 	gw_http_reply_t reply = {0};
@@ -168,17 +224,32 @@ static enum MHD_Result answer_413(gw_http_server_t *srv, struct MHD_Connection *
 	return send_reply(conn, &reply);
 }
 
+/* The request line is in (MHD calls this before it unescapes the path):
+ * keeps the path as sent, so a handler can tell "%2F" inside a path
+ * segment from a "/" between segments. */
+static void *on_request_line(void *cls, const char *uri, struct MHD_Connection *conn)
+{
+	upload_t *up = calloc(1, sizeof(*up));
+	if (up == NULL)
+		return NULL;
+	up->raw_path = strndup(uri, strcspn(uri, "?"));
+	if (up->raw_path == NULL) {
+		free(up);
+		return NULL;
+	}
+	return up;
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
                                   const char *method, const char *version, const char *upload_data,
                                   size_t *upload_data_size, void **con_cls)
 {
 	gw_http_server_t *srv = cls;
 	upload_t *up = *con_cls;
-	if (up == NULL) {
-		up = calloc(1, sizeof(*up));
-		if (up == NULL)
-			return MHD_NO;
-		*con_cls = up;
+	if (up == NULL)
+		return MHD_NO; /* out of memory at the request line: close */
+	if (!up->started) {
+		up->started = true;
 		const char *declared = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
 		                                                   MHD_HTTP_HEADER_CONTENT_LENGTH);
 		if (declared != NULL && strtoull(declared, NULL, 10) > srv->max_body) {
@@ -218,25 +289,113 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 	        .conn = conn,
 	        .method = method,
 	        .path = url,
+	        .raw_path = up->raw_path,
 	        .body = up->buf,
 	        .body_len = up->len,
 	};
 	caller(conn, req.client, sizeof(req.client));
+	source(conn, req.source, sizeof(req.source));
 	gw_http_reply_t reply = {0};
 	srv->handler(srv->ctx, &req, &reply);
 	up->answered = true;
 	return send_reply(conn, &reply);
 }
 
+/* --- connections and their deadlines -------------------------------------- */
+
+static void conn_unlink(gw_http_server_t *srv, conn_t *c)
+{
+	if (c->prev != NULL)
+		c->prev->next = c->next;
+	else
+		srv->conns = c->next;
+	if (c->next != NULL)
+		c->next->prev = c->prev;
+	else
+		srv->conns_tail = c->prev;
+	c->prev = c->next = NULL;
+}
+
+/* A new exchange begins: its deadline is timeout_s from now. Deadlines only
+ * grow, so moving the connection to the tail keeps the list sorted. */
+static void conn_start_exchange(gw_http_server_t *srv, conn_t *c)
+{
+	if (c->linked)
+		conn_unlink(srv, c);
+	c->prev = srv->conns_tail;
+	if (srv->conns_tail != NULL)
+		srv->conns_tail->next = c;
+	else
+		srv->conns = c;
+	srv->conns_tail = c;
+	c->linked = true;
+	c->deadline = uv_now(srv->loop) + srv->exchange_ms;
+}
+
+static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+                          enum MHD_ConnectionNotificationCode toe)
+{
+	gw_http_server_t *srv = cls;
+	conn_t *c = *socket_context;
+	if (toe == MHD_CONNECTION_NOTIFY_CLOSED) {
+		srv->closed_some = true;
+		if (c != NULL) {
+			if (c->linked)
+				conn_unlink(srv, c);
+			free(c);
+		}
+		*socket_context = NULL;
+		return;
+	}
+	const union MHD_ConnectionInfo *fd =
+	        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+	c = calloc(1, sizeof(*c));
+	if (c == NULL || fd == NULL) {
+		/* untracked means no deadline: refuse it instead */
+		if (fd != NULL)
+			shutdown(fd->connect_fd, SHUT_RDWR);
+		free(c);
+		return;
+	}
+	c->fd = fd->connect_fd;
+	caller(conn, c->client, sizeof(c->client));
+	*socket_context = c;
+	conn_start_exchange(srv, c);
+}
+
+/* A request is answered (or abandoned): the next exchange's clock starts. */
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                          enum MHD_RequestTerminationCode why)
 {
+	gw_http_server_t *srv = cls;
 	upload_t *up = *con_cls;
 	if (up != NULL) {
+		free(up->raw_path);
 		free(up->buf);
 		free(up);
 	}
 	*con_cls = NULL;
+	const union MHD_ConnectionInfo *info =
+	        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+	if (info != NULL && info->socket_context != NULL)
+		conn_start_exchange(srv, info->socket_context);
+}
+
+/* Shuts down every connection past its deadline; MHD then reads the end of
+ * the stream and closes it the usual way. */
+static void cut_late(gw_http_server_t *srv)
+{
+	uint64_t now = uv_now(srv->loop);
+	for (conn_t *c = srv->conns; c != NULL && c->deadline <= now; c = c->next) {
+		if (c->cut)
+			continue;
+		c->cut = true;
+		shutdown(c->fd, SHUT_RDWR);
+		cg_log_limited(
+		        &srv->cut_log, CG_LOG_WARN,
+		        "%s: closed the connection of %s: no complete exchange within %llu s",
+		        srv->name, c->client, (unsigned long long)(srv->exchange_ms / 1000));
+	}
 }
 
 static void on_mhd_log(void *cls, const char *fmt, va_list ap)
@@ -250,16 +409,36 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap)
 	size_t n = strlen(msg);
 	while (n > 0 && msg[n - 1] == '\n')
 		msg[--n] = '\0';
-	cg_log(CG_LOG_WARN, "%s: %s", srv->name, msg);
+	/* one line per refused connection would let a flood flood the log */
+	if (strncmp(msg, "Server reached connection limit", 31) == 0)
+		cg_log_limited(&srv->mhd_log, CG_LOG_WARN,
+		               "%s: refused a connection: %u open in all or %u from its address "
+		               "already",
+		               srv->name, srv->max_connections, srv->max_per_source);
+	else
+		cg_log_limited(&srv->mhd_log, CG_LOG_WARN, "%s: %s", srv->name, msg);
 }
 
 /* --- the loop ------------------------------------------------------------ */
 
+/* MHD_run, again while a run closed connections: the run after one that
+ * closed some is the one that puts the listening socket back. */
 static void run(gw_http_server_t *srv)
 {
 	if (srv->stopping)
 		return;
-	MHD_run(srv->mhd);
+	uint64_t now = uv_now(srv->loop);
+	if (srv->tick != NULL && now - srv->last_tick >= SAFETY_TICK_MS) {
+		srv->last_tick = now;
+		srv->tick(srv->ctx);
+	}
+	cut_late(srv);
+	for (int i = 0; i < RERUNS; i++) {
+		srv->closed_some = false;
+		MHD_run(srv->mhd);
+		if (!srv->closed_some)
+			break;
+	}
 	schedule(srv);
 }
 
@@ -273,13 +452,27 @@ static void on_timer(uv_timer_t *timer)
 	run(timer->data);
 }
 
+/* The timer: when MHD asks (MHD_get_timeout; 0 when it has work pending),
+ * at the earliest exchange deadline, at once after a run that still closed
+ * connections, and never later than SAFETY_TICK_MS. */
 static void schedule(gw_http_server_t *srv)
 {
+	uint64_t wait = SAFETY_TICK_MS;
 	MHD_UNSIGNED_LONG_LONG timeout;
-	if (MHD_get_timeout(srv->mhd, &timeout) == MHD_YES)
-		uv_timer_start(&srv->timer, on_timer, timeout, 0);
-	else
-		uv_timer_stop(&srv->timer);
+	if (MHD_get_timeout(srv->mhd, &timeout) == MHD_YES && timeout < wait)
+		wait = timeout;
+	for (conn_t *c = srv->conns; c != NULL; c = c->next) {
+		if (c->cut)
+			continue; /* shut down already: MHD closes it */
+		uint64_t now = uv_now(srv->loop);
+		uint64_t left = c->deadline > now ? c->deadline - now : 0;
+		if (left < wait)
+			wait = left;
+		break; /* sorted: the first one not cut is the earliest */
+	}
+	if (srv->closed_some)
+		wait = 0;
+	uv_timer_start(&srv->timer, on_timer, wait, 0);
 }
 
 static int open_listener(const struct sockaddr_storage *ss, char *err, size_t errlen,
@@ -294,7 +487,7 @@ static int open_listener(const struct sockaddr_storage *ss, char *err, size_t er
 	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
 	socklen_t len = ss->ss_family == AF_INET6 ? sizeof(struct sockaddr_in6)
 	                                          : sizeof(struct sockaddr_in);
-	if (bind(fd, (const struct sockaddr *)ss, len) < 0 || listen(fd, 64) < 0) {
+	if (bind(fd, (const struct sockaddr *)ss, len) < 0 || listen(fd, LISTEN_BACKLOG) < 0) {
 		snprintf(err, errlen, "cannot listen on %s: %s", where, strerror(errno));
 		close(fd);
 		return -1;
@@ -324,8 +517,14 @@ gw_http_server_t *gw_http_start(uv_loop_t *loop, const char *listen, const gw_ht
 		snprintf(err, errlen, "out of memory");
 		return NULL;
 	}
+	srv->loop = loop;
 	srv->handler = handler;
 	srv->ctx = ctx;
+	srv->exchange_ms = (uint64_t)opts->timeout_s * 1000;
+	srv->tick = opts->tick;
+	srv->last_tick = uv_now(loop);
+	srv->max_connections = opts->max_connections;
+	srv->max_per_source = opts->max_per_source;
 	srv->max_body = opts->max_body != 0 ? opts->max_body : GW_HTTP_MAX_BODY;
 	snprintf(srv->name, sizeof(srv->name), "%s", opts->name);
 	unsigned flags = MHD_USE_EPOLL | MHD_USE_ERROR_LOG;
@@ -335,8 +534,11 @@ gw_http_server_t *gw_http_start(uv_loop_t *loop, const char *listen, const gw_ht
 		flags |= MHD_USE_NO_LISTEN_SOCKET;
 	struct MHD_OptionItem options[] = {
 	        {MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)on_mhd_log, srv},
+	        {MHD_OPTION_URI_LOG_CALLBACK, (intptr_t)on_request_line, srv},
 	        {MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)on_completed, srv},
+	        {MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)on_connection, srv},
 	        {MHD_OPTION_CONNECTION_LIMIT, opts->max_connections, NULL},
+	        {MHD_OPTION_PER_IP_CONNECTION_LIMIT, opts->max_per_source, NULL},
 	        {MHD_OPTION_CONNECTION_TIMEOUT, opts->timeout_s, NULL},
 	        {MHD_OPTION_CONNECTION_MEMORY_LIMIT, 128 * 1024, NULL},
 	        /* last: left out (END) without a listening socket */

@@ -2,7 +2,9 @@
  * with no thread of its own (its epoll fd watched by a uv_poll_t, its
  * timeouts driven by a uv_timer_t), so handlers run on the loop and read
  * what the loop owns without locking. It serves one handler with JSON
- * replies in one shape ({"error": ...} for errors) and capped bodies.
+ * replies in one shape ({"error": ...} for errors) and capped bodies, and
+ * bounds what callers can hold: connections in all and per source address,
+ * and the time of each exchange (idle or trickling alike).
  *
  * The room below the admin API and the issuer: it knows HTTP, JSON and
  * libuv, nothing of sessions or policy. */
@@ -24,10 +26,12 @@ typedef struct gw_http_server gw_http_server_t;
 typedef struct gw_http_request {
 	struct MHD_Connection *conn;
 	const char *method;
-	const char *path;
-	const char *body; /* NUL-terminated, may be NULL when body_len is 0 */
+	const char *path;     /* percent-decoded by MHD ("%2F" is a '/' here) */
+	const char *raw_path; /* as sent: escapes intact, no query string */
+	const char *body;     /* NUL-terminated, may be NULL when body_len is 0 */
 	size_t body_len;
 	char client[64]; /* the caller's address, "ip:port" */
+	char source[64]; /* the same without the port */
 } gw_http_request_t;
 
 typedef struct gw_http_reply {
@@ -45,10 +49,16 @@ typedef void (*gw_http_handler_fn)(void *ctx, const gw_http_request_t *req, gw_h
 
 typedef struct gw_http_options {
 	const char *name;         /* for log lines: "admin", "issuer" */
-	unsigned max_connections; /* in all */
-	unsigned max_per_source;  /* from one IP address */
-	unsigned timeout_s;       /* a connection idle this long is closed */
-	size_t max_body;          /* request bodies; 0: GW_HTTP_MAX_BODY */
+	unsigned max_connections; /* in all; more wait in the listen backlog */
+	unsigned max_per_source;  /* from one IP address (0: no limit); more are closed at once */
+	/* each exchange, from the connection's opening (or the end of the
+	 * previous response) to the end of the response, must be over within
+	 * this time, or the connection is closed */
+	unsigned timeout_s;
+	/* when set, called on the loop at least once a second (with the
+	 * handler's ctx) while the server runs: for the handler's own upkeep */
+	void (*tick)(void *ctx);
+	size_t max_body; /* request bodies; 0: GW_HTTP_MAX_BODY */
 } gw_http_options_t;
 
 /* Listens on listen ("ip:port") and serves handler. NULL with a reason in

@@ -269,6 +269,157 @@ def test_check_usage(fx):
     assert "no-such.json" in r.stderr and "No such file" in r.stderr, r.stderr
 
 
+def risky_config_text(fx, keys):
+    """A valid configuration with every setting `certgate check` warns about
+    (security review findings 7 and 9); keys: the secret files to name."""
+    return """{
+  "gateway": {
+    "listen": ["127.0.0.1:%(port)d"],
+    "cert": "%(cert)s",
+    "key": "%(key)s",
+    "client_ca": "%(ca)s",
+    "max_cert_lifetime": "30d",
+    "clock_skew": "10m",
+    "proxy_protocol_from": ["10.0.0.0/8", "::/0"]
+  },
+  "admin": { "listen": "127.0.0.1:%(admin)d", "token_file": "%(token)s" },
+  "services": [
+    { "name": "orders-db", "upstream": ["127.0.0.1:%(up)d"] },
+    { "name": "billing-db", "listen": "127.0.0.1:%(pg)d", "mode": "postgres",
+      "upstream": ["127.0.0.1:%(up)d"],
+      "upstream_tls": { "ca": "%(ca)s", "server_name": "localhost",
+                        "client_ca_cert": "%(mint_crt)s", "client_ca_key": "%(mint_key)s" } }
+  ],
+  "rules": [
+    { "name": "anyone", "effect": "allow", "services": ["*"] },
+    { "name": "own", "effect": "allow", "services": ["billing-db"],
+      "db_users": ["{user.local}"], "db_names": ["{user.local}_*"] },
+    { "name": "own-bound", "effect": "allow", "services": ["billing-db"],
+      "db_users": ["{user.local@example.com}"], "db_names": ["{user.local@example.com}:*"] }
+  ]
+}
+""" % dict(port=free_port(), admin=free_port(), pg=free_port(), up=fx.upstream.port,
+           cert=fx.gateway_cert.crt, ca=fx.ca.crt, **keys)
+
+
+def secret_files(fx, name, mode):
+    """Copies of the gateway key, a minting CA's key and an admin token, all
+    with mode."""
+    if not hasattr(fx, "mint"):
+        fx.mint = CA(fx.path("mint"), name="minting CA")
+    out = {}
+    for k, src in (("key", fx.gateway_cert.key), ("mint_key", fx.mint.key)):
+        dst = fx.path("%s-%s.key" % (name, k))
+        with open(src, "rb") as f, open(dst, "wb") as g:
+            g.write(f.read())
+        os.chmod(dst, mode)
+        out[k] = dst
+    out["token"] = fx.path("%s.token" % name)
+    with open(out["token"], "w") as f:
+        f.write("t" * 32 + "\n")
+    os.chmod(out["token"], mode)
+    out["mint_crt"] = fx.mint.crt
+    return out
+
+
+def warning_lines(stderr, path):
+    return [(l, c, rest[len("warning: "):]) for l, c, rest in error_lines(stderr, path)
+            if rest.startswith("warning: ")]
+
+
+def test_check_warns_on_dangerous_settings(fx):
+    keys = secret_files(fx, "risky", 0o644)
+    text = risky_config_text(fx, keys)
+    path = write(fx, "risky.json", text)
+    expected = [
+        ('"%s"' % keys["key"], "gateway.key", r"private key.*readable by every user \(mode 0644\)"),
+        ('"%s"' % keys["mint_key"], "services[1].upstream_tls.client_ca_key",
+         r"mints database client certificates.*readable by every user"),
+        ('"%s"' % keys["token"], "admin.token_file", r"bearer token.*readable by every user"),
+        ('"::/0"', "gateway.proxy_protocol_from[1]", r"::/0 trusts PROXY headers"),
+        ('"30d"', "gateway.max_cert_lifetime", r"^30d: .*over 7 days"),
+        ('"10m"', "gateway.clock_skew", r"^10m: .*under 5 minutes"),
+        ('{ "name": "anyone"', "rules[0]", r'"anyone" lets every user'),
+        ('"{user.local}"]', "rules[1].db_users[0]", r"alice@partner\.example"),
+        ('"{user.local}_*"', "rules[1].db_names[0]", r"alice@partner\.example"),
+        ('"{user.local}_*"', "rules[1].db_names[0]", r"alice_x_private"),
+    ]
+    r = certgate("check", "--config", path, check=False)
+    assert r.returncode == 0, r.stderr
+    assert ": ok (2 services, 3 rules" in r.stdout, r.stdout
+    found = warning_lines(r.stderr, path)
+    missing = []
+    for needle, jpath, msg in expected:
+        line, col = pos(text, needle)
+        hits = [w for w in found if (w[0], w[1]) == (line, col) and w[2].startswith(jpath + ": ")
+                and re.search(msg, w[2][len(jpath) + 2:])]
+        if len(hits) != 1:
+            missing.append("%d:%d: %s: /%s/" % (line, col, jpath, msg))
+    assert not missing, "warnings not reported as expected:\n  %s\nstderr:\n%s" % (
+        "\n  ".join(missing), r.stderr)
+    assert len(found) == len(expected), r.stderr
+    assert r.stderr.rstrip().endswith("%s: %d warnings" % (path, len(expected))), r.stderr
+    # --strict: the same warnings fail the check
+    r = certgate("check", "--strict", "--config", path, check=False)
+    assert r.returncode == 1, (r.returncode, r.stderr)
+    assert r.stdout == "", r.stdout
+    assert len(warning_lines(r.stderr, path)) == len(expected), r.stderr
+    assert "%d warnings, refused by --strict" % len(expected) in r.stderr, r.stderr
+
+    # the safe forms: 0600 files, root-owned 0640 ones, and settings in range
+    safe = secret_files(fx, "safe", 0o600)
+    if os.geteuid() == 0:
+        os.chmod(safe["token"], 0o640)  # root-owned, for a group that needs it
+    text = risky_config_text(fx, safe).replace('"30d"', '"7d"').replace('"10m"', '"5m"') \
+        .replace('"::/0"', '"fd00::/8"') \
+        .replace('{ "name": "anyone", "effect": "allow", "services": ["*"] }',
+                 '{ "name": "anyone", "effect": "allow", "services": ["*"], "groups": ["dba"] }') \
+        .replace('"db_users": ["{user.local}"], "db_names": ["{user.local}_*"]',
+                 '"users": ["*@example.com"], "db_users": ["{user.local}"], '
+                 '"db_names": ["{user.local}:*"]')
+    path = write(fx, "safe.json", text)
+    r = certgate("check", "--strict", "--config", path, check=False)
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    # a group-readable secret not owned by root is warned about
+    if os.geteuid() == 0:
+        os.chown(safe["token"], 65534, -1)
+        r = certgate("check", "--strict", "--config", path, check=False)
+        assert r.returncode == 1, r.stderr
+        found = warning_lines(r.stderr, path)
+        assert len(found) == 1 and found[0][2].startswith("admin.token_file: ") \
+            and "readable by its group, and not owned by root (mode 0640)" in found[0][2], \
+            r.stderr
+
+
+def test_user_local_bound_to_a_domain(fx):
+    """{user.local@example.com}: alice@example.com gets database user alice;
+    a user of another domain with the same local part gets nothing."""
+    keys = secret_files(fx, "bound", 0o600)
+    path = write(fx, "bound.json", risky_config_text(fx, keys))
+    partner = fx.ca.issue("alice-partner", "alice@partner.example", groups=["staff"])
+    r = explain(fx, fx.alice, "--db-user", "alice", "--db-name", "alice:scratch",
+                service="billing-db", config=path)
+    assert r.returncode == 0 and "own-bound" in r.stdout, r.stdout + r.stderr
+    # "anyone" and "own" would admit her too: check the bound rule alone
+    text = read_text(path).replace('{ "name": "anyone", "effect": "allow", "services": ["*"] },',
+                                   "")
+    text = text.replace('"db_users": ["{user.local}"], "db_names": ["{user.local}_*"]',
+                        '"db_users": ["nobody"]')
+    path = write(fx, "bound-only.json", text)
+    r = explain(fx, fx.alice, "--db-user", "alice", "--db-name", "alice:scratch",
+                service="billing-db", config=path)
+    assert r.returncode == 0 and "decision: allow (rule own-bound)" in r.stdout, r.stdout
+    r = explain(fx, partner, "--db-user", "alice", "--db-name", "alice:scratch",
+                service="billing-db", config=path)
+    assert r.returncode == 1 and "decision: deny" in r.stdout, r.stdout + r.stderr
+    assert "{user.local@example.com}" in r.stdout, r.stdout
+
+
+def read_text(path):
+    with open(path) as f:
+        return f.read()
+
+
 # --- explain -----------------------------------------------------------------------
 
 def test_explain_allowed_text(fx):

@@ -435,6 +435,31 @@ static void test_bad_values_absent(void **state)
 	}
 }
 
+/* The claim grammar on its own (the admin API checks device ids with it). */
+static void test_text_ok(void **state)
+{
+	char exact[POL_CLAIM_MAX_LEN + 1];
+	(void)state;
+	assert_true(pol_claims_text_ok("laptop-1", 8));
+	assert_true(pol_claims_text_ok("a/b", 3));
+	assert_true(pol_claims_text_ok("Zo\xc3\xab", 4));
+	assert_true(pol_claims_text_ok("\xf0\x9f\x94\x92", 4)); /* U+1F512 */
+	assert_false(pol_claims_text_ok("", 0));
+	assert_false(pol_claims_text_ok(NULL, 0));
+	assert_false(pol_claims_text_ok("\xff", 1));
+	assert_false(pol_claims_text_ok("a\0b", 3));
+	assert_false(pol_claims_text_ok("a\nb", 3));
+	assert_false(pol_claims_text_ok("a\x7f", 2));
+	assert_false(pol_claims_text_ok("\xc2\x85", 2));         /* C1 control NEL */
+	assert_false(pol_claims_text_ok("\xc0\xaf", 2));         /* overlong '/' */
+	assert_false(pol_claims_text_ok("\xed\xa0\x80", 3));     /* surrogate */
+	assert_false(pol_claims_text_ok("\xf4\x90\x80\x80", 4)); /* over U+10FFFF */
+	assert_false(pol_claims_text_ok("\xe2\x82", 2));         /* truncated */
+	memset(exact, 'x', sizeof(exact));
+	assert_true(pol_claims_text_ok(exact, POL_CLAIM_MAX_LEN));
+	assert_false(pol_claims_text_ok(exact, POL_CLAIM_MAX_LEN + 1));
+}
+
 /* UTF-8 is fine when it is valid; 1024 bytes is the longest value. */
 static void test_utf8_and_length(void **state)
 {
@@ -598,6 +623,7 @@ int main(void)
 	        cmocka_unit_test(test_trust_levels),
 	        cmocka_unit_test(test_bad_values_absent),
 	        cmocka_unit_test(test_utf8_and_length),
+	        cmocka_unit_test(test_text_ok),
 	        cmocka_unit_test(test_copy),
 	        cmocka_unit_test(test_compile_errors),
 	        cmocka_unit_test(test_map_equal),

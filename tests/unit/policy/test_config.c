@@ -721,7 +721,11 @@ static void test_services_rules_checks(void **state)
 	        "\"db_users\": [\"{user}\"] },\n"
 	        "    { \"name\": \"d\", \"effect\": \"deny\", \"services\": [] },\n"
 	        "    { \"name\": \"e\", \"effect\": \"deny\" },\n"
-	        "    { \"name\": \"default-deny\", \"effect\": \"deny\", \"services\": [\"*\"] }\n"
+	        "    { \"name\": \"default-deny\", \"effect\": \"deny\", \"services\": [\"*\"] },\n"
+	        "    { \"name\": \"f\", \"effect\": \"allow\", \"services\": [\"pg\"], "
+	        "\"db_users\":\n"
+	        "      [\"{user.local@example.com}\", \"{user.local@}\", \"{user.local@a_b}\",\n"
+	        "       \"x{user.local@example.com\", \"{user.local@Ex-1.org}_{user}\"] }\n"
 	        "  ]\n"
 	        "}\n");
 	EXPECT_ERRORS(
@@ -736,11 +740,17 @@ static void test_services_rules_checks(void **state)
 	        "certgate.json:8:43: services[3].audit_queries: audit_queries applies only to "
 	        "postgres-mode services",
 	        "certgate.json:12:72: rules[1].db_names[0]: expected a pattern whose only "
-	        "placeholders are {user} and {user.local}",
+	        "placeholders are {user}, {user.local} and {user.local@DOMAIN}",
 	        "certgate.json:14:50: rules[3].services: expected a non-empty array of strings",
 	        "certgate.json:15:5: rules[4]: missing required key \"services\"",
 	        "certgate.json:16:15: rules[5].name: \"default-deny\" is reserved for the implicit "
-	        "last rule");
+	        "last rule",
+	        "certgate.json:18:36: rules[6].db_users[1]: expected a pattern whose only "
+	        "placeholders are {user}, {user.local} and {user.local@DOMAIN}",
+	        "certgate.json:18:53: rules[6].db_users[2]: expected a pattern whose only "
+	        "placeholders are {user}, {user.local} and {user.local@DOMAIN}",
+	        "certgate.json:19:8: rules[6].db_users[3]: expected a pattern whose only "
+	        "placeholders are {user}, {user.local} and {user.local@DOMAIN}");
 }
 
 /* function_calls: "audit" (the default) or "refuse", postgres mode only. */
