@@ -20,6 +20,7 @@ static void usage(FILE *out)
 	        "  explain  --config FILE --cert FILE --service NAME   offline decision\n"
 	        "  ca       init|issue|server|revoke|crl   development CA\n"
 	        "  health   [--admin ADDR:PORT]      exit 0 if the gateway is ready\n"
+	        "  audit    verify FILE...           check the audit log's hash chain\n"
 	        "  version                           versions of certgate and its libraries\n");
 }
 
@@ -40,6 +41,7 @@ int main(int argc, char **argv)
 	        {"serve", gw_serve_main}, {"connect", gw_connect_main},
 	        {"check", gw_check_main}, {"explain", gw_explain_main},
 	        {"ca", gw_ca_main},       {"health", gw_health_main},
+	        {"audit", gw_audit_main},
 	};
 	if (argc < 2) {
 		usage(stderr);
