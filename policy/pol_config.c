@@ -32,7 +32,7 @@ void pol_file_where(const pol_file_t *file, char *buf, size_t len)
 }
 
 /* ---------------------------------------------------------------------- */
-/* gateway, admin, audit                                                    */
+/* gateway, admin                                                          */
 
 /* gateway.listen: an array of numeric "host:port" (one plain string is
  * accepted too). */
