@@ -39,6 +39,7 @@ bool gw_authorize(gw_state_t *st, const gw_runtime_t *rt, const gw_authz_request
 	        .source = req->source,
 	        .db_user = req->db_user,
 	        .db_name = req->db_name,
+	        .at_ms = now, /* time windows: the clock the locks were judged by */
 	};
 	pol_decide(rt->snap, &preq, out, NULL, NULL);
 	return out->allow;
