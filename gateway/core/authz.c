@@ -23,6 +23,7 @@ bool gw_authorize(gw_state_t *st, const gw_runtime_t *rt, const gw_authz_request
 		out->why = POL_WHY_DENY_RULE;
 		out->rule = "lock";
 		out->effective_trust = pol_trust_effective(c->device_trust, feed);
+		out->valid_until_ms = INT64_MAX; /* a refusal (pol_decision_t) */
 		snprintf(out->reason, sizeof(out->reason), "locked%s%s (lock %s)",
 		         lock->reason != NULL ? ": " : "", lock->reason != NULL ? lock->reason : "",
 		         lock->id);
