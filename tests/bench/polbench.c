@@ -3,12 +3,12 @@
  * pol_decide — the live path, through the per-snapshot index — over a fixed
  * set of requests cycled many times.
  *
- * usage: polbench CONFIG [SECONDS] [TEAMS]
+ * usage: polbench CONFIG [SECONDS] [TEAMS] [AT]
  * Requests mix: users u<i>@team<t>.example (t < TEAMS, default 100, as
  * bench.py writes "users" globs) and contractors (hit deny rules); 1 to 3
  * groups drawn from the groups the rules name plus "bench"; any service;
- * device trust of every level; client address 127.0.0.2; the time at start
- * (for rules with time windows).
+ * device trust of every level; client address 127.0.0.2; the time at start,
+ * or AT (RFC 3339), for rules with time windows.
  * Prints one JSON line: rules, services, decisions, ns_per_decision,
  * allowed, denied, load_ms. */
 #include <arpa/inet.h>
@@ -44,7 +44,7 @@ static uint64_t next(void)
 int main(int argc, char **argv)
 {
 	if (argc < 2) {
-		fprintf(stderr, "usage: polbench CONFIG [SECONDS] [TEAMS]\n");
+		fprintf(stderr, "usage: polbench CONFIG [SECONDS] [TEAMS] [AT]\n");
 		return 2;
 	}
 	double seconds = argc > 2 ? atof(argv[2]) : 1.0;
@@ -78,6 +78,10 @@ int main(int argc, char **argv)
 	static char *group_lists[N_REQ][3];
 	/* the gateway decides as of the clock it read for the locks */
 	int64_t now_ms = cg_wall_ms();
+	if (argc > 4 && !cg_rfc3339_parse(argv[4], &now_ms)) {
+		fprintf(stderr, "polbench: AT: expected an RFC 3339 time\n");
+		return 2;
+	}
 	struct sockaddr_in src = {.sin_family = AF_INET};
 	inet_pton(AF_INET, "127.0.0.2", &src.sin_addr);
 	for (int i = 0; i < N_REQ; i++) {
