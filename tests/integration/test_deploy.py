@@ -1175,13 +1175,15 @@ def clean_clone(dest):
 
 
 def test_quickstart_from_clean_clone(fx):
-    """deploy/quickstart, end to end, in a throwaway clone: psql through the
-    tunnel as alice, the contractor refused, the audit log printed, and
-    everything it started stopped again."""
+    """deploy/quickstart, end to end, in a throwaway clone under a directory
+    only root may enter (as a clone in /root is): psql through the tunnel as
+    alice, the contractor refused, the audit log printed, PostgreSQL's files
+    kept outside the clone where the postgres user reaches them, and
+    everything it started stopped and removed again."""
     if not shutil.which("git") or not os.path.exists(os.path.join(SRC, ".git")):
         raise AssertionError("deploy/quickstart is tested in a git clone: no git repository")
     root = tempfile.mkdtemp(prefix="certgate-quickstart-")
-    os.chmod(root, 0o755)  # PostgreSQL (the postgres user) lives in its demo/
+    os.chmod(root, 0o700)  # like /root: the postgres user cannot enter the clone
     clone = os.path.join(root, "certgate")
     proc = None
     try:
@@ -1201,6 +1203,12 @@ def test_quickstart_from_clean_clone(fx):
         assert proc.returncode == 0, "deploy/quickstart exited %d:\n%s" % (proc.returncode,
                                                                            out[-8000:])
         assert re.search(r"^\s*alice\s*\|", out, re.M), out[-6000:]
+        assert "Permission denied" not in out, out[-6000:]
+        m = re.search(r"^PostgreSQL's files \(data, certificate copies, socket, log\): (/\S+)$",
+                      out, re.M)
+        assert m, "the quickstart does not say where PostgreSQL's files are:\n" + out[-6000:]
+        pgdir = m.group(1)
+        assert not pgdir.startswith(root + "/"), pgdir
         audit = read(os.path.join(clone, "demo/audit.jsonl"))
         events = [json.loads(l) for l in audit.splitlines() if l]
         kinds = [e["event"] for e in events]
@@ -1208,12 +1216,13 @@ def test_quickstart_from_clean_clone(fx):
         denied = [e for e in events if e["event"] == "authz.denied"]
         assert denied[0]["rule"] == "no-contractors", denied
         assert kinds[-1] == "gateway.stop", kinds
-        assert "Done." in out
-        # nothing left running: its processes, its PostgreSQL
+        assert "Done" in out
+        # nothing left running: its processes, its PostgreSQL (whose files are gone)
         for pid in read(os.path.join(clone, "demo/pids")).split():
             assert not os.path.exists("/proc/%s" % pid) or \
                 "zombie" in read("/proc/%s/status" % pid).lower(), "pid %s still runs" % pid
-        assert not os.path.exists(os.path.join(clone, "demo/pg/data/postmaster.pid"))
+        assert not os.path.exists(pgdir), "%s is left behind" % pgdir
+        assert "database system is shut down" in read(os.path.join(clone, "demo/postgres.log"))
     finally:
         if proc is not None and proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
