@@ -21,6 +21,7 @@ No Docker engine runs on the test machine and systemd is not its PID 1, so:
     HEALTHCHECK command, stopped with SIGTERM while a session is live.
 """
 
+import fcntl
 import fnmatch
 import glob
 import json
@@ -1186,8 +1187,11 @@ def test_quickstart_from_clean_clone(fx):
     os.chmod(root, 0o700)  # like /root: the postgres user cannot enter the clone
     clone = os.path.join(root, "certgate")
     proc = None
+    # test_readme_tour runs a quickstart too: they would pick the same ports
+    lock = open(os.path.join(tempfile.gettempdir(), "certgate-quickstart-test.lock"), "w")
     try:
         clean_clone(clone)
+        fcntl.flock(lock, fcntl.LOCK_EX)
         proc = subprocess.Popen([os.path.join(clone, "deploy/quickstart")], cwd=clone,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                 start_new_session=True)
@@ -1230,6 +1234,7 @@ def test_quickstart_from_clean_clone(fx):
         if os.path.exists(os.path.join(clone, "demo")):
             subprocess.run([os.path.join(clone, "deploy/quickstart"), "--stop"], cwd=clone,
                            capture_output=True, timeout=60)
+        lock.close()
         shutil.rmtree(root, ignore_errors=True)
 
 
