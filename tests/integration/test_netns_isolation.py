@@ -18,7 +18,7 @@ audit.
 The port's listener is a stand-in for PostgreSQL (it greets and closes):
 the rules act on TCP connections, whatever listens.
 
-Needs root, `ip netns`, and nftables in a namespace. Where the machine
+Needs root, `ip netns add`, nsenter, and nftables in a namespace. Where the machine
 refuses a namespace or nftables (a container without CAP_NET_ADMIN, a
 kernel without nf_tables), every test reports a TAP skip with the reason;
 a missing `nft` command is a failure (deploy/install-deps installs it)."""
@@ -144,10 +144,17 @@ class Netns:
             raise Skip("the machine refuses a network namespace (ip netns add: %s)"
                        % proc.stderr.strip())
         self.procs = []
-        self.sh(["ip", "link", "set", "lo", "up"])
+        proc = self.sh(["ip", "link", "set", "lo", "up"], check=False)
+        if proc.returncode != 0:
+            self.close()
+            raise Skip("the machine refuses to enter a network namespace (%s)"
+                       % proc.stderr.strip())
 
     def cmd(self, args, uid=None):
-        prefix = ["ip", "netns", "exec", self.name]
+        # nsenter, not `ip netns exec`: only the network namespace is needed,
+        # and ip's private mount namespace fails where / is no mount point
+        # (a chroot)
+        prefix = ["nsenter", "--net=/run/netns/" + self.name, "--"]
         if uid is not None:
             prefix += ["setpriv", "--reuid=%d" % uid, "--regid=%d" % uid, "--clear-groups"]
         return prefix + [str(a) for a in args]
@@ -331,8 +338,9 @@ def unavailable():
     """Why no test can run here, or None."""
     if os.geteuid() != 0:
         return "needs root (ip netns, nft, setpriv)"
-    if not shutil.which("ip") or not shutil.which("setpriv"):
-        return "needs ip (iproute2) and setpriv (util-linux)"
+    for tool in ("ip", "nsenter", "setpriv"):
+        if not shutil.which(tool):
+            return "needs ip (iproute2), nsenter and setpriv (util-linux)"
     try:
         ns = Netns("probe")
     except Skip as e:
