@@ -126,6 +126,7 @@ typedef struct pol_issuer {
 	cg_hostport_t listen_addr;
 	pol_file_t cert, key;       /* default gateway.cert / gateway.key */
 	pol_file_t ca_cert, ca_key; /* the login CA that signs */
+	pol_file_t server_ca;       /* what clients verify the gateway with; default ca_cert */
 	uint64_t cert_lifetime_ms;  /* default 8h */
 	pol_oidc_t oidc;
 	char **allow_users; /* globs; NULL/0 with no allow_groups = everyone */
