@@ -61,9 +61,10 @@ typedef struct gw_observer {
 } gw_observer_t;
 
 typedef struct gw_counters {
-	uint64_t accepted; /* TCP connections accepted */
-	uint64_t sessions; /* sessions started */
-	uint64_t refused;  /* tls.rejected + authz.denied + upstream.failed */
+	uint64_t accepted;  /* TCP connections accepted */
+	uint64_t sessions;  /* sessions started */
+	uint64_t refused;   /* tls.rejected + authz.denied + upstream.failed */
+	uint64_t abandoned; /* authorized, the client gone before the upstream */
 	uint64_t reloads_ok;
 	uint64_t reloads_failed;
 } gw_counters_t;

@@ -201,6 +201,16 @@ void gw_session_deny(gw_session_t *s, const char *reason, const char *rule)
 		gw_session_drop(s, true);
 }
 
+void gw_session_abandon(gw_session_t *s)
+{
+	json_t *f = gw_session_base_fields(s);
+	add_identity(s, f);
+	json_object_set_new(f, "reason", json_string("client closed before the session began"));
+	s->gw->counters.abandoned++;
+	(void)gw_audit(s->gw, "session.abandoned", f);
+	gw_session_drop(s, true);
+}
+
 void gw_session_end(gw_session_t *s, const char *reason)
 {
 	if (s->state == GW_SESSION_CLOSING)
@@ -247,6 +257,7 @@ static void on_freed(gw_link_t *link)
 	free(s->cert_der);
 	free(s->cert_serial);
 	pol_claims_finish(&s->claims);
+	free(s->early);
 	json_decref(s->upstream_errors);
 	uv_freeaddrinfo(s->addrs);
 	if (front(s) != NULL)
@@ -351,10 +362,15 @@ void gw_session_start(gw_session_t *s)
 	s->state = GW_SESSION_LIVE;
 	s->gw->n_live++;
 	s->gw->counters.sessions++;
-	if (s->inner_len > 0 && gw_end_send(up, s->inner, s->inner_len) < 0) {
+	if ((s->inner_len > 0 && gw_end_send(up, s->inner, s->inner_len) < 0) ||
+	    (s->early_len > 0 && gw_end_send(up, s->early, s->early_len) < 0)) {
 		gw_session_end(s, "upstream closed");
 		return;
 	}
+	client_end(s)->bytes_in += s->early_len;
+	free(s->early);
+	s->early = NULL;
+	s->early_len = 0;
 	gw_session_arm_live_timer(s);
 	gw_link_relay(&s->link);
 }
@@ -567,9 +583,16 @@ static void on_setup_input(gw_link_t *link, gw_end_t *end, const char *data, ssi
 		front(s)->input(s, end, data, nread); /* the upstream's side of the setup */
 		return;
 	}
+	if (s->state == GW_SESSION_CONNECTING) {
+		if (end->id == GW_CLIENT)
+			gw_session_connecting_input(s, data, nread);
+		return;
+	}
 	if (nread < 0) {
 		/* the client left before its session started */
-		if (s->got_bytes && s->state != GW_SESSION_INNER && s->state != GW_SESSION_REFUSING)
+		if (s->state == GW_SESSION_INNER)
+			gw_session_abandon(s); /* authorized already */
+		else if (s->got_bytes && s->state != GW_SESSION_REFUSING)
 			gw_session_reject(s, "client closed during handshake",
 			                  uv_strerror((int)nread));
 		else

@@ -43,8 +43,14 @@ static bool peek(gw_session_t *s)
 			s->inner_len += (size_t)n;
 			continue;
 		}
-		if (n != GW_TLS_READ_WANT)
-			gw_session_drop(s, false); /* the client left before a first message */
+		if (n == GW_TLS_READ_WANT)
+			return false;
+		/* the client left before a first message: authorized, it
+		 * abandoned its session; refused, it was audited already */
+		if (s->state == GW_SESSION_INNER)
+			gw_session_abandon(s);
+		else
+			gw_session_drop(s, false);
 		return false;
 	}
 	return true;
