@@ -121,6 +121,31 @@ static void release_user(gw_session_t *s)
 	s->counted_user = NULL;
 }
 
+/* Counts s among the handshakes of its source (s->peer), or refuses it
+ * when max_handshakes_per_source are in progress there already. */
+static bool count_handshake(gw_session_t *s)
+{
+	char key[GW_SOURCE_KEY_LEN];
+	uint32_t limit = s->rt->snap->gateway.max_handshakes_per_source;
+	gw_source_key((struct sockaddr *)&s->peer, key, sizeof(key));
+	if (limit > 0 && gw_handshakes(s->gw, key) >= limit) {
+		gw_session_reject(s, "too many handshakes from this source", NULL);
+		return false;
+	}
+	memcpy(s->handshake_source, key, sizeof(key));
+	gw_handshakes_add(s->gw, key, 1);
+	return true;
+}
+
+/* s is authorized, or gone: no longer a handshake of its source. */
+static void release_handshake(gw_session_t *s)
+{
+	if (s->handshake_source[0] == '\0')
+		return;
+	gw_handshakes_add(s->gw, s->handshake_source, -1);
+	s->handshake_source[0] = '\0';
+}
+
 /* Closes a connection that never became a session. */
 void gw_session_drop(gw_session_t *s, bool graceful)
 {
@@ -128,6 +153,7 @@ void gw_session_drop(gw_session_t *s, bool graceful)
 		return;
 	s->state = GW_SESSION_CLOSING;
 	release_user(s);
+	release_handshake(s);
 	gw_link_close(&s->link, graceful);
 }
 
@@ -241,6 +267,7 @@ static void on_freed(gw_link_t *link)
 		s->next->prev = s->prev;
 	gw->n_connections--;
 	release_user(s);
+	release_handshake(s);
 	gw_handshake_finish(&s->hs);
 	X509_free(s->cert);
 	sk_X509_pop_free(s->chain, X509_free);
@@ -438,6 +465,7 @@ void gw_session_authorize(gw_session_t *s)
 		return;
 	}
 	gw_user_sessions_add(s->gw, s->counted_user, 1);
+	release_handshake(s); /* authorized: max_sessions_per_user counts it now */
 
 	if (s->service->require_inner_tls) {
 		s->state = GW_SESSION_INNER; /* the handshake deadline still runs */
@@ -549,6 +577,11 @@ static void proxy_input(gw_session_t *s, const char *data, size_t len)
 		memcpy(&s->peer, &pp.src, sizeof(s->peer));
 		cg_sockaddr_format((struct sockaddr *)&s->peer, s->client, sizeof(s->client));
 	}
+	/* counted from here, under the header's address (LOCAL, UNKNOWN: the
+	 * balancer's); counting the balancer's own address from accept would
+	 * refuse a reconnect storm before any header is read */
+	if (!count_handshake(s))
+		return;
 	s->state = s->front != NULL ? GW_SESSION_PG_FIRST : GW_SESSION_HANDSHAKE;
 	gw_session_state_t state = s->state;
 	/* what followed the header in this read, then what was buffered */
@@ -688,6 +721,9 @@ void gw_session_accept(gw_gateway_t *gw, uv_stream_t *server, const char *fixed_
 		gw_session_reject(s, "too many connections", NULL);
 		return;
 	}
+	bool proxied = from_proxy(g, (struct sockaddr *)&s->peer);
+	if (!proxied && !count_handshake(s)) /* proxied: once the header is read */
+		return;
 	if (s->service != NULL && s->service->mode == POL_MODE_POSTGRES) {
 		if (gw->postgres == NULL) {
 			gw_session_reject(s, "postgres mode unavailable", NULL);
@@ -695,7 +731,7 @@ void gw_session_accept(gw_gateway_t *gw, uv_stream_t *server, const char *fixed_
 		}
 		gw->postgres->accept(s); /* before TLS: the wire protocol's first packet */
 	}
-	if (from_proxy(g, (struct sockaddr *)&s->peer))
+	if (proxied)
 		s->state = GW_SESSION_PROXY_HEADER;
 	gw_link_arm(&s->link, g->handshake_timeout_ms);
 	if (gw_end_read_start(c) < 0)

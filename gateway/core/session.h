@@ -66,7 +66,8 @@ struct gw_session {
 	char *cert_serial; /* hex, once stowed */
 	pol_claims_t claims;
 	pol_decision_t decision;
-	char *counted_user; /* key in gw->user_sessions while counted */
+	char *counted_user;                       /* key in gw->user_sessions while counted */
+	char handshake_source[GW_SOURCE_KEY_LEN]; /* key in gw->handshakes while counted, or "" */
 	int64_t not_after_ms;
 
 	uint8_t proxy_buf[GW_PP_MAX_HEADER];

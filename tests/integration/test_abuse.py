@@ -1,5 +1,5 @@
 """Abuse by clients that hold a connection without doing anything useful
-(issue 12, security review finding 1).
+(issue 12, security review findings 1 and 8).
 
 KeyUpdate: a TLS 1.3 client (tests/integration/tls_flood.c, OpenSSL's
 SSL_key_update) that asks for key updates in a loop and never reads. The
@@ -11,6 +11,12 @@ the StartupMessage), stops reading a client whose own replies pile up, and
 does not count control traffic as activity for idle_timeout. Meanwhile
 another user's psql connect+query stays fast and the gateway's memory
 bounded.
+
+Handshakes per source: gateway.max_handshakes_per_source connections from
+one address may be in their handshake at once; more are refused
+(`tls.rejected`, `too many handshakes from this source`), another address
+still gets in, and behind a PROXY header the address counted is the one in
+the header.
 
 Figures (CPU, RSS, psql times under the flood) are printed as TAP
 comments."""
@@ -31,7 +37,6 @@ from harness import HoldUpstream, SLOW, WRAPPER, Fixture, free_port, psql, run, 
 FLOOD = os.environ.get("TLS_FLOOD", "tls_flood")
 BANNER = b"upstream says hello\n"
 SSL_REQUEST = struct.pack("!II", 8, 80877103)
-CANCEL_CODE = 80877102
 
 RULES = [
     {"name": "dba", "effect": "allow", "services": ["*"], "groups": ["dba"], "min_trust": "high"},
@@ -325,10 +330,130 @@ def test_postgres_mode_flood_before_startup(fx):
     gw.stop()
 
 
+# --- handshakes per source ----------------------------------------------------------
+
+def silent(port, source):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind((source, 0))
+    s.settimeout(10 * SLOW)
+    s.connect(("127.0.0.1", port))
+    return s
+
+
+def tls_to(port, fx, source="127.0.0.1", prefix=b""):
+    """alice's TLS handshake from `source` (a PROXY header first if given);
+    returns the socket, the banner read."""
+    raw = silent(port, source)
+    if prefix:
+        raw.sendall(prefix)
+    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=fx.ca.crt)
+    ctx.load_cert_chain(fx.alice.crt, fx.alice.key)
+    sock = ctx.wrap_socket(raw, server_hostname="localhost")
+    data = b""
+    while len(data) < len(BANNER):
+        chunk = sock.recv(len(BANNER) - len(data))
+        if not chunk:
+            break
+        data += chunk
+    assert data == BANNER, data
+    return sock
+
+
+def closed_by_gateway(sock):
+    sock.settimeout(10 * SLOW)
+    try:
+        return sock.recv(1) == b""
+    except OSError:
+        return True
+
+
+def rejected_clients(gw, reason):
+    return {e["client"] for e in gw.events("tls.rejected", reason=reason)}
+
+
+def test_handshakes_per_source(fx):
+    gw = fx.gateway(tunnel_config(fx, max_handshakes_per_source=5))
+    port = gw.ports()[0]
+    reason = "too many handshakes from this source"
+    # five connections from 127.0.0.2 that never say a word
+    held = [silent(port, "127.0.0.2") for _ in range(5)]
+    try:
+        extra = silent(port, "127.0.0.2")
+        me = "%s:%d" % extra.getsockname()
+        assert closed_by_gateway(extra), "the 6th handshake from 127.0.0.2 was kept"
+        extra.close()
+        ev = gw.wait_event("tls.rejected", client=me)
+        assert ev["reason"] == reason, ev
+        # another source is not affected
+        sock = tls_to(port, fx, "127.0.0.1")
+        sock.close()
+        # one goes: 127.0.0.2 gets a session; authorized, it counts no more
+        held.pop().close()
+        live = wait_for(lambda: try_tls(port, fx, "127.0.0.2"), 5, "a session from 127.0.0.2")
+        fifth = silent(port, "127.0.0.2")
+        held.append(fifth)
+        sixth = silent(port, "127.0.0.2")
+        assert closed_by_gateway(sixth), "a 6th handshake from 127.0.0.2 was kept"
+        gw.wait_event("tls.rejected", client="%s:%d" % sixth.getsockname(), reason=reason)
+        sixth.close()
+        assert "%s:%d" % fifth.getsockname() not in rejected_clients(gw, reason)
+        live.close()
+        note("max_handshakes_per_source 5: the 6th silent connection from one address "
+             "refused, another address and an authorized session unaffected")
+    finally:
+        for s in held:
+            s.close()
+    wait_for(lambda: gw.events("session.end"), 10, "session.end")
+    rejected = gw.events("tls.rejected", reason=reason)
+    assert len(rejected) == 2, rejected
+    gw.stop()
+
+
+def try_tls(port, fx, source, prefix=b""):
+    try:
+        return tls_to(port, fx, source, prefix)
+    except (OSError, AssertionError):
+        return None
+
+
+def test_handshakes_counted_by_proxy_header_source(fx):
+    """Behind a PROXY header, the address in the header is the source: a
+    balancer's clients are not all counted as one."""
+    gw = fx.gateway(tunnel_config(fx, max_handshakes_per_source=3,
+                                  proxy_protocol_from=["127.0.0.0/8"]))
+    port = gw.ports()[0]
+    reason = "too many handshakes from this source"
+
+    def header(src):
+        return ("PROXY TCP4 %s 127.0.0.1 40000 %d\r\n" % (src, port)).encode()
+
+    held = []
+    try:
+        # four clients behind the balancer at 10.0.0.1, silent after the header
+        for _ in range(4):
+            s = silent(port, "127.0.0.1")
+            s.sendall(header("10.0.0.1"))
+            held.append(s)
+        gw.wait_event("tls.rejected", client="10.0.0.1:40000", reason=reason)
+        # 10.0.0.2 gets in, although five connections from the balancer's
+        # own address are open
+        sock = tls_to(port, fx, "127.0.0.1", header("10.0.0.2"))
+        sock.close()
+        start = gw.wait_event("session.start", client="10.0.0.2:40000")
+        assert start["user"] == "alice@example.com", start
+        assert len(gw.events("tls.rejected", reason=reason)) == 1, gw.events("tls.rejected")
+    finally:
+        for s in held:
+            s.close()
+    gw.stop()
+
+
 if __name__ == "__main__":
     sys.exit(run([
         test_keyupdate_flood_is_cut,
         test_interleaved_keyupdates_are_bounded,
         test_control_traffic_is_not_activity,
         test_postgres_mode_flood_before_startup,
+        test_handshakes_per_source,
+        test_handshakes_counted_by_proxy_header_source,
     ], setup, teardown))
