@@ -102,6 +102,7 @@ struct gw_gateway {
 	cg_log_limit_t accept_log;
 	cg_log_limit_t audit_log;
 	cg_log_limit_t audit_refusal_log;
+	cg_log_limit_t cancel_log; /* postgres mode: CancelRequests with unknown keys */
 };
 
 /* Adds ext; it gets every later prepare/commit/rollback/stop/destroy. */

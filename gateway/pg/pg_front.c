@@ -197,8 +197,9 @@ static void handle_cancel(gw_session_t *s, const uint8_t *packet)
 	if (target != NULL)
 		pgw_put32(want, target->front->gw_secret);
 	if (target == NULL || CRYPTO_memcmp(want, packet + 12, 4) != 0) {
-		cg_log(CG_LOG_INFO, "cancel request from %s for an unknown key: ignored",
-		       s->client);
+		/* anyone can send these, fast: rate-limited */
+		cg_log_limited(&s->gw->cancel_log, CG_LOG_INFO,
+		               "cancel request from %s for an unknown key: ignored", s->client);
 		gw_session_drop(s, false);
 		return;
 	}

@@ -16,7 +16,8 @@ Handshakes per source: gateway.max_handshakes_per_source connections from
 one address may be in their handshake at once; more are refused
 (`tls.rejected`, `too many handshakes from this source`), another address
 still gets in, and behind a PROXY header the address counted is the one in
-the header.
+the header. CancelRequests with unknown keys are logged at most once a
+second.
 
 Figures (CPU, RSS, psql times under the flood) are printed as TAP
 comments."""
@@ -37,6 +38,7 @@ from harness import HoldUpstream, SLOW, WRAPPER, Fixture, free_port, psql, run, 
 FLOOD = os.environ.get("TLS_FLOOD", "tls_flood")
 BANNER = b"upstream says hello\n"
 SSL_REQUEST = struct.pack("!II", 8, 80877103)
+CANCEL_CODE = 80877102
 
 RULES = [
     {"name": "dba", "effect": "allow", "services": ["*"], "groups": ["dba"], "min_trust": "high"},
@@ -448,6 +450,40 @@ def test_handshakes_counted_by_proxy_header_source(fx):
     gw.stop()
 
 
+# --- CancelRequests ---------------------------------------------------------------
+
+def cancel_request(port, pid):
+    """A CancelRequest with a key nobody holds; returns once the gateway
+    has closed the connection (it has handled it)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10 * SLOW) as s:
+        s.sendall(struct.pack("!IIII", 16, CANCEL_CODE, pid, 12345))
+        while s.recv(64):
+            pass
+
+
+def test_unknown_cancel_requests_log_rate_limited(fx):
+    gw = fx.gateway(pg_config(fx))
+    port = svc_port(gw)
+
+    def lines():
+        return [l for l in gw.output().splitlines() if "for an unknown key" in l]
+    n = 2000
+    t0 = time.monotonic()
+    for i in range(n):
+        cancel_request(port, 1000 + i)
+    took = time.monotonic() - t0
+    count = len(lines())
+    measured("%d CancelRequests with unknown keys in %.2f s: %d log lines", n, took, count)
+    # one line a second at most (and the first)
+    assert 1 <= count <= took + 2, lines()[:5]
+
+    def summary():
+        cancel_request(port, 7)
+        return [l for l in lines() if "similar messages suppressed" in l]
+    note("the next line says: %s", wait_for(summary, 5, "the suppressed count")[-1])
+    gw.stop()
+
+
 if __name__ == "__main__":
     sys.exit(run([
         test_keyupdate_flood_is_cut,
@@ -456,4 +492,5 @@ if __name__ == "__main__":
         test_postgres_mode_flood_before_startup,
         test_handshakes_per_source,
         test_handshakes_counted_by_proxy_header_source,
+        test_unknown_cancel_requests_log_rate_limited,
     ], setup, teardown))
