@@ -82,6 +82,9 @@ typedef struct pol_gateway {
 	bool verify_cache;              /* default true: remember verified chains */
 	cg_cidr_t *proxy_protocol_from;
 	size_t n_proxy_protocol_from;
+	/* connections from one source still in their handshake; default
+	 * max(16, max_connections / 8); 0 = no limit */
+	uint32_t max_handshakes_per_source;
 } pol_gateway_t;
 
 typedef struct pol_admin {

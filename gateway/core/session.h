@@ -66,7 +66,8 @@ struct gw_session {
 	char *cert_serial; /* hex, once stowed */
 	pol_claims_t claims;
 	pol_decision_t decision;
-	char *counted_user; /* key in gw->user_sessions while counted */
+	char *counted_user;                       /* key in gw->user_sessions while counted */
+	char handshake_source[GW_SOURCE_KEY_LEN]; /* key in gw->handshakes while counted, or "" */
 	int64_t not_after_ms;
 
 	uint8_t proxy_buf[GW_PP_MAX_HEADER];
@@ -182,6 +183,9 @@ void gw_session_connect_upstream(gw_session_t *s);
 /* The client left after it was authorized and before its session began:
  * one session.abandoned line, no upstream connection, close. */
 void gw_session_abandon(gw_session_t *s);
+/* The handshake is over (authorized): no longer counted against its source
+ * address's max_handshakes_per_source. */
+void gw_session_release_handshake(gw_session_t *s);
 /* The deferred upstream connect (see session_upstream.c). */
 void gw_session_connect_now(gw_session_t *s);
 /* Client input while connecting upstream (tunnel mode). */

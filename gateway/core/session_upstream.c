@@ -200,6 +200,25 @@ static void read_early(gw_session_t *s)
 	gw_end_read_stop(c); /* full: the rest waits in the socket */
 }
 
+/* After reading what the client sent: false when the session is over (a
+ * flood refused, or the client gone without a word). */
+static bool client_still_there(gw_session_t *s)
+{
+	gw_end_t *c = &s->link.end[GW_CLIENT];
+	if (c->tls.abuse != NULL) {
+		(void)gw_end_flush_control(c); /* its alert */
+		gw_session_reject(s, c->tls.abuse, NULL);
+		return false;
+	}
+	if (s->client_gone && s->early_len == 0) {
+		gw_session_abandon(s);
+		return false;
+	}
+	if (s->client_gone)
+		gw_end_read_stop(c); /* a request then a FIN: the session goes on */
+	return true;
+}
+
 void gw_session_connecting_input(gw_session_t *s, const char *data, ssize_t nread)
 {
 	gw_end_t *c = &s->link.end[GW_CLIENT];
@@ -209,13 +228,7 @@ void gw_session_connecting_input(gw_session_t *s, const char *data, ssize_t nrea
 		s->client_gone = true;
 	else
 		read_early(s);
-	if (s->client_gone && s->early_len == 0) {
-		gw_session_abandon(s);
-		return;
-	}
-	if (s->client_gone)
-		gw_end_read_stop(c); /* a request then a FIN: the session goes on */
-	if (s->connect_deferred && s->early_len > 0)
+	if (client_still_there(s) && s->connect_deferred && s->early_len > 0)
 		gw_session_connect_now(s); /* it spoke: no reason to wait */
 }
 
@@ -227,10 +240,8 @@ void gw_session_connect_upstream(gw_session_t *s)
 		gw_end_read_stop(c); /* the front's TLS keeps what arrives meanwhile */
 	} else {
 		read_early(s); /* what came with the handshake */
-		if (s->client_gone && s->early_len == 0) {
-			gw_session_abandon(s);
+		if (!client_still_there(s))
 			return;
-		}
 		if (!s->client_gone && s->early_len < EARLY_MAX && gw_end_read_start(c) < 0) {
 			gw_session_abandon(s);
 			return;

@@ -45,12 +45,15 @@ static bool peek(gw_session_t *s)
 		}
 		if (n == GW_TLS_READ_WANT)
 			return false;
-		/* the client left before a first message: authorized, it
-		 * abandoned its session; refused, it was audited already */
-		if (s->state == GW_SESSION_INNER)
-			gw_session_abandon(s);
-		else
-			gw_session_drop(s, false);
+		gw_end_t *c = client_end(s);
+		if (c->tls.abuse != NULL && s->state != GW_SESSION_REFUSING) {
+			(void)gw_end_flush_control(c); /* its alert */
+			gw_session_reject(s, c->tls.abuse, NULL);
+		} else if (s->state == GW_SESSION_INNER) {
+			gw_session_abandon(s); /* authorized, it left before a first message */
+		} else {
+			gw_session_drop(s, false); /* refused: audited already */
+		}
 		return false;
 	}
 	return true;
