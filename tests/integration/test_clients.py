@@ -24,8 +24,8 @@ import threading
 import time
 import urllib.parse
 
-from harness import (CA, SLOW, Connector, Fixture, Gateway, Postgres, free_port, run,
-                     wait_for)
+from harness import (CA, SLOW, Connector, Fixture, Gateway, Postgres, Process, free_port,
+                     run, wait_for)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CLIENTS = os.path.join(HERE, "..", "clients")
@@ -423,6 +423,7 @@ def test_asyncpg(fx):
         assert not r["ok"], r
         rejected = wait_for(lambda: fx.gw.events("tls.rejected")[before:], 10, "tls.rejected")
         assert rejected[-1]["reason"] == "direct TLS without ALPN postgresql", rejected
+        print("# asyncpg, direct TLS without ALPN: %s" % json.dumps(r))
     except Exception:
         client.close()
         raise
@@ -448,7 +449,36 @@ def test_pgjdbc(fx):
     check_all(fx, pgjdbc_client(fx))
 
 
+def test_name_in_hosts_file_for_any_client(fx):
+    """docs/clients.md's way for every client at once: the connector on a
+    loopback address of its own, the database's name pointing there in
+    /etc/hosts (private to this test: a mount namespace), and psql given
+    the name alone, no hostaddr."""
+    port = free_port()
+    conn = Process(["connect", "--gateway", "localhost:%d" % fx.shared_port,
+                    "--service", "orders-db", "--listen", "127.0.0.2:%d" % port,
+                    "--cert", fx.alice.crt, "--key", fx.alice.key, "--ca", fx.ca.crt],
+                   fx.path("connect-hosts.log"))
+    fx.procs.append(conn)
+    wait_for(lambda: "listening on" in conn.output() or not conn.alive(), 10, "the connector")
+    hosts = fx.path("etc-hosts")
+    with open(hosts, "w") as f:
+        f.write("127.0.0.1 localhost\n127.0.0.2 db.internal\n")
+    c = endpoint(fx, "tunnel")
+    c["port"] = port
+    info = Psql.conninfo(c).replace(" hostaddr=127.0.0.1", "")
+    assert "hostaddr" not in info
+    before = len(fx.gw.events("session.start", service="orders-db"))
+    r = subprocess.run(["unshare", "--mount", "sh", "-c",
+                        'mount --bind "$0" /etc/hosts && exec psql -X -A -t "$1" -c "$2"',
+                        hosts, info, IDENTITY],
+                       capture_output=True, text=True, timeout=60 * SLOW)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "alice|/CN=alice@example.com", r.stdout
+    assert len(fx.gw.events("session.start", service="orders-db")) == before + 1
+
+
 if __name__ == "__main__":
     tests = [test_psql, test_psycopg2, test_psycopg3, test_asyncpg, test_node_postgres,
-             test_pgjdbc]
+             test_pgjdbc, test_name_in_hosts_file_for_any_client]
     sys.exit(run(tests, setup=setup, teardown=teardown))
