@@ -116,6 +116,7 @@ static json_t *show_gateway(shower_t *sh, const pol_gateway_t *g)
 	put(sh, o, "idle_timeout", show_duration(g->idle_timeout_ms));
 	put(sh, o, "max_connections", json_integer(g->max_connections));
 	put(sh, o, "max_sessions_per_user", json_integer(g->max_sessions_per_user));
+	put(sh, o, "max_handshakes_per_source", json_integer(g->max_handshakes_per_source));
 	put(sh, o, "proxy_protocol_from",
 	    show_cidrs(sh, g->proxy_protocol_from, g->n_proxy_protocol_from));
 	put(sh, o, "verify_depth", json_integer(g->verify_depth));

@@ -84,6 +84,9 @@ typedef struct pol_gateway {
 	bool verify_cache;              /* default true: remember verified chains */
 	cg_cidr_t *proxy_protocol_from;
 	size_t n_proxy_protocol_from;
+	/* connections from one source still in their handshake; default
+	 * max(16, max_connections / 8); 0 = no limit */
+	uint32_t max_handshakes_per_source;
 } pol_gateway_t;
 
 typedef struct pol_admin {
@@ -128,6 +131,7 @@ typedef struct pol_issuer {
 	cg_hostport_t listen_addr;
 	pol_file_t cert, key;       /* default gateway.cert / gateway.key */
 	pol_file_t ca_cert, ca_key; /* the login CA that signs */
+	pol_file_t server_ca;       /* what clients verify the gateway with; default ca_cert */
 	uint64_t cert_lifetime_ms;  /* default 8h */
 	pol_oidc_t oidc;
 	char **allow_users; /* globs; NULL/0 with no allow_groups = everyone */

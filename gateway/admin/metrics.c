@@ -273,6 +273,10 @@ char *gw_metrics_render(gw_metrics_t *m, gw_gateway_t *gw, size_t *len)
 	put(&o, "certgate_connections_open %zu\n", gw->n_connections);
 	family(&o, "certgate_sessions_live", "gauge", "Sessions started and not yet ended.");
 	put(&o, "certgate_sessions_live %zu\n", gw->n_live);
+	family(&o, "certgate_sessions_abandoned_total", "counter",
+	       "Authorized connections whose client left before the upstream was reached (no "
+	       "upstream connection was made).");
+	put(&o, "certgate_sessions_abandoned_total %" PRIu64 "\n", gw->counters.abandoned);
 	family(&o, "certgate_sessions_started_total", "counter", "Sessions started.");
 	put(&o, "certgate_sessions_started_total %" PRIu64 "\n", gw->counters.sessions);
 

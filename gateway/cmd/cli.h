@@ -10,5 +10,7 @@ int gw_explain_main(int argc, char **argv);
 int gw_test_main(int argc, char **argv);
 int gw_health_main(int argc, char **argv);
 int gw_ca_main(int argc, char **argv);
+int gw_login_main(int argc, char **argv);
+int gw_status_main(int argc, char **argv);
 
 #endif

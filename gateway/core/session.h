@@ -66,7 +66,8 @@ struct gw_session {
 	char *cert_serial; /* hex, once stowed */
 	pol_claims_t claims;
 	pol_decision_t decision;
-	char *counted_user; /* key in gw->user_sessions while counted */
+	char *counted_user;                       /* key in gw->user_sessions while counted */
+	char handshake_source[GW_SOURCE_KEY_LEN]; /* key in gw->handshakes while counted, or "" */
 	int64_t not_after_ms;
 
 	uint8_t proxy_buf[GW_PP_MAX_HEADER];
@@ -77,6 +78,12 @@ struct gw_session {
 	bool status_line;          /* ALPN certgate/1: the status line is owed */
 	bool status_sent;
 	char refusal[200]; /* GW_SESSION_REFUSING: why, for the inner protocol */
+	/* tunnel mode, while connecting upstream: what the client sent
+	 * meanwhile (plaintext, bounded), and whether it has left */
+	uint8_t *early;
+	size_t early_len;
+	bool client_gone;
+	bool connect_deferred; /* the upstream connect waits one turn of the loop */
 
 	/* upstream */
 	uv_connect_t connect_req;
@@ -173,6 +180,17 @@ void gw_session_start(gw_session_t *s);
 void gw_session_tell_status(gw_session_t *s, const char *refusal);
 /* Authorized (and the inner check passed): connect to an upstream. */
 void gw_session_connect_upstream(gw_session_t *s);
+
+/* The client left after it was authorized and before its session began:
+ * one session.abandoned line, no upstream connection, close. */
+void gw_session_abandon(gw_session_t *s);
+/* The handshake is over (authorized): no longer counted against its source
+ * address's max_handshakes_per_source. */
+void gw_session_release_handshake(gw_session_t *s);
+/* The deferred upstream connect (see session_upstream.c). */
+void gw_session_connect_now(gw_session_t *s);
+/* Client input while connecting upstream (tunnel mode). */
+void gw_session_connecting_input(gw_session_t *s, const char *data, ssize_t nread);
 
 /* core's session files (session.c, session_upstream.c, session_identity.c) */
 void gw_session_arm_live_timer(gw_session_t *s);

@@ -353,6 +353,7 @@ static void test_defaults(void **state)
 	assert_int_equal(g->idle_timeout_ms, 3600 * 1000ULL);
 	assert_int_equal(g->max_connections, 10000);
 	assert_int_equal(g->max_sessions_per_user, 0);
+	assert_int_equal(g->max_handshakes_per_source, 10000 / 8);
 	assert_int_equal(g->verify_depth, 4);
 	assert_true(g->verify_cache);
 	assert_int_equal(g->crl_check, POL_CRL_CHECK_CHAIN);
@@ -633,6 +634,48 @@ static void test_crl_check(void **state)
 	        "certgate.json:2:51: gateway.crl_check: expected \"leaf\", \"chain\" or \"all\"",
 	};
 	expect_errors("certgate.json", unknown, 1);
+}
+
+/* gateway.max_handshakes_per_source: an eighth of max_connections, at
+ * least 16, unless set (0 = no limit). */
+static void test_handshakes_per_source(void **state)
+{
+	static const struct {
+		const char *keys;
+		uint32_t want;
+	} cases[] = {
+	        {"\"max_connections\": 100", 16},
+	        {"\"max_connections\": 800", 100},
+	        {"\"max_connections\": 800, \"max_handshakes_per_source\": 5", 5},
+	        {"\"max_handshakes_per_source\": 0", 0},
+	};
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char text[512];
+		snprintf(text, sizeof(text),
+		         "{ \"gateway\": { \"listen\": [\"0.0.0.0:8443\"], \"cert\": \"c\", "
+		         "\"key\": \"k\", \"client_ca\": \"ca\", %s },\n"
+		         "  \"services\": [ { \"name\": \"a\", \"upstream\": \"h:1\" } ] }\n",
+		         cases[i].keys);
+		write_file("certgate.json", text);
+		pol_snapshot_t *snap = load_ok("certgate.json");
+		assert_int_equal(snap->gateway.max_handshakes_per_source, cases[i].want);
+		assert_int_equal(
+		        json_integer_value(json_object_get(json_object_get(snap->shown, "gateway"),
+		                                           "max_handshakes_per_source")),
+		        cases[i].want);
+		pol_snapshot_unref(snap);
+	}
+	write_file("certgate.json",
+	           "{ \"gateway\": { \"listen\": [\"0.0.0.0:8443\"], \"cert\": \"c\", \"key\": "
+	           "\"k\",\n"
+	           "    \"client_ca\": \"ca\", \"max_handshakes_per_source\": -1 },\n"
+	           "  \"services\": [ { \"name\": \"a\", \"upstream\": \"h:1\" } ] }\n");
+	static const char *const expected[] = {
+	        "certgate.json:2:53: gateway.max_handshakes_per_source: expected a non-negative "
+	        "integer",
+	};
+	expect_errors("certgate.json", expected, 1);
 }
 
 static void test_bad_listen(void **state)
@@ -1111,6 +1154,7 @@ int main(void)
 	        T(test_idle_timeout_zero),
 	        T(test_verify_cache_switch),
 	        T(test_crl_check),
+	        T(test_handshakes_per_source),
 	        T(test_bad_listen),
 	        T(test_gateway_listen_optional),
 	        T(test_services_rules_checks),
