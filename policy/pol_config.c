@@ -309,6 +309,7 @@ static void rule_finish(pol_rule_t *r)
 	free(r->sources);
 	free_strings(r->db_users, r->n_db_users);
 	free_strings(r->db_names, r->n_db_names);
+	free(r->when);
 }
 
 static void snapshot_free(pol_snapshot_t *snap)
@@ -342,6 +343,7 @@ static void snapshot_free(pol_snapshot_t *snap)
 	for (size_t i = 0; i < snap->n_rules; i++)
 		rule_finish(&snap->rules[i]);
 	free(snap->rules);
+	cg_strmap_destroy(snap->zones, cg_tz_free_cb);
 	free(snap);
 }
 

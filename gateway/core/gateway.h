@@ -58,6 +58,8 @@ typedef struct gw_observer {
 	void (*bytes)(void *ctx, const char *service, uint64_t up, uint64_t down);
 	/* the login issuer: a certificate issued (reason NULL) or refused */
 	void (*login)(void *ctx, const char *reason);
+	/* a permissive deny rule matched an admitted session (authz.would_deny) */
+	void (*would_deny)(void *ctx, const char *rule);
 } gw_observer_t;
 
 typedef struct gw_counters {
