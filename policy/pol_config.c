@@ -107,6 +107,7 @@ static void load_gateway(loader_t *ld, const cg_jdoc_t *doc, const json_t *gw, c
 	                                   "idle_timeout",
 	                                   "max_connections",
 	                                   "max_sessions_per_user",
+	                                   "max_handshakes_per_source",
 	                                   "proxy_protocol_from",
 	                                   "verify_depth",
 	                                   "verify_cache",
@@ -149,6 +150,11 @@ static void load_gateway(loader_t *ld, const cg_jdoc_t *doc, const json_t *gw, c
 	                "expected a positive integer", &g->max_connections);
 	pol_ld_get_uint(ld, doc, gw, path, "max_sessions_per_user", 0, UINT32_MAX,
 	                "expected a non-negative integer", &g->max_sessions_per_user);
+	/* one source may hold an eighth of the connections in handshake: it
+	 * takes eight addresses, not one, to fill max_connections that way */
+	g->max_handshakes_per_source = g->max_connections / 8 > 16 ? g->max_connections / 8 : 16;
+	pol_ld_get_uint(ld, doc, gw, path, "max_handshakes_per_source", 0, UINT32_MAX,
+	                "expected a non-negative integer", &g->max_handshakes_per_source);
 	pol_ld_get_uint(ld, doc, gw, path, "verify_depth", 1, 10,
 	                "expected an integer from 1 to 10", &g->verify_depth);
 	pol_ld_get_bool(ld, doc, gw, path, "verify_cache", true, &g->verify_cache);
@@ -267,6 +273,7 @@ static void rule_finish(pol_rule_t *r)
 	free(r->sources);
 	free_strings(r->db_users, r->n_db_users);
 	free_strings(r->db_names, r->n_db_names);
+	free(r->when);
 }
 
 static void snapshot_free(pol_snapshot_t *snap)
@@ -303,6 +310,7 @@ static void snapshot_free(pol_snapshot_t *snap)
 	for (size_t i = 0; i < snap->n_rules; i++)
 		rule_finish(&snap->rules[i]);
 	free(snap->rules);
+	cg_strmap_destroy(snap->zones, cg_tz_free_cb);
 	free(snap);
 }
 

@@ -198,6 +198,7 @@ void pol_ld_load_issuer(loader_t *ld, const cg_jdoc_t *doc, const json_t *obj, c
 	}
 	pol_ld_get_file(ld, doc, obj, "issuer", "ca_cert", true, dir, &is->ca_cert);
 	pol_ld_get_file(ld, doc, obj, "issuer", "ca_key", true, dir, &is->ca_key);
+	pol_ld_get_file(ld, doc, obj, "issuer", "server_ca", false, dir, &is->server_ca);
 	pol_ld_get_duration(ld, doc, obj, "issuer", "cert_lifetime", false, &is->cert_lifetime_ms);
 	if (json_object_get(obj, "cert_lifetime") &&
 	    is->cert_lifetime_ms > ld->snap->gateway.max_cert_lifetime_ms)
@@ -226,6 +227,7 @@ void pol_ld_issuer_finish(pol_issuer_t *is)
 	pol_ld_file_finish(&is->key);
 	pol_ld_file_finish(&is->ca_cert);
 	pol_ld_file_finish(&is->ca_key);
+	pol_ld_file_finish(&is->server_ca);
 	free(is->oidc.issuer);
 	free(is->oidc.client_id);
 	pol_ld_file_finish(&is->oidc.ca_file);

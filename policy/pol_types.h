@@ -14,8 +14,10 @@
 #include "cg_addr.h"
 #include "cg_audit.h"
 #include "cg_json.h"
+#include "cg_strmap.h"
 #include "pol_claims.h"
 #include "pol_trust.h"
+#include "pol_window.h"
 
 /* A file named by the configuration: absolute (relative paths resolve against
  * the folder of the file naming them) plus where it was named, so loaders of
@@ -82,6 +84,9 @@ typedef struct pol_gateway {
 	bool verify_cache;              /* default true: remember verified chains */
 	cg_cidr_t *proxy_protocol_from;
 	size_t n_proxy_protocol_from;
+	/* connections from one source still in their handshake; default
+	 * max(16, max_connections / 8); 0 = no limit */
+	uint32_t max_handshakes_per_source;
 } pol_gateway_t;
 
 typedef struct pol_admin {
@@ -147,6 +152,7 @@ typedef struct pol_issuer {
 	cg_hostport_t listen_addr;
 	pol_file_t cert, key;       /* default gateway.cert / gateway.key */
 	pol_file_t ca_cert, ca_key; /* the login CA that signs */
+	pol_file_t server_ca;       /* what clients verify the gateway with; default ca_cert */
 	uint64_t cert_lifetime_ms;  /* default 8h */
 	pol_oidc_t oidc;
 	char **allow_users; /* globs; NULL/0 with no allow_groups = everyone */
@@ -175,6 +181,8 @@ typedef struct pol_rule {
 	size_t n_db_users; /* globs with {user} / {user.local} */
 	char **db_names;
 	size_t n_db_names;
+	pol_window_t *when; /* NULL: at any time */
+	bool permissive;    /* mode "permissive" (deny rules only): reports, never refuses */
 } pol_rule_t;
 
 typedef struct pol_snapshot {
@@ -194,6 +202,8 @@ typedef struct pol_snapshot {
 	size_t n_rules;
 	json_t *shown;         /* the configuration as GET /v1/policy shows it (no key material) */
 	void *index;           /* private to pol_index.c (decision index) */
+	cg_strmap_t *zones;    /* zone name -> cg_tz_t, shared by the rules' windows */
+	bool has_windows;      /* some rule has a time window */
 	cg_jdoc_t *doc_config; /* the texts, for positions in later error messages */
 	cg_jdoc_t *doc_policy; /* NULL without policy_file */
 } pol_snapshot_t;

@@ -22,6 +22,7 @@ void gw_metrics_init(gw_metrics_t *m)
 	memset(m, 0, sizeof(*m));
 	m->refused = cg_strmap_create();
 	m->logins_denied = cg_strmap_create();
+	m->would_deny = cg_strmap_create();
 	m->bytes = cg_strmap_create();
 }
 
@@ -29,6 +30,7 @@ void gw_metrics_finish(gw_metrics_t *m)
 {
 	cg_strmap_destroy(m->refused, NULL);
 	cg_strmap_destroy(m->logins_denied, NULL);
+	cg_strmap_destroy(m->would_deny, NULL);
 	cg_strmap_destroy(m->bytes, free);
 }
 
@@ -38,6 +40,12 @@ void gw_metrics_refused(gw_metrics_t *m, const char *event, const char *reason)
 	snprintf(key, sizeof(key), "%s\x1f%s", event, reason);
 	uintptr_t n = (uintptr_t)cg_strmap_get(m->refused, key);
 	cg_strmap_put(m->refused, key, (void *)(n + 1));
+}
+
+void gw_metrics_would_deny(gw_metrics_t *m, const char *rule)
+{
+	uintptr_t n = (uintptr_t)cg_strmap_get(m->would_deny, rule);
+	cg_strmap_put(m->would_deny, rule, (void *)(n + 1));
 }
 
 void gw_metrics_handshake(gw_metrics_t *m, double seconds)
@@ -95,6 +103,11 @@ static void on_bytes(void *ctx, const char *service, uint64_t up, uint64_t down)
 	gw_metrics_bytes(ctx, service, up, down);
 }
 
+static void on_would_deny(void *ctx, const char *rule)
+{
+	gw_metrics_would_deny(ctx, rule);
+}
+
 static void on_login(void *ctx, const char *reason)
 {
 	gw_metrics_t *m = ctx;
@@ -114,6 +127,7 @@ void gw_metrics_observe(gw_metrics_t *m, gw_gateway_t *gw)
 	        .handshake = on_handshake,
 	        .bytes = on_bytes,
 	        .login = on_login,
+	        .would_deny = on_would_deny,
 	};
 }
 
@@ -184,6 +198,15 @@ static bool put_refused(const char *key, void *value, void *arg)
 	return true;
 }
 
+static bool put_would_deny(const char *rule, void *value, void *arg)
+{
+	out_t *o = arg;
+	put(o, "certgate_authz_would_deny_total{rule=\"");
+	put_label(o, rule);
+	put(o, "\"} %" PRIuPTR "\n", (uintptr_t)value);
+	return true;
+}
+
 static bool put_login_denied(const char *reason, void *value, void *arg)
 {
 	out_t *o = arg;
@@ -237,6 +260,10 @@ char *gw_metrics_render(gw_metrics_t *m, gw_gateway_t *gw, size_t *len)
 	       "Connections refused, by audit event and reason (tls.rejected reason, deciding "
 	       "rule of authz.denied, upstream.failed).");
 	cg_strmap_foreach(m->refused, put_refused, &o);
+	family(&o, "certgate_authz_would_deny_total", "counter",
+	       "Sessions admitted that a permissive deny rule would have refused, by rule "
+	       "(authz.would_deny).");
+	cg_strmap_foreach(m->would_deny, put_would_deny, &o);
 	family(&o, "certgate_logins_total", "counter",
 	       "Login certificate requests to the issuer: issued, or denied by reason.");
 	put(&o, "certgate_logins_total{result=\"issued\"} %" PRIu64 "\n", m->logins_issued);
@@ -246,6 +273,10 @@ char *gw_metrics_render(gw_metrics_t *m, gw_gateway_t *gw, size_t *len)
 	put(&o, "certgate_connections_open %zu\n", gw->n_connections);
 	family(&o, "certgate_sessions_live", "gauge", "Sessions started and not yet ended.");
 	put(&o, "certgate_sessions_live %zu\n", gw->n_live);
+	family(&o, "certgate_sessions_abandoned_total", "counter",
+	       "Authorized connections whose client left before the upstream was reached (no "
+	       "upstream connection was made).");
+	put(&o, "certgate_sessions_abandoned_total %" PRIu64 "\n", gw->counters.abandoned);
 	family(&o, "certgate_sessions_started_total", "counter", "Sessions started.");
 	put(&o, "certgate_sessions_started_total %" PRIu64 "\n", gw->counters.sessions);
 

@@ -15,7 +15,10 @@
  * Login certificates are short-lived: before each new connection the
  * cert/key files are stat()ed and the TLS context rebuilt when they changed
  * (a renewal written mid-way simply fails to load and the old context
- * stays). */
+ * stays).
+ *
+ * Without --cert/--key/--ca the files of the login folder are used (what
+ * `certgate login` writes, login_files.h). */
 #include "cmd/cli.h"
 
 #include <errno.h>
@@ -25,7 +28,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <stdint.h>
+#include <limits.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
@@ -33,6 +38,7 @@
 #include "cg_addr.h"
 #include "cg_log.h"
 #include "cg_time.h"
+#include "cmd/login_files.h"
 #include "core/link.h"
 #include "core/runtime.h"
 #include "tls/x509_info.h"
@@ -519,11 +525,52 @@ static void usage(FILE *out)
 {
 	fprintf(out,
 	        "usage: certgate connect --gateway HOST:PORT --service NAME --listen ADDR:PORT\n"
-	        "                        --cert FILE --key FILE --ca FILE\n"
+	        "                        [--cert FILE --key FILE] [--ca FILE] [--dir DIR]\n"
 	        "Listens on ADDR:PORT; every connection is tunnelled to the gateway over mutual\n"
 	        "TLS with the login certificate (SNI = NAME), the gateway's certificate verified\n"
 	        "against --ca and HOST. Renewed --cert/--key files are picked up without a "
-	        "restart.\n");
+	        "restart.\n"
+	        "Without --cert/--key and --ca: the login folder's login-cert.pem, login-key.pem\n"
+	        "and ca.pem (certgate login writes them; --dir DIR, default\n"
+	        "$XDG_CONFIG_HOME/certgate, else ~/.config/certgate).\n");
+}
+
+/* --cert/--key/--ca not given: the login folder's. 0, or an exit code. */
+static int login_defaults(connector_t *c, const char *dir_opt)
+{
+	static char dir[PATH_MAX], cert[PATH_MAX], key[PATH_MAX], ca[PATH_MAX];
+	if (c->cert_path != NULL && c->ca_path != NULL)
+		return 0;
+	if (!login_dir_default(dir_opt, dir, sizeof(dir)) ||
+	    !login_dir_file(dir, LOGIN_CERT_FILE, cert, sizeof(cert)) ||
+	    !login_dir_file(dir, LOGIN_KEY_FILE, key, sizeof(key)) ||
+	    !login_dir_file(dir, LOGIN_CA_FILE, ca, sizeof(ca))) {
+		fprintf(stderr, "certgate connect: no login folder (HOME unset?): give --dir or "
+		                "--cert, --key and --ca\n");
+		return 1;
+	}
+	if (c->cert_path == NULL) {
+		if (access(cert, F_OK) < 0 || access(key, F_OK) < 0) {
+			fprintf(stderr,
+			        "certgate connect: no login certificate in %s: run certgate "
+			        "login\n",
+			        dir);
+			return 1;
+		}
+		c->cert_path = cert;
+		c->key_path = key;
+	}
+	if (c->ca_path == NULL) {
+		if (access(ca, F_OK) < 0) {
+			fprintf(stderr,
+			        "certgate connect: no %s in %s: run certgate login, or give "
+			        "--ca\n",
+			        LOGIN_CA_FILE, dir);
+			return 1;
+		}
+		c->ca_path = ca;
+	}
+	return 0;
 }
 
 int gw_connect_main(int argc, char **argv)
@@ -535,12 +582,13 @@ int gw_connect_main(int argc, char **argv)
 	        {"cert", required_argument, NULL, 'c'},
 	        {"key", required_argument, NULL, 'k'},
 	        {"ca", required_argument, NULL, 'a'},
+	        {"dir", required_argument, NULL, 'd'},
 	        {"help", no_argument, NULL, 'h'},
 	        {NULL, 0, NULL, 0},
 	};
 	connector_t c;
 	memset(&c, 0, sizeof(c));
-	const char *gateway = NULL, *listen = NULL;
+	const char *gateway = NULL, *listen = NULL, *dir = NULL;
 	int opt;
 	optind = 1;
 	while ((opt = getopt_long(argc, argv, "", options, NULL)) != -1) {
@@ -563,6 +611,9 @@ int gw_connect_main(int argc, char **argv)
 		case 'a':
 			c.ca_path = optarg;
 			break;
+		case 'd':
+			dir = optarg;
+			break;
 		case 'h':
 			usage(stdout);
 			return 0;
@@ -571,13 +622,11 @@ int gw_connect_main(int argc, char **argv)
 			return 2;
 		}
 	}
-	const char *missing = gateway == NULL       ? "--gateway"
-	                      : c.service == NULL   ? "--service"
-	                      : listen == NULL      ? "--listen"
-	                      : c.cert_path == NULL ? "--cert"
-	                      : c.key_path == NULL  ? "--key"
-	                      : c.ca_path == NULL   ? "--ca"
-	                                            : NULL;
+	const char *missing = gateway == NULL                                 ? "--gateway"
+	                      : c.service == NULL                             ? "--service"
+	                      : listen == NULL                                ? "--listen"
+	                      : (c.cert_path == NULL) != (c.key_path == NULL) ? "--cert with --key"
+	                                                                      : NULL;
 	if (missing != NULL || optind != argc) {
 		if (missing != NULL)
 			fprintf(stderr, "certgate connect: %s is required\n", missing);
@@ -587,6 +636,11 @@ int gw_connect_main(int argc, char **argv)
 		usage(stderr);
 		return 2;
 	}
+	int rc = login_defaults(&c, dir);
+	if (rc != 0)
+		return rc;
+	cg_log(CG_LOG_INFO, "login certificate %s, key %s, CA %s", c.cert_path, c.key_path,
+	       c.ca_path);
 	cg_hostport_t local;
 	struct sockaddr_storage ss;
 	if (!cg_hostport_parse(gateway, &c.gateway)) {
@@ -611,7 +665,7 @@ int gw_connect_main(int argc, char **argv)
 
 	uv_tcp_init(c.loop, &c.listener);
 	c.listener.data = &c;
-	int rc = uv_tcp_bind(&c.listener, (struct sockaddr *)&ss, 0);
+	rc = uv_tcp_bind(&c.listener, (struct sockaddr *)&ss, 0);
 	if (rc == 0)
 		rc = uv_listen((uv_stream_t *)&c.listener, 128, on_connection);
 	if (rc < 0) {

@@ -18,6 +18,9 @@ static void usage(FILE *out)
 	        "  connect  --gateway HOST:PORT ...  client-side connector (mTLS tunnel)\n"
 	        "  check    --config FILE            validate configuration and policy\n"
 	        "  explain  --config FILE --cert FILE --service NAME   offline decision\n"
+	        "  login    --issuer URL [--headless]   single sign-on: a login certificate\n"
+	        "  status   [--dir DIR]              the login certificate: who, until when\n"
+	        "  test     --config FILE CASES.json  policy tests: expected decisions\n"
 	        "  ca       init|issue|server|revoke|crl   development CA\n"
 	        "  health   [--admin ADDR:PORT]      exit 0 if the gateway is ready\n"
 	        "  audit    verify FILE...           check the audit log's hash chain\n"
@@ -41,6 +44,8 @@ int main(int argc, char **argv)
 	        {"serve", gw_serve_main}, {"connect", gw_connect_main},
 	        {"check", gw_check_main}, {"explain", gw_explain_main},
 	        {"ca", gw_ca_main},       {"health", gw_health_main},
+	        {"login", gw_login_main}, {"status", gw_status_main},
+	        {"test", gw_test_main},
 	        {"audit", gw_audit_main},
 	};
 	if (argc < 2) {

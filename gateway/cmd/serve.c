@@ -159,6 +159,7 @@ int gw_serve_main(int argc, char **argv)
 	gw.user_sessions = cg_strmap_create();
 	gw.round_robin = cg_strmap_create();
 	gw.cancel_keys = cg_strmap_create();
+	gw.handshakes = cg_strmap_create();
 	gw.postgres = &pgf_ops;
 	gw_metrics_t metrics;
 	gw_metrics_init(&metrics);
@@ -218,6 +219,7 @@ done:
 	cg_strmap_destroy(gw.user_sessions, NULL);
 	cg_strmap_destroy(gw.round_robin, NULL);
 	cg_strmap_destroy(gw.cancel_keys, NULL);
+	cg_strmap_destroy(gw.handshakes, NULL);
 	gw_state_close(gw.state);
 	gw_extensions_destroy(&gw);
 	gw_metrics_finish(&metrics);

@@ -3,13 +3,16 @@
 #include "core/gateway.h"
 
 #include <errno.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
 #include "certgate_config.h"
+#include "cg_addr.h"
 #include "cg_time.h"
 #include "core/notify.h"
 
@@ -84,23 +87,59 @@ static void user_key(const char *user, char *key, size_t len)
 	key[i] = '\0';
 }
 
+/* A count per key, the key gone at 0. */
+static size_t count_get(cg_strmap_t *map, const char *key)
+{
+	return (size_t)(uintptr_t)cg_strmap_get(map, key);
+}
+
+static void count_add(cg_strmap_t *map, const char *key, int delta)
+{
+	size_t n = count_get(map, key);
+	n = delta < 0 && n == 0 ? 0 : n + (size_t)delta;
+	if (n == 0)
+		cg_strmap_remove(map, key);
+	else
+		cg_strmap_put(map, key, (void *)(uintptr_t)n);
+}
+
 size_t gw_user_sessions(gw_gateway_t *gw, const char *user)
 {
 	char key[1100];
 	user_key(user, key, sizeof(key));
-	return (size_t)(uintptr_t)cg_strmap_get(gw->user_sessions, key);
+	return count_get(gw->user_sessions, key);
 }
 
 void gw_user_sessions_add(gw_gateway_t *gw, const char *user, int delta)
 {
 	char key[1100];
 	user_key(user, key, sizeof(key));
-	size_t n = (size_t)(uintptr_t)cg_strmap_get(gw->user_sessions, key);
-	n = delta < 0 && n == 0 ? 0 : n + (size_t)delta;
-	if (n == 0)
-		cg_strmap_remove(gw->user_sessions, key);
-	else
-		cg_strmap_put(gw->user_sessions, key, (void *)(uintptr_t)n);
+	count_add(gw->user_sessions, key, delta);
+}
+
+void gw_source_key(const struct sockaddr *sa, char *key, size_t len)
+{
+	if (sa->sa_family == AF_INET6) {
+		struct sockaddr_in6 net = *(const struct sockaddr_in6 *)sa;
+		if (!IN6_IS_ADDR_V4MAPPED(&net.sin6_addr)) {
+			char ip[GW_SOURCE_KEY_LEN];
+			memset(net.sin6_addr.s6_addr + 8, 0, 8);
+			cg_sockaddr_format_ip((const struct sockaddr *)&net, ip, sizeof(ip));
+			snprintf(key, len, "%s/64", ip);
+			return;
+		}
+	}
+	cg_sockaddr_format_ip(sa, key, len);
+}
+
+size_t gw_handshakes(gw_gateway_t *gw, const char *source)
+{
+	return count_get(gw->handshakes, source);
+}
+
+void gw_handshakes_add(gw_gateway_t *gw, const char *source, int delta)
+{
+	count_add(gw->handshakes, source, delta);
 }
 
 void gw_extension_add(gw_gateway_t *gw, gw_extension_t *ext)

@@ -59,12 +59,15 @@ typedef struct gw_observer {
 	void (*bytes)(void *ctx, const char *service, uint64_t up, uint64_t down);
 	/* the login issuer: a certificate issued (reason NULL) or refused */
 	void (*login)(void *ctx, const char *reason);
+	/* a permissive deny rule matched an admitted session (authz.would_deny) */
+	void (*would_deny)(void *ctx, const char *rule);
 } gw_observer_t;
 
 typedef struct gw_counters {
-	uint64_t accepted; /* TCP connections accepted */
-	uint64_t sessions; /* sessions started */
-	uint64_t refused;  /* tls.rejected + authz.denied + upstream.failed */
+	uint64_t accepted;  /* TCP connections accepted */
+	uint64_t sessions;  /* sessions started */
+	uint64_t refused;   /* tls.rejected + authz.denied + upstream.failed */
+	uint64_t abandoned; /* authorized, the client gone before the upstream */
 	uint64_t reloads_ok;
 	uint64_t reloads_failed;
 } gw_counters_t;
@@ -85,6 +88,7 @@ struct gw_gateway {
 	cg_strmap_t *user_sessions; /* user claim -> live+starting session count */
 	cg_strmap_t *round_robin;   /* service name -> next upstream index */
 	cg_strmap_t *cancel_keys;   /* postgres mode: our backend pid -> session */
+	cg_strmap_t *handshakes;    /* source (gw_source_key) -> connections in handshake */
 	uint32_t instance;          /* random, prefixes session ids */
 	uint64_t next_session;
 	bool draining;
@@ -103,6 +107,7 @@ struct gw_gateway {
 	cg_log_limit_t accept_log;
 	cg_log_limit_t audit_log;
 	cg_log_limit_t audit_refusal_log;
+	cg_log_limit_t cancel_log; /* postgres mode: CancelRequests with unknown keys */
 };
 
 /* Adds ext; it gets every later prepare/commit/rollback/stop/destroy. */
@@ -147,5 +152,14 @@ void gw_drain_finish(gw_gateway_t *gw);
 /* Per-user live session count. */
 size_t gw_user_sessions(gw_gateway_t *gw, const char *user);
 void gw_user_sessions_add(gw_gateway_t *gw, const char *user, int delta);
+
+/* Connections in their handshake per source (max_handshakes_per_source).
+ * A source is an IPv4 address, or the /64 of an IPv6 address: one host
+ * usually holds a whole /64. gw_source_key writes sa's key (at most
+ * GW_SOURCE_KEY_LEN bytes with the NUL). */
+#define GW_SOURCE_KEY_LEN 64
+void gw_source_key(const struct sockaddr *sa, char *key, size_t len);
+size_t gw_handshakes(gw_gateway_t *gw, const char *source);
+void gw_handshakes_add(gw_gateway_t *gw, const char *source, int delta);
 
 #endif

@@ -8,6 +8,7 @@
 #include "core/link.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -22,6 +23,7 @@ typedef struct write_req {
 	uv_write_t req;
 	gw_end_t *end;
 	size_t len;
+	size_t control; /* bytes of it that count as end's control output */
 	uint8_t *owned;
 	char data[];
 } write_req_t;
@@ -86,7 +88,7 @@ void gw_end_close(gw_end_t *end)
 {
 	if (!end->open || uv_is_closing((uv_handle_t *)&end->tcp))
 		return;
-	end->reading = false;
+	end->want_read = end->reading = false;
 	uv_close((uv_handle_t *)&end->tcp, on_handle_closed);
 }
 
@@ -98,21 +100,43 @@ static void on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf)
 
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf);
 
+/* Reads end when its owner wants it and no backpressure holds it back. */
+static int sync_reading(gw_end_t *end)
+{
+	bool want = end->open && end->want_read && !end->paused && !end->paused_self;
+	if (want && !end->reading) {
+		int rc = uv_read_start((uv_stream_t *)&end->tcp, on_alloc, on_read);
+		if (rc < 0)
+			return rc;
+		end->reading = true;
+	} else if (!want && end->reading) {
+		uv_read_stop((uv_stream_t *)&end->tcp);
+		end->reading = false;
+	}
+	return 0;
+}
+
 int gw_end_read_start(gw_end_t *end)
 {
-	if (end->reading || !end->open)
+	if (!end->open)
 		return 0;
-	int rc = uv_read_start((uv_stream_t *)&end->tcp, on_alloc, on_read);
-	if (rc == 0)
-		end->reading = true;
-	return rc;
+	end->want_read = true;
+	return sync_reading(end);
 }
 
 void gw_end_read_stop(gw_end_t *end)
 {
-	if (end->reading)
-		uv_read_stop((uv_stream_t *)&end->tcp);
-	end->reading = false;
+	end->want_read = false;
+	(void)sync_reading(end);
+}
+
+static int flush_tls(gw_end_t *end, bool control);
+
+/* end's control output not yet written: in write requests, or held in its
+ * engine behind them. */
+static size_t control_waiting(gw_end_t *end)
+{
+	return end->control_queued + (end->control_held ? gw_tls_pending_out(&end->tls) : 0);
 }
 
 static void on_write(uv_write_t *req, int status)
@@ -121,6 +145,7 @@ static void on_write(uv_write_t *req, int status)
 	gw_end_t *end = w->end;
 	gw_link_t *link = end->link;
 	end->queued -= w->len;
+	end->control_queued -= w->control;
 	free(w->owned);
 	free(w);
 	if (link->closing)
@@ -129,11 +154,21 @@ static void on_write(uv_write_t *req, int status)
 		relay_failed(link, end, uv_strerror(status));
 		return;
 	}
+	int rc = end->control_held && end->queued == 0 ? flush_tls(end, true) : 0;
+	if (rc < 0) {
+		relay_failed(link, end, uv_strerror(rc));
+		return;
+	}
 	gw_end_t *other = gw_end_other(end);
 	if (other->paused && end->queued <= GW_LINK_LOW_WATER) {
 		other->paused = false;
-		if (link->relaying && !other->eof && gw_end_read_start(other) < 0)
+		if (sync_reading(other) < 0)
 			relay_failed(link, other, "cannot resume reading");
+	}
+	if (end->paused_self && control_waiting(end) <= GW_LINK_LOW_WATER) {
+		end->paused_self = false;
+		if (sync_reading(end) < 0)
+			relay_failed(link, end, "cannot resume reading");
 	}
 }
 
@@ -161,6 +196,7 @@ int gw_end_send(gw_end_t *end, const void *data, size_t len)
 	memcpy(w->data, data, len);
 	w->end = end;
 	w->len = len;
+	w->control = 0;
 	w->owned = NULL;
 	uv_buf_t b = uv_buf_init(w->data, (unsigned)len);
 	int rc = uv_write(&w->req, (uv_stream_t *)&end->tcp, &b, 1, on_write);
@@ -172,14 +208,27 @@ int gw_end_send(gw_end_t *end, const void *data, size_t len)
 	return 0;
 }
 
-int gw_end_flush_tls(gw_end_t *end)
+/* Sends end's ciphertext: what the kernel does not take waits in a write
+ * request, which takes over the engine's buffer, or a copy when that
+ * buffer is mostly empty (a 27-byte KeyUpdate must not hold 4 KiB).
+ * Control output (answers to end's own input) waiting behind earlier
+ * writes is held in the engine, where answers add up in one buffer, and
+ * goes out with the next write or when the queue drains (on_write). */
+static int flush_tls(gw_end_t *end, bool control)
 {
 	size_t len;
 	const uint8_t *out = gw_tls_out(&end->tls, &len);
-	if (len == 0)
+	if (len == 0) {
+		end->control_held = false;
 		return 0;
+	}
 	if (!end->open || !end->connected || end->shut)
 		return UV_EPIPE;
+	if (control && end->queued > 0) {
+		end->control_held = true;
+		return 0;
+	}
+	end->control_held = false;
 	if (end->queued == 0) {
 		uv_buf_t b = uv_buf_init((char *)out, (unsigned)len);
 		int n = uv_try_write((uv_stream_t *)&end->tcp, &b, 1);
@@ -191,14 +240,23 @@ int gw_end_flush_tls(gw_end_t *end)
 			gw_tls_out_sent(&end->tls, (size_t)n);
 		else if (n != UV_EAGAIN)
 			return n;
+		out = gw_tls_out(&end->tls, &len);
 	}
-	/* the rest waits in a write request that takes the engine's buffer */
-	write_req_t *w = malloc(sizeof(*w));
+	bool copy = len <= end->tls.out_cap / 4;
+	write_req_t *w = malloc(sizeof(*w) + (copy ? len : 0));
 	if (w == NULL)
 		return UV_ENOMEM;
-	gw_tls_out_detach(&end->tls, &w->owned, &w->len);
+	if (copy) {
+		memcpy(w->data, out, len);
+		w->owned = NULL;
+		w->len = len;
+		gw_tls_out_sent(&end->tls, len);
+	} else {
+		gw_tls_out_detach(&end->tls, &w->owned, &w->len);
+	}
 	w->end = end;
-	uv_buf_t b = uv_buf_init((char *)w->owned, (unsigned)w->len);
+	w->control = control ? w->len : 0;
+	uv_buf_t b = uv_buf_init(copy ? w->data : (char *)w->owned, (unsigned)w->len);
 	int rc = uv_write(&w->req, (uv_stream_t *)&end->tcp, &b, 1, on_write);
 	if (rc < 0) {
 		free(w->owned);
@@ -206,7 +264,23 @@ int gw_end_flush_tls(gw_end_t *end)
 		return rc;
 	}
 	end->queued += w->len;
+	end->control_queued += w->control;
 	return 0;
+}
+
+int gw_end_flush_tls(gw_end_t *end)
+{
+	return flush_tls(end, false);
+}
+
+int gw_end_flush_control(gw_end_t *end)
+{
+	int rc = flush_tls(end, true);
+	if (rc == 0 && !end->paused_self && control_waiting(end) > GW_LINK_HIGH_WATER) {
+		end->paused_self = true;
+		(void)sync_reading(end);
+	}
+	return rc;
 }
 
 int gw_end_send_tls(gw_end_t *end, const void *data, size_t len)
@@ -298,11 +372,29 @@ static void relay_failed(gw_link_t *link, gw_end_t *end, const char *detail)
 	                      detail);
 }
 
+/* end's TLS peer was cut off for abuse: its alert goes out (as the link
+ * closes, gracefully), the owner hears why. */
+static void tls_abuse(gw_link_t *link, gw_end_t *end)
+{
+	char reason[64];
+	(void)gw_end_flush_control(end);
+	if (!link->relaying)
+		return;
+	link->relaying = false;
+	if (end->id == GW_CLIENT) {
+		snprintf(reason, sizeof(reason), "tls abuse: %s", end->tls.abuse);
+		link->ops->relay_done(link, reason, end->tls.error);
+	} else {
+		link->ops->relay_done(link, "upstream closed", end->tls.error);
+	}
+}
+
 /* Plaintext read from `from` goes to the other end. */
 static int forward(gw_link_t *link, gw_end_t *from, const char *data, size_t len)
 {
 	gw_end_t *to = gw_end_other(from);
 	from->bytes_in += len;
+	link->last_active = uv_now(link->timer.loop);
 	bool handled = false;
 	if (link->ops->filter != NULL) {
 		handled = link->ops->filter(link, from, data, len);
@@ -315,9 +407,9 @@ static int forward(gw_link_t *link, gw_end_t *from, const char *data, size_t len
 		             to->tls_on && rc == UV_EPROTO ? to->tls.error : uv_strerror(rc));
 		return -1;
 	}
-	if (to->queued > GW_LINK_HIGH_WATER && from->reading) {
-		gw_end_read_stop(from);
+	if (to->queued > GW_LINK_HIGH_WATER && !from->paused) {
 		from->paused = true;
+		(void)sync_reading(from);
 	}
 	return 0;
 }
@@ -343,15 +435,18 @@ static void pump_tls(gw_link_t *link, gw_end_t *end)
 		if (n == GW_TLS_READ_WANT)
 			break;
 		if (n == GW_TLS_READ_CLOSED) {
-			(void)gw_end_flush_tls(end);
+			(void)gw_end_flush_control(end);
 			peer_finished(link, end);
 			return;
 		}
-		relay_failed(link, end, end->tls.error);
+		if (end->tls.abuse != NULL)
+			tls_abuse(link, end);
+		else
+			relay_failed(link, end, end->tls.error);
 		return;
 	}
 	/* TLS may want to answer (key update, alerts) */
-	int rc = gw_end_flush_tls(end);
+	int rc = gw_end_flush_control(end);
 	if (rc < 0)
 		relay_failed(link, end, uv_strerror(rc));
 }
@@ -362,8 +457,8 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 	gw_end_t *end = container_of((uv_tcp_t *)stream, gw_end_t, tcp);
 	if (nread == 0 || link->closing)
 		return;
-	link->last_active = uv_now(stream->loop);
 	if (!link->relaying) {
+		link->last_active = uv_now(stream->loop);
 		link->ops->setup_input(link, end, buf->base, nread);
 		return;
 	}
@@ -393,6 +488,7 @@ void gw_link_relay(gw_link_t *link)
 	if (link->closing || link->relaying)
 		return;
 	link->relaying = true;
+	link->last_active = uv_now(link->timer.loop); /* idle from here on */
 	for (int i = 0; i < 2 && link->relaying; i++) {
 		gw_end_t *end = &link->end[i];
 		if (end->eof)

@@ -6,7 +6,12 @@
  * here: input from one end is decrypted if that end is TLS, encrypted if the
  * other end is TLS, and written there. Backpressure: while an end has more
  * than GW_LINK_HIGH_WATER bytes queued for writing, the other end is not
- * read; below GW_LINK_LOW_WATER it is read again. Half-close: when one end
+ * read; below GW_LINK_LOW_WATER it is read again. What an end's own TLS
+ * answers it (KeyUpdate, alerts: gw_end_flush_control) counts against that
+ * end itself: while more than GW_LINK_HIGH_WATER of it waits, the end is
+ * not read, so a peer that never reads cannot make the gateway queue
+ * without end. Only application bytes are activity (last_active), not TLS
+ * control traffic. Half-close: when one end
  * finishes sending (FIN or close_notify), the other is shut down for writing
  * (close_notify first if TLS) and the opposite direction keeps flowing; the
  * relay is done when both directions are finished and flushed.
@@ -40,16 +45,20 @@ typedef struct gw_end {
 	gw_link_t *link;
 	gw_end_id_t id;
 	gw_tls_t tls;
-	bool tls_on;    /* tls initialised: this end speaks TLS */
-	bool open;      /* tcp initialised and not yet closed */
-	bool connected; /* accepted or connected: writable */
-	bool reading;
-	bool paused;       /* reading stopped by backpressure */
-	bool eof;          /* the peer finished sending */
-	bool shut;         /* a shutdown (FIN) was requested */
-	bool shut_done;    /* ... and completed (or failed) */
-	size_t queued;     /* bytes in uv_write requests not yet completed */
-	uint64_t bytes_in; /* plaintext received from this end while relaying */
+	bool tls_on;           /* tls initialised: this end speaks TLS */
+	bool open;             /* tcp initialised and not yet closed */
+	bool connected;        /* accepted or connected: writable */
+	bool want_read;        /* the owner wants it read (gw_end_read_start/stop) */
+	bool reading;          /* it is read: wanted and no backpressure */
+	bool paused;           /* backpressure: the other end's queue is full */
+	bool paused_self;      /* backpressure: its own control output is not taken */
+	bool eof;              /* the peer finished sending */
+	bool shut;             /* a shutdown (FIN) was requested */
+	bool shut_done;        /* ... and completed (or failed) */
+	size_t queued;         /* bytes in uv_write requests not yet completed */
+	size_t control_queued; /* ... of which its TLS answers to its own input */
+	bool control_held;     /* more such answers wait in its engine, behind the queue */
+	uint64_t bytes_in;     /* plaintext received from this end while relaying */
 } gw_end_t;
 
 typedef struct gw_link_ops {
@@ -57,8 +66,9 @@ typedef struct gw_link_ops {
 	 * the call) or its end of stream / error (nread < 0, a UV_E* code). */
 	void (*setup_input)(gw_link_t *link, gw_end_t *end, const char *data, ssize_t nread);
 	/* Relaying finished (both directions done) or failed. reason is one
-	 * of "client closed", "upstream closed"; detail (may be NULL) says
-	 * more on a failure. Both are valid only during the call. The owner
+	 * of "client closed", "upstream closed", or "tls abuse: ..." when the
+	 * client's TLS was cut off (tls.abuse); detail (may be NULL) says more
+	 * on a failure. Both are valid only during the call. The owner
 	 * normally audits and calls gw_link_close. */
 	void (*relay_done)(gw_link_t *link, const char *reason, const char *detail);
 	/* Optional: plaintext read from `from` while relaying. Return true when
@@ -82,7 +92,7 @@ struct gw_link {
 	bool closing;
 	bool handles_closing;
 	int first_eof;        /* end that finished first, -1 while none */
-	uint64_t last_active; /* uv_now() of the last read from either end */
+	uint64_t last_active; /* uv_now() of the last application bytes (or setup input) */
 };
 
 /* Initialises the link and its timer on loop. */
@@ -94,6 +104,8 @@ int gw_end_open(gw_link_t *link, gw_end_id_t id) __attribute__((warn_unused_resu
  * follows. */
 void gw_end_close(gw_end_t *end);
 
+/* The owner's wish to read end or not; backpressure may hold a wanted end
+ * back for a while. */
 int gw_end_read_start(gw_end_t *end) __attribute__((warn_unused_result));
 void gw_end_read_stop(gw_end_t *end);
 
@@ -106,6 +118,11 @@ int gw_end_send_tls(gw_end_t *end, const void *data, size_t len);
 int gw_end_write(gw_end_t *end, const void *data, size_t len);
 /* Sends whatever ciphertext end's TLS engine has produced. */
 int gw_end_flush_tls(gw_end_t *end);
+/* The same for what the engine produced while reading end's input (its
+ * answers to the peer's KeyUpdates, alerts): counted as end's control
+ * output, and end is not read while more than GW_LINK_HIGH_WATER of it
+ * waits to be written (again below GW_LINK_LOW_WATER). */
+int gw_end_flush_control(gw_end_t *end);
 
 /* Starts relaying: reads both ends and forwards; plaintext already buffered
  * in a TLS engine is forwarded at once. */

@@ -46,7 +46,7 @@ const char *gw_session_db_name(const gw_session_t *s)
 	return front(s) != NULL ? front(s)->db_name(s) : NULL;
 }
 
-static void add_front_fields(const gw_session_t *s, json_t *f)
+void gw_session_add_front_fields(const gw_session_t *s, json_t *f)
 {
 	if (front(s) != NULL)
 		front(s)->add_fields(s, f);
@@ -75,7 +75,7 @@ json_t *gw_session_base_fields(const gw_session_t *s)
 	return f;
 }
 
-static void add_identity(gw_session_t *s, json_t *f)
+void gw_session_add_identity(gw_session_t *s, json_t *f)
 {
 	json_t *groups = json_array();
 	for (size_t i = 0; i < s->claims.n_groups; i++)
@@ -121,6 +121,31 @@ static void release_user(gw_session_t *s)
 	s->counted_user = NULL;
 }
 
+/* Counts s among the handshakes of its source (s->peer), or refuses it
+ * when max_handshakes_per_source are in progress there already. */
+static bool count_handshake(gw_session_t *s)
+{
+	char key[GW_SOURCE_KEY_LEN];
+	uint32_t limit = s->rt->snap->gateway.max_handshakes_per_source;
+	gw_source_key((struct sockaddr *)&s->peer, key, sizeof(key));
+	if (limit > 0 && gw_handshakes(s->gw, key) >= limit) {
+		gw_session_reject(s, "too many handshakes from this source", NULL);
+		return false;
+	}
+	memcpy(s->handshake_source, key, sizeof(key));
+	gw_handshakes_add(s->gw, key, 1);
+	return true;
+}
+
+/* s is authorized, or gone: no longer a handshake of its source. */
+void gw_session_release_handshake(gw_session_t *s)
+{
+	if (s->handshake_source[0] == '\0')
+		return;
+	gw_handshakes_add(s->gw, s->handshake_source, -1);
+	s->handshake_source[0] = '\0';
+}
+
 /* Closes a connection that never became a session. */
 void gw_session_drop(gw_session_t *s, bool graceful)
 {
@@ -128,6 +153,7 @@ void gw_session_drop(gw_session_t *s, bool graceful)
 		return;
 	s->state = GW_SESSION_CLOSING;
 	release_user(s);
+	gw_session_release_handshake(s);
 	gw_link_close(&s->link, graceful);
 }
 
@@ -189,8 +215,8 @@ void gw_session_deny(gw_session_t *s, const char *reason, const char *rule)
 		front(s)->tell_client(s, "28000", msg);
 	}
 	json_t *f = gw_session_base_fields(s);
-	add_identity(s, f);
-	add_front_fields(s, f);
+	gw_session_add_identity(s, f);
+	gw_session_add_front_fields(s, f);
 	json_object_set_new(f, "rule", json_string(rule));
 	/* the reason may quote the db user and name the client sent */
 	cg_json_set_lossy_str(f, "reason", reason);
@@ -199,6 +225,16 @@ void gw_session_deny(gw_session_t *s, const char *reason, const char *rule)
 	gw_session_tell_status(s, reason);
 	if (!say_why_inside(s, reason))
 		gw_session_drop(s, true);
+}
+
+void gw_session_abandon(gw_session_t *s)
+{
+	json_t *f = gw_session_base_fields(s);
+	gw_session_add_identity(s, f);
+	json_object_set_new(f, "reason", json_string("client closed before the session began"));
+	s->gw->counters.abandoned++;
+	(void)gw_audit(s->gw, "session.abandoned", f);
+	gw_session_drop(s, true);
 }
 
 void gw_session_end(gw_session_t *s, const char *reason)
@@ -241,12 +277,14 @@ static void on_freed(gw_link_t *link)
 		s->next->prev = s->prev;
 	gw->n_connections--;
 	release_user(s);
+	gw_session_release_handshake(s);
 	gw_handshake_finish(&s->hs);
 	X509_free(s->cert);
 	sk_X509_pop_free(s->chain, X509_free);
 	free(s->cert_der);
 	free(s->cert_serial);
 	pol_claims_finish(&s->claims);
+	free(s->early);
 	json_decref(s->upstream_errors);
 	uv_freeaddrinfo(s->addrs);
 	if (front(s) != NULL)
@@ -263,13 +301,16 @@ static void on_freed(gw_link_t *link)
 
 /* --- timers -------------------------------------------------------------- */
 
-/* Live sessions: the nearer of the idle deadline and the end of the
+/* Live sessions: the nearest of the idle deadline, the end of the
  * certificate's validity, which includes its notAfter second as the
- * handshake's check does (gw_valid_until_ms). */
+ * handshake's check does (gw_valid_until_ms), and the instant a time window
+ * could change the decision (then it is taken again). */
 void gw_session_arm_live_timer(gw_session_t *s)
 {
 	int64_t now = cg_wall_ms();
 	int64_t due = gw_valid_until_ms(s->not_after_ms) - now;
+	if (s->decision.valid_until_ms - now < due)
+		due = s->decision.valid_until_ms - now;
 	uint64_t idle = s->rt->snap->gateway.idle_timeout_ms;
 	if (idle > 0) {
 		uint64_t quiet = uv_now(s->gw->loop) - s->link.last_active;
@@ -307,6 +348,12 @@ static void on_timer(gw_link_t *link)
 			gw_session_end(s, "idle timeout");
 			return;
 		}
+		if (cg_wall_ms() >= s->decision.valid_until_ms) {
+			/* a time window closed (or a deny rule's opened): decide again;
+			 * still admitted, the timer is armed anew */
+			gw_session_reauthorize(s, s->gw->rt, "revoked: policy");
+			return;
+		}
 		gw_session_arm_live_timer(s);
 		return;
 	}
@@ -325,8 +372,8 @@ void gw_session_start(gw_session_t *s)
 	uv_tcp_keepalive(&up->tcp, 1, 60);
 
 	json_t *f = gw_session_base_fields(s);
-	add_identity(s, f);
-	add_front_fields(s, f);
+	gw_session_add_identity(s, f);
+	gw_session_add_front_fields(s, f);
 	json_object_set_new(f, "upstream", json_string(s->upstream));
 	add_cert(f, s->cert, true);
 	int rc = gw_audit(s->gw, "session.start", f);
@@ -351,10 +398,15 @@ void gw_session_start(gw_session_t *s)
 	s->state = GW_SESSION_LIVE;
 	s->gw->n_live++;
 	s->gw->counters.sessions++;
-	if (s->inner_len > 0 && gw_end_send(up, s->inner, s->inner_len) < 0) {
+	if ((s->inner_len > 0 && gw_end_send(up, s->inner, s->inner_len) < 0) ||
+	    (s->early_len > 0 && gw_end_send(up, s->early, s->early_len) < 0)) {
 		gw_session_end(s, "upstream closed");
 		return;
 	}
+	client_end(s)->bytes_in += s->early_len;
+	free(s->early);
+	s->early = NULL;
+	s->early_len = 0;
 	gw_session_arm_live_timer(s);
 	gw_link_relay(&s->link);
 }
@@ -363,168 +415,6 @@ static void on_relay_done(gw_link_t *link, const char *reason, const char *detai
 {
 	gw_session_t *s = container_of(link, gw_session_t, link);
 	gw_session_end(s, reason);
-}
-
-/* --- after the handshake: who is it, may they? ---------------------------- */
-
-static void handshake_done(gw_session_t *s)
-{
-	gw_end_t *c = client_end(s);
-	if (s->gw->observer.handshake != NULL)
-		s->gw->observer.handshake(s->gw->observer.ctx,
-		                          (double)(uv_hrtime() - s->first_byte_ns) / 1e9);
-	SSL *ssl = c->tls.ssl;
-	s->service = s->hs.service;
-	s->cert = SSL_get1_peer_certificate(ssl);
-	STACK_OF(X509) *sent = SSL_get_peer_cert_chain(ssl);
-	s->status_line = strcmp(c->tls.alpn, GW_ALPN_CERTGATE) == 0;
-	s->chain = sent != NULL ? X509_chain_up_ref(sent) : NULL;
-	/* what is needed of the SSL is read: an idle TLS 1.3 session keeps
-	 * about 2 KiB of record state instead of OpenSSL's 18 KiB */
-	(void)gw_tls_offload(&c->tls);
-	if (s->service == NULL) {
-		gw_session_reject(s, "unknown service", NULL);
-		return;
-	}
-	if (s->cert == NULL) {
-		gw_session_reject(s, "no client certificate", NULL);
-		return;
-	}
-	if (s->rt != s->gw->rt && !gw_session_adopt_current_runtime(s))
-		return;
-	s->not_after_ms = gw_cert_not_after_ms(s->cert);
-	if (!pol_claims_extract(&s->rt->snap->claims, s->cert, &s->claims)) {
-		gw_session_reject(s, "cannot read certificate claims", NULL);
-		return;
-	}
-	if (s->service->mode == POL_MODE_POSTGRES) {
-		/* the StartupMessage first (the front exists already when the
-		 * service has its own listener; reached by SNI, it starts here) */
-		if (s->gw->postgres == NULL)
-			gw_session_reject(s, "postgres mode unavailable", NULL);
-		else
-			s->gw->postgres->client_ready(s);
-		return;
-	}
-	gw_session_authorize(s);
-}
-
-void gw_session_authorize(gw_session_t *s)
-{
-	/* postgres mode reads its StartupMessage after the handshake: a reload
-	 * may have landed since, and the decision is taken under what is in
-	 * force now */
-	if (s->rt != s->gw->rt && !gw_session_adopt_current_runtime(s))
-		return;
-	gw_authz_request_t req = {
-	        .service = s->service,
-	        .claims = &s->claims,
-	        .source = (struct sockaddr *)&s->peer,
-	        .db_user = gw_session_db_user(s),
-	        .db_name = gw_session_db_name(s),
-	};
-	if (!gw_authorize(s->gw->state, s->rt, &req, &s->decision)) {
-		gw_session_deny(s, s->decision.reason, s->decision.rule);
-		return;
-	}
-	uint32_t limit = s->rt->snap->gateway.max_sessions_per_user;
-	if (limit > 0 && gw_user_sessions(s->gw, s->claims.user) >= limit) {
-		gw_session_deny(s, "too many sessions", "max_sessions_per_user");
-		return;
-	}
-	s->counted_user = strdup(s->claims.user);
-	if (s->counted_user == NULL) {
-		gw_session_drop(s, false);
-		return;
-	}
-	gw_user_sessions_add(s->gw, s->counted_user, 1);
-
-	if (s->service->require_inner_tls) {
-		s->state = GW_SESSION_INNER; /* the handshake deadline still runs */
-		if (s->gw->postgres == NULL)
-			gw_session_deny(s, "postgres support unavailable", "require_inner_tls");
-		else
-			s->gw->postgres->inner_check(s);
-		return;
-	}
-	gw_session_connect_upstream(s);
-}
-
-static const char *handshake_failure_reason(gw_session_t *s)
-{
-	if (s->hs.refusal.reason != NULL)
-		return s->hs.refusal.reason;
-	switch (client_end(s)->tls.error_reason) {
-	case SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE:
-		return "no client certificate";
-	case SSL_R_UNSUPPORTED_PROTOCOL:
-	case SSL_R_WRONG_VERSION_NUMBER:
-		return "protocol version refused";
-	case SSL_R_NO_SHARED_CIPHER:
-		return "no shared cipher";
-	case SSL_R_EXCESSIVE_MESSAGE_SIZE:
-		/* a Certificate message over the limit (MAX_CLIENT_CHAIN_BYTES) */
-		if (client_end(s)->tls.ssl != NULL &&
-		    SSL_get_state(client_end(s)->tls.ssl) == TLS_ST_SR_CERT)
-			return "certificate chain too large";
-		return "handshake failed";
-	default:
-		return "handshake failed";
-	}
-}
-
-static void advance_handshake(gw_session_t *s)
-{
-	gw_end_t *c = client_end(s);
-	gw_tls_status_t st = gw_tls_handshake(&c->tls);
-	int rc = gw_end_flush_tls(c); /* our flight, or the alert that ends it */
-	if (st == GW_TLS_FAILED) {
-		/* a reason from our own callbacks comes with the certificate it is
-		 * about (if any); else OpenSSL's detail */
-		gw_session_reject(s, handshake_failure_reason(s),
-		                  s->hs.refusal.reason ? s->hs.refusal.detail : c->tls.error);
-		return;
-	}
-	if (rc < 0) {
-		gw_session_drop(s, false);
-		return;
-	}
-	if (st == GW_TLS_DONE)
-		handshake_done(s);
-}
-
-static bool looks_like_proxy_header(const char *data, size_t len)
-{
-	static const char v2[] = "\r\n\r\n\0\r\nQUIT\n";
-	return (len >= 6 && memcmp(data, "PROXY ", 6) == 0) ||
-	       (len >= 12 && memcmp(data, v2, 12) == 0);
-}
-
-void gw_session_handshake_input(gw_session_t *s, const char *data, size_t len)
-{
-	gw_end_t *c = client_end(s);
-	if (!c->tls_on) {
-		if ((uint8_t)data[0] != TLS_HANDSHAKE_BYTE) {
-			gw_session_reject(s,
-			                  looks_like_proxy_header(data, len)
-			                          ? "proxy protocol header from an address not in "
-			                            "proxy_protocol_from"
-			                          : "not tls",
-			                  NULL);
-			return;
-		}
-		if (gw_tls_init(&c->tls, s->rt->server_ctx, true) < 0) {
-			gw_session_drop(s, false);
-			return;
-		}
-		c->tls_on = true;
-		gw_handshake_attach(c->tls.ssl, &s->hs);
-	}
-	if (gw_tls_feed(&c->tls, data, len) < 0) {
-		gw_session_drop(s, false);
-		return;
-	}
-	advance_handshake(s);
 }
 
 static void proxy_input(gw_session_t *s, const char *data, size_t len)
@@ -549,6 +439,11 @@ static void proxy_input(gw_session_t *s, const char *data, size_t len)
 		memcpy(&s->peer, &pp.src, sizeof(s->peer));
 		cg_sockaddr_format((struct sockaddr *)&s->peer, s->client, sizeof(s->client));
 	}
+	/* counted from here, under the header's address (LOCAL, UNKNOWN: the
+	 * balancer's); counting the balancer's own address from accept would
+	 * refuse a reconnect storm before any header is read */
+	if (!count_handshake(s))
+		return;
 	s->state = s->front != NULL ? GW_SESSION_PG_FIRST : GW_SESSION_HANDSHAKE;
 	gw_session_state_t state = s->state;
 	/* what followed the header in this read, then what was buffered */
@@ -567,9 +462,16 @@ static void on_setup_input(gw_link_t *link, gw_end_t *end, const char *data, ssi
 		front(s)->input(s, end, data, nread); /* the upstream's side of the setup */
 		return;
 	}
+	if (s->state == GW_SESSION_CONNECTING) {
+		if (end->id == GW_CLIENT)
+			gw_session_connecting_input(s, data, nread);
+		return;
+	}
 	if (nread < 0) {
 		/* the client left before its session started */
-		if (s->got_bytes && s->state != GW_SESSION_INNER && s->state != GW_SESSION_REFUSING)
+		if (s->state == GW_SESSION_INNER)
+			gw_session_abandon(s); /* authorized already */
+		else if (s->got_bytes && s->state != GW_SESSION_REFUSING)
 			gw_session_reject(s, "client closed during handshake",
 			                  uv_strerror((int)nread));
 		else
@@ -688,6 +590,9 @@ void gw_session_accept(gw_gateway_t *gw, uv_stream_t *server, const char *fixed_
 		gw_session_reject(s, "too many connections", NULL);
 		return;
 	}
+	bool proxied = from_proxy(g, (struct sockaddr *)&s->peer);
+	if (!proxied && !count_handshake(s)) /* proxied: once the header is read */
+		return;
 	if (s->service != NULL && s->service->mode == POL_MODE_POSTGRES) {
 		if (gw->postgres == NULL) {
 			gw_session_reject(s, "postgres mode unavailable", NULL);
@@ -695,7 +600,7 @@ void gw_session_accept(gw_gateway_t *gw, uv_stream_t *server, const char *fixed_
 		}
 		gw->postgres->accept(s); /* before TLS: the wire protocol's first packet */
 	}
-	if (from_proxy(g, (struct sockaddr *)&s->peer))
+	if (proxied)
 		s->state = GW_SESSION_PROXY_HEADER;
 	gw_link_arm(&s->link, g->handshake_timeout_ms);
 	if (gw_end_read_start(c) < 0)
@@ -732,7 +637,7 @@ json_t *gw_session_json(const gw_session_t *s)
 	        "cert_not_after", not_after, "cert_serial", serial, "bytes_up",
 	        (json_int_t)s->link.end[GW_CLIENT].bytes_in, "bytes_down",
 	        (json_int_t)s->link.end[GW_UPSTREAM].bytes_in, "rule", s->decision.rule);
-	add_front_fields(s, j);
+	gw_session_add_front_fields(s, j);
 	return j;
 }
 

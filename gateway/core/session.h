@@ -66,7 +66,8 @@ struct gw_session {
 	char *cert_serial; /* hex, once stowed */
 	pol_claims_t claims;
 	pol_decision_t decision;
-	char *counted_user; /* key in gw->user_sessions while counted */
+	char *counted_user;                       /* key in gw->user_sessions while counted */
+	char handshake_source[GW_SOURCE_KEY_LEN]; /* key in gw->handshakes while counted, or "" */
 	int64_t not_after_ms;
 
 	uint8_t proxy_buf[GW_PP_MAX_HEADER];
@@ -77,6 +78,12 @@ struct gw_session {
 	bool status_line;          /* ALPN certgate/1: the status line is owed */
 	bool status_sent;
 	char refusal[200]; /* GW_SESSION_REFUSING: why, for the inner protocol */
+	/* tunnel mode, while connecting upstream: what the client sent
+	 * meanwhile (plaintext, bounded), and whether it has left */
+	uint8_t *early;
+	size_t early_len;
+	bool client_gone;
+	bool connect_deferred; /* the upstream connect waits one turn of the loop */
 
 	/* upstream */
 	uv_connect_t connect_req;
@@ -111,10 +118,11 @@ gw_session_t *gw_session_find(gw_gateway_t *gw, const char *id);
 /* The session as GET /v1/sessions lists it (new reference). */
 json_t *gw_session_json(const gw_session_t *s);
 
-/* Re-authorizes s against rt (a newer generation): certificate re-verified
- * (CA, CRL), claims re-read, the same decision as for new connections.
+/* Re-authorizes s against rt (a newer generation, or the one in force when
+ * a time window changes its decision): certificate re-verified (CA, CRL),
+ * claims re-read, the same decision as for new connections, as of now.
  * Refused: ended with "revoked: certificate" or `revoked_reason`. Allowed:
- * s moves to rt. */
+ * s moves to rt; permissive rules newly matching are reported. */
 void gw_session_reauthorize(gw_session_t *s, gw_runtime_t *rt, const char *revoked_reason);
 
 /* Postgres mode, and the PostgreSQL check inside a tunnel
@@ -173,6 +181,17 @@ void gw_session_tell_status(gw_session_t *s, const char *refusal);
 /* Authorized (and the inner check passed): connect to an upstream. */
 void gw_session_connect_upstream(gw_session_t *s);
 
+/* The client left after it was authorized and before its session began:
+ * one session.abandoned line, no upstream connection, close. */
+void gw_session_abandon(gw_session_t *s);
+/* The handshake is over (authorized): no longer counted against its source
+ * address's max_handshakes_per_source. */
+void gw_session_release_handshake(gw_session_t *s);
+/* The deferred upstream connect (see session_upstream.c). */
+void gw_session_connect_now(gw_session_t *s);
+/* Client input while connecting upstream (tunnel mode). */
+void gw_session_connecting_input(gw_session_t *s, const char *data, ssize_t nread);
+
 /* core's session files (session.c, session_upstream.c, session_identity.c) */
 void gw_session_arm_live_timer(gw_session_t *s);
 void gw_session_upstream_timeout(gw_session_t *s);
@@ -180,6 +199,14 @@ void gw_session_upstream_closed(gw_session_t *s);
 void gw_session_stow_identity(gw_session_t *s);
 bool gw_session_adopt_current_runtime(gw_session_t *s);
 json_t *gw_session_base_fields(const gw_session_t *s);
+/* user, groups, device_id, device_trust and rule (s->decision's) into f. */
+void gw_session_add_identity(gw_session_t *s, json_t *f);
+/* The front's fields (postgres mode: db_user, db_name) into f. */
+void gw_session_add_front_fields(const gw_session_t *s, json_t *f);
+/* authz.would_deny (and the observer's count) for each permissive rule of
+ * s->decision that is not in before's (every one when before is NULL): at
+ * admission, and at re-authorization for the rules newly matching. */
+void gw_session_report_would_deny(gw_session_t *s, const pol_decision_t *before);
 /* The db user and name of a postgres-mode session (NULL otherwise). */
 const char *gw_session_db_user(const gw_session_t *s);
 const char *gw_session_db_name(const gw_session_t *s);

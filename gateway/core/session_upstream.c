@@ -164,10 +164,103 @@ void gw_session_upstream_closed(gw_session_t *s)
 	connect_next(s);
 }
 
+/* --- a client that leaves before its session begins ---------------------------
+ *
+ * A TLS health check, a port scanner or a client that gives up closes right
+ * after its handshake. Connecting upstream for it would cost the database a
+ * backend for nothing, so in tunnel mode the client is read while the
+ * upstream is connected: what it sends is kept (at most EARLY_MAX bytes,
+ * then its reading pauses) and goes upstream first once the session
+ * starts; a client that closes (TCP FIN or close_notify) without having
+ * sent a byte is not connected at all. One that sent a request and then
+ * half-closed still gets its session: it is waiting for the answer. */
+#define EARLY_MAX (64 * 1024)
+/* how long the upstream connect waits for a client that has not spoken: a
+ * close_notify behind the client's Finished often waits out the client's
+ * Nagle and the gateway's delayed ACK (40 ms on Linux); a protocol where
+ * the server speaks first pays this once per connection */
+#define CONNECT_DEFER_MS 50
+
+/* Moves the plaintext the client's TLS holds into s->early. */
+static void read_early(gw_session_t *s)
+{
+	gw_end_t *c = &s->link.end[GW_CLIENT];
+	while (s->early_len < EARLY_MAX) {
+		if (s->early == NULL && (s->early = malloc(EARLY_MAX)) == NULL)
+			return; /* it stays in TLS, as before */
+		ssize_t n = gw_tls_read(&c->tls, s->early + s->early_len, EARLY_MAX - s->early_len);
+		if (n > 0) {
+			s->early_len += (size_t)n;
+			continue;
+		}
+		if (n != GW_TLS_READ_WANT)
+			s->client_gone = true; /* close_notify, or a broken record */
+		return;
+	}
+	gw_end_read_stop(c); /* full: the rest waits in the socket */
+}
+
+/* After reading what the client sent: false when the session is over (a
+ * flood refused, or the client gone without a word). */
+static bool client_still_there(gw_session_t *s)
+{
+	gw_end_t *c = &s->link.end[GW_CLIENT];
+	if (c->tls.abuse != NULL) {
+		(void)gw_end_flush_control(c); /* its alert */
+		gw_session_reject(s, c->tls.abuse, NULL);
+		return false;
+	}
+	if (s->client_gone && s->early_len == 0) {
+		gw_session_abandon(s);
+		return false;
+	}
+	if (s->client_gone)
+		gw_end_read_stop(c); /* a request then a FIN: the session goes on */
+	return true;
+}
+
+void gw_session_connecting_input(gw_session_t *s, const char *data, ssize_t nread)
+{
+	gw_end_t *c = &s->link.end[GW_CLIENT];
+	if (nread < 0)
+		s->client_gone = true;
+	else if (gw_tls_feed(&c->tls, data, (size_t)nread) < 0)
+		s->client_gone = true;
+	else
+		read_early(s);
+	if (client_still_there(s) && s->connect_deferred && s->early_len > 0)
+		gw_session_connect_now(s); /* it spoke: no reason to wait */
+}
+
 void gw_session_connect_upstream(gw_session_t *s)
 {
 	s->state = GW_SESSION_CONNECTING;
-	gw_end_read_stop(&s->link.end[GW_CLIENT]); /* TLS keeps what arrives meanwhile */
+	gw_end_t *c = &s->link.end[GW_CLIENT];
+	if (s->front != NULL) {
+		gw_end_read_stop(c); /* the front's TLS keeps what arrives meanwhile */
+	} else {
+		read_early(s); /* what came with the handshake */
+		if (!client_still_there(s))
+			return;
+		if (!s->client_gone && s->early_len < EARLY_MAX && gw_end_read_start(c) < 0) {
+			gw_session_abandon(s);
+			return;
+		}
+		if (s->early_len == 0) {
+			/* a moment first: a close right behind the handshake is
+			 * read before any SYN goes out; the client's first bytes
+			 * end the wait at once */
+			s->connect_deferred = true;
+			gw_link_arm(&s->link, CONNECT_DEFER_MS);
+			return;
+		}
+	}
+	gw_session_connect_now(s);
+}
+
+void gw_session_connect_now(gw_session_t *s)
+{
+	s->connect_deferred = false;
 	s->attempt = 0;
 	uintptr_t next = (uintptr_t)cg_strmap_get(s->gw->round_robin, s->service->name);
 	s->first_upstream = (unsigned)(next % s->service->n_upstream);
@@ -178,6 +271,10 @@ void gw_session_connect_upstream(gw_session_t *s)
 /* The link timer fired while connecting. */
 void gw_session_upstream_timeout(gw_session_t *s)
 {
+	if (s->connect_deferred) {
+		gw_session_connect_now(s);
+		return;
+	}
 	s->connect_timed_out = true;
 	if (upstream_end(s)->connected) /* postgres mode: stuck in its TLS setup */
 		note_upstream_error(s, "timeout in the upstream's TLS setup");

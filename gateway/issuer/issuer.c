@@ -131,6 +131,23 @@ bool gw_issuer_load(const pol_snapshot_t *snap, gw_issuer_gen_t *gen, cg_errors_
 		else
 			(void)ca_in_client_ca(snap, tmp.ca_cert, errs);
 	}
+	/* "ca" in a login's reply: what certgate connect verifies the gateway
+	 * with (ca.pem) */
+	STACK_OF(X509) *server = NULL;
+	if (cfg->server_ca.path != NULL) {
+		server = gw_pem_read_certs(cfg->server_ca.path, why, sizeof(why));
+		if (server == NULL)
+			file_error(errs, &cfg->server_ca, "cannot load", why);
+	} else if (tmp.ca_cert != NULL && (server = sk_X509_new_null()) != NULL) {
+		if (!X509_up_ref(tmp.ca_cert) || sk_X509_push(server, tmp.ca_cert) <= 0) {
+			sk_X509_pop_free(server, X509_free);
+			server = NULL;
+		}
+	}
+	size_t pem_len = 0;
+	if (server != NULL && (tmp.ca_pem = gw_pem_certs(server, &pem_len)) == NULL)
+		cg_errors_add(errs, "out of memory");
+	sk_X509_pop_free(server, X509_free);
 	if (cfg->oidc.ca_file.path != NULL) {
 		STACK_OF(X509) *bundle =
 		        gw_pem_read_certs(cfg->oidc.ca_file.path, why, sizeof(why));
@@ -153,6 +170,8 @@ void gw_issuer_gen_finish(gw_issuer_gen_t *gen)
 	SSL_CTX_free(gen->server_ctx);
 	X509_free(gen->ca_cert);
 	EVP_PKEY_free(gen->ca_key);
+	free(gen->ca_pem);
+	gen->ca_pem = NULL;
 	gen->server_ctx = NULL;
 	gen->ca_cert = NULL;
 	gen->ca_key = NULL;

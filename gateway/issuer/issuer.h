@@ -37,6 +37,7 @@ typedef struct gw_issuer_gen {
 	SSL_CTX *server_ctx;        /* the listener's TLS: no client certificate */
 	X509 *ca_cert;              /* the login CA */
 	EVP_PKEY *ca_key;
+	char *ca_pem;  /* what a login's reply gives as "ca": server_ca, or the login CA */
 	gw_idp_t *idp; /* shared with the generation before when the IdP is the same */
 } gw_issuer_gen_t;
 

@@ -280,19 +280,13 @@ static void issue(login_t *l)
 	};
 	X509 *cert = gw_x509_issue(&spec, why, sizeof(why));
 	free(groups);
-	STACK_OF(X509) *one = sk_X509_new_null(), *ca = sk_X509_new_null();
-	size_t cert_len = 0, ca_len = 0;
-	char *cert_pem = NULL, *ca_pem = NULL;
-	if (cert != NULL && one != NULL && ca != NULL && sk_X509_push(one, cert) > 0 &&
-	    sk_X509_push(ca, l->gen->ca_cert) > 0) {
+	STACK_OF(X509) *one = sk_X509_new_null();
+	size_t cert_len = 0;
+	char *cert_pem = NULL;
+	if (cert != NULL && one != NULL && sk_X509_push(one, cert) > 0)
 		cert_pem = gw_pem_certs(one, &cert_len);
-		ca_pem = gw_pem_certs(ca, &ca_len);
-	}
 	sk_X509_free(one);
-	sk_X509_free(ca);
-	if (cert_pem == NULL || ca_pem == NULL) {
-		free(cert_pem);
-		free(ca_pem);
+	if (cert_pem == NULL) {
 		X509_free(cert);
 		deny(l, 500, "cannot sign the certificate", "internal error");
 		return;
@@ -311,12 +305,11 @@ static void issue(login_t *l)
 		gw->observer.login(gw->observer.ctx, NULL);
 	gw_http_json(l->reply, 201,
 	             json_pack("{s:s, s:s, s:s, s:s, s:o, s:s?, s:s?}", "certificate", cert_pem,
-	                       "ca", ca_pem, "not_after", not_after, "user", l->token.user,
+	                       "ca", l->gen->ca_pem, "not_after", not_after, "user", l->token.user,
 	                       "groups", groups_of(l), "device_id",
 	                       l->device != NULL ? l->device_id : NULL, "device_trust",
 	                       l->device != NULL ? pol_trust_name(l->device_trust) : NULL));
 	free(cert_pem);
-	free(ca_pem);
 }
 
 static void post_certificate(gw_issuer_t *issuer, gw_issuer_gen_t *gen,

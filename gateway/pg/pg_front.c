@@ -197,8 +197,9 @@ static void handle_cancel(gw_session_t *s, const uint8_t *packet)
 	if (target != NULL)
 		pgw_put32(want, target->front->gw_secret);
 	if (target == NULL || CRYPTO_memcmp(want, packet + 12, 4) != 0) {
-		cg_log(CG_LOG_INFO, "cancel request from %s for an unknown key: ignored",
-		       s->client);
+		/* anyone can send these, fast: rate-limited */
+		cg_log_limited(&s->gw->cancel_log, CG_LOG_INFO,
+		               "cancel request from %s for an unknown key: ignored", s->client);
 		gw_session_drop(s, false);
 		return;
 	}
@@ -363,6 +364,11 @@ static void read_startup(gw_session_t *s)
 		ssize_t n = gw_tls_read(&c->tls, chunk, sizeof(chunk));
 		if (n == GW_TLS_READ_WANT)
 			break;
+		if (n <= 0 && c->tls.abuse != NULL) {
+			(void)gw_end_flush_control(c); /* its alert */
+			gw_session_reject(s, c->tls.abuse, NULL);
+			return;
+		}
 		if (n <= 0) {
 			gw_session_drop(s, false); /* the client left before its startup */
 			return;
@@ -374,7 +380,7 @@ static void read_startup(gw_session_t *s)
 		startup_packet(s);
 	}
 	if (s->state == GW_SESSION_PG_STARTUP)
-		(void)gw_end_flush_tls(c);
+		(void)gw_end_flush_control(c);
 }
 
 static void pgf_client_ready(gw_session_t *s)

@@ -43,8 +43,17 @@ static bool peek(gw_session_t *s)
 			s->inner_len += (size_t)n;
 			continue;
 		}
-		if (n != GW_TLS_READ_WANT)
-			gw_session_drop(s, false); /* the client left before a first message */
+		if (n == GW_TLS_READ_WANT)
+			return false;
+		gw_end_t *c = client_end(s);
+		if (c->tls.abuse != NULL && s->state != GW_SESSION_REFUSING) {
+			(void)gw_end_flush_control(c); /* its alert */
+			gw_session_reject(s, c->tls.abuse, NULL);
+		} else if (s->state == GW_SESSION_INNER) {
+			gw_session_abandon(s); /* authorized, it left before a first message */
+		} else {
+			gw_session_drop(s, false); /* refused: audited already */
+		}
 		return false;
 	}
 	return true;

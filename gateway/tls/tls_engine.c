@@ -31,7 +31,9 @@ static int bio_read(BIO *bio, char *buf, size_t want, size_t *got)
 	gw_tls_t *tls = BIO_get_data(bio);
 	size_t n = 0;
 	BIO_clear_retry_flags(bio);
-	if (tls->kept_len > 0) {
+	if (tls->abuse != NULL) {
+		/* cut off (msg_cb): OpenSSL reads no further record */
+	} else if (tls->kept_len > 0) {
 		n = want < tls->kept_len ? want : tls->kept_len;
 		memcpy(buf, tls->kept, n);
 		memmove(tls->kept, tls->kept + n, tls->kept_len - n);
@@ -122,6 +124,23 @@ static BIO_METHOD *engine_method(void)
 
 /* --- the engine ---------------------------------------------------------- */
 
+/* OpenSSL answers a KeyUpdate request itself, one answer per request, with
+ * no limit of its own (3.0): the messages it reads are counted here, and
+ * past the limit the BIO gives it nothing more to read, so SSL_read stops
+ * and gw_tls_read reports the abuse. Application data resets the count
+ * (gw_tls_read). */
+static void msg_cb(int write_p, int version, int content_type, const void *buf, size_t len,
+                   SSL *ssl, void *arg)
+{
+	gw_tls_t *tls = arg;
+	const uint8_t *msg = buf;
+	if (write_p || content_type != SSL3_RT_HANDSHAKE || len < 1 || !tls->handshake_done ||
+	    msg[0] != SSL3_MT_KEY_UPDATE)
+		return;
+	if (++tls->control_run > GW_TLS_MAX_CONTROL_RUN && tls->abuse == NULL)
+		tls->abuse = "key update flood";
+}
+
 int gw_tls_init(gw_tls_t *tls, SSL_CTX *ctx, bool server)
 {
 	memset(tls, 0, sizeof(*tls));
@@ -137,6 +156,8 @@ int gw_tls_init(gw_tls_t *tls, SSL_CTX *ctx, bool server)
 	BIO_set_data(tls->bio, tls);
 	/* the same BIO both ways: SSL_set_bio takes our one reference */
 	SSL_set_bio(tls->ssl, tls->bio, tls->bio);
+	SSL_set_msg_callback(tls->ssl, msg_cb);
+	SSL_set_msg_callback_arg(tls->ssl, tls);
 	if (server)
 		SSL_set_accept_state(tls->ssl);
 	else
@@ -339,14 +360,30 @@ static bool send_key_update(gw_tls_t *tls, bool request)
 	const uint8_t msg[5] = {24, 0, 0, 1, request ? 1 : 0};
 	if (!seal(tls, GW_REC_HANDSHAKE, msg, sizeof(msg)))
 		return false;
+	tls->key_update_owed = false; /* any KeyUpdate of ours answers every request */
 	return gw_records_update_write(tls->rec) || fail(tls, "key update failed");
+}
+
+/* The peer's requests get one answer per run of control records (none of
+ * its data in between): once the input offered is read; later requests of
+ * the same run wait for our next record of data. RFC 8446 4.6.3 lets an
+ * implementation "which receives multiple KeyUpdates while it is silent"
+ * respond with a single update; one answer per request would let a peer
+ * that never reads make us queue without end. */
+static bool answer_key_update(gw_tls_t *tls)
+{
+	if (!tls->key_update_owed || tls->key_update_answered)
+		return true;
+	tls->key_update_answered = true;
+	return send_key_update(tls, false);
 }
 
 static int records_write(gw_tls_t *tls, const void *data, size_t len)
 {
 	const uint8_t *p = data;
 	while (len > 0) {
-		if (gw_records_write_due(tls->rec) && !send_key_update(tls, false))
+		if ((tls->key_update_owed || gw_records_write_due(tls->rec)) &&
+		    !send_key_update(tls, false))
 			return -1;
 		size_t n = len < GW_REC_MAX_PLAIN ? len : GW_REC_MAX_PLAIN;
 		if (!seal(tls, GW_REC_APPLICATION, p, n))
@@ -403,14 +440,33 @@ static void consume(gw_tls_t *tls, size_t len, bool kept)
 	tls->kept_len -= len;
 }
 
+/* A record with no application bytes: past GW_TLS_MAX_CONTROL_RUN in a
+ * row the peer is cut off, with a fatal unexpected_message alert (and no
+ * close_notify after it). */
+static bool control_record(gw_tls_t *tls, const char *abuse)
+{
+	if (++tls->control_run <= GW_TLS_MAX_CONTROL_RUN)
+		return true;
+	static const uint8_t alert[2] = {2, SSL_AD_UNEXPECTED_MESSAGE}; /* fatal */
+	tls->key_update_owed = false;
+	(void)seal(tls, GW_REC_ALERT, alert, sizeof(alert));
+	tls->close_notify_sent = true;
+	tls->abuse = abuse;
+	return fail(tls, abuse);
+}
+
 /* Post-handshake messages a client may send: KeyUpdate only. */
 static bool handshake_message(gw_tls_t *tls, const uint8_t *msg, size_t len)
 {
 	if (len != 5 || msg[0] != 24 || msg[1] != 0 || msg[2] != 0 || msg[3] != 1 || msg[4] > 1)
 		return fail(tls, "unexpected handshake message after the handshake");
+	if (!control_record(tls, "key update flood"))
+		return false;
 	if (!gw_records_update_read(tls->rec))
 		return fail(tls, "key update failed");
-	return msg[4] == 0 || send_key_update(tls, false);
+	if (msg[4] == 1)
+		tls->key_update_owed = true;
+	return true;
 }
 
 static size_t take_pending(gw_tls_t *tls, uint8_t *buf, size_t cap)
@@ -432,6 +488,10 @@ static ssize_t records_read(gw_tls_t *tls, uint8_t *buf, size_t cap)
 	static _Thread_local uint8_t scratch[GW_REC_MAX_CIPHER];
 	if (tls->pend_len > 0)
 		return (ssize_t)take_pending(tls, buf, cap);
+	if (tls->abuse != NULL) {
+		fail(tls, tls->abuse);
+		return GW_TLS_READ_FAILED;
+	}
 	if (cap == 0)
 		return GW_TLS_READ_WANT;
 	while (!tls->peer_closed) {
@@ -440,7 +500,7 @@ static ssize_t records_read(gw_tls_t *tls, uint8_t *buf, size_t cap)
 		bool kept = false;
 		int found = next_record(tls, &rec, &len, &kept);
 		if (found == 0)
-			return GW_TLS_READ_WANT;
+			return answer_key_update(tls) ? GW_TLS_READ_WANT : GW_TLS_READ_FAILED;
 		if (found < 0) {
 			fail(tls, "invalid record");
 			return GW_TLS_READ_FAILED;
@@ -457,8 +517,13 @@ static ssize_t records_read(gw_tls_t *tls, uint8_t *buf, size_t cap)
 		consume(tls, len, kept);
 		switch (type) {
 		case GW_REC_APPLICATION:
-			if (n == 0)
+			if (n == 0) {
+				if (!control_record(tls, "empty record flood"))
+					return GW_TLS_READ_FAILED;
 				continue;
+			}
+			tls->control_run = 0;
+			tls->key_update_answered = false;
 			if (out == buf)
 				return (ssize_t)n;
 			tls->pend = malloc(n);
@@ -478,8 +543,11 @@ static ssize_t records_read(gw_tls_t *tls, uint8_t *buf, size_t cap)
 				tls->peer_closed = true;
 				break;
 			}
-			if (out[1] == SSL_AD_USER_CANCELLED) /* a close_notify follows */
+			if (out[1] == SSL_AD_USER_CANCELLED) { /* a close_notify follows */
+				if (!control_record(tls, "empty record flood"))
+					return GW_TLS_READ_FAILED;
 				continue;
+			}
 			snprintf(tls->error, sizeof(tls->error), "tls alert %s",
 			         SSL_alert_desc_string_long(out[1]));
 			tls->error_reason = 0;
@@ -502,9 +570,17 @@ ssize_t gw_tls_read(gw_tls_t *tls, void *buf, size_t cap)
 		return records_read(tls, buf, cap);
 	size_t got = 0;
 	ERR_clear_error();
-	int rc = SSL_read_ex(tls->ssl, buf, cap, &got);
-	if (rc == 1)
+	int rc = tls->abuse == NULL ? SSL_read_ex(tls->ssl, buf, cap, &got) : 0;
+	if (tls->abuse != NULL) {
+		/* msg_cb counted too many: OpenSSL's answers so far are queued */
+		ERR_clear_error();
+		fail(tls, tls->abuse);
+		return GW_TLS_READ_FAILED;
+	}
+	if (rc == 1) {
+		tls->control_run = 0;
 		return (ssize_t)got;
+	}
 	int err = SSL_get_error(tls->ssl, rc);
 	switch (err) {
 	case SSL_ERROR_WANT_READ:
@@ -523,6 +599,10 @@ int gw_tls_write(gw_tls_t *tls, const void *data, size_t len)
 	size_t done = 0;
 	if (len == 0)
 		return 0;
+	if (tls->abuse != NULL) { /* cut off: nothing more for that peer */
+		fail(tls, tls->abuse);
+		return -1;
+	}
 	if (tls->rec != NULL)
 		return records_write(tls, data, len);
 	ERR_clear_error();

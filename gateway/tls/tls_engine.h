@@ -6,7 +6,12 @@
  *
  * After a TLS 1.3 handshake a server engine can let go of OpenSSL
  * (gw_tls_offload): the SSL object is freed and the records are protected
- * by tls_records.h; every call below works the same either way. */
+ * by tls_records.h; every call below works the same either way.
+ *
+ * Control traffic is bounded either way: a peer that sends more than
+ * GW_TLS_MAX_CONTROL_RUN KeyUpdates (or, offloaded, empty records) in a row
+ * without application data is cut off (gw_tls_read fails, tls->abuse says
+ * why). Offloaded, many KeyUpdate requests get one answer. */
 #ifndef GW_TLS_ENGINE_H
 #define GW_TLS_ENGINE_H
 
@@ -43,8 +48,14 @@ typedef struct gw_tls {
 	bool handshake_done;
 	bool close_notify_sent;
 	bool peer_closed; /* close_notify received (offloaded) */
-	char error[160];  /* last failure, one line */
-	int error_reason; /* ERR_GET_REASON of that failure, 0 if none */
+	/* records with no application bytes since the last one with some:
+	 * KeyUpdates (both ways of working), empty records (offloaded) */
+	unsigned control_run;
+	bool key_update_owed;     /* offloaded: a KeyUpdate asked for, not yet answered */
+	bool key_update_answered; /* offloaded: this run of control records got its answer */
+	const char *abuse;        /* why the peer was cut off ("key update flood"), or NULL */
+	char error[160];          /* last failure, one line */
+	int error_reason;         /* ERR_GET_REASON of that failure, 0 if none */
 } gw_tls_t;
 
 typedef enum {
@@ -57,6 +68,8 @@ typedef enum {
 #define GW_TLS_READ_WANT   0  /* no plaintext until more ciphertext arrives */
 #define GW_TLS_READ_CLOSED -1 /* peer sent close_notify */
 #define GW_TLS_READ_FAILED -2 /* fatal; tls->error says why */
+/* Records without application data a peer may send in a row. */
+#define GW_TLS_MAX_CONTROL_RUN 32
 /* A read with this much room takes any record whole, without a copy. */
 #define GW_TLS_READ_ROOM (16384 + 256)
 
@@ -87,7 +100,9 @@ int gw_tls_settle(gw_tls_t *tls) __attribute__((warn_unused_result));
 /* Drives the handshake as far as the ciphertext fed so far allows. */
 gw_tls_status_t gw_tls_handshake(gw_tls_t *tls);
 
-/* Decrypts up to cap bytes: > 0 bytes, or one of GW_TLS_READ_*. */
+/* Decrypts up to cap bytes: > 0 bytes, or one of GW_TLS_READ_*. Output
+ * the peer's messages call for (a KeyUpdate answered, the fatal alert of a
+ * peer cut off for abuse) waits in the engine's buffer: send it. */
 ssize_t gw_tls_read(gw_tls_t *tls, void *buf, size_t cap);
 
 /* Encrypts all of data (the memory BIO never blocks). 0 or -1 (tls->error). */

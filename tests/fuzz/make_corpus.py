@@ -21,6 +21,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 CORPUS = HERE / "corpus"
 CONFIG_EXAMPLE = HERE.parents[1] / "tests/unit/policy/data/decide_basic.json"
+TIME_EXAMPLE = HERE.parents[1] / "tests/unit/policy/data/decide_time.json"
 
 
 def write(target, name, data):
@@ -208,6 +209,20 @@ def config_seeds(config_md):
   "unknown": true
 }""")
     write("config", "not-json", b"\x00{\"gateway\": ")
+    # time windows and permissive rules (issue 17), and their mistakes
+    write("config", "time-windows", b"\x00" + TIME_EXAMPLE.read_bytes())
+    write("config", "time-window-errors", b"\x02" + b"""{
+  "gateway": { "listen": ["0.0.0.0:8443"], "cert": "c", "key": "k", "client_ca": "ca" },
+  "services": [ { "name": "tun", "upstream": "h:1" } ],
+  "rules": [
+    { "name": "a", "effect": "allow", "mode": "permissive", "services": ["*"],
+      "when": { "days": ["mon", "Tues", 3], "hours": "22:00-22:00", "tz": "../etc/passwd" } },
+    { "name": "b", "effect": "deny", "mode": "dry-run", "services": ["*"],
+      "when": { "from": "2026-12-02T00:00:00Z", "until": "2026-12-01T23:00:00-01:00" } },
+    { "name": "c", "effect": "deny", "services": ["*"], "when": { "hours": "08:00-24:00" } },
+    { "name": "d", "effect": "deny", "services": ["*"], "when": {} }
+  ]
+}""")
 
 
 # ---- claims: DER certificates from the development CA ----

@@ -367,6 +367,7 @@ class HoldUpstream(socketserver.ThreadingTCPServer):
 
         class Hold(socketserver.BaseRequestHandler):
             def handle(self):
+                outer.accepted += 1
                 got = b""
                 try:
                     if banner:
@@ -382,6 +383,7 @@ class HoldUpstream(socketserver.ThreadingTCPServer):
 
         super().__init__(("127.0.0.1", 0), Hold)
         self.received = []
+        self.accepted = 0
         self.port = self.server_address[1]
         threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05},
                          daemon=True).start()

@@ -21,6 +21,7 @@ No Docker engine runs on the test machine and systemd is not its PID 1, so:
     HEALTHCHECK command, stopped with SIGTERM while a session is live.
 """
 
+import fcntl
 import fnmatch
 import glob
 import json
@@ -554,7 +555,7 @@ def test_man_page_options_match_help(fx):
     man = read(os.path.join(MAN, "certgate.1.scd"))
     commands = [(["serve"], "## certgate serve"), (["connect"], "## certgate connect"),
                 (["check"], "## certgate check"), (["explain"], "## certgate explain"),
-                (["health"], "## certgate health")]
+                (["health"], "## certgate health"), (["test"], "## certgate test")]
     commands += [(["ca", c], "*certgate ca %s*" % c)
                  for c in ("init", "issue", "server", "revoke", "crl")]
     for args, heading in commands:
@@ -1175,17 +1176,22 @@ def clean_clone(dest):
 
 
 def test_quickstart_from_clean_clone(fx):
-    """deploy/quickstart, end to end, in a throwaway clone: psql through the
-    tunnel as alice, the contractor refused, the audit log printed, and
-    everything it started stopped again."""
+    """deploy/quickstart, end to end, in a throwaway clone under a directory
+    only root may enter (as a clone in /root is): psql through the tunnel as
+    alice, the contractor refused, the audit log printed, PostgreSQL's files
+    kept outside the clone where the postgres user reaches them, and
+    everything it started stopped and removed again."""
     if not shutil.which("git") or not os.path.exists(os.path.join(SRC, ".git")):
         raise AssertionError("deploy/quickstart is tested in a git clone: no git repository")
     root = tempfile.mkdtemp(prefix="certgate-quickstart-")
-    os.chmod(root, 0o755)  # PostgreSQL (the postgres user) lives in its demo/
+    os.chmod(root, 0o700)  # like /root: the postgres user cannot enter the clone
     clone = os.path.join(root, "certgate")
     proc = None
+    # test_readme_tour runs a quickstart too: they would pick the same ports
+    lock = open(os.path.join(tempfile.gettempdir(), "certgate-quickstart-test.lock"), "w")
     try:
         clean_clone(clone)
+        fcntl.flock(lock, fcntl.LOCK_EX)
         proc = subprocess.Popen([os.path.join(clone, "deploy/quickstart")], cwd=clone,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                 start_new_session=True)
@@ -1201,6 +1207,12 @@ def test_quickstart_from_clean_clone(fx):
         assert proc.returncode == 0, "deploy/quickstart exited %d:\n%s" % (proc.returncode,
                                                                            out[-8000:])
         assert re.search(r"^\s*alice\s*\|", out, re.M), out[-6000:]
+        assert "Permission denied" not in out, out[-6000:]
+        m = re.search(r"^PostgreSQL's files \(data, certificate copies, socket, log\): (/\S+)$",
+                      out, re.M)
+        assert m, "the quickstart does not say where PostgreSQL's files are:\n" + out[-6000:]
+        pgdir = m.group(1)
+        assert not pgdir.startswith(root + "/"), pgdir
         audit = read(os.path.join(clone, "demo/audit.jsonl"))
         events = [json.loads(l) for l in audit.splitlines() if l]
         kinds = [e["event"] for e in events]
@@ -1208,12 +1220,13 @@ def test_quickstart_from_clean_clone(fx):
         denied = [e for e in events if e["event"] == "authz.denied"]
         assert denied[0]["rule"] == "no-contractors", denied
         assert kinds[-1] == "gateway.stop", kinds
-        assert "Done." in out
-        # nothing left running: its processes, its PostgreSQL
+        assert "Done" in out
+        # nothing left running: its processes, its PostgreSQL (whose files are gone)
         for pid in read(os.path.join(clone, "demo/pids")).split():
             assert not os.path.exists("/proc/%s" % pid) or \
                 "zombie" in read("/proc/%s/status" % pid).lower(), "pid %s still runs" % pid
-        assert not os.path.exists(os.path.join(clone, "demo/pg/data/postmaster.pid"))
+        assert not os.path.exists(pgdir), "%s is left behind" % pgdir
+        assert "database system is shut down" in read(os.path.join(clone, "demo/postgres.log"))
     finally:
         if proc is not None and proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
@@ -1221,6 +1234,7 @@ def test_quickstart_from_clean_clone(fx):
         if os.path.exists(os.path.join(clone, "demo")):
             subprocess.run([os.path.join(clone, "deploy/quickstart"), "--stop"], cwd=clone,
                            capture_output=True, timeout=60)
+        lock.close()
         shutil.rmtree(root, ignore_errors=True)
 
 

@@ -18,8 +18,8 @@ import time
 import urllib.error
 import urllib.request
 
-from harness import SLOW, Fixture, certgate, free_port, psql, run, wait_for
-from oidc_fixture import OpenIDProvider, b64url, make_tls
+from harness import SLOW, Fixture, certgate, free_port, port_open, psql, run, wait_for
+from oidc_fixture import OpenIDProvider, b64url
 from test_admin import api, wait_admin
 
 RULES = [
@@ -35,8 +35,9 @@ def setup():
     with open(fx.token_file, "w") as f:
         f.write(fx.token + "\n")
     os.chmod(fx.token_file, 0o600)
-    tls = make_tls(fx.path("op-tls"))
-    fx.op = OpenIDProvider(fx.path("op"), tls=tls)
+    # the provider's HTTPS from the harness CA: one --ca for issuer and provider
+    op_cert = fx.ca.server("op", dns=("localhost",), ips=("127.0.0.1",))
+    fx.op = OpenIDProvider(fx.path("op"), tls=(op_cert.crt, op_cert.key, fx.ca.crt))
     fx.keys = {}
     return fx
 
@@ -389,6 +390,55 @@ def test_two_hundred_logins_in_parallel(fx):
     print("# 200 logins in parallel: %.1f s (%.0f/s); a psql meanwhile: %.0f ms"
           % (took, 200 / took, query * 1000))
     conn.stop()
+    gw.stop()
+
+
+def test_certgate_login_end_to_end(fx):
+    """certgate login against the real issuer and provider, both flows, then
+    psql through certgate connect using the login folder's files by default."""
+    from test_login_client import Login
+    gw = start(fx, issuer_config(fx))
+    gw.ca_file = fx.ca.crt
+    wait_keys(gw)
+    home = fx.path("login-home")
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    env["HOME"] = home
+    argv = ["--issuer", issuer_url(gw), "--ca", fx.ca.crt]
+    lg = Login(argv, env)
+    fx.op.login_authorization_code(lg.open_url(), "alice", "alice-password")
+    assert lg.finish() == 0, lg.stderr
+    assert "user:    alice@example.com" in lg.stdout and "groups:  dba, staff" in lg.stdout, \
+        lg.stdout
+    folder = os.path.join(home, ".config", "certgate")
+    device_first = json.load(open(os.path.join(folder, "login.json")))["device_id"]
+    issued = gw.wait_event("login.issued", user="alice@example.com")
+    assert issued["device_id"] == device_first, issued
+    # --headless: the device grant, the same device key, the same device id
+    lg = Login(argv + ["--headless"], env)
+    m = lg.wait_line(r"visit (\S+) and enter the code: (\S+)$")
+    fx.op.approve_device(m.group(1), m.group(2), "alice", "alice-password")
+    assert lg.finish() == 0, lg.stderr
+    assert json.load(open(os.path.join(folder, "login.json")))["device_id"] == device_first
+    r = subprocess.run([os.environ.get("CERTGATE_BIN", "certgate"), "status"], env=env,
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0 and "alice@example.com" in r.stdout, r
+    # certgate connect with no --cert/--key/--ca: the login folder's files
+    port = free_port()
+    conn = subprocess.Popen([os.environ.get("CERTGATE_BIN", "certgate"), "connect",
+                             "--gateway", "localhost:%d" % gw.ports()[0],
+                             "--service", "orders-db", "--listen", "127.0.0.1:%d" % port],
+                            env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: port_open(port), 10, "certgate connect")
+
+        class Cert:
+            crt = os.path.join(folder, "login-cert.pem")
+            key = os.path.join(folder, "login-key.pem")
+        r = psql(port, Cert, fx.ca.crt, "select current_user")
+        assert r.returncode == 0 and r.stdout.strip() == "alice", r.stderr
+    finally:
+        conn.terminate()
+        conn.wait(10)
     gw.stop()
 
 

@@ -485,8 +485,9 @@ def test_cancel_request(fx):
             sock.sendall(struct.pack("!IIII", 16, CANCEL_CODE, pid, secrets.randbits(32)))
             assert closed_without_answer(sock) == b""
             sock.close()
-        wait_for(lambda: gw.output().count("unknown key: ignored") >= 2, 5,
-                 "the gateway to ignore both cancel requests")
+        # (logged at most once a second: the second line may be held back)
+        wait_for(lambda: gw.output().count("unknown key: ignored") >= 1, 5,
+                 "the gateway to ignore the cancel requests")
         assert "forwarded" not in gw.output(), gw.output()
         assert "alice" in active_backends(fx), "a made-up cancel key cancelled alice's query"
         assert alice.poll() is None and bob.poll() is None

@@ -23,6 +23,7 @@ import json
 import os
 import shutil
 import subprocess
+import threading
 import sys
 import time
 
@@ -167,19 +168,24 @@ def test_renegotiation(fx):
         ["openssl", "s_client", "-tls1_2", "-cert", fx.alice.crt, "-key", fx.alice.key,
          "-CAfile", fx.ca.crt, "-verify_return_error", "-connect", "127.0.0.1:%d" % fx.port],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+    reader.start()
     try:
-        before = len(fx.gw.events("session.start"))
-        wait_for(lambda: len(fx.gw.events("session.start")) > before, 10,
-                 "the s_client session to start")
+        # the session is up once the upstream's greeting came through it
+        wait_for(lambda: any("upstream says hello" in l for l in lines), 10,
+                 "the upstream's greeting through the s_client session")
         proc.stdin.write("R\n")
         proc.stdin.flush()
-        out, _ = proc.communicate(timeout=10 * SLOW)
+        proc.wait(timeout=10 * SLOW)
     except BrokenPipeError:
-        out, _ = proc.communicate(timeout=10 * SLOW)
+        proc.wait(timeout=10 * SLOW)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+    reader.join(5)
+    out = "".join(lines)
     assert "upstream says hello" in out, out[-2000:]
     assert "RENEGOTIATING" in out, out[-2000:]
     assert "no renegotiation" in out, "renegotiation was not refused:\n" + out[-2000:]

@@ -353,6 +353,7 @@ static void test_defaults(void **state)
 	assert_int_equal(g->idle_timeout_ms, 3600 * 1000ULL);
 	assert_int_equal(g->max_connections, 10000);
 	assert_int_equal(g->max_sessions_per_user, 0);
+	assert_int_equal(g->max_handshakes_per_source, 10000 / 8);
 	assert_int_equal(g->verify_depth, 4);
 	assert_true(g->verify_cache);
 	assert_int_equal(g->crl_check, POL_CRL_CHECK_CHAIN);
@@ -635,6 +636,48 @@ static void test_crl_check(void **state)
 	expect_errors("certgate.json", unknown, 1);
 }
 
+/* gateway.max_handshakes_per_source: an eighth of max_connections, at
+ * least 16, unless set (0 = no limit). */
+static void test_handshakes_per_source(void **state)
+{
+	static const struct {
+		const char *keys;
+		uint32_t want;
+	} cases[] = {
+	        {"\"max_connections\": 100", 16},
+	        {"\"max_connections\": 800", 100},
+	        {"\"max_connections\": 800, \"max_handshakes_per_source\": 5", 5},
+	        {"\"max_handshakes_per_source\": 0", 0},
+	};
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char text[512];
+		snprintf(text, sizeof(text),
+		         "{ \"gateway\": { \"listen\": [\"0.0.0.0:8443\"], \"cert\": \"c\", "
+		         "\"key\": \"k\", \"client_ca\": \"ca\", %s },\n"
+		         "  \"services\": [ { \"name\": \"a\", \"upstream\": \"h:1\" } ] }\n",
+		         cases[i].keys);
+		write_file("certgate.json", text);
+		pol_snapshot_t *snap = load_ok("certgate.json");
+		assert_int_equal(snap->gateway.max_handshakes_per_source, cases[i].want);
+		assert_int_equal(
+		        json_integer_value(json_object_get(json_object_get(snap->shown, "gateway"),
+		                                           "max_handshakes_per_source")),
+		        cases[i].want);
+		pol_snapshot_unref(snap);
+	}
+	write_file("certgate.json",
+	           "{ \"gateway\": { \"listen\": [\"0.0.0.0:8443\"], \"cert\": \"c\", \"key\": "
+	           "\"k\",\n"
+	           "    \"client_ca\": \"ca\", \"max_handshakes_per_source\": -1 },\n"
+	           "  \"services\": [ { \"name\": \"a\", \"upstream\": \"h:1\" } ] }\n");
+	static const char *const expected[] = {
+	        "certgate.json:2:53: gateway.max_handshakes_per_source: expected a non-negative "
+	        "integer",
+	};
+	expect_errors("certgate.json", expected, 1);
+}
+
 static void test_bad_listen(void **state)
 {
 	(void)state;
@@ -751,6 +794,117 @@ static void test_services_rules_checks(void **state)
 	        "placeholders are {user}, {user.local} and {user.local@DOMAIN}",
 	        "certgate.json:19:8: rules[6].db_users[3]: expected a pattern whose only "
 	        "placeholders are {user}, {user.local} and {user.local@DOMAIN}");
+}
+
+/* rules[].when and rules[].mode: every mistake named where it is. */
+static void test_when_and_mode(void **state)
+{
+	(void)state;
+	write_file(
+	        "certgate.json",
+	        "{ \"gateway\": { \"listen\": [\"0.0.0.0:8443\"], \"cert\": \"c\", \"key\": "
+	        "\"k\",\n"
+	        "               \"client_ca\": \"ca\" },\n"
+	        "  \"services\": [ { \"name\": \"tun\", \"upstream\": \"h:1\" } ],\n"
+	        "  \"rules\": [\n"
+	        "    { \"name\": \"a\", \"effect\": \"allow\", \"services\": [\"*\"],\n"
+	        "      \"when\": { \"days\": [\"mon\", \"Tues\", 3], \"hours\": \"8:00-18:00\",\n"
+	        "                \"tz\": \"Europe/Berln\" } },\n"
+	        "    { \"name\": \"b\", \"effect\": \"deny\", \"services\": [\"*\"],\n"
+	        "      \"when\": { \"from\": \"2026-12-02T00:00:00Z\", \"until\": "
+	        "\"2026-12-01T23:00:00-01:00\" } },\n"
+	        "    { \"name\": \"c\", \"effect\": \"deny\", \"services\": [\"*\"],\n"
+	        "      \"when\": { \"hours\": \"08:00-18:00\", \"from\": \"yesterday\" } },\n"
+	        "    { \"name\": \"d\", \"effect\": \"deny\", \"services\": [\"*\"], \"when\": {} "
+	        "},\n"
+	        "    { \"name\": \"e\", \"effect\": \"deny\", \"services\": [\"*\"], \"when\": [] "
+	        "},\n"
+	        "    { \"name\": \"f\", \"effect\": \"allow\", \"services\": [\"*\"], \"mode\": "
+	        "\"permissive\" },\n"
+	        "    { \"name\": \"g\", \"effect\": \"deny\", \"services\": [\"*\"], \"mode\": "
+	        "\"dry-run\" "
+	        "},\n"
+	        "    { \"name\": \"h\", \"effect\": \"deny\", \"services\": [\"*\"],\n"
+	        "      \"when\": { \"days\": [], \"tz\": \"../../etc/passwd\", \"at\": 1 } },\n"
+	        "    { \"name\": \"i\", \"effect\": \"deny\", \"services\": [\"*\"],\n"
+	        "      \"when\": { \"hours\": \"09:00-09:00\", \"tz\": \"UTC\" } }\n"
+	        "  ]\n"
+	        "}\n");
+	EXPECT_ERRORS(
+	        "certgate.json",
+	        "certgate.json:6:33: rules[0].when.days[1]: expected one of \"mon\", \"tue\", "
+	        "\"wed\", \"thu\", \"fri\", \"sat\", \"sun\"",
+	        "certgate.json:6:41: rules[0].when.days[2]: expected one of \"mon\", \"tue\", "
+	        "\"wed\", \"thu\", \"fri\", \"sat\", \"sun\"",
+	        "certgate.json:6:54: rules[0].when.hours: expected \"HH:MM-HH:MM\" in 24-hour "
+	        "local "
+	        "time, start and end different (\"08:00-18:00\", \"22:00-06:00\", "
+	        "\"00:00-24:00\")",
+	        "certgate.json:7:23: rules[0].when.tz: unknown time zone \"Europe/Berln\" (no such "
+	        "zone in /usr/share/zoneinfo)",
+	        "certgate.json:9:58: rules[1].when.until: expected a time after from: the window "
+	        "would never open",
+	        "certgate.json:11:15: rules[2].when: missing key \"tz\": days and hours are local "
+	        "times of a zone such as \"Europe/Berlin\" or \"UTC\"",
+	        "certgate.json:11:49: rules[2].when.from: expected an RFC 3339 time like "
+	        "\"2026-12-04T18:00:00Z\" or \"2026-12-04T19:00:00+01:00\"",
+	        "certgate.json:12:65: rules[3].when: expected at least one of \"days\", \"hours\", "
+	        "\"from\" and \"until\"",
+	        "certgate.json:13:65: rules[4].when: expected an object with \"days\", \"hours\", "
+	        "\"tz\", \"from\" or \"until\"",
+	        "certgate.json:14:66: rules[5].mode: \"permissive\" applies to deny rules only (an "
+	        "allow rule that is not enforced would admit no one)",
+	        "certgate.json:15:65: rules[6].mode: expected \"enforce\" or \"permissive\"",
+	        "certgate.json:17:61: rules[7].when.at: unknown key",
+	        "certgate.json:17:25: rules[7].when.days: expected a list of days like [\"mon\", "
+	        "\"tue\", \"wed\"]",
+	        "certgate.json:17:35: rules[7].when.tz: expected a time zone name like "
+	        "\"Europe/Berlin\" or \"UTC\"",
+	        "certgate.json:19:26: rules[8].when.hours: expected \"HH:MM-HH:MM\" in 24-hour "
+	        "local "
+	        "time, start and end different (\"08:00-18:00\", \"22:00-06:00\", "
+	        "\"00:00-24:00\")");
+}
+
+/* A valid when and mode load, are shown as in force, and zones are shared. */
+static void test_when_loads(void **state)
+{
+	(void)state;
+	write_file("certgate.json",
+	           "{ \"gateway\": { \"listen\": [\"0.0.0.0:8443\"], \"cert\": \"c\", \"key\": "
+	           "\"k\",\n"
+	           "               \"client_ca\": \"ca\" },\n"
+	           "  \"services\": [ { \"name\": \"tun\", \"upstream\": \"h:1\" } ],\n"
+	           "  \"rules\": [\n"
+	           "    { \"name\": \"a\", \"effect\": \"allow\", \"mode\": \"enforce\", "
+	           "\"services\": [\"*\"],\n"
+	           "      \"when\": { \"days\": [\"FRI\", \"mon\", \"sun\"], \"hours\": "
+	           "\"22:00-06:00\",\n"
+	           "                \"tz\": \"Europe/Berlin\", \"from\": "
+	           "\"2026-12-01T01:00:00+01:00\",\n"
+	           "                \"until\": \"2027-01-01T00:00:00Z\" } },\n"
+	           "    { \"name\": \"b\", \"effect\": \"deny\", \"mode\": \"permissive\", "
+	           "\"services\": "
+	           "[\"*\"],\n"
+	           "      \"when\": { \"hours\": \"00:00-24:00\", \"tz\": \"Europe/Berlin\" } }\n"
+	           "  ]\n"
+	           "}\n");
+	pol_snapshot_t *snap = load_ok("certgate.json");
+	assert_non_null(snap->rules[0].when);
+	assert_ptr_equal(snap->rules[0].when->tz, snap->rules[1].when->tz);
+	assert_int_equal(cg_strmap_count(snap->zones), 1);
+	assert_false(snap->rules[0].permissive);
+	assert_true(snap->rules[1].permissive);
+	char *shown = json_dumps(json_object_get(snap->shown, "rules"), JSON_COMPACT);
+	assert_string_equal(
+	        shown,
+	        "[{\"name\":\"a\",\"effect\":\"allow\",\"services\":[\"*\"],\"when\":{\"days\":"
+	        "[\"mon\",\"fri\",\"sun\"],\"hours\":\"22:00-06:00\",\"tz\":\"Europe/Berlin\","
+	        "\"from\":\"2026-12-01T00:00:00.000Z\",\"until\":\"2027-01-01T00:00:00.000Z\"}},"
+	        "{\"name\":\"b\",\"effect\":\"deny\",\"mode\":\"permissive\",\"services\":[\"*\"],"
+	        "\"when\":{\"hours\":\"00:00-24:00\",\"tz\":\"Europe/Berlin\"}}]");
+	free(shown);
+	pol_snapshot_unref(snap);
 }
 
 /* function_calls: "audit" (the default) or "refuse", postgres mode only. */
@@ -1109,11 +1263,14 @@ int main(void)
 	        T(test_idle_timeout_zero),
 	        T(test_verify_cache_switch),
 	        T(test_crl_check),
+	        T(test_handshakes_per_source),
 	        T(test_bad_listen),
 	        T(test_gateway_listen_optional),
 	        T(test_services_rules_checks),
 	        T(test_services_required),
 	        T(test_function_calls),
+	        T(test_when_and_mode),
+	        T(test_when_loads),
 	        T(test_policy_file),
 	        T(test_relative_paths),
 	        T(test_sha256),

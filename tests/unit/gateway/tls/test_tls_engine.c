@@ -7,7 +7,11 @@
  * for each TLS 1.3 suite: data both ways whole and byte by byte, reads into
  * small buffers, data sent right behind the client's Finished, KeyUpdate
  * asked by the client (answered with ours), close_notify both ways, a
- * forged record, and TLS 1.2, which stays with OpenSSL. */
+ * forged record, and TLS 1.2, which stays with OpenSSL.
+ *
+ * Control traffic (issue 12): many KeyUpdate requests get one answer, more
+ * than GW_TLS_MAX_CONTROL_RUN KeyUpdates or empty records in a row cut the
+ * peer off with an alert, offloaded or not. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -21,6 +25,7 @@
 #include <openssl/ssl.h>
 
 #include "tls/tls_engine.h"
+#include "tls/tls_records.h"
 #include "tls/x509_build.h"
 
 typedef struct pair {
@@ -412,6 +417,197 @@ static void test_tls12_stays_with_openssl(void **state)
 	teardown((void **)&p);
 }
 
+/* --- control traffic --------------------------------------------------------- */
+
+#define KEY_UPDATE_RECORD (GW_REC_HEADER + 5 + 1 + GW_REC_TAG) /* 27 bytes */
+
+/* n KeyUpdates from the OpenSSL client, each in a record of its own. */
+static void client_key_updates(pair_t *p, int n, int type)
+{
+	for (int i = 0; i < n; i++) {
+		assert_int_equal(SSL_key_update(p->client.ssl, type), 1);
+		assert_int_equal(SSL_do_handshake(p->client.ssl), 1);
+	}
+}
+
+/* What the client has sent, to the server, step bytes per offer (0: whole),
+ * reading after each offer as the link does. Returns the last read's
+ * result; data read is appended to got. */
+static ssize_t deliver(pair_t *p, size_t step, char *got, size_t cap, size_t *n)
+{
+	uint8_t *buf;
+	size_t len;
+	ssize_t last = GW_TLS_READ_WANT;
+	gw_tls_out_detach(&p->client, &buf, &len);
+	for (size_t at = 0; at < len && last != GW_TLS_READ_FAILED;) {
+		size_t k = step == 0 || len - at < step ? len - at : step;
+		gw_tls_offer(&p->server, buf + at, k);
+		while ((last = gw_tls_read(&p->server, got + *n, cap - *n)) > 0)
+			*n += (size_t)last;
+		assert_int_equal(gw_tls_settle(&p->server), 0);
+		at += k;
+	}
+	free(buf);
+	return last;
+}
+
+static void test_offload_key_updates_coalesced(void **state)
+{
+	(void)state;
+	for (size_t step = 0; step <= 1; step++) {
+		pair_t *p = offload_pair(suites[0]);
+		handshake(p, 0);
+		assert_true(gw_tls_offload(&p->server));
+		char got[64];
+		size_t n = 0;
+		/* 20 requests, whole or one byte per read: one answer */
+		client_key_updates(p, 20, SSL_KEY_UPDATE_REQUESTED);
+		assert_int_equal(deliver(p, step, got, sizeof(got), &n), GW_TLS_READ_WANT);
+		assert_int_equal(gw_tls_pending_out(&p->server), KEY_UPDATE_RECORD);
+		/* 10 more in the same run (no data between): still one */
+		client_key_updates(p, 10, SSL_KEY_UPDATE_REQUESTED);
+		assert_int_equal(deliver(p, step, got, sizeof(got), &n), GW_TLS_READ_WANT);
+		assert_int_equal(gw_tls_pending_out(&p->server), KEY_UPDATE_RECORD);
+		/* ... they are answered before our next data, which the client reads */
+		assert_int_equal(gw_tls_write(&p->server, "new key", 7), 0);
+		assert_int_equal(gw_tls_pending_out(&p->server),
+		                 2 * KEY_UPDATE_RECORD + GW_REC_OVERHEAD + 7);
+		transfer(&p->server, &p->client, 0);
+		assert_int_equal(drain(&p->client, got, sizeof(got), 0, sizeof(got)), 7);
+		assert_memory_equal(got, "new key", 7);
+		/* data from the client ends the run: its next request is answered */
+		assert_int_equal(gw_tls_write(&p->client, "data", 4), 0);
+		client_key_updates(p, 3, SSL_KEY_UPDATE_REQUESTED);
+		assert_int_equal(deliver(p, step, got, sizeof(got), &n), GW_TLS_READ_WANT);
+		assert_int_equal(n, 4);
+		assert_memory_equal(got, "data", 4);
+		assert_int_equal(gw_tls_pending_out(&p->server), KEY_UPDATE_RECORD);
+		assert_int_equal(gw_tls_write(&p->server, "again", 5), 0);
+		transfer(&p->server, &p->client, 0);
+		assert_int_equal(drain(&p->client, got, sizeof(got), 0, sizeof(got)), 5);
+		assert_memory_equal(got, "again", 5);
+		teardown((void **)&p);
+	}
+}
+
+/* The client reads what the server sent and must find a fatal alert. */
+static void client_sees_alert(pair_t *p)
+{
+	char got[16];
+	transfer(&p->server, &p->client, 0);
+	assert_int_equal(gw_tls_read(&p->client, got, sizeof(got)), GW_TLS_READ_FAILED);
+	assert_non_null(strstr(p->client.error, "unexpected message"));
+}
+
+static void test_offload_key_update_flood_cut(void **state)
+{
+	(void)state;
+	pair_t *p = offload_pair(suites[1]);
+	handshake(p, 0);
+	assert_true(gw_tls_offload(&p->server));
+	char got[64];
+	size_t n = 0;
+	/* the limit itself is fine, with data between runs */
+	for (int round = 0; round < 3; round++) {
+		client_key_updates(p, GW_TLS_MAX_CONTROL_RUN, SSL_KEY_UPDATE_NOT_REQUESTED);
+		assert_int_equal(gw_tls_write(&p->client, "x", 1), 0);
+		assert_int_equal(deliver(p, 0, got, sizeof(got), &n), GW_TLS_READ_WANT);
+	}
+	assert_int_equal(n, 3);
+	assert_null(p->server.abuse);
+	/* one more in a row is a flood: cut, with an alert and nothing after */
+	client_key_updates(p, GW_TLS_MAX_CONTROL_RUN + 1, SSL_KEY_UPDATE_REQUESTED);
+	assert_int_equal(deliver(p, 0, got, sizeof(got), &n), GW_TLS_READ_FAILED);
+	assert_string_equal(p->server.abuse, "key update flood");
+	assert_string_equal(p->server.error, "key update flood");
+	assert_int_equal(gw_tls_pending_out(&p->server), GW_REC_OVERHEAD + 2); /* the alert alone */
+	assert_int_equal(gw_tls_read(&p->server, got, sizeof(got)), GW_TLS_READ_FAILED);
+	assert_int_equal(gw_tls_write(&p->server, "late", 4), -1);
+	gw_tls_close_notify(&p->server);
+	assert_int_equal(gw_tls_pending_out(&p->server), GW_REC_OVERHEAD + 2);
+	client_sees_alert(p);
+	teardown((void **)&p);
+}
+
+/* The client's traffic secrets, from its key log. */
+static uint8_t client_secret[2][48];
+static size_t client_secret_len;
+
+static void client_keylog(const SSL *ssl, const char *line)
+{
+	static const char *const labels[2] = {"CLIENT_TRAFFIC_SECRET_0 ",
+	                                      "SERVER_TRAFFIC_SECRET_0 "};
+	(void)ssl;
+	for (int i = 0; i < 2; i++) {
+		if (strncmp(line, labels[i], strlen(labels[i])) != 0)
+			continue;
+		const char *hex = strchr(line + strlen(labels[i]), ' ') + 1;
+		long len = 0;
+		unsigned char *bytes = OPENSSL_hexstr2buf(hex, &len);
+		assert_non_null(bytes);
+		memcpy(client_secret[i], bytes, (size_t)len);
+		client_secret_len = (size_t)len;
+		OPENSSL_free(bytes);
+	}
+}
+
+static void test_offload_empty_record_flood_cut(void **state)
+{
+	(void)state;
+	pair_t *p = offload_pair(NULL);
+	gw_tls_finish(&p->client);
+	SSL_CTX_set_max_proto_version(p->client_ctx, 0);
+	assert_int_equal(SSL_CTX_set_ciphersuites(p->client_ctx, suites[0]), 1);
+	SSL_CTX_set_keylog_callback(p->client_ctx, client_keylog);
+	assert_int_equal(gw_tls_init(&p->client, p->client_ctx, false), 0);
+	handshake(p, 0);
+	assert_true(gw_tls_offload(&p->server));
+	/* OpenSSL sends no empty record: the client's records, sealed here */
+	gw_records_t *tx =
+	        gw_records_new(0x1301, client_secret[1], client_secret[0], client_secret_len);
+	assert_non_null(tx);
+	static uint8_t wire[64 * (GW_REC_OVERHEAD + 1)];
+	size_t len = 0;
+	for (int i = 0; i < GW_TLS_MAX_CONTROL_RUN; i++)
+		len += gw_records_seal(tx, GW_REC_APPLICATION, NULL, 0, wire + len);
+	len += gw_records_seal(tx, GW_REC_APPLICATION, (const uint8_t *)"y", 1, wire + len);
+	char got[16];
+	gw_tls_offer(&p->server, wire, len);
+	assert_int_equal(gw_tls_read(&p->server, got, sizeof(got)), 1);
+	assert_int_equal(gw_tls_settle(&p->server), 0);
+	len = 0;
+	for (int i = 0; i <= GW_TLS_MAX_CONTROL_RUN; i++)
+		len += gw_records_seal(tx, GW_REC_APPLICATION, NULL, 0, wire + len);
+	gw_tls_offer(&p->server, wire, len);
+	assert_int_equal(gw_tls_read(&p->server, got, sizeof(got)), GW_TLS_READ_FAILED);
+	assert_int_equal(gw_tls_settle(&p->server), 0);
+	assert_string_equal(p->server.abuse, "empty record flood");
+	client_sees_alert(p);
+	gw_records_free(tx);
+	teardown((void **)&p);
+}
+
+static void test_openssl_key_update_flood_cut(void **state)
+{
+	pair_t *p = *state; /* TLS 1.3, not offloaded: OpenSSL answers */
+	handshake(p, 0);
+	char got[64];
+	size_t n = 0;
+	client_key_updates(p, GW_TLS_MAX_CONTROL_RUN, SSL_KEY_UPDATE_REQUESTED);
+	assert_int_equal(gw_tls_write(&p->client, "x", 1), 0);
+	assert_int_equal(deliver(p, 0, got, sizeof(got), &n), GW_TLS_READ_WANT);
+	assert_int_equal(n, 1);
+	transfer(&p->server, &p->client, 0); /* OpenSSL's own answers */
+	client_key_updates(p, 1000, SSL_KEY_UPDATE_REQUESTED);
+	assert_int_equal(deliver(p, 0, got, sizeof(got), &n), GW_TLS_READ_FAILED);
+	assert_string_equal(p->server.abuse, "key update flood");
+	assert_string_equal(p->server.error, "key update flood");
+	/* OpenSSL answered what it read before the limit, nothing after */
+	assert_true(gw_tls_pending_out(&p->server) <= (GW_TLS_MAX_CONTROL_RUN + 1) * 27);
+	assert_true(p->server.kept_len > 900 * 27); /* the rest was never read */
+	assert_int_equal(gw_tls_write(&p->server, "late", 4), -1);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -426,6 +622,10 @@ int main(void)
 	        cmocka_unit_test(test_offload_close_notify),
 	        cmocka_unit_test(test_offload_forged_record),
 	        cmocka_unit_test(test_tls12_stays_with_openssl),
+	        cmocka_unit_test(test_offload_key_updates_coalesced),
+	        cmocka_unit_test(test_offload_key_update_flood_cut),
+	        cmocka_unit_test(test_offload_empty_record_flood_cut),
+	        cmocka_unit_test_setup_teardown(test_openssl_key_update_flood_cut, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,500 @@
+"""Abuse by clients that hold a connection without doing anything useful
+(issue 12, security review findings 1 and 8).
+
+KeyUpdate: a TLS 1.3 client (tests/integration/tls_flood.c, OpenSSL's
+SSL_key_update) that asks for key updates in a loop and never reads. The
+gateway answers many requests with one KeyUpdate, closes a connection that
+sends more than 32 in a row without application data (an alert, then
+`session.end` reason `tls abuse: key update flood`, or `tls.rejected`
+`key update flood` before the session started, as in postgres mode before
+the StartupMessage), stops reading a client whose own replies pile up, and
+does not count control traffic as activity for idle_timeout. Meanwhile
+another user's psql connect+query stays fast and the gateway's memory
+bounded.
+
+Handshakes per source: gateway.max_handshakes_per_source connections from
+one address may be in their handshake at once; more are refused
+(`tls.rejected`, `too many handshakes from this source`), another address
+still gets in, and behind a PROXY header the address counted is the one in
+the header. CancelRequests with unknown keys are logged at most once a
+second.
+
+Figures (CPU, RSS, psql times under the flood) are printed as TAP
+comments."""
+
+import copy
+import json
+import os
+import socket
+import ssl
+import struct
+import subprocess
+import sys
+import threading
+import time
+
+from harness import HoldUpstream, SLOW, WRAPPER, Fixture, free_port, psql, run, wait_for
+
+FLOOD = os.environ.get("TLS_FLOOD", "tls_flood")
+BANNER = b"upstream says hello\n"
+SSL_REQUEST = struct.pack("!II", 8, 80877103)
+CANCEL_CODE = 80877102
+
+RULES = [
+    {"name": "dba", "effect": "allow", "services": ["*"], "groups": ["dba"], "min_trust": "high"},
+]
+
+MEASURED = []
+
+
+def note(fmt, *args):
+    print("# " + (fmt % args if args else fmt), flush=True)
+
+
+def measured(fmt, *args):
+    text = fmt % args if args else fmt
+    MEASURED.append(text)
+    note(text)
+
+
+# --- fixture ---------------------------------------------------------------------
+
+def setup():
+    fx = Fixture(with_postgres=True)
+    fx.pg.sql("CREATE ROLE alice LOGIN")
+    fx.alice = fx.ca.issue("alice", "alice@example.com", groups=["dba"], device_id="laptop-1",
+                           trust="high")
+    # authenticated, but no rule admits her
+    fx.mallory = fx.ca.issue("mallory", "mallory@example.com", device_id="m-1", trust="high")
+    fx.gwcert = fx.ca.server("gateway-abuse", dns=("localhost", "hold", "orders-db"),
+                             ips=("127.0.0.1",))
+    fx.hold = HoldUpstream(BANNER)
+    return fx
+
+
+def teardown(fx):
+    fx.hold.stop()
+    fx.close()
+    if MEASURED:
+        print("# measured:")
+        for m in MEASURED:
+            print("#   " + m)
+        sys.stdout.flush()
+
+
+def tunnel_config(fx, **gateway):
+    gw = {"cert": fx.gwcert.crt, "key": fx.gwcert.key}
+    gw.update(gateway)
+    services = [
+        {"name": "hold", "sni": ["localhost"],
+         "upstream": ["127.0.0.1:%d" % fx.hold.port]},
+        {"name": "orders-db", "upstream": ["127.0.0.1:%d" % fx.pg.port]},
+    ]
+    return fx.config(services, copy.deepcopy(RULES), gateway=gw)
+
+
+def pg_config(fx, **gateway):
+    """A postgres-mode service; its upstream is never reached here."""
+    gw = {"cert": fx.gwcert.crt, "key": fx.gwcert.key}
+    gw.update(gateway)
+    svc = {"name": "billing-db", "listen": "127.0.0.1:%d" % free_port(), "mode": "postgres",
+           "upstream": ["127.0.0.1:%d" % fx.hold.port],
+           "upstream_tls": {"ca": fx.ca.crt, "server_name": "localhost",
+                            "client_ca_cert": fx.ca.crt, "client_ca_key": fx.ca.key}}
+    return fx.config([svc], copy.deepcopy(RULES), gateway=gw)
+
+
+def svc_port(gw):
+    return int(gw.config["services"][0]["listen"].rsplit(":", 1)[1])
+
+
+# --- measuring ------------------------------------------------------------------
+
+def rss_kib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS for pid %d" % pid)
+
+
+def cpu_seconds(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def instrumented(pid):
+    """Under ASan or valgrind memory figures are not the production ones."""
+    if any("valgrind" in w for w in WRAPPER):
+        return "valgrind"
+    with open("/proc/%d/maps" % pid) as f:
+        return "ASan" if "libasan" in f.read() else None
+
+
+def flood(port, cert, ca, mode, seconds, sni="hold", postgres=False, every_ms=None,
+          batch=None):
+    """tls_flood, at the lowest CPU priority: on a small test machine its
+    own busy loop would otherwise starve the gateway and psql, and the
+    figures would measure the machine, not the gateway."""
+    args = [FLOOD, mode, "--port", str(port), "--cert", cert.crt, "--key", cert.key,
+            "--ca", ca, "--sni", sni, "--seconds", str(seconds)]
+    if postgres:
+        args.append("--postgres")
+    if every_ms is not None:
+        args += ["--every-ms", str(every_ms)]
+    if batch is not None:
+        args += ["--batch", str(batch)]
+    return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: os.nice(19))
+
+
+def flood_result(proc, timeout):
+    out, err = proc.communicate(timeout=timeout)
+    lines = [l for l in out.splitlines() if l.startswith("{")]
+    assert lines, "tls_flood printed nothing (exit %s): %s" % (proc.returncode, err)
+    return json.loads(lines[-1])
+
+
+def timed_query(conn, fx):
+    t = time.monotonic()
+    r = psql(conn.port, fx.alice, fx.ca.crt, "select current_user", timeout=60)
+    took = time.monotonic() - t
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "alice", r.stdout
+    return took
+
+
+def floods_meanwhile(fx, gw, conn, mode, seconds, flooders=2, flood_seconds=30):
+    """flooders tls_flood clients (each flooding for up to flood_seconds),
+    each started again as soon as it ends, for `seconds`, while psql
+    connects and queries through `conn` again and again. Returns (flood
+    results, psql times, CPU share, RSS before and after in KiB)."""
+    pid = gw.proc.pid
+    results, times = [], []
+    stop = threading.Event()
+
+    def run_flooder():
+        while not stop.is_set():
+            p = flood(gw.ports()[0], fx.alice, fx.ca.crt, mode, flood_seconds)
+            results.append(flood_result(p, flood_seconds + 30 * SLOW))
+
+    rss0, cpu0, t0 = rss_kib(pid), cpu_seconds(pid), time.monotonic()
+    threads = [threading.Thread(target=run_flooder, daemon=True) for _ in range(flooders)]
+    for t in threads:
+        t.start()
+    try:
+        end = t0 + seconds
+        while time.monotonic() < end:
+            times.append(timed_query(conn, fx))
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(flood_seconds + 60 * SLOW)
+    cpu = (cpu_seconds(pid) - cpu0) / (time.monotonic() - t0)
+    return results, times, cpu, rss0, rss_kib(pid)
+
+
+# --- KeyUpdate ------------------------------------------------------------------
+
+def test_keyupdate_flood_is_cut(fx):
+    gw = fx.gateway(tunnel_config(fx))
+    conn = fx.connector(gw.ports()[0], "orders-db", fx.alice)
+    quiet = min(timed_query(conn, fx) for _ in range(3))
+    results, times, cpu, rss0, rss1 = floods_meanwhile(fx, gw, conn, "flood", 6)
+    measured("KeyUpdate flood (2 clients, each restarted when cut, 6 s): gateway CPU %.0f%%, "
+             "RSS %d -> %d KiB; psql connect+query %.3f s quiet, %.3f-%.3f s meanwhile "
+             "(%d runs); %d flood connections, %d KeyUpdates sent in all",
+             cpu * 100, rss0, rss1, quiet, min(times), max(times), len(times), len(results),
+             sum(r["updates"] for r in results))
+    assert all(r["connected"] for r in results), results
+    # every flood connection is cut, long before the end of its 30 s
+    slow = [r for r in results if r["ended"] != "closed" or r["seconds"] > 5 * SLOW]
+    assert not slow, slow[:3]
+    # cut as a live session, or before it began (the flood came while the
+    # upstream connect waited for the client's first bytes: no upstream then)
+    ends = wait_for(lambda: (lambda e: e if len(e) >= len(results) else None)(
+        gw.events("session.end", reason="tls abuse: key update flood") +
+        gw.events("tls.rejected", reason="key update flood")),
+        10, "session.end or tls.rejected for every flood connection")
+    assert all(e.get("user") == "alice@example.com" or "alice@example.com" in
+               e.get("subject", "") for e in ends), ends[:3]
+    assert max(times) < 2.0 * SLOW, times
+    if instrumented(gw.proc.pid) is None:
+        assert rss1 - rss0 < 16 * 1024, (rss0, rss1)
+    conn.stop()
+    gw.stop()
+
+
+def gateway_queues(port):
+    """(unsent, unread) bytes of the gateway's socket on its listening port
+    with the most unread (/proc/net/tcp tx_queue, rx_queue): a client the
+    gateway stopped reading has data waiting there."""
+    best = (0, 0)
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            fields = line.split()
+            local_port = int(fields[1].split(":")[1], 16)
+            if local_port == port and fields[3] == "01":  # ESTABLISHED
+                tx, rx = (int(x, 16) for x in fields[4].split(":"))
+                if rx >= best[1]:
+                    best = (tx, rx)
+    return best
+
+
+def test_interleaved_keyupdates_are_bounded(fx):
+    """One byte of data between requests keeps under the cap, and one pair
+    per write makes the gateway read them one at a time: each read gets its
+    answer. The client never reads them: once they fill the kernel's
+    buffers and GW_LINK_HIGH_WATER more, the gateway stops reading it."""
+    gw = fx.gateway(tunnel_config(fx))
+    pid = gw.proc.pid
+    port = gw.ports()[0]
+    conn = fx.connector(port, "orders-db", fx.alice)
+    quiet = min(timed_query(conn, fx) for _ in range(3))
+    rss0, cpu0, t0 = rss_kib(pid), cpu_seconds(pid), time.monotonic()
+    p = flood(port, fx.alice, fx.ca.crt, "interleave", 300, batch=1)
+    times = []
+    try:
+        def stopped():
+            times.append(timed_query(conn, fx))
+            assert p.poll() is None, flood_result(p, 10)
+            return gateway_queues(port)[1] > 64 * 1024
+        try:
+            wait_for(stopped, 120, "the gateway to stop reading the client", interval=0.2)
+        except AssertionError as e:
+            raise AssertionError("%s (the gateway's socket: %d bytes unsent, %d unread; RSS "
+                                 "%d -> %d KiB)" % ((e,) + gateway_queues(port)
+                                                    + (rss0, rss_kib(pid))))
+        paused_after = time.monotonic() - t0
+        rss_paused = rss_kib(pid)
+        # paused it stays, and costs nothing
+        cpu1, t1 = cpu_seconds(pid), time.monotonic()
+        for _ in range(3):
+            times.append(timed_query(conn, fx))
+        wait_for(lambda: time.monotonic() - t1 > 2, 5, "2 s")
+        idle_cpu = (cpu_seconds(pid) - cpu1) / (time.monotonic() - t1)
+        rss1 = rss_kib(pid)
+        measured("interleaved data byte + KeyUpdate, never read: the gateway stopped reading "
+                 "the client after %.1f s (CPU %.0f%% until then, %.0f%% after); RSS %d -> %d "
+                 "-> %d KiB; psql %.3f s quiet, %.3f-%.3f s meanwhile (%d runs)",
+                 paused_after, 100 * (cpu1 - cpu0) / paused_after, idle_cpu * 100, rss0,
+                 rss_paused, rss1, quiet, min(times), max(times), len(times))
+        assert max(times) < 2.0 * SLOW, times
+        if instrumented(pid) is None:
+            assert rss1 - rss0 < 16 * 1024, (rss0, rss1)
+    finally:
+        p.kill()
+        p.communicate()
+    # never over the cap: the session ends when the client goes
+    start = gw.wait_event("session.start", service="hold")
+    end = gw.wait_event("session.end", 10, session=start["session"])
+    assert end["reason"] == "client closed", end
+    conn.stop()
+    gw.stop()
+
+
+def test_control_traffic_is_not_activity(fx):
+    """KeyUpdates without data, slower than the cap: idle_timeout ends the
+    session as if nothing came."""
+    gw = fx.gateway(tunnel_config(fx, idle_timeout="2s"))
+    p = flood(gw.ports()[0], fx.alice, fx.ca.crt, "trickle", 20, every_ms=100)
+    try:
+        start = gw.wait_event("session.start", user="alice@example.com")
+        end = gw.wait_event("session.end", 10, session=start["session"])
+        assert end["reason"] == "idle timeout", end
+        # the 32nd update in a row would come 3.2 s in: the idle timeout came first
+        assert 1500 <= end["duration_ms"] <= 2000 + 1500 * SLOW, end
+        measured("KeyUpdate every 100 ms, idle_timeout 2 s: session ended after %d ms (%s)",
+                 end["duration_ms"], end["reason"])
+        r = flood_result(p, 30 * SLOW)
+        assert r["ended"] == "closed", r
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.communicate()
+    gw.stop()
+
+
+def test_postgres_mode_flood_before_startup(fx):
+    """A client the policy would refuse floods between its handshake and
+    its StartupMessage (the policy is checked after it)."""
+    gw = fx.gateway(pg_config(fx))
+    pid = gw.proc.pid
+    rss0, cpu0, t0 = rss_kib(pid), cpu_seconds(pid), time.monotonic()
+    p = flood(svc_port(gw), fx.mallory, fx.ca.crt, "flood", 30, sni="localhost", postgres=True)
+    r = flood_result(p, 60 * SLOW)
+    cpu = (cpu_seconds(pid) - cpu0) / (time.monotonic() - t0)
+    measured("postgres mode, KeyUpdate flood before the StartupMessage: cut after %.3f s "
+             "(%d KeyUpdates sent); gateway CPU %.0f%%, RSS %d -> %d KiB",
+             r["seconds"], r["updates"], cpu * 100, rss0, rss_kib(pid))
+    assert r["connected"] and r["ended"] == "closed", r
+    assert r["seconds"] < 5 * SLOW, r
+    ev = gw.wait_event("tls.rejected", reason="key update flood")
+    assert ev["service"] == "billing-db", ev
+    assert not gw.events("session.start"), gw.events("session.start")
+    gw.stop()
+
+
+# --- handshakes per source ----------------------------------------------------------
+
+def silent(port, source):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind((source, 0))
+    s.settimeout(10 * SLOW)
+    s.connect(("127.0.0.1", port))
+    return s
+
+
+def tls_to(port, fx, source="127.0.0.1", prefix=b""):
+    """alice's TLS handshake from `source` (a PROXY header first if given);
+    returns the socket, the banner read."""
+    raw = silent(port, source)
+    if prefix:
+        raw.sendall(prefix)
+    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=fx.ca.crt)
+    ctx.load_cert_chain(fx.alice.crt, fx.alice.key)
+    sock = ctx.wrap_socket(raw, server_hostname="localhost")
+    data = b""
+    while len(data) < len(BANNER):
+        chunk = sock.recv(len(BANNER) - len(data))
+        if not chunk:
+            break
+        data += chunk
+    assert data == BANNER, data
+    return sock
+
+
+def closed_by_gateway(sock):
+    sock.settimeout(10 * SLOW)
+    try:
+        return sock.recv(1) == b""
+    except OSError:
+        return True
+
+
+def rejected_clients(gw, reason):
+    return {e["client"] for e in gw.events("tls.rejected", reason=reason)}
+
+
+def test_handshakes_per_source(fx):
+    gw = fx.gateway(tunnel_config(fx, max_handshakes_per_source=5))
+    port = gw.ports()[0]
+    reason = "too many handshakes from this source"
+    # five connections from 127.0.0.2 that never say a word
+    held = [silent(port, "127.0.0.2") for _ in range(5)]
+    try:
+        extra = silent(port, "127.0.0.2")
+        me = "%s:%d" % extra.getsockname()
+        assert closed_by_gateway(extra), "the 6th handshake from 127.0.0.2 was kept"
+        extra.close()
+        ev = gw.wait_event("tls.rejected", client=me)
+        assert ev["reason"] == reason, ev
+        # another source is not affected
+        sock = tls_to(port, fx, "127.0.0.1")
+        sock.close()
+        # one goes: 127.0.0.2 gets a session; authorized, it counts no more
+        held.pop().close()
+        live = wait_for(lambda: try_tls(port, fx, "127.0.0.2"), 5, "a session from 127.0.0.2")
+        fifth = silent(port, "127.0.0.2")
+        held.append(fifth)
+        sixth = silent(port, "127.0.0.2")
+        assert closed_by_gateway(sixth), "a 6th handshake from 127.0.0.2 was kept"
+        gw.wait_event("tls.rejected", client="%s:%d" % sixth.getsockname(), reason=reason)
+        sixth.close()
+        assert "%s:%d" % fifth.getsockname() not in rejected_clients(gw, reason)
+        live.close()
+        note("max_handshakes_per_source 5: the 6th silent connection from one address "
+             "refused, another address and an authorized session unaffected")
+    finally:
+        for s in held:
+            s.close()
+    wait_for(lambda: gw.events("session.end"), 10, "session.end")
+    rejected = gw.events("tls.rejected", reason=reason)
+    assert len(rejected) == 2, rejected
+    gw.stop()
+
+
+def try_tls(port, fx, source, prefix=b""):
+    try:
+        return tls_to(port, fx, source, prefix)
+    except (OSError, AssertionError):
+        return None
+
+
+def test_handshakes_counted_by_proxy_header_source(fx):
+    """Behind a PROXY header, the address in the header is the source: a
+    balancer's clients are not all counted as one."""
+    gw = fx.gateway(tunnel_config(fx, max_handshakes_per_source=3,
+                                  proxy_protocol_from=["127.0.0.0/8"]))
+    port = gw.ports()[0]
+    reason = "too many handshakes from this source"
+
+    def header(src):
+        return ("PROXY TCP4 %s 127.0.0.1 40000 %d\r\n" % (src, port)).encode()
+
+    held = []
+    try:
+        # four clients behind the balancer at 10.0.0.1, silent after the header
+        for _ in range(4):
+            s = silent(port, "127.0.0.1")
+            s.sendall(header("10.0.0.1"))
+            held.append(s)
+        gw.wait_event("tls.rejected", client="10.0.0.1:40000", reason=reason)
+        # 10.0.0.2 gets in, although five connections from the balancer's
+        # own address are open
+        sock = tls_to(port, fx, "127.0.0.1", header("10.0.0.2"))
+        sock.close()
+        start = gw.wait_event("session.start", client="10.0.0.2:40000")
+        assert start["user"] == "alice@example.com", start
+        assert len(gw.events("tls.rejected", reason=reason)) == 1, gw.events("tls.rejected")
+    finally:
+        for s in held:
+            s.close()
+    gw.stop()
+
+
+# --- CancelRequests ---------------------------------------------------------------
+
+def cancel_request(port, pid):
+    """A CancelRequest with a key nobody holds; returns once the gateway
+    has closed the connection (it has handled it)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10 * SLOW) as s:
+        s.sendall(struct.pack("!IIII", 16, CANCEL_CODE, pid, 12345))
+        while s.recv(64):
+            pass
+
+
+def test_unknown_cancel_requests_log_rate_limited(fx):
+    gw = fx.gateway(pg_config(fx))
+    port = svc_port(gw)
+
+    def lines():
+        return [l for l in gw.output().splitlines() if "for an unknown key" in l]
+    n = 2000
+    t0 = time.monotonic()
+    for i in range(n):
+        cancel_request(port, 1000 + i)
+    took = time.monotonic() - t0
+    count = len(lines())
+    measured("%d CancelRequests with unknown keys in %.2f s: %d log lines", n, took, count)
+    # one line a second at most (and the first)
+    assert 1 <= count <= took + 2, lines()[:5]
+
+    def summary():
+        cancel_request(port, 7)
+        return [l for l in lines() if "similar messages suppressed" in l]
+    note("the next line says: %s", wait_for(summary, 5, "the suppressed count")[-1])
+    gw.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(run([
+        test_keyupdate_flood_is_cut,
+        test_interleaved_keyupdates_are_bounded,
+        test_control_traffic_is_not_activity,
+        test_postgres_mode_flood_before_startup,
+        test_handshakes_per_source,
+        test_handshakes_counted_by_proxy_header_source,
+        test_unknown_cancel_requests_log_rate_limited,
+    ], setup, teardown))
