@@ -241,6 +241,14 @@ json_t *pol_show_snapshot(const pol_snapshot_t *snap)
 			put(&sh, a, "on_failure",
 			    json_string(snap->audit.on_failure == CG_AUDIT_CONTINUE ? "continue"
 			                                                            : "refuse"));
+			put(&sh, a, "chain", json_boolean(snap->audit.chain));
+			if (snap->audit.state != NULL)
+				put(&sh, a, "state", json_string(snap->audit.state));
+			const pol_syslog_cfg_t *sl = &snap->audit.syslog;
+			if (sl->transport != POL_SYSLOG_NONE)
+				put(&sh, a, "syslog",
+				    json_pack("{s:s, s:s, s:s}", "address", sl->address, "facility",
+				              sl->facility_name, "format", "rfc5424"));
 		}
 		put(&sh, root, "audit", a);
 	}

@@ -96,9 +96,30 @@ typedef struct pol_admin {
 	pol_file_t token_file;
 } pol_admin_t;
 
+/* audit.syslog: a copy of every audit line to a syslog receiver. */
+typedef enum {
+	POL_SYSLOG_NONE = 0, /* no "syslog" key */
+	POL_SYSLOG_UNIX,     /* a unix datagram socket ("unix:/dev/log") */
+	POL_SYSLOG_UDP,
+	POL_SYSLOG_TCP, /* octet-counted framing (RFC 6587) */
+} pol_syslog_transport_t;
+
+typedef struct pol_syslog_cfg {
+	pol_syslog_transport_t transport;
+	char *address;             /* as configured: "udp:10.0.0.9:514" */
+	char *unix_path;           /* POL_SYSLOG_UNIX */
+	cg_hostport_t host;        /* POL_SYSLOG_UDP, POL_SYSLOG_TCP */
+	int facility;              /* 0-23 (RFC 5424 6.2.1); default 4, auth */
+	const char *facility_name; /* static */
+} pol_syslog_cfg_t;
+
 typedef struct pol_audit_cfg {
 	char *path; /* default "-" (stdout); absolute otherwise */
 	cg_audit_on_failure_t on_failure;
+	bool chain;  /* seq and prev on every line; default true */
+	char *state; /* the chain's state file, absolute; default PATH.state,
+	              * NULL for "-" unless given (or without the chain) */
+	pol_syslog_cfg_t syslog;
 } pol_audit_cfg_t;
 
 /* Where run-time state lives (locks, trust feed, devices, requests, used

@@ -324,6 +324,17 @@ char *gw_metrics_render(gw_metrics_t *m, gw_gateway_t *gw, size_t *len)
 	family(&o, "certgate_audit_lost_events_total", "counter",
 	       "Audit events that could not be written.");
 	put(&o, "certgate_audit_lost_events_total %" PRIu64 "\n", cg_audit_lost(gw->audit));
+	gw_syslog_stats_t sl = gw_syslog_stats(gw->syslog);
+	family(&o, "certgate_audit_syslog_sent_total", "counter",
+	       "Audit lines handed to the syslog receiver (audit.syslog).");
+	put(&o, "certgate_audit_syslog_sent_total %" PRIu64 "\n", sl.sent);
+	family(&o, "certgate_audit_syslog_lost_total", "counter",
+	       "Audit lines that did not reach syslog: refused, dropped from a full queue, or cut "
+	       "off with a broken connection. The file log has them.");
+	put(&o, "certgate_audit_syslog_lost_total %" PRIu64 "\n", sl.lost);
+	family(&o, "certgate_audit_syslog_queued", "gauge",
+	       "Audit lines waiting for the syslog receiver.");
+	put(&o, "certgate_audit_syslog_queued %" PRIu64 "\n", sl.queued);
 	family(&o, "certgate_state_errors_total", "counter",
 	       "Changes to the run-time state (locks, trust feed, ...) that could not be "
 	       "persisted; they stay in force in memory.");

@@ -12,5 +12,6 @@ int gw_health_main(int argc, char **argv);
 int gw_ca_main(int argc, char **argv);
 int gw_login_main(int argc, char **argv);
 int gw_status_main(int argc, char **argv);
+int gw_audit_main(int argc, char **argv);
 
 #endif

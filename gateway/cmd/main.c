@@ -23,6 +23,7 @@ static void usage(FILE *out)
 	        "  test     --config FILE CASES.json  policy tests: expected decisions\n"
 	        "  ca       init|issue|server|revoke|crl   development CA\n"
 	        "  health   [--admin ADDR:PORT]      exit 0 if the gateway is ready\n"
+	        "  audit    verify FILE...           check the audit log's hash chain\n"
 	        "  version                           versions of certgate and its libraries\n");
 }
 
@@ -45,6 +46,7 @@ int main(int argc, char **argv)
 	        {"ca", gw_ca_main},       {"health", gw_health_main},
 	        {"login", gw_login_main}, {"status", gw_status_main},
 	        {"test", gw_test_main},
+	        {"audit", gw_audit_main},
 	};
 	if (argc < 2) {
 		usage(stderr);

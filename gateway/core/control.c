@@ -4,6 +4,7 @@
  * touches. Everything runs on the loop thread. */
 #include "core/control.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -16,17 +17,38 @@
 static int reload(gw_gateway_t *gw, const char *by, cg_errors_t *errs);
 
 /* The audit destination may move with a reload: the new one is opened
- * before the swap, so a reload naming an unwritable path fails whole. */
+ * before the swap, so a reload naming an unwritable path fails whole. The
+ * chain cannot be turned on or off under a file that stays: a writer
+ * holds its chained file locked, and lines with and without seq would
+ * break the chain anyway. */
 static cg_audit_t *audit_for(gw_gateway_t *gw, const pol_snapshot_t *snap, cg_errors_t *errs)
 {
-	if (strcmp(cg_audit_path(gw->audit), snap->audit.path) == 0)
+	if (strcmp(cg_audit_path(gw->audit), snap->audit.path) == 0) {
+		if (cg_audit_chained(gw->audit) != snap->audit.chain)
+			cg_errors_add(errs,
+			              "%s: audit.chain: changed while audit.path stays %s; restart "
+			              "certgate to change it (or move the log to a new path)",
+			              snap->config_path, snap->audit.path);
 		return gw->audit;
-	char err[256];
-	cg_audit_t *audit =
-	        cg_audit_open(snap->audit.path, snap->audit.on_failure, err, sizeof(err));
+	}
+	char err[512];
+	cg_audit_t *audit = gw_audit_open(snap, err, sizeof(err));
 	if (audit == NULL)
 		cg_errors_add(errs, "%s: audit.path: %s", snap->config_path, err);
 	return audit;
+}
+
+/* audit.state moved while the log stays: the state is written there now. */
+static void audit_state_follow(gw_gateway_t *gw, const pol_snapshot_t *snap)
+{
+	const char *now = cg_audit_state_path(gw->audit), *next = snap->audit.state;
+	if ((now == NULL && next == NULL) ||
+	    (now != NULL && next != NULL && strcmp(now, next) == 0))
+		return;
+	int rc = cg_audit_set_state_path(gw->audit, next);
+	if (rc < 0)
+		cg_log(CG_LOG_WARN, "audit: cannot write the chain state %s: %s", next,
+		       strerror(-rc));
 }
 
 static bool same_string(const char *a, const char *b)
@@ -144,11 +166,14 @@ static int reload(gw_gateway_t *gw, const char *by, cg_errors_t *errs)
 	gw_listeners_commit(gw);
 	gw_extensions_commit(gw);
 	if (audit != gw->audit) {
-		cg_audit_carry_counts(audit, gw->audit);
+		cg_audit_carry(audit, gw->audit); /* counts, chain, the syslog tap */
 		cg_audit_close(gw->audit);
 		gw->audit = audit;
+	} else {
+		audit_state_follow(gw, rt->snap);
 	}
 	cg_audit_set_on_failure(gw->audit, rt->snap->audit.on_failure);
+	gw_syslog_configure(gw->syslog, &rt->snap->audit.syslog);
 	gw_runtime_t *old = gw->rt;
 	gw->rt = rt;
 	gw->generation++;

@@ -23,6 +23,7 @@
 #include "cg_strmap.h"
 #include "core/authz.h"
 #include "core/runtime.h"
+#include "core/syslog_out.h"
 
 typedef struct gw_session gw_session_t;
 typedef struct gw_gateway gw_gateway_t;
@@ -79,6 +80,7 @@ struct gw_gateway {
 	int64_t started_ms;
 	int64_t loaded_ms;
 	cg_audit_t *audit;
+	gw_syslog_t *syslog; /* audit.syslog: the audit writer's tap */
 	gw_listener_t *listeners;
 	gw_session_t *sessions; /* every open connection, newest first */
 	size_t n_connections;
@@ -126,6 +128,12 @@ void gw_count_refusal(gw_gateway_t *gw, const char *event, const char *reason);
  * and returned as a negative errno. */
 int gw_audit(gw_gateway_t *gw, const char *event, json_t *fields);
 
+/* Opens the audit log the way snap's audit section says (chain, state). */
+cg_audit_t *gw_audit_open(const pol_snapshot_t *snap, char *err, size_t errlen);
+
+/* Makes audit the gateway's log, fed to gw->syslog (when there is one). */
+void gw_audit_use(gw_gateway_t *gw, cg_audit_t *audit);
+
 /* NULL when ready to serve (GET /readyz 200), else why not: "starting",
  * "draining", "audit unavailable" (on_failure refuse and the last audit
  * write failed). */
@@ -133,7 +141,8 @@ const char *gw_not_ready_reason(gw_gateway_t *gw);
 
 /* Starts the once-a-second check that brings a failed audit log back: it
  * writes an audit.resumed event (with the count of lost events) as soon as
- * writing works again, so readiness recovers without traffic. */
+ * writing works again, so readiness recovers without traffic. The same
+ * tick keeps the chain's state file current (cg_audit_save_state). */
 void gw_audit_probe_start(gw_gateway_t *gw);
 
 /* The drain is over (no connection left): gateway.stop, the signal

@@ -1140,6 +1140,115 @@ static void test_sha256(void **state)
 	pol_snapshot_unref(snap);
 }
 
+/* audit: chain (default on), its state file (default PATH.state, none for
+ * stdout), and syslog's address, facility and format. */
+static void test_audit_section(void **state)
+{
+	(void)state;
+	static const char head[] =
+	        "{ \"gateway\": { \"listen\": [\"0.0.0.0:8443\"], \"cert\": \"c\", \"key\": "
+	        "\"k\", \"client_ca\": \"ca\" },\n"
+	        "  \"rules\": [], \"services\": [ { \"name\": \"a\", \"upstream\": \"h:1\" } ],\n";
+	char text[2048], want[PATH_MAX + 32];
+
+	snprintf(text, sizeof(text), "%s  \"audit\": { \"path\": \"audit.jsonl\" }\n}\n", head);
+	write_file("certgate.json", text);
+	pol_snapshot_t *snap = load_ok("certgate.json");
+	assert_true(snap->audit.chain);
+	snprintf(want, sizeof(want), "%s/audit.jsonl.state", tmpdir);
+	assert_string_equal(snap->audit.state, want);
+	assert_int_equal(snap->audit.syslog.transport, POL_SYSLOG_NONE);
+	json_t *shown = json_object_get(snap->shown, "audit");
+	assert_true(json_is_true(json_object_get(shown, "chain")));
+	assert_string_equal(json_string_value(json_object_get(shown, "state")), want);
+	pol_snapshot_unref(snap);
+
+	/* stdout: no state unless named; chain off: none */
+	snprintf(text, sizeof(text), "%s  \"audit\": { \"path\": \"-\" }\n}\n", head);
+	write_file("certgate.json", text);
+	snap = load_ok("certgate.json");
+	assert_true(snap->audit.chain);
+	assert_null(snap->audit.state);
+	pol_snapshot_unref(snap);
+	snprintf(text, sizeof(text),
+	         "%s  \"audit\": { \"path\": \"-\", \"state\": \"run/chain.state\" }\n}\n", head);
+	write_file("certgate.json", text);
+	snap = load_ok("certgate.json");
+	snprintf(want, sizeof(want), "%s/run/chain.state", tmpdir);
+	assert_string_equal(snap->audit.state, want);
+	pol_snapshot_unref(snap);
+	snprintf(text, sizeof(text),
+	         "%s  \"audit\": { \"path\": \"a.jsonl\", \"chain\": false }\n}\n", head);
+	write_file("certgate.json", text);
+	snap = load_ok("certgate.json");
+	assert_false(snap->audit.chain);
+	assert_null(snap->audit.state);
+	pol_snapshot_unref(snap);
+
+	/* syslog */
+	snprintf(text, sizeof(text),
+	         "%s  \"audit\": { \"syslog\": { \"address\": \"tcp:siem.example:6514\",\n"
+	         "    \"facility\": \"local3\", \"format\": \"rfc5424\" } }\n}\n",
+	         head);
+	write_file("certgate.json", text);
+	snap = load_ok("certgate.json");
+	const pol_syslog_cfg_t *sl = &snap->audit.syslog;
+	assert_int_equal(sl->transport, POL_SYSLOG_TCP);
+	assert_string_equal(sl->host.host, "siem.example");
+	assert_int_equal(sl->host.port, 6514);
+	assert_int_equal(sl->facility, 19);
+	assert_string_equal(sl->address, "tcp:siem.example:6514");
+	shown = json_object_get(json_object_get(snap->shown, "audit"), "syslog");
+	assert_string_equal(json_string_value(json_object_get(shown, "facility")), "local3");
+	pol_snapshot_unref(snap);
+	snprintf(text, sizeof(text),
+	         "%s  \"audit\": { \"syslog\": { \"address\": \"unix:/dev/log\" } }\n}\n", head);
+	write_file("certgate.json", text);
+	snap = load_ok("certgate.json");
+	assert_int_equal(snap->audit.syslog.transport, POL_SYSLOG_UNIX);
+	assert_string_equal(snap->audit.syslog.unix_path, "/dev/log");
+	assert_int_equal(snap->audit.syslog.facility, 4); /* auth */
+	pol_snapshot_unref(snap);
+	snprintf(text, sizeof(text),
+	         "%s  \"audit\": { \"syslog\": { \"address\": \"udp:[::1]:514\" } }\n}\n", head);
+	write_file("certgate.json", text);
+	snap = load_ok("certgate.json");
+	assert_int_equal(snap->audit.syslog.transport, POL_SYSLOG_UDP);
+	assert_string_equal(snap->audit.syslog.host.host, "::1");
+	pol_snapshot_unref(snap);
+
+	snprintf(text, sizeof(text),
+	         "%s  \"audit\": { \"path\": \"a.jsonl\", \"chain\": false, \"state\": \"s\",\n"
+	         "    \"syslog\": { \"address\": \"smtp:x:1\", \"facility\": \"mail2\",\n"
+	         "      \"format\": \"rfc3164\", \"tls\": true } }\n}\n",
+	         head);
+	write_file("certgate.json", text);
+	EXPECT_ERRORS("certgate.json",
+	              "certgate.json:3:58: audit.state: applies only with audit.chain on",
+	              "certgate.json:4:28: audit.syslog.address: expected \"unix:/PATH\", "
+	              "\"udp:HOST:PORT\" or \"tcp:HOST:PORT\"",
+	              "certgate.json:4:52: audit.syslog.facility: expected a facility name: auth, "
+	              "authpriv, daemon, user, local0 ... local7, security, ...",
+	              "certgate.json:5:17: audit.syslog.format: expected \"rfc5424\"",
+	              "certgate.json:5:35: audit.syslog.tls: unknown key");
+	snprintf(text, sizeof(text),
+	         "%s  \"audit\": { \"path\": \"a\", \"state\": \"a\",\n"
+	         "    \"syslog\": { \"address\": \"unix:dev/log\" } }\n}\n",
+	         head);
+	write_file("certgate.json", text);
+	EXPECT_ERRORS(
+	        "certgate.json",
+	        "certgate.json:3:36: audit.state: must not be the audit log itself",
+	        "certgate.json:4:28: audit.syslog.address: expected \"unix:\" and an absolute "
+	        "socket path (at most 107 bytes)");
+	snprintf(text, sizeof(text),
+	         "%s  \"audit\": { \"syslog\": { \"address\": \"tcp:nohost\" } }\n}\n", head);
+	write_file("certgate.json", text);
+	EXPECT_ERRORS("certgate.json", "certgate.json:3:37: audit.syslog.address: expected "
+	                               "\"unix:/PATH\", \"udp:HOST:PORT\" or \"tcp:HOST:PORT\" "
+	                               "(expected \"host:port\")");
+}
+
 int main(void)
 {
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
@@ -1165,6 +1274,7 @@ int main(void)
 	        T(test_policy_file),
 	        T(test_relative_paths),
 	        T(test_sha256),
+	        T(test_audit_section),
 	};
 #undef T
 	return cmocka_run_group_tests(tests, NULL, NULL);
