@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "state/state_model.h"
+#include "state/state_pg.h"
 
 const gw_state_kind_t *const gw_state_kinds[GW_STATE_KINDS] = {
         [GW_STATE_LOCKS] = &gw_state_locks_kind,
@@ -57,24 +58,36 @@ gw_state_t *gw_state_open(uv_loop_t *loop, const char *dir, char *err, size_t er
 	return st;
 }
 
+gw_state_t *gw_state_open_postgres(uv_loop_t *loop, const char *dsn, const char *schema, char *err,
+                                   size_t errlen)
+{
+	gw_state_t *st = state_new(loop, err, errlen);
+	if (st == NULL)
+		return NULL;
+	st->backend = GW_STATE_POSTGRES;
+	if ((st->pg = gw_state_pg_create(st, dsn, schema, err, errlen)) == NULL) {
+		gw_state_close(st);
+		return NULL;
+	}
+	return st;
+}
+
 int gw_state_wait_loaded(gw_state_t *st, uint64_t timeout_ms, char *err, size_t errlen)
 {
-	(void)timeout_ms;
-	(void)err;
-	(void)errlen;
-	(void)st;
-	return 0;
+	return st->pg != NULL ? gw_state_pg_wait(st->pg, timeout_ms, err, errlen) : 0;
 }
 
 void gw_state_stop(gw_state_t *st)
 {
-	(void)st;
+	if (st != NULL && st->pg != NULL)
+		gw_state_pg_stop(st->pg);
 }
 
 void gw_state_close(gw_state_t *st)
 {
 	if (st == NULL)
 		return;
+	gw_state_pg_destroy(st->pg);
 	for (unsigned k = 0; k < GW_STATE_KINDS; k++)
 		gw_state_kinds[k]->finish(st);
 	free(st->dir);
@@ -105,23 +118,22 @@ uint64_t gw_state_errors(const gw_state_t *st)
 
 bool gw_state_connected(const gw_state_t *st)
 {
-	(void)st;
-	return true;
+	return st->pg == NULL || st->pg->phase == GW_PG_READY;
 }
 
 size_t gw_state_pending(const gw_state_t *st)
 {
-	(void)st;
-	return 0;
+	return st->pg != NULL ? cg_strmap_count(st->pg->changes) : 0;
 }
 
 /* --- changes ----------------------------------------------------------------- */
 
 void gw_state_record_changed(gw_state_t *st, unsigned kind, const char *key)
 {
-	(void)key;
 	if (st->backend == GW_STATE_FILE)
 		gw_state_file_changed(st, kind);
+	else if (st->backend == GW_STATE_POSTGRES)
+		gw_pg_changed(st->pg, kind, key);
 }
 
 void gw_state_changed(gw_state_t *st, unsigned kind)
@@ -145,5 +157,8 @@ void gw_state_observe(gw_state_t *st, const gw_state_change_t *change)
 void gw_state_token_claim(gw_state_t *st, const char *hash, int64_t expires_ms, int64_t now_ms,
                           gw_token_claim_fn done, void *ctx)
 {
-	done(ctx, gw_state_token_claim_local(st, hash, expires_ms, now_ms));
+	if (st->pg != NULL)
+		gw_pg_claim(st->pg, hash, expires_ms, done, ctx);
+	else
+		done(ctx, gw_state_token_claim_local(st, hash, expires_ms, now_ms));
 }

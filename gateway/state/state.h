@@ -44,6 +44,12 @@ typedef struct gw_state gw_state_t;
  * (0700) if missing and every kind's file in it is loaded. NULL with the
  * reason in err ("state.dir /x: locks.json: line 3: ..."). */
 gw_state_t *gw_state_open(uv_loop_t *loop, const char *dir, char *err, size_t errlen);
+/* Opens a state shared through PostgreSQL: dsn is a libpq connection
+ * string as policy/ checked it, schema a lowercase identifier. Returns at
+ * once, empty; the store is reached on the loop (gw_state_wait_loaded).
+ * NULL with the reason in err. */
+gw_state_t *gw_state_open_postgres(uv_loop_t *loop, const char *dsn, const char *schema, char *err,
+                                   size_t errlen);
 /* Runs the loop until the state holds what its store holds (postgres:
  * connected, schema created or migrated, every record loaded; memory and
  * file: at once). 0; or -1 with the reason in err: the store's schema is

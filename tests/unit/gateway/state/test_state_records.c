@@ -1,0 +1,237 @@
+/* Run-time state shared record by record (gateway/state/): each shared
+ * kind's record round trip from one gateway's model to another's, what a
+ * record put tells about access (the observer hears only what tightens),
+ * records that cannot be read, and the file backend still writing whole
+ * documents through the record-level reports. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "state/state.h"
+#include "state/state_model.h"
+
+typedef struct keys {
+	char list[8][32];
+	size_t n;
+} keys_t;
+
+static void collect(void *ctx, const char *key)
+{
+	keys_t *k = ctx;
+	if (k->n < 8)
+		snprintf(k->list[k->n++], sizeof(k->list[0]), "%s", key);
+}
+
+/* Copies kind's record key from a to b, as the store would carry it. */
+static gw_state_change_t carry(gw_state_t *a, gw_state_t *b, unsigned kind, const char *key,
+                               int64_t *expires)
+{
+	const gw_state_kind_t *k = gw_state_kinds[kind];
+	json_t *value = k->get(a, key, expires);
+	char err[160];
+	gw_state_change_t change = {0};
+	assert_true(k->put(b, key, value, &change, err, sizeof(err)));
+	json_decref(value);
+	return change;
+}
+
+static void test_lock_record_round_trip(void **unused)
+{
+	(void)unused;
+	uv_loop_t loop;
+	uv_loop_init(&loop);
+	char err[160];
+	gw_state_t *a = gw_state_open(&loop, NULL, err, sizeof(err));
+	gw_state_t *b = gw_state_open(&loop, NULL, err, sizeof(err));
+	const gw_lock_t *l =
+	        gw_state_lock_add(a, "Bob@Example.com", NULL, "left", 1000, 90000, "127.0.0.1:1");
+	assert_non_null(l);
+	int64_t expires = -1;
+	gw_state_change_t c = carry(a, b, GW_STATE_LOCKS, l->id, &expires);
+	assert_int_equal(expires, 90000);
+	/* a new lock tightens: the user's sessions are checked again */
+	assert_true(c.tightens);
+	assert_string_equal(c.user, "Bob@Example.com");
+	assert_null(c.device);
+	assert_string_equal(c.reason, "revoked: lock");
+	const gw_lock_t *got = gw_state_lock_find(b, "bob@example.com", NULL, 2000);
+	assert_non_null(got);
+	assert_string_equal(got->id, l->id);
+	assert_string_equal(got->reason, "left");
+	assert_string_equal(got->by, "127.0.0.1:1");
+	assert_int_equal(got->created_ms, 1000);
+	keys_t k = {0};
+	gw_state_kinds[GW_STATE_LOCKS]->keys(b, collect, &k);
+	assert_int_equal(k.n, 1);
+	assert_string_equal(k.list[0], l->id);
+
+	/* listed in creation order, whatever order they arrive in */
+	const gw_lock_t *early = gw_state_lock_add(a, NULL, "laptop-2", NULL, 3000, 0, "x");
+	const gw_lock_t *later = gw_state_lock_add(a, NULL, "laptop-1", NULL, 5000, 0, "x");
+	carry(a, b, GW_STATE_LOCKS, later->id, &expires);
+	carry(a, b, GW_STATE_LOCKS, early->id, &expires);
+	const gw_lock_t *list = gw_state_locks(b, 6000);
+	assert_string_equal(list->id, l->id);
+	assert_string_equal(list->next->id, early->id);
+	assert_string_equal(list->next->next->id, later->id);
+
+	/* lifted on a: gone on b, and that does not tighten */
+	char id[24];
+	snprintf(id, sizeof(id), "%s", l->id);
+	assert_true(gw_state_lock_remove(a, id));
+	c = carry(a, b, GW_STATE_LOCKS, id, &expires);
+	assert_false(c.tightens);
+	assert_null(gw_state_lock_get(b, id, 2000));
+	gw_state_close(a);
+	gw_state_close(b);
+	uv_loop_close(&loop);
+}
+
+static void test_trust_record_round_trip(void **unused)
+{
+	(void)unused;
+	uv_loop_t loop;
+	uv_loop_init(&loop);
+	char err[160];
+	gw_state_t *a = gw_state_open(&loop, NULL, err, sizeof(err));
+	gw_state_t *b = gw_state_open(&loop, NULL, err, sizeof(err));
+	assert_int_equal(gw_state_trust_set(a, "laptop-7", POL_TRUST_LOW, 1000, 61000, "admin"), 0);
+	int64_t expires;
+	gw_state_change_t c = carry(a, b, GW_STATE_TRUST, "laptop-7", &expires);
+	assert_int_equal(expires, 61000);
+	assert_true(c.tightens);
+	assert_null(c.user);
+	assert_string_equal(c.device, "laptop-7");
+	assert_string_equal(c.reason, "revoked: device trust");
+	assert_int_equal(gw_state_trust_level(b, "laptop-7", 2000), POL_TRUST_LOW);
+	assert_int_equal(gw_state_trust_level(b, "laptop-7", 61000), POL_TRUST_NONE); /* lapsed */
+	assert_true(gw_state_trust_clear(a, "laptop-7"));
+	assert_int_equal(gw_state_trust_set(b, "laptop-7", POL_TRUST_HIGH, 1000, 0, "x"), 0);
+	c = carry(a, b, GW_STATE_TRUST, "laptop-7", &expires);
+	assert_false(c.tightens); /* cleared: can only widen */
+	assert_null(gw_state_trust_get(b, "laptop-7", 2000));
+	gw_state_close(a);
+	gw_state_close(b);
+	uv_loop_close(&loop);
+}
+
+/* A record the store holds that no gateway could have written is refused,
+ * and the model keeps what it had (a known lock stays). */
+static void test_unreadable_records(void **unused)
+{
+	(void)unused;
+	uv_loop_t loop;
+	uv_loop_init(&loop);
+	char err[160];
+	gw_state_t *st = gw_state_open(&loop, NULL, err, sizeof(err));
+	const gw_lock_t *l = gw_state_lock_add(st, "bob@example.com", NULL, NULL, 1000, 0, "x");
+	char id[24];
+	snprintf(id, sizeof(id), "%s", l->id);
+	static const char *const bad_locks[] = {
+	        "{\"user\": \"a\", \"device\": \"b\", \"created\": 1, \"expires\": 0, \"by\": "
+	        "\"x\"}",
+	        "{\"created\": 1, \"expires\": 0, \"by\": \"x\"}",
+	        "{\"user\": \"a\", \"created\": \"soon\", \"expires\": 0, \"by\": \"x\"}",
+	        "{\"user\": \"a\", \"created\": 1, \"expires\": 0, \"by\": \"x\", \"extra\": 1}",
+	        "[]",
+	};
+	for (size_t i = 0; i < sizeof(bad_locks) / sizeof(bad_locks[0]); i++) {
+		json_t *v = json_loads(bad_locks[i], 0, NULL);
+		gw_state_change_t c = {0};
+		err[0] = '\0';
+		assert_false(gw_state_kinds[GW_STATE_LOCKS]->put(st, id, v, &c, err, sizeof(err)));
+		assert_true(err[0] != '\0');
+		assert_false(c.tightens);
+		json_decref(v);
+		assert_non_null(gw_state_lock_find(st, "bob@example.com", NULL, 2000));
+	}
+	json_t *v = json_loads(
+	        "{\"level\": \"sky-high\", \"set\": 1, \"expires\": 0, \"by\": \"x\"}", 0, NULL);
+	gw_state_change_t c = {0};
+	assert_false(gw_state_kinds[GW_STATE_TRUST]->put(st, "d", v, &c, err, sizeof(err)));
+	json_decref(v);
+	/* the used-token cache is not shared record by record */
+	assert_null(gw_state_kinds[GW_STATE_TOKENS]->put);
+	gw_state_close(st);
+	uv_loop_close(&loop);
+}
+
+static int heard;
+static char heard_device[32];
+
+static void observer(void *ctx, const gw_state_change_t *change)
+{
+	(void)ctx;
+	heard++;
+	snprintf(heard_device, sizeof(heard_device), "%s", change->device ? change->device : "");
+}
+
+static void test_observer_hears_what_tightens(void **unused)
+{
+	(void)unused;
+	uv_loop_t loop;
+	uv_loop_init(&loop);
+	char err[160];
+	gw_state_t *st = gw_state_open(&loop, NULL, err, sizeof(err));
+	gw_state_change_t loose = {.kind = "trust", .key = "d1", .device = "d1"};
+	gw_state_change_t tight = {.kind = "trust", .key = "d2", .tightens = true, .device = "d2"};
+	gw_state_observe(st, &tight); /* no observer yet */
+	gw_state_set_observer(st, observer, NULL);
+	gw_state_observe(st, &loose);
+	assert_int_equal(heard, 0);
+	gw_state_observe(st, &tight);
+	assert_int_equal(heard, 1);
+	assert_string_equal(heard_device, "d2");
+	gw_state_set_observer(st, NULL, NULL);
+	gw_state_observe(st, &tight);
+	assert_int_equal(heard, 1);
+	gw_state_close(st);
+	uv_loop_close(&loop);
+}
+
+static gw_token_claim_t claimed;
+static int claims;
+
+static void on_claim(void *ctx, gw_token_claim_t result)
+{
+	(void)ctx;
+	claimed = result;
+	claims++;
+}
+
+/* Memory and file answer a claim before the call returns. */
+static void test_claims_answer_at_once(void **unused)
+{
+	(void)unused;
+	uv_loop_t loop;
+	uv_loop_init(&loop);
+	char err[160];
+	gw_state_t *st = gw_state_open(&loop, NULL, err, sizeof(err));
+	const char *h = "ab12ab12ab12ab12ab12ab12ab12ab12ab12ab12ab12ab12ab12ab12ab12ab12";
+	gw_state_token_claim(st, h, 9000, 1000, on_claim, NULL);
+	assert_int_equal(claims, 1);
+	assert_int_equal(claimed, GW_TOKEN_FRESH);
+	gw_state_token_claim(st, h, 9000, 2000, on_claim, NULL);
+	assert_int_equal(claims, 2);
+	assert_int_equal(claimed, GW_TOKEN_REPLAYED);
+	gw_state_close(st);
+	uv_loop_close(&loop);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	        cmocka_unit_test(test_lock_record_round_trip),
+	        cmocka_unit_test(test_trust_record_round_trip),
+	        cmocka_unit_test(test_unreadable_records),
+	        cmocka_unit_test(test_observer_hears_what_tightens),
+	        cmocka_unit_test(test_claims_answer_at_once),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
