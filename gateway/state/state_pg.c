@@ -29,11 +29,14 @@
 static void attempt_start(gw_state_pg_t *pg);
 static void on_socket(uv_poll_t *poll, int status, int events);
 
-uint64_t gw_pg_backoff(uint64_t prev, double rnd)
+uint64_t gw_pg_backoff_step(uint64_t prev)
 {
 	uint64_t step = prev == 0 ? GW_PG_BACKOFF_MIN_MS : prev * 2;
-	if (step > GW_PG_BACKOFF_MAX_MS)
-		step = GW_PG_BACKOFF_MAX_MS;
+	return step > GW_PG_BACKOFF_MAX_MS ? GW_PG_BACKOFF_MAX_MS : step;
+}
+
+uint64_t gw_pg_backoff_wait(uint64_t step, double rnd)
+{
 	if (rnd < 0 || rnd >= 1)
 		rnd = 0;
 	return step / 2 + (uint64_t)((double)(step - step / 2) * rnd);
@@ -160,12 +163,12 @@ void gw_pg_fail(gw_state_pg_t *pg, const char *fmt, ...)
 	pg->phase = GW_PG_IDLE;
 	if (pg->stopping) /* no new attempt while draining */
 		return;
-	pg->backoff_ms = gw_pg_backoff(was_up ? 0 : pg->backoff_ms, random_unit());
+	pg->backoff_ms = gw_pg_backoff_step(was_up ? 0 : pg->backoff_ms);
+	uint64_t wait = gw_pg_backoff_wait(pg->backoff_ms, random_unit());
 	cg_log(was_up ? CG_LOG_ERROR : CG_LOG_WARN,
-	       "state: %s (known locks and trust stay "
-	       "enforced; trying again in %llu ms)",
-	       st->problem, (unsigned long long)pg->backoff_ms);
-	uv_timer_start(&pg->timer, on_backoff, pg->backoff_ms, 0);
+	       "state: %s (known locks and trust stay enforced; trying again in %llu ms)",
+	       st->problem, (unsigned long long)wait);
+	uv_timer_start(&pg->timer, on_backoff, wait, 0);
 }
 
 /* --- connecting -------------------------------------------------------------- */
@@ -334,11 +337,16 @@ static void read_input(gw_state_pg_t *pg)
 	}
 	PGnotify *n;
 	int self = PQbackendPID(pg->conn);
+	bool heard = false;
 	while (pg->conn != NULL && (n = PQnotifies(pg->conn)) != NULL) {
-		if (n->be_pid != self) /* this gateway's own changes are in the model */
+		if (n->be_pid != self) { /* this gateway's own changes are in the model */
 			gw_pg_sync_notified(pg, n->extra);
+			heard = true;
+		}
 		PQfreemem(n);
 	}
+	if (heard && !pg->busy)
+		gw_pg_sync_next(pg); /* read them back now, not at the next tick */
 	while (pg->conn != NULL && pg->busy && !PQisBusy(pg->conn)) {
 		PGresult *r = PQgetResult(pg->conn);
 		if (r != NULL) {

@@ -158,7 +158,7 @@ struct gw_state_pg {
 	uv_timer_t timer; /* backoff, or the deadline of the connect or query */
 	uv_timer_t tick;  /* every second: heartbeat, pruning, the end of a stop */
 	int open_handles;
-	uint64_t backoff_ms;
+	uint64_t backoff_ms; /* the current step */
 	/* the query in flight */
 	bool busy;
 	gw_pg_done_fn done;
@@ -206,9 +206,11 @@ void gw_pg_fatal(gw_state_pg_t *pg, const char *why);
 /* While stopping (the tick): closes everything once nothing waits to be
  * written, or GW_PG_STOP_FLUSH_MS passed. */
 void gw_pg_stop_check(gw_state_pg_t *pg);
-/* The next backoff after prev ms (0: the first), jittered by rnd in
- * [0, 1): 100 ms doubling to 5 s, each wait drawn from its upper half. */
-uint64_t gw_pg_backoff(uint64_t prev, double rnd);
+/* Reconnection backoff: the step after prev (0: the first) is 100 ms
+ * doubling to 5 s; the wait for a step is drawn by rnd in [0, 1) from its
+ * upper half, so gateways that lost the store together come back apart. */
+uint64_t gw_pg_backoff_step(uint64_t prev);
+uint64_t gw_pg_backoff_wait(uint64_t step, double rnd);
 
 /* state_pg_sync.c: the conversation */
 void gw_pg_sync_start(gw_state_pg_t *pg); /* connected: schema, LISTEN, ... */

@@ -155,15 +155,16 @@ static void test_backoff(void **unused)
 {
 	(void)unused;
 	/* 100 ms doubling to 5 s; each wait in the upper half of its step */
-	uint64_t prev = 0;
+	uint64_t step = 0;
 	static const uint64_t steps[] = {100, 200, 400, 800, 1600, 3200, 5000, 5000};
 	for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]); i++) {
-		uint64_t low = gw_pg_backoff(prev, 0.0), high = gw_pg_backoff(prev, 0.999999);
-		assert_int_equal(low, steps[i] / 2);
+		step = gw_pg_backoff_step(step);
+		assert_int_equal(step, steps[i]);
+		assert_int_equal(gw_pg_backoff_wait(step, 0.0), steps[i] / 2);
+		uint64_t high = gw_pg_backoff_wait(step, 0.999999);
 		assert_true(high < steps[i] && high >= steps[i] - 1);
-		prev = steps[i];
 	}
-	assert_int_equal(gw_pg_backoff(5000, 1.5), 2500); /* out of range: the low end */
+	assert_int_equal(gw_pg_backoff_wait(5000, 1.5), 2500); /* out of range: the low end */
 }
 
 static void test_record_ids(void **unused)
