@@ -35,6 +35,7 @@
 #define GW_PG_STOP_FLUSH_MS      2000  /* a drain waits this long for pending writes */
 #define GW_PG_BATCH_MAX          500   /* records per write or read */
 #define GW_PG_KEY_MAX            1024  /* a record key in a NOTIFY payload (max 8000) */
+#define GW_PG_NOTIFIED_MAX       10000 /* records to read back; past it: read everything */
 #define GW_PG_SCHEMA_VERSION     1     /* what this binary knows (state_pg_schema.c) */
 
 /* --- the connection string (state_pg_dsn.c) ---------------------------------- */
@@ -179,6 +180,8 @@ struct gw_state_pg {
 	bool have_offset;
 	int64_t clock_sent_ms; /* our clock when the clock query went out */
 	bool loaded;           /* the first full load is in the model */
+	bool reconnected;      /* the load under way follows a lost connection */
+	bool reload;           /* too many announcements: read everything again */
 	bool stopping;
 	uint64_t stop_deadline;
 	char fatal[256]; /* why no attempt is made any more */

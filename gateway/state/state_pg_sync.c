@@ -284,7 +284,10 @@ static void on_loaded(gw_state_pg_t *pg, PGresult *res)
 	pg->last_prune = pg->last_answer;
 	cg_log(first ? CG_LOG_INFO : CG_LOG_WARN,
 	       "state: in sync with the store (schema %s): %d record(s)%s", pg->schema, rows,
-	       first ? "" : " after the connection was lost");
+	       first             ? ""
+	       : pg->reconnected ? " after the connection was lost"
+	                         : " read again whole (too many changes announced at once)");
+	pg->reconnected = false;
 	applying_finish(&a);
 }
 
@@ -331,6 +334,7 @@ static void on_migrated(gw_state_pg_t *pg, PGresult *res)
 
 void gw_pg_sync_start(gw_state_pg_t *pg)
 {
+	pg->reconnected = pg->loaded;
 	(void)gw_pg_send(pg, pg->sql[GW_PG_SQL_MIGRATE], 0, NULL, GW_PG_SETUP_TIMEOUT_MS,
 	                 on_migrated);
 }
@@ -480,8 +484,14 @@ void gw_pg_sync_notified(gw_state_pg_t *pg, const char *payload)
 {
 	unsigned kind;
 	const char *key;
-	/* anyone who may connect can NOTIFY: a payload is only a key to read */
-	if (strlen(payload) < ID_MAX && gw_pg_record_parse(payload, &kind, &key))
+	/* anyone who may connect can NOTIFY: a payload is only a key to read,
+	 * and past a bound everything is read again instead (memory stays
+	 * bounded, no change is missed) */
+	if (strlen(payload) >= ID_MAX || !gw_pg_record_parse(payload, &kind, &key))
+		return;
+	if (cg_strmap_count(pg->notified) >= GW_PG_NOTIFIED_MAX)
+		pg->reload = true;
+	else
 		cg_strmap_put(pg->notified, payload, (void *)1);
 }
 
@@ -660,7 +670,18 @@ void gw_pg_sync_next(gw_state_pg_t *pg)
 {
 	if (pg->busy || pg->phase != GW_PG_READY || pg->conn == NULL)
 		return;
-	if (send_claim(pg) || send_write(pg) || pg->stopping || send_read(pg))
+	if (send_claim(pg) || send_write(pg))
+		return;
+	if (pg->stopping) { /* everything made here is written: done */
+		gw_pg_stop_check(pg);
+		return;
+	}
+	if (pg->reload) {
+		pg->reload = false;
+		load(pg);
+		return;
+	}
+	if (send_read(pg))
 		return;
 	uint64_t now = uv_now(pg->loop);
 	if (now - pg->last_answer >= GW_PG_HEARTBEAT_MS) {
