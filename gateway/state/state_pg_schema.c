@@ -71,9 +71,10 @@ static const char *const texts[GW_PG_SQL_COUNT] = {
         /* and the store's clock, in a quick round trip */
         [GW_PG_SQL_LISTEN] = "LISTEN @S; "
                              "SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint",
-        [GW_PG_SQL_LOAD] = "SELECT kind, key, value::text, deleted FROM @S.records "
+        [GW_PG_SQL_LOAD] = "SELECT kind, key, value::text, deleted, expires_ms FROM @S.records "
                            "WHERE kind IN (SELECT jsonb_array_elements_text($1::jsonb))",
-        [GW_PG_SQL_READ] = "SELECT r.kind, r.key, r.value::text, r.deleted FROM @S.records r "
+        [GW_PG_SQL_READ] = "SELECT r.kind, r.key, r.value::text, r.deleted, r.expires_ms "
+                           "FROM @S.records r "
                            "JOIN jsonb_to_recordset($1::jsonb) AS x(kind text, key text) "
                            "ON r.kind = x.kind AND r.key = x.key",
         /* The last writer wins, by the store's clock: a record's stamp is

@@ -113,6 +113,15 @@ static void apply(applying_t *a, const char *id, const char *value_text)
 		if (value == NULL)
 			snprintf(err, sizeof(err), "%s", jerr.text);
 	}
+	/* the same record again (every record at each reload): nothing to do */
+	int64_t expires;
+	json_t *now = err[0] == '\0' ? gw_state_kinds[kind]->get(pg->st, key, &expires) : NULL;
+	bool same = err[0] == '\0' && (now == NULL ? value == NULL : json_equal(now, value));
+	json_decref(now);
+	if (same) {
+		json_decref(value);
+		return;
+	}
 	gw_state_change_t change = {0};
 	if (err[0] == '\0' &&
 	    gw_state_kinds[kind]->put(pg->st, key, value, &change, err, sizeof(err))) {
@@ -135,6 +144,15 @@ static void apply(applying_t *a, const char *id, const char *value_text)
 		       200, id, err);
 	}
 	json_decref(value);
+}
+
+/* A row of LOAD or READ that holds no record: a tombstone, or lapsed
+ * (the store drops it a minute later; the model drops it now). */
+static bool row_gone(const PGresult *res, int row, int64_t now)
+{
+	int64_t expires = strtoll(PQgetvalue(res, row, 4), NULL, 10);
+	return PQgetisnull(res, row, 2) || strcmp(PQgetvalue(res, row, 3), "t") == 0 ||
+	       (expires != 0 && expires <= now);
 }
 
 static bool applying_init(applying_t *a, gw_state_pg_t *pg, size_t cap)
@@ -248,6 +266,7 @@ static void on_loaded(gw_state_pg_t *pg, PGresult *res)
 	if (!answer_ok(pg, res, "loading the state"))
 		return;
 	int rows = PQntuples(res);
+	int64_t now = cg_wall_ms();
 	seen_t s = {.ids = cg_strmap_create(), .pg = pg};
 	applying_t a;
 	if (s.ids == NULL || !applying_init(&a, pg, (size_t)rows + 64)) {
@@ -260,7 +279,7 @@ static void on_loaded(gw_state_pg_t *pg, PGresult *res)
 		if (!gw_pg_record_id(PQgetvalue(res, i, 0), PQgetvalue(res, i, 1), id, sizeof(id)))
 			continue;
 		cg_strmap_put(s.ids, id, (void *)1);
-		bool gone = PQgetisnull(res, i, 2) || strcmp(PQgetvalue(res, i, 3), "t") == 0;
+		bool gone = row_gone(res, i, now);
 		apply(&a, id, gone ? NULL : PQgetvalue(res, i, 2));
 	}
 	/* what the model holds and the store does not: removed and pruned */
@@ -501,6 +520,7 @@ static void on_read(gw_state_pg_t *pg, PGresult *res)
 		return;
 	applying_t a;
 	int rows = PQntuples(res);
+	int64_t now = cg_wall_ms();
 	cg_strmap_t *found = cg_strmap_create();
 	if (found == NULL || !applying_init(&a, pg, (size_t)rows + pg->n_batch)) {
 		cg_strmap_destroy(found, NULL);
@@ -512,7 +532,7 @@ static void on_read(gw_state_pg_t *pg, PGresult *res)
 		if (!gw_pg_record_id(PQgetvalue(res, i, 0), PQgetvalue(res, i, 1), id, sizeof(id)))
 			continue;
 		cg_strmap_put(found, id, (void *)1);
-		bool gone = PQgetisnull(res, i, 2) || strcmp(PQgetvalue(res, i, 3), "t") == 0;
+		bool gone = row_gone(res, i, now);
 		apply(&a, id, gone ? NULL : PQgetvalue(res, i, 2));
 	}
 	for (size_t i = 0; i < pg->n_batch; i++) /* no row any more: pruned */

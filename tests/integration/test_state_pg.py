@@ -367,8 +367,9 @@ def test_state_database_restarted(fx):
     (fail closed) and resume, changes made meanwhile reach everyone."""
     r = api(fx.C, "POST", "/v1/locks", {"user": "dave@example.com", "reason": "before"})
     assert r.status == 201, r
+    dave_lock = r.json["id"]
     for gw in fx.gws:
-        wait_for(lambda: r.json["id"] in locks_of(gw), 2, "dave's lock on %s" % gw.name)
+        wait_for(lambda: dave_lock in locks_of(gw), 2, "dave's lock on %s" % gw.name)
     for gw in (fx.A, fx.B):
         wait_keys(gw)
     csr = csr_for(fx, keypair(fx, "outage"))
@@ -423,6 +424,11 @@ def test_state_database_restarted(fx):
         wait_for(lambda: erin_lock in locks_of(gw), 5, "erin's lock on %s" % gw.name)
         assert state_of(gw).json["state"]["pending"] == 0
     refused_everywhere(fx, "erin", rule="lock")
+    # reloading after the outage re-applied only what changed: dave's lock
+    # reached A and B once, when it was made
+    for gw in (fx.A, fx.B):
+        heard = gw.output().count("locks %s changed by another gateway" % dave_lock)
+        assert heard == 1, (gw.name, heard, gw.output()[-3000:])
     # logins resume
     status, body = post(fx.A, id_token(fx), csr)
     assert status == 201, body
