@@ -63,7 +63,8 @@ int gw_state_wait_loaded(gw_state_t *st, uint64_t timeout_ms, char *err, size_t 
  * can run dry. Pending token claims are answered (unavailable). */
 void gw_state_stop(gw_state_t *st);
 /* Frees the model; writes still in flight finish first (the loop must run
- * them: call after uv_run returned, which waits for them). Accepts NULL. */
+ * them: call after uv_run returned, which waits for them; a shared store
+ * after gw_state_stop, whose handles close on that run). Accepts NULL. */
 void gw_state_close(gw_state_t *st);
 
 /* "memory", "file" or "postgres", for /v1/status and /readyz. */

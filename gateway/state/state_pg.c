@@ -164,10 +164,14 @@ void gw_pg_fail(gw_state_pg_t *pg, const char *fmt, ...)
 	if (pg->stopping) /* no new attempt while draining */
 		return;
 	pg->backoff_ms = gw_pg_backoff_step(was_up ? 0 : pg->backoff_ms);
+	pg->failures = was_up ? 1 : pg->failures + 1;
 	uint64_t wait = gw_pg_backoff_wait(pg->backoff_ms, random_unit());
-	cg_log(was_up ? CG_LOG_ERROR : CG_LOG_WARN,
-	       "state: %s (known locks and trust stay enforced; trying again in %llu ms)",
-	       st->problem, (unsigned long long)wait);
+	/* the first failure, then about once a minute (every 12th at 5 s) */
+	if (pg->failures == 1 || pg->failures % 12 == 0)
+		cg_log(was_up ? CG_LOG_ERROR : CG_LOG_WARN,
+		       "state: %s (attempt %llu; known locks and trust stay enforced; trying again "
+		       "in %llu ms)",
+		       st->problem, (unsigned long long)pg->failures, (unsigned long long)wait);
 	uv_timer_start(&pg->timer, on_backoff, wait, 0);
 }
 

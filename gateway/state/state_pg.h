@@ -160,6 +160,7 @@ struct gw_state_pg {
 	uv_timer_t tick;  /* every second: heartbeat, pruning, the end of a stop */
 	int open_handles;
 	uint64_t backoff_ms; /* the current step */
+	uint64_t failures;   /* attempts failed in a row */
 	/* the query in flight */
 	bool busy;
 	gw_pg_done_fn done;
