@@ -566,6 +566,22 @@ def test_check_reports_state_errors(fx):
         assert "check.json:" in r.stderr, r.stderr  # with its position
 
 
+def test_zz_every_gateway_drains_clean(fx):
+    """Last: SIGTERM drains each gateway, its store connection closed (a
+    change made just before it is in the store), exit 0 (no leak under
+    the sanitizers)."""
+    r = api(fx.C, "POST", "/v1/locks", {"device": "laptop-last", "reason": "at the end"})
+    assert r.status == 201, r
+    fx.C.stop()
+    for gw in (fx.A, fx.B):
+        wait_for(lambda: r.json["id"] in locks_of(gw), 5, "the last lock on %s" % gw.name)
+        gw.stop()
+    assert state_sql(fx, "SELECT count(*) FROM certgate.records WHERE kind = 'locks' "
+                         "AND key = '%s'" % r.json["id"]) == "1"
+    assert state_sql(fx, "SELECT count(*) FROM pg_stat_activity WHERE usename = '%s'"
+                     % ROLE) == "0"
+
+
 if __name__ == "__main__":
     tests = [v for k, v in globals().items() if k.startswith("test_")
              and (len(sys.argv) < 2 or any(a in k for a in sys.argv[1:]))]
