@@ -9,18 +9,22 @@
  * NAME under sslmode=verify-full). A socket folder (host=/run/postgresql)
  * and a given hostaddr need no lookup. The other options go to libpq as
  * written, with the gateway's defaults where they are not: an application
- * name a DBA can recognize, and TCP keepalives so a store that vanished
- * from the network is noticed while idle. */
+ * name a DBA can recognize, TCP keepalives so a store that vanished from
+ * the network is noticed while idle, and no GSSAPI encryption (its
+ * Kerberos exchange would block). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "state/state_pg.h"
 
-/* Options the gateway sets unless the connection string does. */
+/* Options the gateway sets unless the connection string does. GSSAPI
+ * encryption is off: with a Kerberos credential cache around, libpq's
+ * default (prefer) would ask the KDC, which blocks. */
 static const char *const defaults[][2] = {
         {"application_name", "certgate"}, {"keepalives", "1"},       {"keepalives_idle", "10"},
         {"keepalives_interval", "5"},     {"keepalives_count", "3"}, {"tcp_user_timeout", "15000"},
+        {"gssencmode", "disable"},
 };
 #define N_DEFAULTS (sizeof(defaults) / sizeof(defaults[0]))
 

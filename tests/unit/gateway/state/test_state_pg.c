@@ -73,6 +73,7 @@ static void test_names_paired_with_addresses(void **unused)
 	assert_string_equal(value_of(&p, "application_name"), "cg-eu1");
 	assert_string_equal(value_of(&p, "keepalives"), "1");
 	assert_string_equal(value_of(&p, "tcp_user_timeout"), "15000");
+	assert_string_equal(value_of(&p, "gssencmode"), "disable");
 	assert_null(p.keywords[p.n]);
 	gw_pg_params_finish(&p);
 	free(r);
