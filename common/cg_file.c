@@ -51,6 +51,11 @@ static int write_all(int fd, const unsigned char *p, size_t len)
 
 int cg_file_write_atomic(const char *path, mode_t mode, const void *data, size_t len)
 {
+	return cg_file_replace(path, mode, data, len, true);
+}
+
+int cg_file_replace(const char *path, mode_t mode, const void *data, size_t len, bool durable)
+{
 	char tmp[PATH_MAX];
 	int n = snprintf(tmp, sizeof(tmp), "%s.tmp", path);
 	if (n < 0 || (size_t)n >= sizeof(tmp))
@@ -65,7 +70,7 @@ int cg_file_write_atomic(const char *path, mode_t mode, const void *data, size_t
 		rc = -errno;
 	if (rc == 0)
 		rc = write_all(fd, data, len);
-	if (rc == 0 && fsync(fd) < 0)
+	if (rc == 0 && durable && fsync(fd) < 0)
 		rc = -errno;
 	if (close(fd) < 0 && rc == 0)
 		rc = -errno;
@@ -75,7 +80,8 @@ int cg_file_write_atomic(const char *path, mode_t mode, const void *data, size_t
 		unlink(tmp);
 		return rc;
 	}
-	fsync_parent(path);
+	if (durable)
+		fsync_parent(path);
 	return 0;
 }
 

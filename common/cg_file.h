@@ -5,6 +5,7 @@
 #ifndef CG_FILE_H
 #define CG_FILE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <sys/types.h>
 
@@ -13,6 +14,13 @@
  * readable by others), filled, fsynced and renamed over path; the folder
  * is fsynced after. 0, or a negative errno with path.tmp removed. */
 int cg_file_write_atomic(const char *path, mode_t mode, const void *data, size_t len)
+        __attribute__((warn_unused_result));
+
+/* The same; with durable false nothing is fsynced: the file is still
+ * replaced whole (a reader or a kill -9 sees the old or the new), but a
+ * power loss may leave the old one, or none. For state rewritten often
+ * whose loss costs little (the audit chain's position between rotations). */
+int cg_file_replace(const char *path, mode_t mode, const void *data, size_t len, bool durable)
         __attribute__((warn_unused_result));
 
 /* Reads the whole file (at most max bytes) into *out: malloc'd, with a NUL

@@ -1,6 +1,7 @@
 /* Loading certgate.json (and its policy_file) into an immutable, refcounted
- * pol_snapshot_t: the orchestration and the gateway, admin and audit
- * sections (services: pol_config_services.c, rules: pol_config_rules.c),
+ * pol_snapshot_t: the orchestration and the gateway and admin sections
+ * (audit: pol_config_audit.c, services: pol_config_services.c, rules:
+ * pol_config_rules.c),
  * then the snapshot's life and its service lookups. */
 #include "pol_config.h"
 
@@ -32,7 +33,7 @@ void pol_file_where(const pol_file_t *file, char *buf, size_t len)
 }
 
 /* ---------------------------------------------------------------------- */
-/* gateway, admin, audit                                                    */
+/* gateway, admin                                                          */
 
 /* gateway.listen: an array of numeric "host:port" (one plain string is
  * accepted too). */
@@ -220,43 +221,6 @@ static void load_admin(loader_t *ld, const cg_jdoc_t *doc, const json_t *adm, co
 		           "a non-loopback admin listener needs a token_file");
 }
 
-static void load_audit(loader_t *ld, const cg_jdoc_t *doc, const json_t *aud, const char *dir)
-{
-	static const char *const keys[] = {"path", "on_failure", NULL};
-	pol_audit_cfg_t *a = &ld->snap->audit;
-	const char *path = NULL, *on_failure = NULL;
-
-	a->on_failure = CG_AUDIT_REFUSE;
-	if (aud && !json_is_object(aud)) {
-		pol_ld_err(ld, doc, "audit", "expected an object");
-		aud = NULL;
-	}
-	if (aud) {
-		pol_ld_check_keys(ld, doc, aud, "audit", keys);
-		if (pol_ld_get_string(ld, doc, aud, "audit", "path", false, &path) && path &&
-		    pol_ld_has_control(path)) {
-			pol_ld_err(ld, doc, "audit.path", "expected a file path or \"-\"");
-			path = NULL;
-		}
-		if (pol_ld_get_string(ld, doc, aud, "audit", "on_failure", false, &on_failure) &&
-		    on_failure) {
-			if (strcmp(on_failure, "refuse") == 0)
-				a->on_failure = CG_AUDIT_REFUSE;
-			else if (strcmp(on_failure, "continue") == 0)
-				a->on_failure = CG_AUDIT_CONTINUE;
-			else
-				pol_ld_err(ld, doc, "audit.on_failure",
-				           "expected \"refuse\" or \"continue\"");
-		}
-	}
-	if (!path || strcmp(path, "-") == 0) {
-		a->path = pol_ld_xstrdup(ld, "-");
-	} else if (!(a->path = pol_ld_path_join(dir, path))) {
-		ld->failed = true;
-		cg_errors_add(ld->errs, "out of memory");
-	}
-}
-
 /* "state": {"backend": "file", "dir": DIR}. The gateway cannot move its
  * state while it runs; the loader only reads the block. */
 static void load_state(loader_t *ld, const cg_jdoc_t *doc, const json_t *st, const char *dir)
@@ -321,6 +285,7 @@ static void rule_finish(pol_rule_t *r)
 	free(r->sources);
 	free_strings(r->db_users, r->n_db_users);
 	free_strings(r->db_names, r->n_db_names);
+	free(r->when);
 }
 
 static void snapshot_free(pol_snapshot_t *snap)
@@ -344,6 +309,9 @@ static void snapshot_free(pol_snapshot_t *snap)
 	free(snap->admin.listen);
 	pol_ld_file_finish(&snap->admin.token_file);
 	free(snap->audit.path);
+	free(snap->audit.state);
+	free(snap->audit.syslog.address);
+	free(snap->audit.syslog.unix_path);
 	free(snap->state.backend);
 	free(snap->state.dir);
 	pol_ld_issuer_finish(&snap->issuer);
@@ -354,6 +322,7 @@ static void snapshot_free(pol_snapshot_t *snap)
 	for (size_t i = 0; i < snap->n_rules; i++)
 		rule_finish(&snap->rules[i]);
 	free(snap->rules);
+	cg_strmap_destroy(snap->zones, cg_tz_free_cb);
 	free(snap);
 }
 
@@ -458,6 +427,7 @@ static pol_snapshot_t *load(const char *config_path, cg_errors_t *errs, bool *co
 	}
 	atomic_init(&ld.snap->refs, 1);
 	ld.snap->audit.on_failure = CG_AUDIT_REFUSE;
+	ld.snap->audit.chain = true;
 
 	if (!(cfg = cg_jdoc_load(config_path, errs))) {
 		ld.failed = true;
@@ -485,7 +455,7 @@ static pol_snapshot_t *load(const char *config_path, cg_errors_t *errs, bool *co
 		n_gw_listen = json_is_array(listen) ? json_array_size(listen) : listen ? 1 : 0;
 	}
 	load_admin(&ld, cfg, json_object_get(root, "admin"), cfg_dir);
-	load_audit(&ld, cfg, json_object_get(root, "audit"), cfg_dir);
+	pol_ld_load_audit(&ld, cfg, json_object_get(root, "audit"), cfg_dir);
 	load_state(&ld, cfg, json_object_get(root, "state"), cfg_dir);
 	pol_ld_load_issuer(&ld, cfg, json_object_get(root, "issuer"), cfg_dir);
 

@@ -1,13 +1,17 @@
 /* The "rules" section (of certgate.json or of its policy_file): each rule's
- * conditions read and checked against the services already loaded, and rule
- * names unique. */
+ * conditions read and checked against the services already loaded, its
+ * mode and time window, and rule names unique. */
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cg_log.h"
 #include "cg_strmap.h"
+#include "cg_time.h"
+#include "cg_tz.h"
 #include "pol_decide.h"
 #include "pol_loader.h"
+#include "pol_window.h"
 
 /* ---------------------------------------------------------------------- */
 /* rules                                                                    */
@@ -31,14 +35,123 @@ static const pol_service_t *find_service(const loader_t *ld, const char *name)
 	return i ? &ld->snap->services[i - 1] : NULL;
 }
 
+/* ---------------------------------------------------------------------- */
+/* when                                                                     */
+
+/* The zone called name, loaded once per snapshot whatever the number of
+ * rules naming it. NULL after reporting at path. */
+static const cg_tz_t *zone(loader_t *ld, const cg_jdoc_t *doc, const char *path, const char *name)
+{
+	pol_snapshot_t *snap = ld->snap;
+	cg_tz_t *tz;
+	char err[1200];
+	if (snap->zones == NULL && (snap->zones = cg_strmap_create()) == NULL) {
+		ld->failed = true;
+		cg_errors_add(ld->errs, "out of memory");
+		return NULL;
+	}
+	if ((tz = cg_strmap_get(snap->zones, name)) != NULL)
+		return tz;
+	if ((tz = cg_tz_load(name, err, sizeof(err))) == NULL) {
+		pol_ld_err(ld, doc, path, "%s", err);
+		return NULL;
+	}
+	cg_strmap_put(snap->zones, name, tz);
+	return tz;
+}
+
+static bool get_time(loader_t *ld, const cg_jdoc_t *doc, const json_t *obj, const char *path,
+                     const char *key, int64_t *out)
+{
+	const char *text;
+	char kpath[PATH_BUF];
+	if (!pol_ld_get_string(ld, doc, obj, path, key, false, &text) || text == NULL)
+		return false;
+	if (!cg_rfc3339_parse(text, out)) {
+		pol_ld_err(ld, doc, pol_ld_pkey(kpath, path, key),
+		           "expected an RFC 3339 time like \"2026-12-04T18:00:00Z\" or "
+		           "\"2026-12-04T19:00:00+01:00\"");
+		return false;
+	}
+	return true;
+}
+
+/* rules[i].when: {"days": [...], "hours": "08:00-18:00", "tz": ZONE,
+ * "from": RFC3339, "until": RFC3339}. */
+static void load_when(loader_t *ld, const cg_jdoc_t *doc, const json_t *obj, const char *rpath,
+                      pol_rule_t *rule)
+{
+	static const char *const keys[] = {"days", "hours", "tz", "from", "until", NULL};
+	char path[PATH_BUF], kpath[PATH_BUF], ipath[PATH_BUF];
+	const json_t *days = json_object_get(obj, "days");
+	const char *hours, *tz_name;
+	pol_window_t w = {0};
+
+	pol_ld_pkey(path, rpath, "when");
+	if (!json_is_object(obj)) {
+		pol_ld_err(ld, doc, path,
+		           "expected an object with \"days\", \"hours\", \"tz\", \"from\" or "
+		           "\"until\"");
+		return;
+	}
+	pol_ld_check_keys(ld, doc, obj, path, keys);
+	if (days != NULL) {
+		pol_ld_pkey(kpath, path, "days");
+		if (!json_is_array(days) || json_array_size(days) == 0)
+			pol_ld_err(ld, doc, kpath,
+			           "expected a list of days like [\"mon\", \"tue\", \"wed\"]");
+		w.has_days = true;
+		for (size_t i = 0; json_is_array(days) && i < json_array_size(days); i++) {
+			const char *name = json_string_value(json_array_get(days, i));
+			int d = name != NULL ? pol_window_parse_day(name) : -1;
+			if (d < 0)
+				pol_ld_err(ld, doc, pol_ld_pidx(ipath, kpath, i),
+				           "expected one of \"mon\", \"tue\", \"wed\", \"thu\", "
+				           "\"fri\", \"sat\", \"sun\"");
+			else
+				w.days |= (uint8_t)(1u << d);
+		}
+	}
+	if (pol_ld_get_string(ld, doc, obj, path, "hours", false, &hours) && hours != NULL) {
+		w.has_hours = true;
+		if (!pol_window_parse_hours(hours, &w.start_s, &w.end_s))
+			pol_ld_err(ld, doc, pol_ld_pkey(kpath, path, "hours"),
+			           "expected \"HH:MM-HH:MM\" in 24-hour local time, start and end "
+			           "different (\"08:00-18:00\", \"22:00-06:00\", \"00:00-24:00\")");
+	}
+	if (pol_ld_get_string(ld, doc, obj, path, "tz", false, &tz_name) && tz_name != NULL)
+		w.tz = zone(ld, doc, pol_ld_pkey(kpath, path, "tz"), tz_name);
+	else if (w.has_days || w.has_hours)
+		/* the server's own zone is no good guess: say which one */
+		pol_ld_err(ld, doc, path,
+		           "missing key \"tz\": days and hours are local times of a zone such as "
+		           "\"Europe/Berlin\" or \"UTC\"");
+	w.has_from = get_time(ld, doc, obj, path, "from", &w.from_ms);
+	w.has_until = get_time(ld, doc, obj, path, "until", &w.until_ms);
+	if (w.has_from && w.has_until && w.from_ms >= w.until_ms)
+		pol_ld_err(ld, doc, pol_ld_pkey(kpath, path, "until"),
+		           "expected a time after from: the window would never open");
+	if (!w.has_days && !w.has_hours && json_object_get(obj, "from") == NULL &&
+	    json_object_get(obj, "until") == NULL)
+		pol_ld_err(ld, doc, path,
+		           "expected at least one of \"days\", \"hours\", "
+		           "\"from\" and \"until\"");
+	if ((rule->when = pol_ld_xcalloc(ld, 1, sizeof(*rule->when))) != NULL)
+		*rule->when = w;
+	ld->snap->has_windows = true;
+}
+
+/* ---------------------------------------------------------------------- */
+/* a rule                                                                   */
+
 static void load_rule(loader_t *ld, const cg_jdoc_t *doc, const json_t *obj, size_t idx,
                       pol_rule_t *rule)
 {
-	static const char *const keys[] = {"name",     "effect",   "services",  "users",
-	                                   "groups",   "devices",  "min_trust", "sources",
-	                                   "db_users", "db_names", NULL};
+	static const char *const keys[] = {
+	        "name",    "effect",   "services", "users", "groups", "devices", "min_trust",
+	        "sources", "db_users", "db_names", "mode",  "when",   NULL};
 	char path[PATH_BUF], kpath[PATH_BUF], ipath[PATH_BUF];
-	const char *name, *effect, *trust;
+	const char *name, *effect, *trust, *mode;
 	bool star = false, all_postgres = true;
 
 	rule->min_trust = POL_TRUST_NONE;
@@ -68,6 +181,22 @@ static void load_rule(loader_t *ld, const cg_jdoc_t *doc, const json_t *obj, siz
 			pol_ld_err(ld, doc, pol_ld_pkey(kpath, path, "effect"),
 			           "expected \"allow\" or \"deny\"");
 	}
+
+	if (pol_ld_get_string(ld, doc, obj, path, "mode", false, &mode) && mode) {
+		if (strcmp(mode, "permissive") == 0)
+			rule->permissive = true;
+		else if (strcmp(mode, "enforce") != 0)
+			pol_ld_err(ld, doc, pol_ld_pkey(kpath, path, "mode"),
+			           "expected \"enforce\" or \"permissive\"");
+		/* an allow rule that is not enforced would admit no one: trying one
+		 * on live traffic has no meaning, so it is refused, not guessed */
+		if (rule->permissive && rule->allow)
+			pol_ld_err(ld, doc, pol_ld_pkey(kpath, path, "mode"),
+			           "\"permissive\" applies to deny rules only (an allow rule that "
+			           "is not enforced would admit no one)");
+	}
+	if (json_object_get(obj, "when") != NULL)
+		load_when(ld, doc, json_object_get(obj, "when"), path, rule);
 
 	if (!json_object_get(obj, "services"))
 		pol_ld_err(ld, doc, path, "missing required key \"services\"");

@@ -20,8 +20,10 @@
 #include <strings.h>
 
 #include "cg_addr.h"
+#include "cg_time.h"
 #include "cg_utf8.h"
 #include "pol_index.h"
+#include "pol_window.h"
 
 /* ---------------------------------------------------------------------- */
 /* Conditions                                                               */
@@ -37,12 +39,14 @@ typedef enum {
 	COND_SOURCES,
 	COND_DB_USERS,
 	COND_DB_NAMES,
+	COND_WHEN,
 } cond_t;
 
 typedef struct eval {
 	const pol_request_t *req;
 	const char *user;  /* NULL: no user claim */
 	pol_trust_t trust; /* effective */
+	int64_t at_ms;     /* for time windows */
 } eval_t;
 
 static bool rule_names_service(const pol_rule_t *rule, const char *service)
@@ -237,6 +241,8 @@ static cond_t rule_check(const pol_rule_t *rule, const eval_t *ev, bool check_se
 	                                                  ev->user, req->db_name, on_oom)
 	                                      : rule->allow))
 		return first ? first : COND_DB_NAMES;
+	if (rule->when != NULL && !pol_window_contains(rule->when, ev->at_ms))
+		return first ? first : COND_WHEN;
 	*only_trust = first == COND_MIN_TRUST;
 	return first;
 }
@@ -356,6 +362,12 @@ static void why_not(const pol_rule_t *rule, const eval_t *ev, cond_t cond, char 
 			text_list(&t, rule->db_names, rule->n_db_names);
 		}
 		break;
+	case COND_WHEN:
+		text_add(&t, "when: ");
+		if (t.len + 1 < t.cap)
+			(void)pol_window_explain(rule->when, ev->at_ms, t.buf + t.len,
+			                         t.cap - t.len);
+		break;
 	}
 }
 
@@ -363,20 +375,33 @@ static void why_not(const pol_rule_t *rule, const eval_t *ev, cond_t cond, char 
 /* Decision                                                                 */
 
 typedef struct verdict {
-	const pol_rule_t *deny;       /* first matching deny rule */
+	const pol_rule_t *deny;       /* first matching (enforced) deny rule */
 	const pol_rule_t *allow;      /* first matching allow rule */
 	const pol_rule_t *trust_only; /* first allow rule that failed only on min_trust */
+	size_t n_would_deny;          /* matching permissive deny rules, the first ones */
+	const pol_rule_t *would_deny[POL_WOULD_DENY_MAX];
+	int64_t deny_opens_ms; /* earliest opening of a deny rule's window that alone failed */
 } verdict_t;
 
-static void consider(verdict_t *v, const pol_rule_t *rule, cond_t cond, bool only_trust)
+static void consider(verdict_t *v, const pol_rule_t *rule, const eval_t *ev, cond_t cond,
+                     bool only_trust)
 {
 	if (cond == COND_NONE) {
-		if (!rule->allow && !v->deny)
+		if (!rule->allow && rule->permissive) {
+			if (v->n_would_deny < POL_WOULD_DENY_MAX)
+				v->would_deny[v->n_would_deny++] = rule;
+		} else if (!rule->allow && !v->deny) {
 			v->deny = rule;
-		else if (rule->allow && !v->allow)
+		} else if (rule->allow && !v->allow) {
 			v->allow = rule;
+		}
 	} else if (only_trust && rule->allow && !v->trust_only) {
 		v->trust_only = rule;
+	} else if (cond == COND_WHEN && !rule->allow && !rule->permissive) {
+		/* it refuses once its window opens */
+		int64_t opens = pol_window_next_change(rule->when, ev->at_ms);
+		if (opens < v->deny_opens_ms)
+			v->deny_opens_ms = opens;
 	}
 }
 
@@ -465,7 +490,7 @@ static void decide_indexed(const pol_snapshot_t *snap, const eval_t *ev, verdict
 			bool only_trust;
 			const pol_rule_t *rule = &snap->rules[i];
 			cond_t cond = rule_check(rule, ev, true, &only_trust);
-			consider(v, rule, cond, only_trust);
+			consider(v, rule, ev, cond, only_trust);
 		}
 	} else {
 		sort_indexes(c.rules, c.n);
@@ -478,7 +503,7 @@ static void decide_indexed(const pol_snapshot_t *snap, const eval_t *ev, verdict
 				continue;
 			bool only_trust;
 			cond_t cond = rule_check(rule, ev, false, &only_trust);
-			consider(v, rule, cond, only_trust);
+			consider(v, rule, ev, cond, only_trust);
 		}
 	}
 	if (c.rules != c.stack)
@@ -495,8 +520,10 @@ void pol_decide(const pol_snapshot_t *snap, const pol_request_t *req, pol_decisi
 	        .user = claims && claims->user && claims->user[0] ? claims->user : NULL,
 	        .trust = pol_trust_effective(claims ? claims->device_trust : POL_TRUST_NONE,
 	                                     req->feed_trust),
+	        /* the clock is read only when a window needs it */
+	        .at_ms = req->at_ms != 0 || !snap->has_windows ? req->at_ms : cg_wall_ms(),
 	};
-	verdict_t v = {0};
+	verdict_t v = {.deny_opens_ms = INT64_MAX};
 	bool known = service_known(snap, req->service);
 	bool only_trust;
 
@@ -505,6 +532,7 @@ void pol_decide(const pol_snapshot_t *snap, const pol_request_t *req, pol_decisi
 	out->why = POL_WHY_DEFAULT_DENY;
 	out->rule = "default-deny";
 	out->effective_trust = ev.trust;
+	out->valid_until_ms = INT64_MAX;
 
 	if (trace) {
 		/* explain: every rule, in policy order */
@@ -514,7 +542,7 @@ void pol_decide(const pol_snapshot_t *snap, const pol_request_t *req, pol_decisi
 			char why[1024];
 			why_not(rule, &ev, cond, why, sizeof(why));
 			trace(trace_arg, rule, cond == COND_NONE ? NULL : why);
-			consider(&v, rule, cond, only_trust);
+			consider(&v, rule, &ev, cond, only_trust);
 		}
 	} else if (ev.user && known && snap->index) {
 		decide_indexed(snap, &ev, &v);
@@ -523,7 +551,7 @@ void pol_decide(const pol_snapshot_t *snap, const pol_request_t *req, pol_decisi
 		for (size_t i = 0; i < snap->n_rules && !v.deny; i++) {
 			const pol_rule_t *rule = &snap->rules[i];
 			cond_t cond = rule_check(rule, &ev, true, &only_trust);
-			consider(&v, rule, cond, only_trust);
+			consider(&v, rule, &ev, cond, only_trust);
 		}
 	}
 
@@ -548,6 +576,15 @@ void pol_decide(const pol_snapshot_t *snap, const pol_request_t *req, pol_decisi
 		out->why = POL_WHY_ALLOWED;
 		out->rule = v.allow->name;
 		snprintf(out->reason, sizeof(out->reason), "allowed by rule %s", v.allow->name);
+		out->valid_until_ms = v.deny_opens_ms;
+		if (v.allow->when != NULL) {
+			int64_t closes = pol_window_next_change(v.allow->when, ev.at_ms);
+			if (closes < out->valid_until_ms)
+				out->valid_until_ms = closes;
+		}
+		out->n_would_deny = v.n_would_deny;
+		for (size_t i = 0; i < v.n_would_deny; i++)
+			out->would_deny[i] = v.would_deny[i]->name;
 	} else if (v.trust_only) {
 		out->why = POL_WHY_TRUST;
 		snprintf(out->reason, sizeof(out->reason),

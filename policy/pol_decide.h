@@ -4,6 +4,7 @@
 #define POL_DECIDE_H
 
 #include <stdbool.h>
+#include <stdint.h>
 #include <sys/socket.h>
 
 #include "pol_claims.h"
@@ -16,6 +17,7 @@ typedef struct pol_request {
 	const struct sockaddr *source; /* client address; NULL = unknown (matches no `sources`) */
 	const char *db_user;           /* postgres mode, else NULL */
 	const char *db_name;           /* postgres mode, else NULL */
+	int64_t at_ms;                 /* when (epoch ms) time windows are judged; 0 = now */
 } pol_request_t;
 
 typedef enum {
@@ -26,23 +28,39 @@ typedef enum {
 	POL_WHY_NO_USER,      /* certificate had no user claim */
 } pol_why_t;
 
+/* Permissive deny rules named by one decision, at most (the first ones in
+ * policy order). */
+#define POL_WOULD_DENY_MAX 8
+
 typedef struct pol_decision {
 	bool allow;
 	pol_why_t why;
 	const char *rule; /* deciding rule's name (in the snapshot) or "default-deny" */
 	pol_trust_t effective_trust;
 	char reason[192]; /* one line for audit and errors */
+	/* allowed: the earliest instant (epoch ms) after the request's at_ms
+	 * at which a time window could refuse it (the allowing rule's window
+	 * closes, or that of a deny rule that otherwise matches opens);
+	 * INT64_MAX when none can, and for every refusal */
+	int64_t valid_until_ms;
+	/* allowed: the permissive deny rules that matched (names in the
+	 * snapshot), in policy order; 0 for every refusal */
+	size_t n_would_deny;
+	const char *would_deny[POL_WOULD_DENY_MAX];
 } pol_decision_t;
 
 /* Called for each rule considered, in policy order (explain). why_not is
  * NULL when the rule matched, else the first condition that failed, e.g.
- * "groups: none of [dba]". */
+ * "groups: none of [dba]" or "when: Sat 2026-03-28 10:00 CET
+ * (Europe/Berlin): sat is not in days [mon, tue]". */
 typedef void (*pol_trace_fn)(void *arg, const pol_rule_t *rule, const char *why_not);
 
-/* Deny overrides: any matching deny rule refuses; otherwise a device whose
+/* Deny overrides: any matching deny rule refuses (a permissive one is only
+ * named in would_deny); otherwise a device whose
  * effective trust is always_deny is refused (why POL_WHY_TRUST); otherwise
  * the first matching allow rule admits; otherwise default-deny. A request without a
- * user claim is refused (rule "default-deny", why POL_WHY_NO_USER). trace may
+ * user claim is refused (rule "default-deny", why POL_WHY_NO_USER). A rule
+ * with a time window matches only when req->at_ms is inside it. trace may
  * be NULL. Reasons:
  *   "denied by rule NAME"
  *   "device trust LOW is below min_trust HIGH of rule NAME"

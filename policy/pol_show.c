@@ -12,6 +12,8 @@
 #include <string.h>
 
 #include "cg_duration.h"
+#include "cg_time.h"
+#include "cg_tz.h"
 
 typedef struct shower {
 	bool ok;
@@ -156,6 +158,38 @@ static json_t *show_service(shower_t *sh, const pol_service_t *svc)
 	return o;
 }
 
+static json_t *show_when(shower_t *sh, const pol_window_t *w)
+{
+	json_t *o = json_object();
+	char buf[CG_RFC3339_LEN];
+	if (!o)
+		return NULL;
+	if (w->has_days) {
+		const char *names[7];
+		size_t n = pol_window_day_names(w, names);
+		json_t *days = json_array();
+		for (size_t i = 0; days && i < n; i++)
+			push(sh, days, json_string_nocheck(names[i]));
+		put(sh, o, "days", days);
+	}
+	if (w->has_hours) {
+		char hours[12];
+		pol_window_hours(w, hours);
+		put(sh, o, "hours", json_string_nocheck(hours));
+	}
+	if (w->tz != NULL)
+		put(sh, o, "tz", json_string_nocheck(cg_tz_name(w->tz)));
+	if (w->has_from) {
+		cg_rfc3339_ms(w->from_ms, buf);
+		put(sh, o, "from", json_string_nocheck(buf));
+	}
+	if (w->has_until) {
+		cg_rfc3339_ms(w->until_ms, buf);
+		put(sh, o, "until", json_string_nocheck(buf));
+	}
+	return o;
+}
+
 static json_t *show_rule(shower_t *sh, const pol_rule_t *r)
 {
 	json_t *o = json_object();
@@ -163,6 +197,8 @@ static json_t *show_rule(shower_t *sh, const pol_rule_t *r)
 		return NULL;
 	put(sh, o, "name", json_string_nocheck(r->name)); /* from jansson too */
 	put(sh, o, "effect", json_string(r->allow ? "allow" : "deny"));
+	if (r->permissive)
+		put(sh, o, "mode", json_string("permissive"));
 	put(sh, o, "services", show_strings(sh, r->services, r->n_services));
 	if (r->n_users)
 		put(sh, o, "users", show_strings(sh, r->users, r->n_users));
@@ -178,6 +214,8 @@ static json_t *show_rule(shower_t *sh, const pol_rule_t *r)
 		put(sh, o, "db_users", show_strings(sh, r->db_users, r->n_db_users));
 	if (r->n_db_names)
 		put(sh, o, "db_names", show_strings(sh, r->db_names, r->n_db_names));
+	if (r->when)
+		put(sh, o, "when", show_when(sh, r->when));
 	return o;
 }
 
@@ -204,6 +242,14 @@ json_t *pol_show_snapshot(const pol_snapshot_t *snap)
 			put(&sh, a, "on_failure",
 			    json_string(snap->audit.on_failure == CG_AUDIT_CONTINUE ? "continue"
 			                                                            : "refuse"));
+			put(&sh, a, "chain", json_boolean(snap->audit.chain));
+			if (snap->audit.state != NULL)
+				put(&sh, a, "state", json_string(snap->audit.state));
+			const pol_syslog_cfg_t *sl = &snap->audit.syslog;
+			if (sl->transport != POL_SYSLOG_NONE)
+				put(&sh, a, "syslog",
+				    json_pack("{s:s, s:s, s:s}", "address", sl->address, "facility",
+				              sl->facility_name, "format", "rfc5424"));
 		}
 		put(&sh, root, "audit", a);
 	}

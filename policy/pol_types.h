@@ -14,8 +14,10 @@
 #include "cg_addr.h"
 #include "cg_audit.h"
 #include "cg_json.h"
+#include "cg_strmap.h"
 #include "pol_claims.h"
 #include "pol_trust.h"
+#include "pol_window.h"
 
 /* A file named by the configuration: absolute (relative paths resolve against
  * the folder of the file naming them) plus where it was named, so loaders of
@@ -103,9 +105,30 @@ typedef struct pol_admin {
 	pol_file_t token_file;
 } pol_admin_t;
 
+/* audit.syslog: a copy of every audit line to a syslog receiver. */
+typedef enum {
+	POL_SYSLOG_NONE = 0, /* no "syslog" key */
+	POL_SYSLOG_UNIX,     /* a unix datagram socket ("unix:/dev/log") */
+	POL_SYSLOG_UDP,
+	POL_SYSLOG_TCP, /* octet-counted framing (RFC 6587) */
+} pol_syslog_transport_t;
+
+typedef struct pol_syslog_cfg {
+	pol_syslog_transport_t transport;
+	char *address;             /* as configured: "udp:10.0.0.9:514" */
+	char *unix_path;           /* POL_SYSLOG_UNIX */
+	cg_hostport_t host;        /* POL_SYSLOG_UDP, POL_SYSLOG_TCP */
+	int facility;              /* 0-23 (RFC 5424 6.2.1); default 4, auth */
+	const char *facility_name; /* static */
+} pol_syslog_cfg_t;
+
 typedef struct pol_audit_cfg {
 	char *path; /* default "-" (stdout); absolute otherwise */
 	cg_audit_on_failure_t on_failure;
+	bool chain;  /* seq and prev on every line; default true */
+	char *state; /* the chain's state file, absolute; default PATH.state,
+	              * NULL for "-" unless given (or without the chain) */
+	pol_syslog_cfg_t syslog;
 } pol_audit_cfg_t;
 
 /* Where run-time state lives (locks, trust feed, devices, requests, used
@@ -167,6 +190,8 @@ typedef struct pol_rule {
 	size_t n_db_users; /* globs with {user} / {user.local} */
 	char **db_names;
 	size_t n_db_names;
+	pol_window_t *when; /* NULL: at any time */
+	bool permissive;    /* mode "permissive" (deny rules only): reports, never refuses */
 } pol_rule_t;
 
 typedef struct pol_snapshot {
@@ -186,6 +211,8 @@ typedef struct pol_snapshot {
 	size_t n_rules;
 	json_t *shown;         /* the configuration as GET /v1/policy shows it (no key material) */
 	void *index;           /* private to pol_index.c (decision index) */
+	cg_strmap_t *zones;    /* zone name -> cg_tz_t, shared by the rules' windows */
+	bool has_windows;      /* some rule has a time window */
 	cg_jdoc_t *doc_config; /* the texts, for positions in later error messages */
 	cg_jdoc_t *doc_policy; /* NULL without policy_file */
 } pol_snapshot_t;

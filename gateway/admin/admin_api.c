@@ -89,6 +89,32 @@ static void get_readyz(adm_request_t *req, gw_http_reply_t *reply)
 		                       "state", state));
 }
 
+/* The audit log's head (an anchor for the chain that lives outside the
+ * file: a monitor that keeps seq and hash can tell a rewritten tail) and
+ * the syslog copy's counts. */
+static json_t *audit_json(gw_gateway_t *gw)
+{
+	char hash[65];
+	uint64_t seq = cg_audit_chain_head(gw->audit, hash);
+	json_t *a = json_pack("{s:s, s:b, s:I, s:I}", "path", cg_audit_path(gw->audit), "chain",
+	                      cg_audit_chained(gw->audit), "written",
+	                      (json_int_t)cg_audit_written(gw->audit), "lost",
+	                      (json_int_t)cg_audit_lost(gw->audit));
+	if (a != NULL && cg_audit_chained(gw->audit)) {
+		json_object_set_new(a, "seq", json_integer((json_int_t)seq));
+		json_object_set_new(a, "hash", json_string(hash));
+	}
+	gw_syslog_stats_t sl = gw_syslog_stats(gw->syslog);
+	if (a != NULL && sl.enabled)
+		json_object_set_new(a, "syslog",
+		                    json_pack("{s:s, s:b, s:I, s:I, s:I}", "address",
+		                              gw_syslog_address(gw->syslog), "connected",
+		                              sl.connected, "sent", (json_int_t)sl.sent, "lost",
+		                              (json_int_t)sl.lost, "queued",
+		                              (json_int_t)sl.queued));
+	return a;
+}
+
 static void get_status(adm_request_t *req, gw_http_reply_t *reply)
 {
 	gw_gateway_t *gw = req->gw;
@@ -108,7 +134,10 @@ static void get_status(adm_request_t *req, gw_http_reply_t *reply)
 	                  (json_int_t)gw->counters.refused, "sessions_started",
 	                  (json_int_t)gw->counters.sessions, "audit_lost", (json_int_t)lost));
 	json_object_set_new(reply->json, "workers", json_integer(gw->n_workers));
+	json_object_set_new(json_object_get(reply->json, "counts"), "audit_syslog_lost",
+	                    json_integer((json_int_t)gw_syslog_stats(gw->syslog).lost));
 	json_object_set_new(reply->json, "state", state_json(gw->state));
+	json_object_set_new(reply->json, "audit", audit_json(gw));
 }
 
 static void post_reload(adm_request_t *req, gw_http_reply_t *reply)

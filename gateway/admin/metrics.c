@@ -24,6 +24,7 @@ void gw_metrics_init(gw_metrics_t *m)
 		abort(); /* at start, before anything runs */
 	m->refused = cg_strmap_create();
 	m->logins_denied = cg_strmap_create();
+	m->would_deny = cg_strmap_create();
 	m->bytes = cg_strmap_create();
 }
 
@@ -31,6 +32,7 @@ void gw_metrics_finish(gw_metrics_t *m)
 {
 	cg_strmap_destroy(m->refused, NULL);
 	cg_strmap_destroy(m->logins_denied, NULL);
+	cg_strmap_destroy(m->would_deny, NULL);
 	cg_strmap_destroy(m->bytes, free);
 	uv_mutex_destroy(&m->lock);
 }
@@ -42,6 +44,14 @@ void gw_metrics_refused(gw_metrics_t *m, const char *event, const char *reason)
 	uv_mutex_lock(&m->lock);
 	uintptr_t n = (uintptr_t)cg_strmap_get(m->refused, key);
 	cg_strmap_put(m->refused, key, (void *)(n + 1));
+	uv_mutex_unlock(&m->lock);
+}
+
+void gw_metrics_would_deny(gw_metrics_t *m, const char *rule)
+{
+	uv_mutex_lock(&m->lock);
+	uintptr_t n = (uintptr_t)cg_strmap_get(m->would_deny, rule);
+	cg_strmap_put(m->would_deny, rule, (void *)(n + 1));
 	uv_mutex_unlock(&m->lock);
 }
 
@@ -106,6 +116,11 @@ static void on_bytes(void *ctx, const char *service, uint64_t up, uint64_t down)
 	gw_metrics_bytes(ctx, service, up, down);
 }
 
+static void on_would_deny(void *ctx, const char *rule)
+{
+	gw_metrics_would_deny(ctx, rule);
+}
+
 static void on_login(void *ctx, const char *reason)
 {
 	gw_metrics_t *m = ctx;
@@ -127,6 +142,7 @@ void gw_metrics_observe(gw_metrics_t *m, gw_gateway_t *gw)
 	        .handshake = on_handshake,
 	        .bytes = on_bytes,
 	        .login = on_login,
+	        .would_deny = on_would_deny,
 	};
 }
 
@@ -193,6 +209,15 @@ static bool put_refused(const char *key, void *value, void *arg)
 	put(o, "certgate_connections_refused_total{event=\"%.*s\",reason=\"", (int)(sep - key),
 	    key);
 	put_label(o, sep + 1);
+	put(o, "\"} %" PRIuPTR "\n", (uintptr_t)value);
+	return true;
+}
+
+static bool put_would_deny(const char *rule, void *value, void *arg)
+{
+	out_t *o = arg;
+	put(o, "certgate_authz_would_deny_total{rule=\"");
+	put_label(o, rule);
 	put(o, "\"} %" PRIuPTR "\n", (uintptr_t)value);
 	return true;
 }
@@ -273,6 +298,10 @@ char *gw_metrics_render(gw_metrics_t *m, gw_gateway_t *gw, size_t *len)
 	       "Connections refused, by audit event and reason (tls.rejected reason, deciding "
 	       "rule of authz.denied, upstream.failed).");
 	cg_strmap_foreach(m->refused, put_refused, &o);
+	family(&o, "certgate_authz_would_deny_total", "counter",
+	       "Sessions admitted that a permissive deny rule would have refused, by rule "
+	       "(authz.would_deny).");
+	cg_strmap_foreach(m->would_deny, put_would_deny, &o);
 	family(&o, "certgate_logins_total", "counter",
 	       "Login certificate requests to the issuer: issued, or denied by reason.");
 	put(&o, "certgate_logins_total{result=\"issued\"} %" PRIu64 "\n", m->logins_issued);
@@ -323,6 +352,17 @@ char *gw_metrics_render(gw_metrics_t *m, gw_gateway_t *gw, size_t *len)
 	family(&o, "certgate_audit_lost_events_total", "counter",
 	       "Audit events that could not be written.");
 	put(&o, "certgate_audit_lost_events_total %" PRIu64 "\n", audit_lost);
+	gw_syslog_stats_t sl = gw_syslog_stats(gw->syslog);
+	family(&o, "certgate_audit_syslog_sent_total", "counter",
+	       "Audit lines handed to the syslog receiver (audit.syslog).");
+	put(&o, "certgate_audit_syslog_sent_total %" PRIu64 "\n", sl.sent);
+	family(&o, "certgate_audit_syslog_lost_total", "counter",
+	       "Audit lines that did not reach syslog: refused, dropped from a full queue, or cut "
+	       "off with a broken connection. The file log has them.");
+	put(&o, "certgate_audit_syslog_lost_total %" PRIu64 "\n", sl.lost);
+	family(&o, "certgate_audit_syslog_queued", "gauge",
+	       "Audit lines waiting for the syslog receiver.");
+	put(&o, "certgate_audit_syslog_queued %" PRIu64 "\n", sl.queued);
 	family(&o, "certgate_state_errors_total", "counter",
 	       "Changes to the run-time state (locks, trust feed, ...) that could not be "
 	       "persisted; they stay in force in memory.");

@@ -23,6 +23,7 @@ typedef struct gw_metrics {
 	cg_strmap_t *bytes;   /* service -> gw_bytes_t* of ended sessions */
 	uint64_t logins_issued;
 	cg_strmap_t *logins_denied;    /* reason -> uint64 count */
+	cg_strmap_t *would_deny;       /* permissive rule -> uint64 count (authz.would_deny) */
 	uint64_t admin_denied_missing; /* admin requests refused: no token */
 	uint64_t admin_denied_wrong;   /* admin requests refused: a wrong one */
 } gw_metrics_t;
@@ -43,6 +44,8 @@ void gw_metrics_refused(gw_metrics_t *m, const char *event, const char *reason);
 void gw_metrics_handshake(gw_metrics_t *m, double seconds);
 /* An admin request refused for its token: token_given false = none sent. */
 void gw_metrics_admin_denied(gw_metrics_t *m, bool token_given);
+/* A permissive deny rule matched an admitted session. */
+void gw_metrics_would_deny(gw_metrics_t *m, const char *rule);
 /* Bytes of a session that ended. */
 void gw_metrics_bytes(gw_metrics_t *m, const char *service, uint64_t up, uint64_t down);
 

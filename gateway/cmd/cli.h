@@ -7,9 +7,11 @@ int gw_serve_main(int argc, char **argv);
 int gw_connect_main(int argc, char **argv);
 int gw_check_main(int argc, char **argv);
 int gw_explain_main(int argc, char **argv);
+int gw_test_main(int argc, char **argv);
 int gw_health_main(int argc, char **argv);
 int gw_ca_main(int argc, char **argv);
 int gw_login_main(int argc, char **argv);
 int gw_status_main(int argc, char **argv);
+int gw_audit_main(int argc, char **argv);
 
 #endif

@@ -4,7 +4,8 @@
  * trace shows each rule considered. Live state (locks, trust feed) is the
  * running gateway's and is not consulted. --at decides as of another time
  * than now: every time-dependent check (certificate and CRL validity, the
- * clock-skew rule) is judged at that second. */
+ * clock-skew rule, the rules' time windows) is judged at that instant, and
+ * each window says why it holds or not then. */
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,19 +19,43 @@
 #include "cg_time.h"
 #include "cmd/cli.h"
 #include "pol_decide.h"
+#include "pol_window.h"
 #include "core/runtime.h"
 #include "tls/x509_info.h"
 
 typedef struct trace {
 	json_t *rules;
+	int64_t at_ms;
 } trace_t;
+
+static json_t *time_or_null(int64_t ms)
+{
+	char ts[CG_RFC3339_LEN];
+	if (ms == INT64_MAX)
+		return json_null();
+	cg_rfc3339_ms(ms, ts);
+	return json_string(ts);
+}
 
 static void on_rule(void *arg, const pol_rule_t *rule, const char *why_not)
 {
 	trace_t *t = arg;
-	json_array_append_new(t->rules, json_pack("{s:s, s:s, s:b, s:s?}", "name", rule->name,
-	                                          "effect", rule->allow ? "allow" : "deny",
-	                                          "matched", why_not == NULL, "why_not", why_not));
+	json_t *r = json_pack("{s:s, s:s, s:b, s:s?}", "name", rule->name, "effect",
+	                      rule->allow ? "allow" : "deny", "matched", why_not == NULL, "why_not",
+	                      why_not);
+	if (rule->permissive)
+		json_object_set_new(r, "mode", json_string("permissive"));
+	if (rule->when != NULL) {
+		/* matched or not, a window says why at that instant, and until when */
+		char detail[512];
+		bool inside = pol_window_explain(rule->when, t->at_ms, detail, sizeof(detail));
+		json_object_set_new(
+		        r, "when",
+		        json_pack("{s:b, s:s, s:o}", "inside", inside, "detail", detail,
+		                  "next_change",
+		                  time_or_null(pol_window_next_change(rule->when, t->at_ms))));
+	}
+	json_array_append_new(t->rules, r);
 }
 
 /* The leaf and, after it, the intermediates the client would send (a
@@ -94,15 +119,37 @@ static void print_text(json_t *out)
 	json_array_foreach(json_object_get(out, "rules"), i, v)
 	{
 		const char *why = json_string_value(json_object_get(v, "why_not"));
-		printf("  %-20s %-5s %s\n", json_string_value(json_object_get(v, "name")),
+		bool permissive = json_object_get(v, "mode") != NULL;
+		printf("  %-20s %-5s %s%s\n", json_string_value(json_object_get(v, "name")),
 		       json_string_value(json_object_get(v, "effect")),
-		       why != NULL ? why : "matched");
+		       why != NULL ? why : "matched",
+		       permissive ? why != NULL ? " (permissive)"
+		                                : " (permissive: would deny, does not refuse)"
+		                  : "");
+		json_t *when = json_object_get(v, "when");
+		if (when != NULL) {
+			const char *next = json_string_value(json_object_get(when, "next_change"));
+			printf("      when: %s: %s%s%s\n",
+			       json_is_true(json_object_get(when, "inside")) ? "inside" : "outside",
+			       json_string_value(json_object_get(when, "detail")),
+			       next != NULL ? "; changes at " : "", next != NULL ? next : "");
+		}
 	}
 	json_t *d = json_object_get(out, "decision");
 	printf("decision: %s (rule %s): %s\n",
 	       json_is_true(json_object_get(d, "allow")) ? "allow" : "deny",
 	       json_string_value(json_object_get(d, "rule")),
 	       json_string_value(json_object_get(d, "reason")));
+	json_t *wd = json_object_get(d, "would_deny");
+	if (json_array_size(wd) > 0) {
+		printf("  would deny (permissive rules, not enforced):");
+		json_array_foreach(wd, i, v) printf(" %s", json_string_value(v));
+		printf("\n");
+	}
+	const char *until = json_string_value(json_object_get(d, "valid_until"));
+	if (until != NULL)
+		printf("  valid until: %s (a time window; a live session is decided again then)\n",
+		       until);
 }
 
 int gw_explain_main(int argc, char **argv)
@@ -127,8 +174,8 @@ int gw_explain_main(int argc, char **argv)
 	        "decision.\n"
 	        "  --at TIME  decide as of TIME (RFC 3339, e.g. 2026-12-04T23:29:08Z) instead "
 	        "of now:\n"
-	        "             certificate and CRL validity and the clock-skew rule are judged "
-	        "then\n"
+	        "             certificate and CRL validity, the clock-skew rule and the rules'\n"
+	        "             time windows are judged then\n"
 	        "Exit 0 if the gateway would admit it, 1 if not.\n";
 	const char *config = NULL, *cert_path = NULL, *service = NULL, *source = NULL;
 	const char *db_user = NULL, *db_name = NULL, *at_text = NULL;
@@ -176,6 +223,7 @@ int gw_explain_main(int argc, char **argv)
 	}
 	int64_t at_s = 0; /* 0: now */
 	char at[CG_RFC3339_LEN] = "";
+	int64_t decide_ms = cg_wall_ms(); /* the time windows' instant */
 	if (at_text != NULL) {
 		int64_t at_ms = 0;
 		if (!cg_rfc3339_parse(at_text, &at_ms) || at_ms < 1000) {
@@ -187,6 +235,7 @@ int gw_explain_main(int argc, char **argv)
 		}
 		at_s = at_ms / 1000;
 		cg_rfc3339_ms(at_s * 1000, at);
+		decide_ms = at_s * 1000;
 	}
 	struct sockaddr_storage src;
 	if (source != NULL) {
@@ -235,7 +284,7 @@ int gw_explain_main(int argc, char **argv)
 	pol_claims_t claims;
 	if (!pol_claims_extract(&rt->snap->claims, cert, &claims))
 		goto done;
-	trace_t trace = {.rules = json_array()};
+	trace_t trace = {.rules = json_array(), .at_ms = decide_ms};
 	pol_request_t req = {
 	        .service = svc->name,
 	        .claims = &claims,
@@ -243,6 +292,7 @@ int gw_explain_main(int argc, char **argv)
 	        .source = source != NULL ? (struct sockaddr *)&src : NULL,
 	        .db_user = db_user,
 	        .db_name = db_name,
+	        .at_ms = decide_ms,
 	};
 	pol_decision_t d;
 	pol_decide(rt->snap, &req, &d, on_rule, &trace);
@@ -254,15 +304,19 @@ int gw_explain_main(int argc, char **argv)
 	gw_cert_serial_hex(cert, serial, sizeof(serial));
 	cg_rfc3339_ms(gw_cert_not_after_ms(cert), not_after);
 	bool admitted = d.allow && refused == NULL;
+	json_t *would_deny = json_array();
+	for (size_t i = 0; i < d.n_would_deny; i++)
+		json_array_append_new(would_deny, json_string(d.would_deny[i]));
 	json_t *out = json_pack(
 	        "{s:{s:s, s:s, s:s, s:s?, s:s?}, s:o, s:{s:s, s:s?, s:s?, s:s?, s:s?}, s:o, "
-	        "s:{s:b, s:s, s:s, s:s}, s:b}",
+	        "s:{s:b, s:s, s:s, s:s, s:o, s:o}, s:b}",
 	        "certificate", "subject", subject, "serial", serial, "not_after", not_after,
 	        "refused", refused, "detail", refusal.detail, "claims", claims_json(&claims),
 	        "request", "service", svc->name, "source", source, "db_user", db_user, "db_name",
 	        db_name, "at", at_s > 0 ? at : NULL, "rules", trace.rules, "decision", "allow",
 	        d.allow, "rule", d.rule, "reason", d.reason, "device_trust",
-	        pol_trust_name(d.effective_trust), "admitted", admitted);
+	        pol_trust_name(d.effective_trust), "would_deny", would_deny, "valid_until",
+	        time_or_null(d.valid_until_ms), "admitted", admitted);
 	gw_refusal_finish(&refusal);
 	if (as_json) {
 		char *text = json_dumps(out, JSON_INDENT(2) | JSON_PRESERVE_ORDER);

@@ -20,8 +20,10 @@ static void usage(FILE *out)
 	        "  explain  --config FILE --cert FILE --service NAME   offline decision\n"
 	        "  login    --issuer URL [--headless]   single sign-on: a login certificate\n"
 	        "  status   [--dir DIR]              the login certificate: who, until when\n"
+	        "  test     --config FILE CASES.json  policy tests: expected decisions\n"
 	        "  ca       init|issue|server|revoke|crl   development CA\n"
 	        "  health   [--admin ADDR:PORT]      exit 0 if the gateway is ready\n"
+	        "  audit    verify FILE...           check the audit log's hash chain\n"
 	        "  version                           versions of certgate and its libraries\n");
 }
 
@@ -43,6 +45,8 @@ int main(int argc, char **argv)
 	        {"check", gw_check_main}, {"explain", gw_explain_main},
 	        {"ca", gw_ca_main},       {"health", gw_health_main},
 	        {"login", gw_login_main}, {"status", gw_status_main},
+	        {"test", gw_test_main},
+	        {"audit", gw_audit_main},
 	};
 	if (argc < 2) {
 		usage(stderr);

@@ -81,12 +81,14 @@ static int start(gw_gateway_t *gw)
 		                          err, sizeof(err));
 		if (gw->state == NULL)
 			cg_errors_add(&errs, "%s: state: %s", snap->config_path, err);
-		gw->audit =
-		        cg_audit_open(snap->audit.path, snap->audit.on_failure, err, sizeof(err));
-		if (gw->audit == NULL)
+		cg_audit_t *audit = gw_audit_open(snap, err, sizeof(err));
+		if (audit == NULL) {
 			cg_errors_add(&errs, "%s: audit.path: %s", snap->config_path, err);
-		else
+		} else {
+			gw_audit_use(gw, audit);
+			gw_syslog_configure(gw->syslog, &snap->audit.syslog);
 			gw_listeners_prepare(gw, snap, &errs);
+		}
 		if (errs.count == 0)
 			gw_extensions_prepare(gw, gw->rt, &errs);
 	}
@@ -167,7 +169,8 @@ int gw_serve_main(int argc, char **argv)
 	gw_metrics_observe(&metrics, &gw);
 	gw_admin_t *admin = gw_admin_create(&gw, &metrics);
 	gw_issuer_t *issuer = admin != NULL ? gw_issuer_create(&gw) : NULL;
-	if (admin == NULL || issuer == NULL) {
+	gw.syslog = gw_syslog_create(gw.loop);
+	if (admin == NULL || issuer == NULL || gw.syslog == NULL) {
 		fprintf(stderr, "certgate: out of memory\n");
 		return 1;
 	}
@@ -179,6 +182,7 @@ int gw_serve_main(int argc, char **argv)
 	int code = 0;
 	if (start(&gw) < 0) {
 		code = 1;
+		gw_syslog_stop(gw.syslog);
 		gw_extensions_destroy(&gw);      /* their listeners and timers close */
 		uv_run(gw.loop, UV_RUN_DEFAULT); /* let the closes finish */
 		goto done;
@@ -221,6 +225,7 @@ done:
 	uv_loop_close(gw.loop);
 	gw_runtime_unref(gw.rt);
 	cg_audit_close(gw.audit);
+	gw_syslog_destroy(gw.syslog);
 	cg_strmap_destroy(gw.user_sessions, NULL);
 	cg_strmap_destroy(gw.round_robin, NULL);
 	cg_strmap_destroy(gw.cancel_keys, free);

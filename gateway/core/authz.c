@@ -23,6 +23,7 @@ bool gw_authorize(gw_state_t *st, const gw_runtime_t *rt, const gw_authz_request
 		out->why = POL_WHY_DENY_RULE;
 		out->rule = "lock";
 		out->effective_trust = pol_trust_effective(c->device_trust, feed);
+		out->valid_until_ms = INT64_MAX; /* a refusal (pol_decision_t) */
 		int n = snprintf(out->reason, sizeof(out->reason), "locked%s%s (lock %s)",
 		                 lock.reason[0] != '\0' ? ": " : "", lock.reason, lock.id);
 		/* an admin's long reason: cut on a character, not inside one */
@@ -37,6 +38,7 @@ bool gw_authorize(gw_state_t *st, const gw_runtime_t *rt, const gw_authz_request
 	        .source = req->source,
 	        .db_user = req->db_user,
 	        .db_name = req->db_name,
+	        .at_ms = now, /* time windows: the clock the locks were judged by */
 	};
 	pol_decide(rt->snap, &preq, out, NULL, NULL);
 	return out->allow;

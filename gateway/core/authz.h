@@ -22,8 +22,9 @@ typedef struct gw_authz_request {
 } gw_authz_request_t;
 
 /* Decides req under rt's policy and the run-time state st (locks, trust
- * feed). A lock
- * refuses with rule "lock". Returns out->allow. */
+ * feed), as of now (time windows). A lock refuses with rule "lock".
+ * Returns out->allow; out->valid_until_ms says when a time window could
+ * change an admission (the session re-authorizes then). */
 bool gw_authorize(gw_state_t *st, const gw_runtime_t *rt, const gw_authz_request_t *req,
                   pol_decision_t *out);
 

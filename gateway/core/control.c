@@ -5,6 +5,7 @@
  * worker's thread in turn (gw_workers_run). */
 #include "core/control.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -17,17 +18,38 @@
 static int reload(gw_gateway_t *gw, const char *by, cg_errors_t *errs);
 
 /* The audit destination may move with a reload: the new one is opened
- * before the swap, so a reload naming an unwritable path fails whole. */
+ * before the swap, so a reload naming an unwritable path fails whole. The
+ * chain cannot be turned on or off under a file that stays: a writer
+ * holds its chained file locked, and lines with and without seq would
+ * break the chain anyway. */
 static cg_audit_t *audit_for(gw_gateway_t *gw, const pol_snapshot_t *snap, cg_errors_t *errs)
 {
-	if (strcmp(cg_audit_path(gw->audit), snap->audit.path) == 0)
+	if (strcmp(cg_audit_path(gw->audit), snap->audit.path) == 0) {
+		if (cg_audit_chained(gw->audit) != snap->audit.chain)
+			cg_errors_add(errs,
+			              "%s: audit.chain: changed while audit.path stays %s; restart "
+			              "certgate to change it (or move the log to a new path)",
+			              snap->config_path, snap->audit.path);
 		return gw->audit;
-	char err[256];
-	cg_audit_t *audit =
-	        cg_audit_open(snap->audit.path, snap->audit.on_failure, err, sizeof(err));
+	}
+	char err[512];
+	cg_audit_t *audit = gw_audit_open(snap, err, sizeof(err));
 	if (audit == NULL)
 		cg_errors_add(errs, "%s: audit.path: %s", snap->config_path, err);
 	return audit;
+}
+
+/* audit.state moved while the log stays: the state is written there now. */
+static void audit_state_follow(gw_gateway_t *gw, const pol_snapshot_t *snap)
+{
+	const char *now = cg_audit_state_path(gw->audit), *next = snap->audit.state;
+	if ((now == NULL && next == NULL) ||
+	    (now != NULL && next != NULL && strcmp(now, next) == 0))
+		return;
+	int rc = cg_audit_set_state_path(gw->audit, next);
+	if (rc < 0)
+		cg_log(CG_LOG_WARN, "audit: cannot write the chain state %s: %s", next,
+		       strerror(-rc));
 }
 
 static bool same_string(const char *a, const char *b)
@@ -188,7 +210,10 @@ static int reload(gw_gateway_t *gw, const char *by, cg_errors_t *errs)
 	}
 	gw_listeners_commit(gw);
 	gw_extensions_commit(gw);
+	if (audit == gw->audit)
+		audit_state_follow(gw, rt->snap);
 	gw_audit_replace(gw, audit, rt->snap->audit.on_failure);
+	gw_syslog_configure(gw->syslog, &rt->snap->audit.syslog);
 	gw_runtime_t *old = gw->rt;
 	gw->rt = rt;
 	gw->generation++;

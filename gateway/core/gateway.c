@@ -66,7 +66,7 @@ void gw_audit_replace(gw_gateway_t *gw, cg_audit_t *audit, cg_audit_on_failure_t
 	uv_mutex_lock(&gw->audit_lock);
 	cg_audit_t *old = gw->audit;
 	if (audit != old) {
-		cg_audit_carry_counts(audit, old);
+		cg_audit_carry(audit, old); /* counts, chain, the syslog tap */
 		gw->audit = audit;
 	}
 	cg_audit_set_on_failure(gw->audit, on_failure);
@@ -96,6 +96,25 @@ static void on_audit_probe(uv_timer_t *timer)
 	if (!cg_audit_healthy(gw->audit))
 		(void)try_resume(gw);
 	uv_mutex_unlock(&gw->audit_lock);
+	(void)cg_audit_save_state(gw->audit); /* a failure is logged there */
+}
+
+cg_audit_t *gw_audit_open(const pol_snapshot_t *snap, char *err, size_t errlen)
+{
+	cg_audit_opts_t opts = {
+	        .path = snap->audit.path,
+	        .on_failure = snap->audit.on_failure,
+	        .chain = snap->audit.chain,
+	        .state_path = snap->audit.state,
+	};
+	return cg_audit_open_opts(&opts, err, errlen);
+}
+
+void gw_audit_use(gw_gateway_t *gw, cg_audit_t *audit)
+{
+	gw->audit = audit;
+	if (gw->syslog != NULL)
+		cg_audit_set_tap(audit, gw_syslog_tap, gw->syslog);
 }
 
 void gw_audit_probe_start(gw_gateway_t *gw)
@@ -280,6 +299,7 @@ void gw_drain_finish(gw_gateway_t *gw)
 	json_t *f = json_pack("{s:s, s:I}", "version", CERTGATE_VERSION, "generation",
 	                      (json_int_t)gw->generation);
 	(void)gw_audit(gw, "gateway.stop", f);
+	gw_syslog_stop(gw->syslog); /* after gateway.stop: it goes too */
 	for (size_t i = 0; i < sizeof(gw->signals) / sizeof(gw->signals[0]); i++)
 		if (!uv_is_closing((uv_handle_t *)&gw->signals[i]))
 			uv_close((uv_handle_t *)&gw->signals[i], NULL);

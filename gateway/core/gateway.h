@@ -29,6 +29,7 @@
 #include "cg_strmap.h"
 #include "core/authz.h"
 #include "core/runtime.h"
+#include "core/syslog_out.h"
 
 typedef struct gw_session gw_session_t;
 typedef struct gw_gateway gw_gateway_t;
@@ -65,6 +66,8 @@ typedef struct gw_observer {
 	void (*bytes)(void *ctx, const char *service, uint64_t up, uint64_t down);
 	/* the login issuer: a certificate issued (reason NULL) or refused */
 	void (*login)(void *ctx, const char *reason);
+	/* a permissive deny rule matched an admitted session (authz.would_deny) */
+	void (*would_deny)(void *ctx, const char *rule);
 } gw_observer_t;
 
 typedef struct gw_counters {
@@ -84,8 +87,9 @@ struct gw_gateway {
 	atomic_uint_least64_t generation; /* 1 at start, +1 per successful reload */
 	int64_t started_ms;
 	int64_t loaded_ms;
-	cg_audit_t *audit; /* writes serialized by audit_lock */
+	cg_audit_t *audit; /* the pointer: audit_lock (the writer locks itself) */
 	uv_mutex_t audit_lock;
+	gw_syslog_t *syslog;      /* audit.syslog: the audit writer's tap (any thread) */
 	gw_listener_t *listeners; /* accept and hand over to the workers */
 	gw_worker_t *workers;
 	unsigned n_workers;
@@ -158,6 +162,12 @@ void gw_audit_counts(gw_gateway_t *gw, uint64_t *written, uint64_t *lost);
 int gw_audit_reopen(gw_gateway_t *gw);
 void gw_audit_replace(gw_gateway_t *gw, cg_audit_t *audit, cg_audit_on_failure_t on_failure);
 
+/* Opens the audit log the way snap's audit section says (chain, state). */
+cg_audit_t *gw_audit_open(const pol_snapshot_t *snap, char *err, size_t errlen);
+
+/* Makes audit the gateway's log, fed to gw->syslog (when there is one). */
+void gw_audit_use(gw_gateway_t *gw, cg_audit_t *audit);
+
 /* NULL when ready to serve (GET /readyz 200), else why not: "starting",
  * "draining", "audit unavailable" (on_failure refuse and the last audit
  * write failed). */
@@ -165,7 +175,8 @@ const char *gw_not_ready_reason(gw_gateway_t *gw);
 
 /* Starts the once-a-second check that brings a failed audit log back: it
  * writes an audit.resumed event (with the count of lost events) as soon as
- * writing works again, so readiness recovers without traffic. */
+ * writing works again, so readiness recovers without traffic. The same
+ * tick keeps the chain's state file current (cg_audit_save_state). */
 void gw_audit_probe_start(gw_gateway_t *gw);
 
 /* The drain is over (no connection left): gateway.stop, the signal

@@ -46,7 +46,7 @@ const char *gw_session_db_name(const gw_session_t *s)
 	return front(s) != NULL ? front(s)->db_name(s) : NULL;
 }
 
-static void add_front_fields(const gw_session_t *s, json_t *f)
+void gw_session_add_front_fields(const gw_session_t *s, json_t *f)
 {
 	if (front(s) != NULL)
 		front(s)->add_fields(s, f);
@@ -75,7 +75,7 @@ json_t *gw_session_base_fields(const gw_session_t *s)
 	return f;
 }
 
-static void add_identity(gw_session_t *s, json_t *f)
+void gw_session_add_identity(gw_session_t *s, json_t *f)
 {
 	json_t *groups = json_array();
 	for (size_t i = 0; i < s->claims.n_groups; i++)
@@ -214,8 +214,8 @@ void gw_session_deny(gw_session_t *s, const char *reason, const char *rule)
 		front(s)->tell_client(s, "28000", msg);
 	}
 	json_t *f = gw_session_base_fields(s);
-	add_identity(s, f);
-	add_front_fields(s, f);
+	gw_session_add_identity(s, f);
+	gw_session_add_front_fields(s, f);
 	json_object_set_new(f, "rule", json_string(rule));
 	/* the reason may quote the db user and name the client sent */
 	cg_json_set_lossy_str(f, "reason", reason);
@@ -229,7 +229,7 @@ void gw_session_deny(gw_session_t *s, const char *reason, const char *rule)
 void gw_session_abandon(gw_session_t *s)
 {
 	json_t *f = gw_session_base_fields(s);
-	add_identity(s, f);
+	gw_session_add_identity(s, f);
 	json_object_set_new(f, "reason", json_string("client closed before the session began"));
 	s->gw->counters.abandoned++;
 	(void)gw_audit(s->gw, "session.abandoned", f);
@@ -298,13 +298,16 @@ static void on_freed(gw_link_t *link)
 
 /* --- timers -------------------------------------------------------------- */
 
-/* Live sessions: the nearer of the idle deadline and the end of the
+/* Live sessions: the nearest of the idle deadline, the end of the
  * certificate's validity, which includes its notAfter second as the
- * handshake's check does (gw_valid_until_ms). */
+ * handshake's check does (gw_valid_until_ms), and the instant a time window
+ * could change the decision (then it is taken again). */
 void gw_session_arm_live_timer(gw_session_t *s)
 {
 	int64_t now = cg_wall_ms();
 	int64_t due = gw_valid_until_ms(s->not_after_ms) - now;
+	if (s->decision.valid_until_ms - now < due)
+		due = s->decision.valid_until_ms - now;
 	uint64_t idle = s->rt->snap->gateway.idle_timeout_ms;
 	if (idle > 0) {
 		uint64_t quiet = uv_now(s->worker->loop) - s->link.last_active;
@@ -342,6 +345,12 @@ static void on_timer(gw_link_t *link)
 			gw_session_end(s, "idle timeout");
 			return;
 		}
+		if (cg_wall_ms() >= s->decision.valid_until_ms) {
+			/* a time window closed (or a deny rule's opened): decide again;
+			 * still admitted, the timer is armed anew */
+			gw_session_reauthorize(s, s->worker->rt, "revoked: policy");
+			return;
+		}
 		gw_session_arm_live_timer(s);
 		return;
 	}
@@ -360,8 +369,8 @@ void gw_session_start(gw_session_t *s)
 	uv_tcp_keepalive(&up->tcp, 1, 60);
 
 	json_t *f = gw_session_base_fields(s);
-	add_identity(s, f);
-	add_front_fields(s, f);
+	gw_session_add_identity(s, f);
+	gw_session_add_front_fields(s, f);
 	json_object_set_new(f, "upstream", json_string(s->upstream));
 	add_cert(f, s->cert, true);
 	if (!gw_audit_or_refuse(s->gw, "session.start", f)) {
@@ -613,7 +622,7 @@ json_t *gw_session_json(const gw_session_t *s)
 	        "cert_not_after", not_after, "cert_serial", serial, "bytes_up",
 	        (json_int_t)s->link.end[GW_CLIENT].bytes_in, "bytes_down",
 	        (json_int_t)s->link.end[GW_UPSTREAM].bytes_in, "rule", s->decision.rule);
-	add_front_fields(s, j);
+	gw_session_add_front_fields(s, j);
 	return j;
 }
 

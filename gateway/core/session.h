@@ -121,10 +121,11 @@ gw_session_t *gw_session_find(gw_worker_t *w, const char *id);
 /* The session as GET /v1/sessions lists it (new reference). */
 json_t *gw_session_json(const gw_session_t *s);
 
-/* Re-authorizes s against rt (a newer generation): certificate re-verified
- * (CA, CRL), claims re-read, the same decision as for new connections.
+/* Re-authorizes s against rt (a newer generation, or the one in force when
+ * a time window changes its decision): certificate re-verified (CA, CRL),
+ * claims re-read, the same decision as for new connections, as of now.
  * Refused: ended with "revoked: certificate" or `revoked_reason`. Allowed:
- * s moves to rt. */
+ * s moves to rt; permissive rules newly matching are reported. */
 void gw_session_reauthorize(gw_session_t *s, gw_runtime_t *rt, const char *revoked_reason);
 
 /* Postgres mode, and the PostgreSQL check inside a tunnel
@@ -201,6 +202,14 @@ void gw_session_upstream_closed(gw_session_t *s);
 void gw_session_stow_identity(gw_session_t *s);
 bool gw_session_adopt_current_runtime(gw_session_t *s);
 json_t *gw_session_base_fields(const gw_session_t *s);
+/* user, groups, device_id, device_trust and rule (s->decision's) into f. */
+void gw_session_add_identity(gw_session_t *s, json_t *f);
+/* The front's fields (postgres mode: db_user, db_name) into f. */
+void gw_session_add_front_fields(const gw_session_t *s, json_t *f);
+/* authz.would_deny (and the observer's count) for each permissive rule of
+ * s->decision that is not in before's (every one when before is NULL): at
+ * admission, and at re-authorization for the rules newly matching. */
+void gw_session_report_would_deny(gw_session_t *s, const pol_decision_t *before);
 /* The db user and name of a postgres-mode session (NULL otherwise). */
 const char *gw_session_db_user(const gw_session_t *s);
 const char *gw_session_db_name(const gw_session_t *s);

@@ -95,6 +95,7 @@ void gw_session_authorize(gw_session_t *s)
 		return;
 	}
 	gw_session_release_handshake(s); /* authorized: max_sessions_per_user counts it now */
+	gw_session_report_would_deny(s, NULL);
 
 	if (s->service->require_inner_tls) {
 		s->state = GW_SESSION_INNER; /* the handshake deadline still runs */

@@ -1,13 +1,17 @@
 /* A session's certificate after the handshake, and the re-checks of live
  * sessions: after session.start only the DER of the client's chain is kept
  * (a parsed X509 costs some 6 KiB in OpenSSL 3), parsed again for the rare
- * re-verification after a reload, a lock or a trust change. A session
- * re-authorized under a newer generation moves to it, or ends. */
+ * re-verification after a reload, a lock, a trust change or a time window's
+ * boundary. A session re-authorized under a newer generation moves to it,
+ * or ends. And what a decision's permissive rules report (authz.would_deny). */
+#include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <openssl/x509.h>
 
+#include "cg_utf8.h"
 #include "core/authz.h"
 #include "core/session.h"
 #include "tls/x509_info.h"
@@ -187,7 +191,10 @@ void gw_session_reauthorize(gw_session_t *s, gw_runtime_t *rt, const char *revok
 		pol_claims_finish(&s->claims);
 		s->claims = fresh;
 	}
+	/* the names of before's permissive rules live in s->rt, still held */
+	pol_decision_t before = s->decision;
 	s->decision = decision;
+	gw_session_report_would_deny(s, &before);
 	s->service = svc;
 	s->hs.service = svc;
 	if (s->rt != rt) {
@@ -198,4 +205,36 @@ void gw_session_reauthorize(gw_session_t *s, gw_runtime_t *rt, const char *revok
 	}
 	if (s->state == GW_SESSION_LIVE)
 		gw_session_arm_live_timer(s); /* idle_timeout may have changed */
+}
+
+static bool named_in(const pol_decision_t *d, const char *rule)
+{
+	for (size_t i = 0; d != NULL && i < d->n_would_deny; i++)
+		if (strcmp(d->would_deny[i], rule) == 0)
+			return true;
+	return false;
+}
+
+/* Reported once per rule and session: a reload, a lock or a window's
+ * boundary decides again, but only a permissive rule that did not match
+ * before is news. */
+void gw_session_report_would_deny(gw_session_t *s, const pol_decision_t *before)
+{
+	const pol_decision_t *d = &s->decision;
+	for (size_t i = 0; i < d->n_would_deny; i++) {
+		const char *rule = d->would_deny[i];
+		if (named_in(before, rule))
+			continue;
+		json_t *f = gw_session_base_fields(s);
+		gw_session_add_identity(s, f);
+		gw_session_add_front_fields(s, f);
+		json_object_set_new(f, "allowed_by", json_string(d->rule));
+		json_object_set_new(f, "rule", json_string(rule));
+		char reason[160];
+		snprintf(reason, sizeof(reason), "would be denied by rule %s (permissive)", rule);
+		cg_json_set_lossy_str(f, "reason", reason);
+		(void)gw_audit(s->gw, "authz.would_deny", f);
+		if (s->gw->observer.would_deny != NULL)
+			s->gw->observer.would_deny(s->gw->observer.ctx, rule);
+	}
 }

@@ -3,11 +3,12 @@
  * pol_decide — the live path, through the per-snapshot index — over a fixed
  * set of requests cycled many times.
  *
- * usage: polbench CONFIG [SECONDS] [TEAMS]
+ * usage: polbench CONFIG [SECONDS] [TEAMS] [AT]
  * Requests mix: users u<i>@team<t>.example (t < TEAMS, default 100, as
  * bench.py writes "users" globs) and contractors (hit deny rules); 1 to 3
  * groups drawn from the groups the rules name plus "bench"; any service;
- * device trust of every level; client address 127.0.0.2.
+ * device trust of every level; client address 127.0.0.2; the time at start,
+ * or AT (RFC 3339), for rules with time windows.
  * Prints one JSON line: rules, services, decisions, ns_per_decision,
  * allowed, denied, load_ms. */
 #include <arpa/inet.h>
@@ -18,6 +19,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "cg_time.h"
 #include "pol_config.h"
 #include "pol_decide.h"
 
@@ -42,7 +44,7 @@ static uint64_t next(void)
 int main(int argc, char **argv)
 {
 	if (argc < 2) {
-		fprintf(stderr, "usage: polbench CONFIG [SECONDS] [TEAMS]\n");
+		fprintf(stderr, "usage: polbench CONFIG [SECONDS] [TEAMS] [AT]\n");
 		return 2;
 	}
 	double seconds = argc > 2 ? atof(argv[2]) : 1.0;
@@ -74,13 +76,19 @@ int main(int argc, char **argv)
 	static pol_claims_t claims[N_REQ];
 	static pol_request_t reqs[N_REQ];
 	static char *group_lists[N_REQ][3];
+	/* the gateway decides as of the clock it read for the locks */
+	int64_t now_ms = cg_wall_ms();
+	if (argc > 4 && !cg_rfc3339_parse(argv[4], &now_ms)) {
+		fprintf(stderr, "polbench: AT: expected an RFC 3339 time\n");
+		return 2;
+	}
 	struct sockaddr_in src = {.sin_family = AF_INET};
 	inet_pton(AF_INET, "127.0.0.2", &src.sin_addr);
 	for (int i = 0; i < N_REQ; i++) {
 		char user[96];
 		if (next() % 10 == 0)
-			snprintf(user, sizeof(user), "c%d@contractor%d.example", (int)(next() % 1000),
-			         (int)(next() % 50));
+			snprintf(user, sizeof(user), "c%d@contractor%d.example",
+			         (int)(next() % 1000), (int)(next() % 50));
 		else
 			snprintf(user, sizeof(user), "u%d@team%d.example", (int)(next() % 100000),
 			         (int)(next() % (uint64_t)teams));
@@ -97,6 +105,7 @@ int main(int argc, char **argv)
 		reqs[i].source = (const struct sockaddr *)&src;
 		reqs[i].db_user = NULL;
 		reqs[i].db_name = NULL;
+		reqs[i].at_ms = now_ms;
 	}
 
 	pol_decision_t d;
@@ -119,8 +128,8 @@ int main(int argc, char **argv)
 
 	printf("{\"rules\":%zu,\"services\":%zu,\"groups_named\":%zu,\"decisions\":%ld,"
 	       "\"ns_per_decision\":%.1f,\"allowed\":%ld,\"denied\":%ld,\"load_ms\":%.1f}\n",
-	       snap->n_rules, snap->n_services, n_groups, decisions, elapsed * 1e9 / (double)decisions,
-	       allowed, denied, load_ms);
+	       snap->n_rules, snap->n_services, n_groups, decisions,
+	       elapsed * 1e9 / (double)decisions, allowed, denied, load_ms);
 	for (int i = 0; i < N_REQ; i++)
 		free(claims[i].user);
 	free(groups);

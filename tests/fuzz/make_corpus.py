@@ -21,6 +21,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 CORPUS = HERE / "corpus"
 CONFIG_EXAMPLE = HERE.parents[1] / "tests/unit/policy/data/decide_basic.json"
+TIME_EXAMPLE = HERE.parents[1] / "tests/unit/policy/data/decide_time.json"
 
 
 def write(target, name, data):
@@ -208,6 +209,20 @@ def config_seeds(config_md):
   "unknown": true
 }""")
     write("config", "not-json", b"\x00{\"gateway\": ")
+    # time windows and permissive rules (issue 17), and their mistakes
+    write("config", "time-windows", b"\x00" + TIME_EXAMPLE.read_bytes())
+    write("config", "time-window-errors", b"\x02" + b"""{
+  "gateway": { "listen": ["0.0.0.0:8443"], "cert": "c", "key": "k", "client_ca": "ca" },
+  "services": [ { "name": "tun", "upstream": "h:1" } ],
+  "rules": [
+    { "name": "a", "effect": "allow", "mode": "permissive", "services": ["*"],
+      "when": { "days": ["mon", "Tues", 3], "hours": "22:00-22:00", "tz": "../etc/passwd" } },
+    { "name": "b", "effect": "deny", "mode": "dry-run", "services": ["*"],
+      "when": { "from": "2026-12-02T00:00:00Z", "until": "2026-12-01T23:00:00-01:00" } },
+    { "name": "c", "effect": "deny", "services": ["*"], "when": { "hours": "08:00-24:00" } },
+    { "name": "d", "effect": "deny", "services": ["*"], "when": {} }
+  ]
+}""")
 
 
 # ---- claims: DER certificates from the development CA ----
@@ -266,6 +281,43 @@ def tls_seeds():
         write("tls-records", "sealed-%d-flip" % suite, bytes([suite, 1, 23, 0, 4]) + b"\x85abc")
 
 
+# ---- audit-chain: 'c' + values for a constructed chain, else raw files ----
+
+def chain_lines(n, first=1, prev="0" * 64, values=None):
+    import hashlib
+    import json
+    lines = []
+    for i in range(n):
+        obj = {"ts": "2026-12-01T10:00:%02d.000Z" % i, "event": "session.start",
+               "seq": first + i, "prev": prev,
+               "user": (values[i] if values else "u%d" % i)}
+        line = json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+        prev = hashlib.sha256(line.encode()).hexdigest()
+        lines.append(line)
+    return lines
+
+
+def audit_chain_seeds():
+    write("audit-chain", "construct-00", "calice\nbob\ncarol\ndave")
+    write("audit-chain", "construct-01", b"c\xff\xfe\n\\x41\n\"quoted\"\n]\n\xc3\xa9t\xc3\xa9\n")
+    write("audit-chain", "construct-02", "c")
+    write("audit-chain", "construct-03", "c" + "\n" * 30)
+    ok = chain_lines(6)
+    write("audit-chain", "raw-intact", "\n".join(ok) + "\n")
+    write("audit-chain", "raw-series", "\n".join(ok[:3]) + "\n\x00" + "\n".join(ok[3:]) + "\n")
+    write("audit-chain", "raw-torn", "\n".join(ok) + "\n" + ok[0][:30])
+    write("audit-chain", "raw-removed", "\n".join(ok[:2] + ok[3:]) + "\n")
+    write("audit-chain", "raw-reordered", "\n".join(ok[:2] + [ok[3], ok[2]] + ok[4:]) + "\n")
+    write("audit-chain", "raw-inserted", "\n".join(ok[:4] + [ok[1]] + ok[4:]) + "\n")
+    edited = list(ok)
+    edited[2] = edited[2].replace('"u2"', '"u9"')
+    write("audit-chain", "raw-edited", "\n".join(edited) + "\n")
+    write("audit-chain", "raw-unchained",
+          '{"ts":"2026-12-01T10:00:00.000Z","event":"gateway.start"}\n' + "\n".join(ok) + "\n")
+    write("audit-chain", "raw-restarted", "\n".join(ok) + "\n\x00" + "\n".join(chain_lines(2)) + "\n")
+    write("audit-chain", "raw-garbage", "\n\n{\n[]\nnull\n{\"seq\":1}\n")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--certgate", help="a built certgate, for the claims seeds")
@@ -275,6 +327,7 @@ def main():
     proxy_seeds()
     pg_seeds()
     tls_seeds()
+    audit_chain_seeds()
     config_seeds(args.config_md)
     if args.certgate:
         claims_seeds(args.certgate)

@@ -555,7 +555,7 @@ def test_man_page_options_match_help(fx):
     man = read(os.path.join(MAN, "certgate.1.scd"))
     commands = [(["serve"], "## certgate serve"), (["connect"], "## certgate connect"),
                 (["check"], "## certgate check"), (["explain"], "## certgate explain"),
-                (["health"], "## certgate health")]
+                (["health"], "## certgate health"), (["test"], "## certgate test")]
     commands += [(["ca", c], "*certgate ca %s*" % c)
                  for c in ("init", "issue", "server", "revoke", "crl")]
     for args, heading in commands:

@@ -1,6 +1,9 @@
 /* Tests common/cg_audit.c: line shape and field order, escaping, logrotate
  * style reopen, and failure/recovery (a symlink switched from /dev/full to a
- * regular file stands in for "disk full, then fixed"). */
+ * regular file stands in for "disk full, then fixed"); with the chain: seq
+ * and prev, a restart, a rotation (with the gateway up, and while it is
+ * down: the state file), a torn last line repaired, one writer per file,
+ * the move to a new path, the tap, and no gap for a failed write. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -17,6 +20,7 @@
 #include <cmocka.h>
 
 #include "cg_audit.h"
+#include "cg_audit_chain.h"
 #include "cg_time.h"
 
 struct fixture {
@@ -420,6 +424,397 @@ static void test_stdout(void **state)
 	free(text);
 }
 
+/* ---- the chain ---- */
+
+/* The verdict of the verifier over files, in order (NULL-terminated). */
+static cg_chain_break_t verify(cg_chain_verifier_t *v, const char *const *paths)
+{
+	cg_chain_verifier_init(v);
+	for (const char *const *p = paths; *p != NULL; p++) {
+		cg_chain_verifier_next_file(v);
+		char *text = slurp(*p);
+		char *line = text;
+		for (char *nl; (nl = strchr(line, '\n')) != NULL; line = nl + 1)
+			(void)cg_chain_verifier_line(v, line, (size_t)(nl - line));
+		if (*line != '\0')
+			cg_chain_verifier_torn(v, line, strlen(line));
+		free(text);
+	}
+	return cg_chain_verifier_finish(v);
+}
+
+static cg_audit_t *open_chained(const char *path, const char *state)
+{
+	char err[512] = "";
+	cg_audit_opts_t opts = {
+	        .path = path, .on_failure = CG_AUDIT_REFUSE, .chain = true, .state_path = state};
+	cg_audit_t *audit = cg_audit_open_opts(&opts, err, sizeof(err));
+	if (audit == NULL)
+		fail_msg("open %s: %s", path, err);
+	return audit;
+}
+
+static void emit_n(cg_audit_t *audit, int n)
+{
+	for (int i = 0; i < n; i++)
+		assert_int_equal(cg_audit_emit(audit, "session.start",
+		                               json_pack("{s:s, s:i}", "user", "alice", "i", i)),
+		                 0);
+}
+
+/* seq and hash of a file's last line, and its line count. */
+static size_t last_line(const char *path, uint64_t *seq, char hash[CG_CHAIN_HEX])
+{
+	char *text = slurp(path);
+	size_t n = count_lines(text);
+	char *end = text + strlen(text) - 1, *start = end;
+	while (start > text && start[-1] != '\n')
+		start--;
+	char prev[CG_CHAIN_HEX];
+	assert_int_equal(cg_chain_parse(start, (size_t)(end - start), seq, prev, NULL, 0),
+	                 CG_CHAIN_LINE_OK);
+	cg_chain_hash(start, (size_t)(end - start), hash);
+	free(text);
+	return n;
+}
+
+static void read_state(const char *path, uint64_t *seq, char hash[CG_CHAIN_HEX])
+{
+	char *text = slurp(path);
+	json_t *st = json_loads(text, 0, NULL);
+	assert_non_null(st);
+	*seq = (uint64_t)json_integer_value(json_object_get(st, "seq"));
+	snprintf(hash, CG_CHAIN_HEX, "%s", json_string_value(json_object_get(st, "hash")));
+	json_decref(st);
+	free(text);
+}
+
+static void test_chain_lines(void **state)
+{
+	struct fixture *fx = *state;
+	char st_path[160];
+	snprintf(st_path, sizeof(st_path), "%s.state", fx->path);
+	cg_audit_t *audit = open_chained(fx->path, st_path);
+	assert_true(cg_audit_chained(audit));
+	assert_string_equal(cg_audit_state_path(audit), st_path);
+	/* the state exists from the start (fsynced at open) */
+	uint64_t seq;
+	char hash[CG_CHAIN_HEX], head[CG_CHAIN_HEX];
+	read_state(st_path, &seq, hash);
+	assert_int_equal(seq, 0);
+	assert_string_equal(hash, CG_CHAIN_GENESIS);
+
+	emit_n(audit, 2);
+	/* seq and prev in fields cannot forge the writer's own */
+	assert_int_equal(
+	        cg_audit_emit(audit, "admin.lock",
+	                      json_pack("{s:i, s:s, s:s}", "seq", 99, "prev", "beef", "by", "x")),
+	        0);
+	assert_int_equal(cg_audit_chain_head(audit, head), 3);
+	cg_audit_close(audit);
+
+	char *text = slurp(fx->path);
+	assert_int_equal(count_lines(text), 3);
+	char want_prev[CG_CHAIN_HEX];
+	memcpy(want_prev, CG_CHAIN_GENESIS, CG_CHAIN_HEX);
+	int i = 1;
+	char *save = NULL;
+	for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+		static const char *const order[] = {"ts", "event", "seq", "prev"};
+		assert_key_order(line, order, 4);
+		json_t *obj = json_loads(line, JSON_REJECT_DUPLICATES, NULL);
+		assert_non_null(obj);
+		assert_int_equal(json_integer_value(json_object_get(obj, "seq")), i);
+		assert_string_equal(json_string_value(json_object_get(obj, "prev")), want_prev);
+		cg_chain_hash(line, strlen(line), want_prev);
+		if (i == 3)
+			assert_string_equal(json_string_value(json_object_get(obj, "by")), "x");
+		json_decref(obj);
+		i++;
+	}
+	free(text);
+	assert_string_equal(head, want_prev);
+	/* close wrote the last position */
+	read_state(st_path, &seq, hash);
+	assert_int_equal(seq, 3);
+	assert_string_equal(hash, want_prev);
+
+	cg_chain_verifier_t v;
+	const char *const files[] = {fx->path, NULL};
+	assert_int_equal(verify(&v, files), CG_CHAIN_INTACT);
+	assert_int_equal(v.verified, 3);
+}
+
+static void test_chain_restart_and_rotation(void **state)
+{
+	struct fixture *fx = *state;
+	char st_path[160], rot1[160], rot2[160];
+	snprintf(st_path, sizeof(st_path), "%s.state", fx->path);
+	snprintf(rot1, sizeof(rot1), "%s.2", fx->path);
+	snprintf(rot2, sizeof(rot2), "%s.1", fx->path);
+	uint64_t seq;
+	char hash[CG_CHAIN_HEX], head[CG_CHAIN_HEX];
+
+	cg_audit_t *audit = open_chained(fx->path, st_path);
+	emit_n(audit, 2);
+	cg_audit_close(audit);
+	/* a restart continues from the file's last line, whatever the state
+	 * says (it is the truth) */
+	assert_int_equal(unlink(st_path), 0);
+	audit = open_chained(fx->path, st_path);
+	emit_n(audit, 1);
+	assert_int_equal(last_line(fx->path, &seq, hash), 3);
+	assert_int_equal(seq, 3);
+
+	/* logrotate while up: rename, a line still to the old file, SIGUSR1 */
+	assert_int_equal(rename(fx->path, rot1), 0);
+	emit_n(audit, 1);
+	assert_int_equal(cg_audit_reopen(audit), 0);
+	/* the reopen wrote the state durably: the new file is empty */
+	read_state(st_path, &seq, hash);
+	assert_int_equal(seq, 4);
+	emit_n(audit, 2);
+	/* a SIGUSR1 without a rotation keeps the file (and its lock) */
+	assert_int_equal(cg_audit_reopen(audit), 0);
+	emit_n(audit, 1);
+	cg_audit_close(audit);
+
+	/* rotated while down: the new file is empty, the state says where */
+	assert_int_equal(rename(fx->path, rot2), 0);
+	audit = open_chained(fx->path, st_path);
+	assert_int_equal(cg_audit_chain_head(audit, head), 7);
+	emit_n(audit, 2);
+	cg_audit_close(audit);
+
+	cg_chain_verifier_t v;
+	const char *const series[] = {rot1, rot2, fx->path, NULL};
+	assert_int_equal(verify(&v, series), CG_CHAIN_INTACT);
+	assert_int_equal(v.verified, 9);
+	assert_int_equal(v.last_seq, 9);
+	/* and each file is a link: leaving one out breaks the series */
+	const char *const gap[] = {rot1, fx->path, NULL};
+	assert_int_equal(verify(&v, gap), CG_CHAIN_REMOVED);
+
+	/* a lost state with an empty file: a new chain, which verify reports */
+	assert_int_equal(unlink(st_path), 0);
+	char rot3[160];
+	snprintf(rot3, sizeof(rot3), "%s.0", fx->path);
+	assert_int_equal(rename(fx->path, rot3), 0);
+	audit = open_chained(fx->path, st_path);
+	emit_n(audit, 1);
+	cg_audit_close(audit);
+	const char *const restarted[] = {rot3, fx->path, NULL};
+	assert_int_equal(verify(&v, restarted), CG_CHAIN_RESTARTED);
+}
+
+static void test_chain_torn_repair(void **state)
+{
+	struct fixture *fx = *state;
+	cg_audit_t *audit = open_chained(fx->path, NULL);
+	emit_n(audit, 2);
+	cg_audit_close(audit);
+
+	/* a writer killed in the middle of a line */
+	static const char torn[] = "{\"ts\":\"2026-12-01T10:00:00.000Z\",\"event\":\"sess\xc3";
+	FILE *f = fopen(fx->path, "a");
+	assert_non_null(f);
+	fputs(torn, f);
+	fclose(f);
+	cg_chain_verifier_t v;
+	const char *const files[] = {fx->path, NULL};
+	assert_int_equal(verify(&v, files), CG_CHAIN_TORN);
+	assert_int_equal(v.break_line, 3);
+
+	audit = open_chained(fx->path, NULL);
+	/* cut at once: nothing glued to it even before the next line */
+	char *text = slurp(fx->path);
+	assert_int_equal(count_lines(text), 2);
+	assert_true(text[strlen(text) - 1] == '\n');
+	free(text);
+	emit_n(audit, 1);
+	cg_audit_close(audit);
+	assert_int_equal(verify(&v, files), CG_CHAIN_INTACT);
+	assert_int_equal(v.verified, 4);
+
+	text = slurp(fx->path);
+	char *third = strchr(strchr(text, '\n') + 1, '\n') + 1;
+	json_t *rec = json_loadb(third, (size_t)(strchr(third, '\n') - third), 0, NULL);
+	assert_non_null(rec);
+	assert_string_equal(json_string_value(json_object_get(rec, "event")), "audit.repaired");
+	assert_int_equal(json_integer_value(json_object_get(rec, "seq")), 3);
+	assert_int_equal(json_integer_value(json_object_get(rec, "torn_bytes")), strlen(torn));
+	char want[CG_CHAIN_HEX];
+	cg_chain_hash(torn, strlen(torn), want);
+	assert_string_equal(json_string_value(json_object_get(rec, "torn_sha256")), want);
+	/* kept as text, the cut-off character escaped (cg_utf8) */
+	assert_non_null(strstr(json_string_value(json_object_get(rec, "torn")), "sess\\xc3"));
+	assert_string_equal(json_string_value(json_array_get(json_object_get(rec, "escaped"), 0)),
+	                    "torn");
+	json_decref(rec);
+	char *fourth = strchr(third, '\n') + 1;
+	assert_non_null(strstr(fourth, "\"seq\":4"));
+	free(text);
+}
+
+static void test_chain_one_writer(void **state)
+{
+	struct fixture *fx = *state;
+	char err[512] = "";
+	cg_audit_t *audit = open_chained(fx->path, NULL);
+	cg_audit_opts_t opts = {.path = fx->path, .on_failure = CG_AUDIT_REFUSE, .chain = true};
+	assert_null(cg_audit_open_opts(&opts, err, sizeof(err)));
+	assert_non_null(strstr(err, "in use by another writer"));
+	/* the unchained writer takes no lock (as before) */
+	cg_audit_t *plain = cg_audit_open(fx->path, CG_AUDIT_REFUSE, err, sizeof(err));
+	assert_non_null(plain);
+	cg_audit_close(plain);
+	cg_audit_close(audit);
+	audit = open_chained(fx->path, NULL); /* free again */
+	cg_audit_close(audit);
+
+	/* an unwritable state refuses the open: the chain would not link
+	 * across a rotation */
+	char bad_state[200];
+	snprintf(bad_state, sizeof(bad_state), "%s/missing/audit.state", fx->dir);
+	opts.state_path = bad_state;
+	assert_null(cg_audit_open_opts(&opts, err, sizeof(err)));
+	assert_non_null(strstr(err, "cannot write the chain state"));
+}
+
+struct tapped {
+	int calls;
+	char last[1024];
+	uint64_t seq;
+};
+
+static void tap(void *ctx, const json_t *obj, const char *line, size_t len)
+{
+	struct tapped *t = ctx;
+	t->calls++;
+	snprintf(t->last, sizeof(t->last), "%.*s", (int)len, line);
+	t->seq = (uint64_t)json_integer_value(json_object_get(obj, "seq"));
+}
+
+static void test_chain_move_and_tap(void **state)
+{
+	struct fixture *fx = *state;
+	char moved[160];
+	snprintf(moved, sizeof(moved), "%s/moved.jsonl", fx->dir);
+	struct tapped t = {0};
+	cg_audit_t *audit = open_chained(fx->path, NULL);
+	cg_audit_set_tap(audit, tap, &t);
+	emit_n(audit, 2);
+	assert_int_equal(t.calls, 2);
+	assert_int_equal(t.seq, 2);
+	uint64_t seq;
+	char hash[CG_CHAIN_HEX];
+	last_line(fx->path, &seq, hash);
+	/* the tap hears the line's bytes, as in the file */
+	char tapped_hash[CG_CHAIN_HEX];
+	cg_chain_hash(t.last, strlen(t.last), tapped_hash);
+	assert_string_equal(tapped_hash, hash);
+
+	/* a reload moves the log to a new, empty path: the chain goes on */
+	cg_audit_t *next = open_chained(moved, NULL);
+	cg_audit_carry(next, audit);
+	cg_audit_close(audit);
+	emit_n(next, 1);
+	assert_int_equal(t.calls, 3);
+	assert_int_equal(t.seq, 3);
+	assert_int_equal(cg_audit_written(next), 3);
+	cg_audit_close(next);
+	cg_chain_verifier_t v;
+	const char *const series[] = {fx->path, moved, NULL};
+	assert_int_equal(verify(&v, series), CG_CHAIN_INTACT);
+
+	/* a failed write takes no seq: no hole in the file's chain */
+	char link[160], good[160];
+	snprintf(link, sizeof(link), "%s/current.jsonl", fx->dir);
+	snprintf(good, sizeof(good), "%s/good.jsonl", fx->dir);
+	assert_int_equal(symlink("/dev/full", link), 0);
+	audit = open_chained(link, NULL);
+	assert_int_equal(cg_audit_emit(audit, "session.start", NULL), -ENOSPC);
+	assert_int_equal(cg_audit_chain_head(audit, hash), 0);
+	assert_int_equal(unlink(link), 0);
+	assert_int_equal(symlink(good, link), 0);
+	emit_n(audit, 2);
+	cg_audit_close(audit);
+	const char *const after[] = {good, NULL};
+	assert_int_equal(verify(&v, after), CG_CHAIN_INTACT);
+	assert_int_equal(v.first_seq, 1);
+	assert_int_equal(v.verified, 2);
+}
+
+static void test_chain_state_saves(void **state)
+{
+	struct fixture *fx = *state;
+	char st_path[160];
+	snprintf(st_path, sizeof(st_path), "%s.state", fx->path);
+	cg_audit_t *audit = open_chained(fx->path, st_path);
+	emit_n(audit, 3);
+	uint64_t seq;
+	char hash[CG_CHAIN_HEX], head[CG_CHAIN_HEX];
+	read_state(st_path, &seq, hash);
+	assert_int_equal(seq, 0); /* not per line */
+	assert_int_equal(cg_audit_save_state(audit), 0);
+	read_state(st_path, &seq, hash);
+	assert_int_equal(seq, cg_audit_chain_head(audit, head));
+	assert_string_equal(hash, head);
+	/* nothing new: nothing written */
+	assert_int_equal(unlink(st_path), 0);
+	assert_int_equal(cg_audit_save_state(audit), 0);
+	assert_int_equal(access(st_path, F_OK), -1);
+	emit_n(audit, 1);
+	assert_int_equal(cg_audit_save_state(audit), 0);
+	read_state(st_path, &seq, hash);
+	assert_int_equal(seq, 4);
+
+	/* a new state path (a reload) is written at once */
+	char other[160];
+	snprintf(other, sizeof(other), "%s/other.state", fx->dir);
+	assert_int_equal(cg_audit_set_state_path(audit, other), 0);
+	read_state(other, &seq, hash);
+	assert_int_equal(seq, 4);
+	cg_audit_close(audit);
+
+	/* garbage in the state: ignored (the file has lines anyway) */
+	FILE *f = fopen(other, "w");
+	fputs("{nonsense", f);
+	fclose(f);
+	audit = open_chained(fx->path, other);
+	assert_int_equal(cg_audit_chain_head(audit, head), 4);
+	cg_audit_close(audit);
+}
+
+static void test_chain_stdout(void **state)
+{
+	struct fixture *fx = *state;
+	char out[160];
+	snprintf(out, sizeof(out), "%s/stdout.jsonl", fx->dir);
+	fflush(stdout);
+	int saved = dup(STDOUT_FILENO);
+	FILE *f = fopen(out, "w");
+	assert_non_null(f);
+	dup2(fileno(f), STDOUT_FILENO);
+	fclose(f);
+	char err[256];
+	cg_audit_opts_t opts = {.path = "-", .on_failure = CG_AUDIT_REFUSE, .chain = true};
+	cg_audit_t *audit = cg_audit_open_opts(&opts, err, sizeof(err));
+	int rc1 = audit ? cg_audit_emit(audit, "gateway.start", NULL) : -1;
+	int rc2 = audit ? cg_audit_emit(audit, "gateway.stop", NULL) : -1;
+	cg_audit_close(audit);
+	dup2(saved, STDOUT_FILENO);
+	close(saved);
+	assert_non_null(audit);
+	assert_int_equal(rc1, 0);
+	assert_int_equal(rc2, 0);
+	cg_chain_verifier_t v;
+	const char *const files[] = {out, NULL};
+	assert_int_equal(verify(&v, files), CG_CHAIN_INTACT);
+	assert_int_equal(v.first_seq, 1);
+	assert_int_equal(v.last_seq, 2);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -431,6 +826,13 @@ int main(void)
 	        cmocka_unit_test_setup_teardown(test_reopen_after_delete, setup, teardown),
 	        cmocka_unit_test_setup_teardown(test_open_failure, setup, teardown),
 	        cmocka_unit_test_setup_teardown(test_stdout, setup, teardown),
+	        cmocka_unit_test_setup_teardown(test_chain_lines, setup, teardown),
+	        cmocka_unit_test_setup_teardown(test_chain_restart_and_rotation, setup, teardown),
+	        cmocka_unit_test_setup_teardown(test_chain_torn_repair, setup, teardown),
+	        cmocka_unit_test_setup_teardown(test_chain_one_writer, setup, teardown),
+	        cmocka_unit_test_setup_teardown(test_chain_move_and_tap, setup, teardown),
+	        cmocka_unit_test_setup_teardown(test_chain_state_saves, setup, teardown),
+	        cmocka_unit_test_setup_teardown(test_chain_stdout, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -796,6 +796,117 @@ static void test_services_rules_checks(void **state)
 	        "placeholders are {user}, {user.local} and {user.local@DOMAIN}");
 }
 
+/* rules[].when and rules[].mode: every mistake named where it is. */
+static void test_when_and_mode(void **state)
+{
+	(void)state;
+	write_file(
+	        "certgate.json",
+	        "{ \"gateway\": { \"listen\": [\"0.0.0.0:8443\"], \"cert\": \"c\", \"key\": "
+	        "\"k\",\n"
+	        "               \"client_ca\": \"ca\" },\n"
+	        "  \"services\": [ { \"name\": \"tun\", \"upstream\": \"h:1\" } ],\n"
+	        "  \"rules\": [\n"
+	        "    { \"name\": \"a\", \"effect\": \"allow\", \"services\": [\"*\"],\n"
+	        "      \"when\": { \"days\": [\"mon\", \"Tues\", 3], \"hours\": \"8:00-18:00\",\n"
+	        "                \"tz\": \"Europe/Berln\" } },\n"
+	        "    { \"name\": \"b\", \"effect\": \"deny\", \"services\": [\"*\"],\n"
+	        "      \"when\": { \"from\": \"2026-12-02T00:00:00Z\", \"until\": "
+	        "\"2026-12-01T23:00:00-01:00\" } },\n"
+	        "    { \"name\": \"c\", \"effect\": \"deny\", \"services\": [\"*\"],\n"
+	        "      \"when\": { \"hours\": \"08:00-18:00\", \"from\": \"yesterday\" } },\n"
+	        "    { \"name\": \"d\", \"effect\": \"deny\", \"services\": [\"*\"], \"when\": {} "
+	        "},\n"
+	        "    { \"name\": \"e\", \"effect\": \"deny\", \"services\": [\"*\"], \"when\": [] "
+	        "},\n"
+	        "    { \"name\": \"f\", \"effect\": \"allow\", \"services\": [\"*\"], \"mode\": "
+	        "\"permissive\" },\n"
+	        "    { \"name\": \"g\", \"effect\": \"deny\", \"services\": [\"*\"], \"mode\": "
+	        "\"dry-run\" "
+	        "},\n"
+	        "    { \"name\": \"h\", \"effect\": \"deny\", \"services\": [\"*\"],\n"
+	        "      \"when\": { \"days\": [], \"tz\": \"../../etc/passwd\", \"at\": 1 } },\n"
+	        "    { \"name\": \"i\", \"effect\": \"deny\", \"services\": [\"*\"],\n"
+	        "      \"when\": { \"hours\": \"09:00-09:00\", \"tz\": \"UTC\" } }\n"
+	        "  ]\n"
+	        "}\n");
+	EXPECT_ERRORS(
+	        "certgate.json",
+	        "certgate.json:6:33: rules[0].when.days[1]: expected one of \"mon\", \"tue\", "
+	        "\"wed\", \"thu\", \"fri\", \"sat\", \"sun\"",
+	        "certgate.json:6:41: rules[0].when.days[2]: expected one of \"mon\", \"tue\", "
+	        "\"wed\", \"thu\", \"fri\", \"sat\", \"sun\"",
+	        "certgate.json:6:54: rules[0].when.hours: expected \"HH:MM-HH:MM\" in 24-hour "
+	        "local "
+	        "time, start and end different (\"08:00-18:00\", \"22:00-06:00\", "
+	        "\"00:00-24:00\")",
+	        "certgate.json:7:23: rules[0].when.tz: unknown time zone \"Europe/Berln\" (no such "
+	        "zone in /usr/share/zoneinfo)",
+	        "certgate.json:9:58: rules[1].when.until: expected a time after from: the window "
+	        "would never open",
+	        "certgate.json:11:15: rules[2].when: missing key \"tz\": days and hours are local "
+	        "times of a zone such as \"Europe/Berlin\" or \"UTC\"",
+	        "certgate.json:11:49: rules[2].when.from: expected an RFC 3339 time like "
+	        "\"2026-12-04T18:00:00Z\" or \"2026-12-04T19:00:00+01:00\"",
+	        "certgate.json:12:65: rules[3].when: expected at least one of \"days\", \"hours\", "
+	        "\"from\" and \"until\"",
+	        "certgate.json:13:65: rules[4].when: expected an object with \"days\", \"hours\", "
+	        "\"tz\", \"from\" or \"until\"",
+	        "certgate.json:14:66: rules[5].mode: \"permissive\" applies to deny rules only (an "
+	        "allow rule that is not enforced would admit no one)",
+	        "certgate.json:15:65: rules[6].mode: expected \"enforce\" or \"permissive\"",
+	        "certgate.json:17:61: rules[7].when.at: unknown key",
+	        "certgate.json:17:25: rules[7].when.days: expected a list of days like [\"mon\", "
+	        "\"tue\", \"wed\"]",
+	        "certgate.json:17:35: rules[7].when.tz: expected a time zone name like "
+	        "\"Europe/Berlin\" or \"UTC\"",
+	        "certgate.json:19:26: rules[8].when.hours: expected \"HH:MM-HH:MM\" in 24-hour "
+	        "local "
+	        "time, start and end different (\"08:00-18:00\", \"22:00-06:00\", "
+	        "\"00:00-24:00\")");
+}
+
+/* A valid when and mode load, are shown as in force, and zones are shared. */
+static void test_when_loads(void **state)
+{
+	(void)state;
+	write_file("certgate.json",
+	           "{ \"gateway\": { \"listen\": [\"0.0.0.0:8443\"], \"cert\": \"c\", \"key\": "
+	           "\"k\",\n"
+	           "               \"client_ca\": \"ca\" },\n"
+	           "  \"services\": [ { \"name\": \"tun\", \"upstream\": \"h:1\" } ],\n"
+	           "  \"rules\": [\n"
+	           "    { \"name\": \"a\", \"effect\": \"allow\", \"mode\": \"enforce\", "
+	           "\"services\": [\"*\"],\n"
+	           "      \"when\": { \"days\": [\"FRI\", \"mon\", \"sun\"], \"hours\": "
+	           "\"22:00-06:00\",\n"
+	           "                \"tz\": \"Europe/Berlin\", \"from\": "
+	           "\"2026-12-01T01:00:00+01:00\",\n"
+	           "                \"until\": \"2027-01-01T00:00:00Z\" } },\n"
+	           "    { \"name\": \"b\", \"effect\": \"deny\", \"mode\": \"permissive\", "
+	           "\"services\": "
+	           "[\"*\"],\n"
+	           "      \"when\": { \"hours\": \"00:00-24:00\", \"tz\": \"Europe/Berlin\" } }\n"
+	           "  ]\n"
+	           "}\n");
+	pol_snapshot_t *snap = load_ok("certgate.json");
+	assert_non_null(snap->rules[0].when);
+	assert_ptr_equal(snap->rules[0].when->tz, snap->rules[1].when->tz);
+	assert_int_equal(cg_strmap_count(snap->zones), 1);
+	assert_false(snap->rules[0].permissive);
+	assert_true(snap->rules[1].permissive);
+	char *shown = json_dumps(json_object_get(snap->shown, "rules"), JSON_COMPACT);
+	assert_string_equal(
+	        shown,
+	        "[{\"name\":\"a\",\"effect\":\"allow\",\"services\":[\"*\"],\"when\":{\"days\":"
+	        "[\"mon\",\"fri\",\"sun\"],\"hours\":\"22:00-06:00\",\"tz\":\"Europe/Berlin\","
+	        "\"from\":\"2026-12-01T00:00:00.000Z\",\"until\":\"2027-01-01T00:00:00.000Z\"}},"
+	        "{\"name\":\"b\",\"effect\":\"deny\",\"mode\":\"permissive\",\"services\":[\"*\"],"
+	        "\"when\":{\"hours\":\"00:00-24:00\",\"tz\":\"Europe/Berlin\"}}]");
+	free(shown);
+	pol_snapshot_unref(snap);
+}
+
 /* function_calls: "audit" (the default) or "refuse", postgres mode only. */
 static void test_function_calls(void **state)
 {
@@ -1029,6 +1140,115 @@ static void test_sha256(void **state)
 	pol_snapshot_unref(snap);
 }
 
+/* audit: chain (default on), its state file (default PATH.state, none for
+ * stdout), and syslog's address, facility and format. */
+static void test_audit_section(void **state)
+{
+	(void)state;
+	static const char head[] =
+	        "{ \"gateway\": { \"listen\": [\"0.0.0.0:8443\"], \"cert\": \"c\", \"key\": "
+	        "\"k\", \"client_ca\": \"ca\" },\n"
+	        "  \"rules\": [], \"services\": [ { \"name\": \"a\", \"upstream\": \"h:1\" } ],\n";
+	char text[2048], want[PATH_MAX + 32];
+
+	snprintf(text, sizeof(text), "%s  \"audit\": { \"path\": \"audit.jsonl\" }\n}\n", head);
+	write_file("certgate.json", text);
+	pol_snapshot_t *snap = load_ok("certgate.json");
+	assert_true(snap->audit.chain);
+	snprintf(want, sizeof(want), "%s/audit.jsonl.state", tmpdir);
+	assert_string_equal(snap->audit.state, want);
+	assert_int_equal(snap->audit.syslog.transport, POL_SYSLOG_NONE);
+	json_t *shown = json_object_get(snap->shown, "audit");
+	assert_true(json_is_true(json_object_get(shown, "chain")));
+	assert_string_equal(json_string_value(json_object_get(shown, "state")), want);
+	pol_snapshot_unref(snap);
+
+	/* stdout: no state unless named; chain off: none */
+	snprintf(text, sizeof(text), "%s  \"audit\": { \"path\": \"-\" }\n}\n", head);
+	write_file("certgate.json", text);
+	snap = load_ok("certgate.json");
+	assert_true(snap->audit.chain);
+	assert_null(snap->audit.state);
+	pol_snapshot_unref(snap);
+	snprintf(text, sizeof(text),
+	         "%s  \"audit\": { \"path\": \"-\", \"state\": \"run/chain.state\" }\n}\n", head);
+	write_file("certgate.json", text);
+	snap = load_ok("certgate.json");
+	snprintf(want, sizeof(want), "%s/run/chain.state", tmpdir);
+	assert_string_equal(snap->audit.state, want);
+	pol_snapshot_unref(snap);
+	snprintf(text, sizeof(text),
+	         "%s  \"audit\": { \"path\": \"a.jsonl\", \"chain\": false }\n}\n", head);
+	write_file("certgate.json", text);
+	snap = load_ok("certgate.json");
+	assert_false(snap->audit.chain);
+	assert_null(snap->audit.state);
+	pol_snapshot_unref(snap);
+
+	/* syslog */
+	snprintf(text, sizeof(text),
+	         "%s  \"audit\": { \"syslog\": { \"address\": \"tcp:siem.example:6514\",\n"
+	         "    \"facility\": \"local3\", \"format\": \"rfc5424\" } }\n}\n",
+	         head);
+	write_file("certgate.json", text);
+	snap = load_ok("certgate.json");
+	const pol_syslog_cfg_t *sl = &snap->audit.syslog;
+	assert_int_equal(sl->transport, POL_SYSLOG_TCP);
+	assert_string_equal(sl->host.host, "siem.example");
+	assert_int_equal(sl->host.port, 6514);
+	assert_int_equal(sl->facility, 19);
+	assert_string_equal(sl->address, "tcp:siem.example:6514");
+	shown = json_object_get(json_object_get(snap->shown, "audit"), "syslog");
+	assert_string_equal(json_string_value(json_object_get(shown, "facility")), "local3");
+	pol_snapshot_unref(snap);
+	snprintf(text, sizeof(text),
+	         "%s  \"audit\": { \"syslog\": { \"address\": \"unix:/dev/log\" } }\n}\n", head);
+	write_file("certgate.json", text);
+	snap = load_ok("certgate.json");
+	assert_int_equal(snap->audit.syslog.transport, POL_SYSLOG_UNIX);
+	assert_string_equal(snap->audit.syslog.unix_path, "/dev/log");
+	assert_int_equal(snap->audit.syslog.facility, 4); /* auth */
+	pol_snapshot_unref(snap);
+	snprintf(text, sizeof(text),
+	         "%s  \"audit\": { \"syslog\": { \"address\": \"udp:[::1]:514\" } }\n}\n", head);
+	write_file("certgate.json", text);
+	snap = load_ok("certgate.json");
+	assert_int_equal(snap->audit.syslog.transport, POL_SYSLOG_UDP);
+	assert_string_equal(snap->audit.syslog.host.host, "::1");
+	pol_snapshot_unref(snap);
+
+	snprintf(text, sizeof(text),
+	         "%s  \"audit\": { \"path\": \"a.jsonl\", \"chain\": false, \"state\": \"s\",\n"
+	         "    \"syslog\": { \"address\": \"smtp:x:1\", \"facility\": \"mail2\",\n"
+	         "      \"format\": \"rfc3164\", \"tls\": true } }\n}\n",
+	         head);
+	write_file("certgate.json", text);
+	EXPECT_ERRORS("certgate.json",
+	              "certgate.json:3:58: audit.state: applies only with audit.chain on",
+	              "certgate.json:4:28: audit.syslog.address: expected \"unix:/PATH\", "
+	              "\"udp:HOST:PORT\" or \"tcp:HOST:PORT\"",
+	              "certgate.json:4:52: audit.syslog.facility: expected a facility name: auth, "
+	              "authpriv, daemon, user, local0 ... local7, security, ...",
+	              "certgate.json:5:17: audit.syslog.format: expected \"rfc5424\"",
+	              "certgate.json:5:35: audit.syslog.tls: unknown key");
+	snprintf(text, sizeof(text),
+	         "%s  \"audit\": { \"path\": \"a\", \"state\": \"a\",\n"
+	         "    \"syslog\": { \"address\": \"unix:dev/log\" } }\n}\n",
+	         head);
+	write_file("certgate.json", text);
+	EXPECT_ERRORS(
+	        "certgate.json",
+	        "certgate.json:3:36: audit.state: must not be the audit log itself",
+	        "certgate.json:4:28: audit.syslog.address: expected \"unix:\" and an absolute "
+	        "socket path (at most 107 bytes)");
+	snprintf(text, sizeof(text),
+	         "%s  \"audit\": { \"syslog\": { \"address\": \"tcp:nohost\" } }\n}\n", head);
+	write_file("certgate.json", text);
+	EXPECT_ERRORS("certgate.json", "certgate.json:3:37: audit.syslog.address: expected "
+	                               "\"unix:/PATH\", \"udp:HOST:PORT\" or \"tcp:HOST:PORT\" "
+	                               "(expected \"host:port\")");
+}
+
 int main(void)
 {
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
@@ -1049,9 +1269,12 @@ int main(void)
 	        T(test_services_rules_checks),
 	        T(test_services_required),
 	        T(test_function_calls),
+	        T(test_when_and_mode),
+	        T(test_when_loads),
 	        T(test_policy_file),
 	        T(test_relative_paths),
 	        T(test_sha256),
+	        T(test_audit_section),
 	};
 #undef T
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,7 +1,9 @@
 /* pol_decide: table-driven. data/decide_basic.json is the policy; each row
  * of the table below is one request and the decision it must get. Every row
  * is decided twice, through the per-service index (live path) and through the
- * trace path (explain), and both must agree. */
+ * trace path (explain), and both must agree. data/decide_time.json adds time
+ * windows and permissive rules: its rows also give the instant, how long
+ * the decision holds and the permissive rules that would deny. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -15,6 +17,7 @@
 #include <string.h>
 
 #include "pol_config.h"
+#include "cg_time.h"
 #include "cg_utf8.h"
 #include "pol_decide.h"
 
@@ -572,6 +575,170 @@ static void test_trust_names(void **state)
 	assert_string_equal(pol_trust_name(T_HIGH), "high");
 }
 
+/* --- time windows and permissive rules (data/decide_time.json) ----------------- */
+
+typedef struct time_row {
+	const char *service;
+	const char *user;
+	const char *groups[MAX_GROUPS];
+	const char *db_user;
+	const char *at;
+	bool allow;
+	const char *rule;
+	const char *valid_until; /* NULL: never */
+	const char *would_deny;  /* "a,b" or "" */
+} time_row_t;
+
+/* clang-format off */
+static const time_row_t time_rows[] = {
+	/* service      user                      groups                db_user     at (UTC)                allow  rule                      valid until             would deny */
+	/* office hours, Europe/Berlin: Monday 2026-03-30 is in CEST */
+	{"orders-db",  "sam@example.com",        {"staff"},            NULL,       "2026-03-30T08:00:00Z", ALLOW, "office-hours",           "2026-03-30T16:00:00Z", ""},
+	{"orders-db",  "sam@example.com",        {"staff"},            NULL,       "2026-03-30T05:59:59Z", DENY,  DD,                       NULL,                   ""},
+	{"orders-db",  "sam@example.com",        {"staff"},            NULL,       "2026-03-30T06:00:00Z", ALLOW, "office-hours",           "2026-03-30T16:00:00Z", ""},
+	{"orders-db",  "sam@example.com",        {"staff"},            NULL,       "2026-03-30T16:00:00Z", DENY,  DD,                       NULL,                   ""},
+	{"orders-db",  "sam@example.com",        {"staff"},            NULL,       "2026-03-28T10:00:00Z", DENY,  DD,                       NULL,                   ""},
+	/* the first allowing rule decides, and its window how long */
+	{"orders-db",  "sam@example.com",        {"staff", "admins"},  NULL,       "2026-03-30T08:00:00Z", ALLOW, "office-hours",           "2026-03-30T16:00:00Z", ""},
+	{"orders-db",  "sam@example.com",        {"staff", "admins"},  NULL,       "2026-03-30T17:00:00Z", ALLOW, "always",                 NULL,                   ""},
+	/* a deny rule's window opening ends an allow: Saturday 00:00 CET */
+	{"orders-db",  "bob@contractor.example", {NULL},               NULL,       "2026-03-27T12:00:00Z", ALLOW, "contractors",            "2026-03-27T23:00:00Z", ""},
+	{"orders-db",  "bob@contractor.example", {NULL},               NULL,       "2026-03-27T23:00:00Z", DENY,  "no-weekend-contractors", NULL,                   ""},
+	{"orders-db",  "bob@contractor.example", {NULL},               NULL,       "2026-03-29T21:59:59Z", DENY,  "no-weekend-contractors", NULL,                   ""},
+	{"orders-db",  "bob@contractor.example", {NULL},               NULL,       "2026-03-29T22:00:00Z", ALLOW, "contractors",            "2026-04-03T22:00:00Z", ""},
+	/* across midnight in New York, the night DST starts (2026-03-08) */
+	{"orders-db",  "ann@example.com",        {"oncall"},           NULL,       "2026-03-08T03:00:00Z", ALLOW, "night-shift",            "2026-03-08T10:00:00Z", ""}, /* 06:00 is EDT */
+	{"orders-db",  "ann@example.com",        {"oncall"},           NULL,       "2026-03-09T03:00:00Z", ALLOW, "night-shift",            "2026-03-09T10:00:00Z", ""},
+	{"orders-db",  "ann@example.com",        {"oncall"},           NULL,       "2026-03-09T10:00:00Z", DENY,  DD,                       NULL,                   ""},
+	/* permissive deny rules: named, never refusing */
+	{"billing-db", "ivy@example.com",        {"interns"},          "ivy",      "2026-03-30T10:00:00Z", ALLOW, "billing-staff",          NULL,                   "try-no-interns"},
+	{"billing-db", "ivy@example.com",        {"interns"},          "ivy",      "2026-03-30T20:00:00Z", ALLOW, "billing-staff",          NULL,                   "try-no-interns,try-no-billing-at-night"},
+	{"billing-db", "sam@example.com",        {"staff"},            "sam",      "2026-03-30T03:59:59.999Z", ALLOW, "billing-staff",      NULL,                   "try-no-billing-at-night"},
+	{"billing-db", "sam@example.com",        {"staff"},            "sam",      "2026-03-30T04:00:00Z", ALLOW, "billing-staff",          NULL,                   ""},
+	/* ... and nothing to report when the request is refused anyway */
+	{"billing-db", "ivy@example.com",        {"interns"},          "postgres", "2026-03-30T10:00:00Z", DENY,  DD,                       NULL,                   ""},
+	{"orders-db",  "bob@contractor.example", {"interns"},          NULL,       "2026-03-28T10:00:00Z", DENY,  "no-weekend-contractors", NULL,                   ""},
+	{"orders-db",  "bob@contractor.example", {"interns"},          NULL,       "2026-03-27T10:00:00Z", ALLOW, "contractors",            "2026-03-27T23:00:00Z", "try-no-interns"},
+	/* from (included) .. until (excluded; written with an offset) */
+	{"billing-db", "dora@example.com",       {"dba"},              "postgres", "2026-12-05T21:59:59Z", DENY,  DD,                       NULL,                   ""},
+	{"billing-db", "dora@example.com",       {"dba"},              "postgres", "2026-12-05T22:00:00Z", ALLOW, "migration",              "2026-12-06T04:00:00Z", "try-no-billing-at-night"},
+	{"billing-db", "dora@example.com",       {"dba"},              "postgres", "2026-12-06T03:59:59Z", ALLOW, "migration",              "2026-12-06T04:00:00Z", "try-no-billing-at-night"},
+	{"billing-db", "dora@example.com",       {"dba"},              "postgres", "2026-12-06T04:00:00Z", DENY,  DD,                       NULL,                   ""},
+};
+/* clang-format on */
+
+static int64_t at_ms(const char *text)
+{
+	int64_t ms = 0;
+	assert_true(cg_rfc3339_parse(text, &ms));
+	return ms;
+}
+
+static void decide_time_row(const pol_snapshot_t *snap, const time_row_t *t, pol_decision_t *out,
+                            trace_log_t *log)
+{
+	row_t row = {.service = t->service,
+	             .user = t->user,
+	             .device_trust = T_NONE,
+	             .feed_trust = T_NONE,
+	             .db_user = t->db_user,
+	             .db_name = t->db_user != NULL ? "billing" : NULL};
+	memcpy(row.groups, t->groups, sizeof(row.groups));
+	req_buf_t rb;
+	build_request(&row, &rb);
+	rb.req.at_ms = at_ms(t->at);
+	pol_decide(snap, &rb.req, out, log ? record_trace : NULL, log);
+}
+
+static void would_deny_text(const pol_decision_t *d, char *buf, size_t len)
+{
+	buf[0] = '\0';
+	for (size_t i = 0; i < d->n_would_deny; i++)
+		snprintf(buf + strlen(buf), len - strlen(buf), "%s%s", i ? "," : "",
+		         d->would_deny[i]);
+}
+
+static void test_time_table(void **state)
+{
+	(void)state;
+	pol_snapshot_t *snap = load_fixture("decide_time.json");
+	int failures = 0;
+	for (size_t i = 0; i < sizeof(time_rows) / sizeof(time_rows[0]); i++) {
+		const time_row_t *t = &time_rows[i];
+		pol_decision_t live, explained;
+		trace_log_t log = {0};
+		decide_time_row(snap, t, &live, NULL);
+		decide_time_row(snap, t, &explained, &log);
+		int64_t until = t->valid_until != NULL ? at_ms(t->valid_until) : INT64_MAX;
+		char got_wd[256], exp_wd[256], got_until[CG_RFC3339_LEN] = "never";
+		would_deny_text(&live, got_wd, sizeof(got_wd));
+		would_deny_text(&explained, exp_wd, sizeof(exp_wd));
+		if (live.valid_until_ms != INT64_MAX)
+			cg_rfc3339_ms(live.valid_until_ms, got_until);
+		if (live.allow != t->allow || strcmp(live.rule, t->rule) != 0 ||
+		    live.valid_until_ms != until || strcmp(got_wd, t->would_deny) != 0) {
+			print_error(
+			        "time row %zu (%s %s at %s): got %s rule %s until %s would deny "
+			        "[%s] (%s); want %s rule %s until %s would deny [%s]\n",
+			        i, t->service, t->user, t->at, live.allow ? "allow" : "deny",
+			        live.rule, got_until, got_wd, live.reason,
+			        t->allow ? "allow" : "deny", t->rule,
+			        t->valid_until ? t->valid_until : "never", t->would_deny);
+			failures++;
+		}
+		if (explained.allow != live.allow || strcmp(explained.rule, live.rule) != 0 ||
+		    explained.valid_until_ms != live.valid_until_ms ||
+		    strcmp(got_wd, exp_wd) != 0) {
+			print_error("time row %zu: explain says %s/%s [%s], live says %s/%s [%s]\n",
+			            i, explained.allow ? "allow" : "deny", explained.rule, exp_wd,
+			            live.allow ? "allow" : "deny", live.rule, got_wd);
+			failures++;
+		}
+	}
+	assert_int_equal(failures, 0);
+
+	/* explain says why a window did not match, and that a permissive rule did */
+	pol_decision_t d;
+	trace_log_t log = {0};
+	decide_time_row(snap, &time_rows[4], &d, &log);
+	assert_why(snap, log, "office-hours",
+	           "when: Sat 2026-03-28 11:00 CET (Europe/Berlin): sat is not in days [mon, tue, "
+	           "wed, thu, fri]");
+	memset(&log, 0, sizeof(log));
+	decide_time_row(snap, &time_rows[3], &d, &log);
+	assert_why(snap, log, "office-hours",
+	           "when: Mon 2026-03-30 18:00 CEST (Europe/Berlin) is outside hours 08:00-18:00");
+	memset(&log, 0, sizeof(log));
+	decide_time_row(snap, &time_rows[14], &d, &log);
+	assert_true(log.matched[rule_index(snap, "try-no-interns")]);
+	assert_true(d.allow);
+
+	/* the index and the trace agree on every hour of a week */
+	const char *users[] = {"sam@example.com", "bob@contractor.example", "ann@example.com"};
+	const char *groups[] = {"staff", "oncall", "interns", "dba", NULL};
+	int64_t start = at_ms("2026-03-26T00:00:00Z");
+	for (int64_t h = 0; h < 24 * 9; h++)
+		for (size_t u = 0; u < 3; u++)
+			for (size_t g = 0; g < 5; g++) {
+				char when[CG_RFC3339_LEN];
+				cg_rfc3339_ms(start + h * 3600000, when);
+				time_row_t t = {.service = g == 3 ? "billing-db" : "orders-db",
+				                .user = users[u],
+				                .groups = {groups[g]},
+				                .db_user = g == 3 ? "postgres" : NULL,
+				                .at = when};
+				pol_decision_t a, b;
+				trace_log_t tl = {0};
+				decide_time_row(snap, &t, &a, NULL);
+				decide_time_row(snap, &t, &b, &tl);
+				assert_int_equal(a.allow, b.allow);
+				assert_string_equal(a.rule, b.rule);
+				assert_true(a.valid_until_ms == b.valid_until_ms);
+				assert_int_equal(a.n_would_deny, b.n_would_deny);
+			}
+	pol_snapshot_unref(snap);
+}
+
 /* A policy without rules denies everything (and names default-deny). */
 static void test_empty_rules(void **state)
 {
@@ -598,7 +765,7 @@ int main(void)
 	        cmocka_unit_test(test_table),           cmocka_unit_test(test_reasons),
 	        cmocka_unit_test(test_trace),           cmocka_unit_test(test_index_consistent),
 	        cmocka_unit_test(test_trust_effective), cmocka_unit_test(test_trust_names),
-	        cmocka_unit_test(test_empty_rules),
+	        cmocka_unit_test(test_empty_rules),     cmocka_unit_test(test_time_table),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
