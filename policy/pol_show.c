@@ -121,6 +121,7 @@ static json_t *show_gateway(shower_t *sh, const pol_gateway_t *g)
 	    show_cidrs(sh, g->proxy_protocol_from, g->n_proxy_protocol_from));
 	put(sh, o, "verify_depth", json_integer(g->verify_depth));
 	put(sh, o, "verify_cache", json_boolean(g->verify_cache));
+	put(sh, o, "workers", json_integer(g->workers));
 	return o;
 }
 

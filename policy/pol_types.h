@@ -87,7 +87,16 @@ typedef struct pol_gateway {
 	/* connections from one source still in their handshake; default
 	 * max(16, max_connections / 8); 0 = no limit */
 	uint32_t max_handshakes_per_source;
+	/* event loops (threads) that run sessions; default: the CPUs this
+	 * process may run on (at most POL_MAX_WORKERS) */
+	uint32_t workers;
 } pol_gateway_t;
+
+#define POL_MAX_WORKERS 256
+
+/* The CPUs this process may run on (its affinity mask), 1 to
+ * POL_MAX_WORKERS: gateway.workers' default. */
+uint32_t pol_cpu_count(void);
 
 typedef struct pol_admin {
 	bool enabled; /* the "admin" object is present */

@@ -16,21 +16,19 @@ bool gw_authorize(gw_state_t *st, const gw_runtime_t *rt, const gw_authz_request
 	int64_t now = cg_wall_ms();
 	const pol_claims_t *c = req->claims;
 	pol_trust_t feed = gw_state_trust_level(st, c->device_id, now);
-	const gw_lock_t *lock = gw_state_lock_find(st, c->user, c->device_id, now);
-	if (lock != NULL) {
+	gw_lock_match_t lock;
+	if (gw_state_lock_match(st, c->user, c->device_id, now, &lock)) {
 		memset(out, 0, sizeof(*out));
 		out->allow = false;
 		out->why = POL_WHY_DENY_RULE;
 		out->rule = "lock";
 		out->effective_trust = pol_trust_effective(c->device_trust, feed);
 		out->valid_until_ms = INT64_MAX; /* a refusal (pol_decision_t) */
-		snprintf(out->reason, sizeof(out->reason), "locked%s%s (lock %s)",
-		         lock->reason != NULL ? ": " : "", lock->reason != NULL ? lock->reason : "",
-		         lock->id);
+		int n = snprintf(out->reason, sizeof(out->reason), "locked%s%s (lock %s)",
+		                 lock.reason[0] != '\0' ? ": " : "", lock.reason, lock.id);
 		/* an admin's long reason: cut on a character, not inside one */
-		size_t n = strlen(out->reason);
-		if (n == sizeof(out->reason) - 1)
-			out->reason[cg_utf8_complete(out->reason, n)] = '\0';
+		if (n >= (int)sizeof(out->reason))
+			out->reason[cg_utf8_complete(out->reason, sizeof(out->reason) - 1)] = '\0';
 		return false;
 	}
 	pol_request_t preq = {

@@ -21,6 +21,7 @@
 #include "pol_decide.h"
 #include "core/proxy_proto.h"
 #include "core/runtime.h"
+#include "core/worker.h"
 
 /* The state a protocol front keeps per session (postgres mode: pg/),
  * opaque to core. */
@@ -46,7 +47,8 @@ typedef enum {
 struct gw_session {
 	gw_link_t link;
 	gw_gateway_t *gw;
-	gw_session_t *prev, *next; /* gw->sessions */
+	gw_worker_t *worker;       /* whose thread runs it */
+	gw_session_t *prev, *next; /* worker->sessions */
 	gw_session_state_t state;
 	char id[GW_SESSION_ID_LEN];
 	char client[64]; /* ip:port, after PROXY protocol */
@@ -104,16 +106,17 @@ struct gw_session {
 	bool ended;             /* session.end written */
 };
 
-/* Accepts one connection from server. fixed_service: the listener's own
- * service name, NULL for a shared (SNI) listener. */
-void gw_session_accept(gw_gateway_t *gw, uv_stream_t *server, const char *fixed_service);
+/* A connection the acceptor handed to w (fd, already counted as open on
+ * w): fixed_service is the listener's own service name, NULL for a shared
+ * (SNI) listener. On w's thread. */
+void gw_session_accept(gw_worker_t *w, int fd, const char *fixed_service);
 
 /* Ends a session now: session.end with reason (if it started), close_notify
  * and FIN to both ends. For handshaking connections just closes. */
 void gw_session_end(gw_session_t *s, const char *reason);
 
-/* The live session with this id, or NULL. */
-gw_session_t *gw_session_find(gw_gateway_t *gw, const char *id);
+/* w's live session with this id, or NULL. On w's thread. */
+gw_session_t *gw_session_find(gw_worker_t *w, const char *id);
 
 /* The session as GET /v1/sessions lists it (new reference). */
 json_t *gw_session_json(const gw_session_t *s);

@@ -44,7 +44,7 @@ static void handshake_done(gw_session_t *s)
 		gw_session_reject(s, "no client certificate", NULL);
 		return;
 	}
-	if (s->rt != s->gw->rt && !gw_session_adopt_current_runtime(s))
+	if (s->rt != s->worker->rt && !gw_session_adopt_current_runtime(s))
 		return;
 	s->not_after_ms = gw_cert_not_after_ms(s->cert);
 	if (!pol_claims_extract(&s->rt->snap->claims, s->cert, &s->claims)) {
@@ -68,7 +68,7 @@ void gw_session_authorize(gw_session_t *s)
 	/* postgres mode reads its StartupMessage after the handshake: a reload
 	 * may have landed since, and the decision is taken under what is in
 	 * force now */
-	if (s->rt != s->gw->rt && !gw_session_adopt_current_runtime(s))
+	if (s->rt != s->worker->rt && !gw_session_adopt_current_runtime(s))
 		return;
 	gw_authz_request_t req = {
 	        .service = s->service,
@@ -81,17 +81,19 @@ void gw_session_authorize(gw_session_t *s)
 		gw_session_deny(s, s->decision.reason, s->decision.rule);
 		return;
 	}
-	uint32_t limit = s->rt->snap->gateway.max_sessions_per_user;
-	if (limit > 0 && gw_user_sessions(s->gw, s->claims.user) >= limit) {
-		gw_session_deny(s, "too many sessions", "max_sessions_per_user");
-		return;
-	}
 	s->counted_user = strdup(s->claims.user);
 	if (s->counted_user == NULL) {
 		gw_session_drop(s, false);
 		return;
 	}
-	gw_user_sessions_add(s->gw, s->counted_user, 1);
+	/* counted over every worker: taken here, given back when it ends */
+	if (!gw_user_sessions_take(s->gw, s->counted_user,
+	                           s->rt->snap->gateway.max_sessions_per_user)) {
+		free(s->counted_user);
+		s->counted_user = NULL;
+		gw_session_deny(s, "too many sessions", "max_sessions_per_user");
+		return;
+	}
 	gw_session_release_handshake(s); /* authorized: max_sessions_per_user counts it now */
 	gw_session_report_would_deny(s, NULL);
 

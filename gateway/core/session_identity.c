@@ -91,7 +91,7 @@ static void identity_close(identity_t *id)
  * is in force now. */
 bool gw_session_adopt_current_runtime(gw_session_t *s)
 {
-	gw_runtime_t *rt = s->gw->rt;
+	gw_runtime_t *rt = s->worker->rt;
 	identity_t id;
 	gw_refusal_t refusal = {0};
 	const char *why = identity_open(s, &id)

@@ -143,6 +143,11 @@ gw_state_t *gw_state_open(uv_loop_t *loop, const char *dir, char *err, size_t er
 		return NULL;
 	}
 	st->loop = loop;
+	if (uv_rwlock_init(&st->rw) != 0) {
+		free(st);
+		snprintf(err, errlen, "cannot create a lock");
+		return NULL;
+	}
 	st->trust = cg_strmap_create();
 	st->tokens = cg_strmap_create();
 	for (unsigned k = 0; k < GW_STATE_KINDS; k++) {
@@ -178,6 +183,7 @@ void gw_state_close(gw_state_t *st)
 		return;
 	for (unsigned k = 0; k < GW_STATE_KINDS; k++)
 		kinds[k]->finish(st);
+	uv_rwlock_destroy(&st->rw);
 	free(st->dir);
 	free(st);
 }

@@ -52,9 +52,16 @@ uint64_t gw_state_errors(const gw_state_t *st);
 const gw_lock_t *gw_state_lock_add(gw_state_t *st, const char *user, const char *device_id,
                                    const char *reason, int64_t now_ms, int64_t expires_ms,
                                    const char *by);
-/* The first unexpired lock on user (case-insensitive) or device, or NULL. */
-const gw_lock_t *gw_state_lock_find(gw_state_t *st, const char *user, const char *device_id,
-                                    int64_t now_ms);
+/* What the decision needs of a lock, copied out. */
+typedef struct gw_lock_match {
+	char id[24];
+	char reason[256]; /* "" when none was given */
+} gw_lock_match_t;
+
+/* Whether an unexpired lock holds user (case-insensitive) or device; the
+ * first one found is copied to out. Any thread (the workers decide). */
+bool gw_state_lock_match(gw_state_t *st, const char *user, const char *device_id, int64_t now_ms,
+                         gw_lock_match_t *out);
 /* The unexpired lock with this id, or NULL. */
 const gw_lock_t *gw_state_lock_get(gw_state_t *st, const char *id, int64_t now_ms);
 /* Lifts the lock with this id; false if there is none. */
@@ -70,7 +77,8 @@ int gw_state_trust_set(gw_state_t *st, const char *device_id, pol_trust_t level,
                        int64_t expires_ms, const char *by) __attribute__((warn_unused_result));
 /* The entry of device if set and not lapsed, else NULL. */
 const gw_trust_entry_t *gw_state_trust_get(gw_state_t *st, const char *device_id, int64_t now_ms);
-/* The feed's level for device (POL_TRUST_NONE if none, lapsed or NULL). */
+/* The feed's level for device (POL_TRUST_NONE if none, lapsed or NULL).
+ * Any thread. Everything else here: the control loop only. */
 pol_trust_t gw_state_trust_level(gw_state_t *st, const char *device_id, int64_t now_ms);
 /* Clears device's entry; false if there was none. */
 bool gw_state_trust_clear(gw_state_t *st, const char *device_id);

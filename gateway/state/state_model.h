@@ -48,6 +48,9 @@ typedef struct gw_state_writer {
 
 struct gw_state {
 	uv_loop_t *loop;
+	/* the decision's reads (state.h, "any thread") hold it shared; every
+	 * change to the records, on the control loop, holds it exclusive */
+	uv_rwlock_t rw;
 	char *dir; /* NULL: memory only */
 	/* locks (state_locks.c) */
 	gw_lock_t *locks;
@@ -61,6 +64,14 @@ struct gw_state {
 	char problem[256];
 	uint64_t errors;
 };
+
+/* Exclusive access for a change to the records (the control loop). */
+#define GW_STATE_WRITING(st, stmt)                                                                 \
+	do {                                                                                       \
+		uv_rwlock_wrlock(&(st)->rw);                                                       \
+		stmt;                                                                              \
+		uv_rwlock_wrunlock(&(st)->rw);                                                     \
+	} while (0)
 
 /* A kind's records changed: persist them (no-op in memory). */
 void gw_state_changed(gw_state_t *st, unsigned kind);
