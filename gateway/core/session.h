@@ -68,6 +68,7 @@ struct gw_session {
 	pol_decision_t decision;
 	char *counted_user;                       /* key in gw->user_sessions while counted */
 	char handshake_source[GW_SOURCE_KEY_LEN]; /* key in gw->handshakes while counted, or "" */
+	int64_t not_before_ms;
 	int64_t not_after_ms;
 
 	uint8_t proxy_buf[GW_PP_MAX_HEADER];

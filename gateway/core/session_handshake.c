@@ -46,6 +46,7 @@ static void handshake_done(gw_session_t *s)
 	}
 	if (s->rt != s->gw->rt && !gw_session_adopt_current_runtime(s))
 		return;
+	s->not_before_ms = gw_cert_not_before_ms(s->cert);
 	s->not_after_ms = gw_cert_not_after_ms(s->cert);
 	if (!pol_claims_extract(&s->rt->snap->claims, s->cert, &s->claims)) {
 		gw_session_reject(s, "cannot read certificate claims", NULL);
@@ -76,6 +77,7 @@ void gw_session_authorize(gw_session_t *s)
 	        .source = (struct sockaddr *)&s->peer,
 	        .db_user = gw_session_db_user(s),
 	        .db_name = gw_session_db_name(s),
+	        .cert_not_before_ms = s->not_before_ms,
 	};
 	if (!gw_authorize(s->gw->state, s->rt, &req, &s->decision)) {
 		gw_session_deny(s, s->decision.reason, s->decision.rule);

@@ -178,6 +178,7 @@ void gw_session_reauthorize(gw_session_t *s, gw_runtime_t *rt, const char *revok
 	        .source = (struct sockaddr *)&s->peer,
 	        .db_user = gw_session_db_user(s),
 	        .db_name = gw_session_db_name(s),
+	        .cert_not_before_ms = s->not_before_ms,
 	};
 	bool allowed = gw_authorize(s->gw->state, rt, &req, &decision);
 	if (!allowed) {
