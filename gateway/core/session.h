@@ -193,12 +193,16 @@ void gw_session_connect_now(gw_session_t *s);
 /* Client input while connecting upstream (tunnel mode). */
 void gw_session_connecting_input(gw_session_t *s, const char *data, ssize_t nread);
 
-/* core's session files (session.c, session_upstream.c, session_identity.c) */
+/* core's session files (session.c, session_handshake.c, session_upstream.c,
+ * session_identity.c, session_catalog.c) */
 void gw_session_arm_live_timer(gw_session_t *s);
 void gw_session_upstream_timeout(gw_session_t *s);
 void gw_session_upstream_closed(gw_session_t *s);
 void gw_session_stow_identity(gw_session_t *s);
 bool gw_session_adopt_current_runtime(gw_session_t *s);
+/* The user's catalog instead of a session (session_catalog.c): audited,
+ * sent, closed. */
+void gw_session_answer_catalog(gw_session_t *s);
 json_t *gw_session_base_fields(const gw_session_t *s);
 /* user, groups, device_id, device_trust and rule (s->decision's) into f. */
 void gw_session_add_identity(gw_session_t *s, json_t *f);

@@ -2,7 +2,8 @@
  * byte by byte (SNI and the chain checked by the runtime's callbacks), the
  * identity read from the certificate, then the decision (locks, the
  * policy, per-user limits) and, in tunnel mode with require_inner_tls,
- * the check of the first bytes inside. */
+ * the check of the first bytes inside. A connection that asked for the
+ * user's catalog is answered instead (session_catalog.c). */
 #include <stdlib.h>
 #include <string.h>
 
@@ -36,7 +37,7 @@ static void handshake_done(gw_session_t *s)
 	/* what is needed of the SSL is read: an idle TLS 1.3 session keeps
 	 * about 2 KiB of record state instead of OpenSSL's 18 KiB */
 	(void)gw_tls_offload(&c->tls);
-	if (s->service == NULL) {
+	if (s->service == NULL && !s->hs.catalog) {
 		gw_session_reject(s, "unknown service", NULL);
 		return;
 	}
@@ -50,6 +51,10 @@ static void handshake_done(gw_session_t *s)
 	s->not_after_ms = gw_cert_not_after_ms(s->cert);
 	if (!pol_claims_extract(&s->rt->snap->claims, s->cert, &s->claims)) {
 		gw_session_reject(s, "cannot read certificate claims", NULL);
+		return;
+	}
+	if (s->hs.catalog) {
+		gw_session_answer_catalog(s);
 		return;
 	}
 	if (s->service->mode == POL_MODE_POSTGRES) {
