@@ -348,6 +348,312 @@ def test_registry_survives_kill9_mid_write(fx):
     gw.stop()
 
 
+# --- the user's catalog ---------------------------------------------------------------
+
+def catalog_services(fx):
+    """orders-db and reports-db (tunnels with a client_port), wiki (a
+    tunnel without one), billing-db (postgres mode, its own port)."""
+    fx.ports = {"orders-db": free_port(), "reports-db": free_port(), "scratch-db": free_port()}
+    pg = "127.0.0.1:%d" % fx.pg.port
+    return [
+        orders(fx, client_port=fx.ports["orders-db"], description="Orders (read/write)"),
+        {"name": "reports-db", "upstream": [pg], "require_inner_tls": True,
+         "client_port": fx.ports["reports-db"], "description": "Reports \u2014 read only"},
+        {"name": "wiki", "upstream": ["127.0.0.1:9"]},
+        {"name": "billing-db", "listen": "127.0.0.1:%d" % free_port(), "mode": "postgres",
+         "upstream": [pg], "description": "Billing",
+         "upstream_tls": {"ca": fx.ca.crt, "server_name": "localhost",
+                          "client_ca_cert": fx.ca.crt, "client_ca_key": fx.ca.key}},
+    ]
+
+
+CATALOG_RULES = [
+    {"name": "dba", "effect": "allow", "services": ["*"], "groups": ["dba"]},
+    {"name": "analysts-orders", "effect": "allow", "services": ["orders-db"],
+     "groups": ["analysts"]},
+    {"name": "analysts-billing", "effect": "allow", "services": ["billing-db"],
+     "groups": ["analysts"], "db_users": ["analyst_ro"]},
+    {"name": "no-superuser", "effect": "deny", "services": ["billing-db"],
+     "db_users": ["postgres"]},
+    {"name": "wiki-here", "effect": "allow", "services": ["wiki"],
+     "users": ["*@example.com"], "sources": ["127.0.0.0/8"]},
+]
+
+
+def services_cmd(fx, gw, cert, *extra, check=True):
+    args = ["services", "--gateway", "localhost:%d" % gw.ports()[0], "--cert", cert.crt,
+            "--key", cert.key, "--ca", fx.ca.crt] + list(extra)
+    return certgate(*args, check=check)
+
+
+def explained(fx, gw, cert):
+    """The services `certgate explain` admits cert to (from this host)."""
+    admitted = set()
+    for svc in gw.config["services"]:
+        r = certgate("explain", "--config", gw.config_path, "--cert", cert.crt, "--service",
+                     svc["name"], "--source", "127.0.0.1", "--json", check=False)
+        doc = json.loads(r.stdout)
+        assert r.returncode == (0 if doc["admitted"] else 1), r
+        if doc["admitted"]:
+            admitted.add(svc["name"])
+    return admitted
+
+
+def test_catalog_matches_explain_for_a_dba_and_an_analyst(fx):
+    gw = start(fx, gateway_config(fx, services=catalog_services(fx), rules=CATALOG_RULES))
+    alice = login(fx, gw, Device(fx, "alice-dev"), "alice")
+    bob = login(fx, gw, Device(fx, "bob-dev"), "bob")
+    lists = {}
+    for who, body in (("alice", alice), ("bob", bob)):
+        r = services_cmd(fx, gw, body["cert"], "--json")
+        doc = json.loads(r.stdout)
+        assert doc["user"] == body["user"] and doc["device_id"] == body["device_id"], doc
+        listed = [s["name"] for s in doc["services"]]
+        assert listed == [s["name"] for s in gw.config["services"] if s["name"] in listed], \
+            "not in the configuration's order: %s" % listed
+        assert set(listed) == explained(fx, gw, body["cert"]), (who, listed)
+        lists[who] = doc
+        ev = gw.wait_event("catalog.listed", user=body["user"])
+        assert ev["device_id"] == body["device_id"] and ev["services"] == listed, ev
+    # the two differ exactly where the policy does
+    assert [s["name"] for s in lists["alice"]["services"]] == \
+        ["orders-db", "reports-db", "wiki", "billing-db"], lists["alice"]
+    assert [s["name"] for s in lists["bob"]["services"]] == ["orders-db", "wiki", "billing-db"], \
+        lists["bob"]
+    by_name = {s["name"]: s for s in lists["alice"]["services"]}
+    assert by_name["orders-db"] == {"name": "orders-db", "mode": "tunnel",
+                                    "description": "Orders (read/write)",
+                                    "client_port": fx.ports["orders-db"]}, by_name
+    assert by_name["wiki"]["client_port"] is None and by_name["wiki"]["description"] is None
+    billing_port = int(gw.config["services"][3]["listen"].rsplit(":", 1)[1])
+    assert by_name["billing-db"]["mode"] == "postgres" and \
+        by_name["billing-db"]["port"] == billing_port, by_name
+    # the table
+    text = services_cmd(fx, gw, alice["cert"]).stdout
+    assert re.search(r"^orders-db +tunnel +127\.0\.0\.1:%d +Orders \(read/write\)$"
+                     % fx.ports["orders-db"], text, re.M), text
+    assert re.search(r"^billing-db +postgres +localhost:%d \(psql\) +Billing$" % billing_port,
+                     text, re.M), text
+    assert re.search(r"^wiki +tunnel +-$", text, re.M), text
+    # how long a catalog takes, the command's start included
+    times = []
+    for _ in range(5):
+        t0 = time.monotonic()
+        services_cmd(fx, gw, alice["cert"], "--json")
+        times.append(time.monotonic() - t0)
+    print("# certgate services (4 services, process start included): median %.0f ms"
+          % (sorted(times)[2] * 1000))
+    # a lock refuses the certificate itself: said, exit 1, audited
+    lock = api(gw, "POST", "/v1/locks", {"user": "bob@example.com", "reason": "offboarded"})
+    assert lock.status == 201, lock
+    r = services_cmd(fx, gw, bob["cert"], check=False)
+    assert r.returncode == 1 and "refuses this certificate: locked: offboarded" in r.stderr, r
+    ev = gw.wait_event("catalog.listed", reason="locked: offboarded (lock %s)" % lock.json["id"])
+    assert ev["services"] == [], ev
+    gw.stop()
+
+
+def test_catalog_reserved_name_and_refusals(fx):
+    """The catalog's server name is no service's; an unknown certificate
+    never gets one."""
+    cfg = gateway_config(fx, services=[orders(fx, sni=["certgate-catalog"])])
+    path = fx.path("reserved.json")
+    with open(path, "w") as f:
+        json.dump(cfg, f)
+    r = certgate("check", "--config", path, check=False)
+    assert r.returncode == 1 and '"certgate-catalog" is reserved' in r.stderr, r.stderr
+    gw = start(fx, gateway_config(fx, services=catalog_services(fx), rules=CATALOG_RULES))
+    other = os.path.join(fx.dir, "other-ca")
+    certgate("ca", "init", "--dir", other)
+    stranger = Cert(os.path.join(other, "s.crt"), os.path.join(other, "s.key"))
+    certgate("ca", "issue", "--dir", other, "--out", os.path.join(other, "s"), "--user",
+             "alice@example.com", "--group", "dba")
+    r = services_cmd(fx, gw, stranger, check=False)
+    assert r.returncode == 1 and "certgate services:" in r.stderr, r
+    gw.wait_event("tls.rejected", sni="certgate-catalog")
+    assert gw.events("catalog.listed") == []
+    gw.stop()
+
+
+# --- connect --all, and the renewal prompt ------------------------------------------
+
+class Connect(Process):
+    """certgate connect with the arguments given (the login files named)."""
+
+    def __init__(self, fx, gw, cert, *args):
+        super().__init__(["connect", "--gateway", "localhost:%d" % gw.ports()[0],
+                          "--cert", cert.crt, "--key", cert.key, "--ca", fx.ca.crt] + list(args),
+                         fx.path(fx.unique("connect") + ".log"))
+        fx.procs.append(self)
+
+    def wait_output(self, text, timeout=10):
+        def seen():
+            if text in self.output():
+                return True
+            if not self.alive():
+                raise AssertionError("certgate connect exited %s:\n%s"
+                                     % (self.proc.returncode, self.output()))
+            return False
+        try:
+            wait_for(seen, timeout, "certgate connect to say %r" % text)
+        except AssertionError as e:
+            raise AssertionError("%s; it said:\n%s" % (e, self.output())) from None
+
+    def stop(self):
+        if self.alive():
+            self.signal(signal.SIGTERM)
+            return self.wait(15)
+        return self.proc.returncode
+
+
+def test_connect_all_serves_each_allowed_service(fx):
+    """--all: one listener per tunnel-mode service with a client_port (a
+    taken port, no client_port and postgres mode skipped with a word), two
+    psql sessions at once through two of them; a reload that takes a
+    service away closes its listener within the next refresh."""
+    services = catalog_services(fx)
+    services.append({"name": "scratch-db", "upstream": ["127.0.0.1:%d" % fx.pg.port],
+                     "client_port": fx.ports["scratch-db"]})
+    gw = start(fx, gateway_config(fx, services=services, rules=CATALOG_RULES))
+    alice = login(fx, gw, Device(fx, "all-dev"), "alice")
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", fx.ports["scratch-db"]))
+    taken.listen(1)
+    try:
+        conn = Connect(fx, gw, alice["cert"], "--all", "--refresh", "1s")
+        conn.wait_output("orders-db: listening on 127.0.0.1:%d" % fx.ports["orders-db"])
+        conn.wait_output("reports-db: listening on 127.0.0.1:%d" % fx.ports["reports-db"])
+        conn.wait_output("scratch-db: 127.0.0.1:%d is taken: skipped" % fx.ports["scratch-db"])
+        conn.wait_output("wiki: no client_port: skipped")
+        conn.wait_output("billing-db: postgres mode: psql connects to the gateway, localhost:")
+    finally:
+        taken.close()
+    # two services at once
+    slow = psql(fx.ports["orders-db"], alice["cert"], fx.ca.crt, "select pg_sleep(2), 'orders'",
+                background=True)
+    r = psql(fx.ports["reports-db"], alice["cert"], fx.ca.crt, "select 'reports'")
+    assert r.returncode == 0 and r.stdout.strip() == "reports", r.stderr
+    out, err = slow.communicate(timeout=30 * SLOW)
+    assert slow.returncode == 0 and out.strip().endswith("orders"), err
+    started = {e["service"] for e in gw.events("session.start", user="alice@example.com")}
+    assert {"orders-db", "reports-db"} <= started, started
+    # the freed port is taken up at a later refresh
+    conn.wait_output("scratch-db: listening on 127.0.0.1:%d" % fx.ports["scratch-db"])
+    # a reload takes reports-db away from dba: its listener goes, orders-db stays
+    cfg = json.loads(json.dumps(gw.config))
+    cfg["rules"][0]["services"] = ["orders-db", "wiki", "billing-db", "scratch-db"]
+    gw.write_config(cfg)
+    t0 = time.monotonic()
+    assert api(gw, "POST", "/v1/reload").status == 200
+    conn.wait_output("reports-db: no longer in your catalog: stopped listening on "
+                     "127.0.0.1:%d" % fx.ports["reports-db"])
+    print("# reload -> the connector's listener gone: %.1f s (refresh every 1 s)"
+          % (time.monotonic() - t0))
+    wait_for(lambda: not port_open(fx.ports["reports-db"]), 5, "the reports-db port to close")
+    r = psql(fx.ports["orders-db"], alice["cert"], fx.ca.crt, "select 1")
+    assert r.returncode == 0, r.stderr
+    assert conn.alive()
+    assert conn.stop() == 0
+    gw.stop()
+
+
+def test_connect_service_uses_the_catalog_port(fx):
+    """--service alone: 127.0.0.1 at the catalog's client_port; a service
+    not in the catalog, or without client_port, is refused with a word."""
+    gw = start(fx, gateway_config(fx, services=catalog_services(fx), rules=CATALOG_RULES))
+    bob = login(fx, gw, Device(fx, "svc-dev"), "bob")
+    conn = Connect(fx, gw, bob["cert"], "--service", "orders-db")
+    conn.wait_output("listening on 127.0.0.1:%d" % fx.ports["orders-db"])
+    r = psql(fx.ports["orders-db"], bob["cert"], fx.ca.crt, "select current_user", user="bob")
+    assert r.returncode == 0 and r.stdout.strip() == "bob", r.stderr
+    conn.stop()
+    for service, text in (("reports-db", "reports-db is not in your catalog"),
+                          ("wiki", "wiki has no client_port: give --listen"),
+                          ("billing-db", "billing-db is a postgres-mode service")):
+        c = Connect(fx, gw, bob["cert"], "--service", service)
+        assert c.wait(15) == 1, c.output()
+        assert text in c.output(), c.output()
+    gw.stop()
+
+
+def test_connect_warns_before_the_certificate_expires(fx):
+    """A login certificate with 9 minutes left: one warning at once; the
+    renewed files are picked up without a restart (and with --all the
+    catalog is read again at once); one with seconds left: a warning, then
+    one more when it has expired."""
+    gw = start(fx, gateway_config(fx, services=catalog_services(fx), rules=CATALOG_RULES))
+    folder = fx.path("renew")
+    os.makedirs(folder)
+    live = Cert(os.path.join(folder, "login-cert.pem"), os.path.join(folder, "login-key.pem"))
+
+    def issue_into(ttl):
+        c = fx.ca.issue(fx.unique("renew"), "alice@example.com", groups=["dba"], ttl=ttl)
+        os.replace(c.key, live.key)  # the key first: never a certificate without its key
+        os.replace(c.crt, live.crt)
+
+    issue_into("9m")
+    conn = Connect(fx, gw, live, "--all", "--refresh", "1h")
+    conn.wait_output("run certgate login")
+    assert re.search(r"expires in (9m|8m\d+s) \(", conn.output()), conn.output()
+    before = len(gw.events("catalog.listed"))
+    issue_into("1h")
+    conn.wait_output("loaded the renewed login certificate %s" % live.crt)
+    wait_for(lambda: len(gw.events("catalog.listed")) > before, 10,
+             "the catalog read again after the renewal")
+    r = psql(fx.ports["orders-db"], live, fx.ca.crt, "select 1")
+    assert r.returncode == 0, r.stderr
+    assert conn.output().count("expires in") == 1, conn.output()
+    conn.stop()
+
+    issue_into("4s")
+    conn = Connect(fx, gw, live, "--service", "orders-db", "--listen",
+                   "127.0.0.1:%d" % free_port())
+    conn.wait_output("run certgate login")
+    assert re.search(r"expires in \ds \(", conn.output()), conn.output()
+    conn.wait_output("has expired", timeout=20)
+    time.sleep(1.5)  # the watch runs every second: no warning twice
+    out = conn.output()
+    assert out.count("expires in") == 1 and out.count("has expired") == 1, out
+    conn.stop()
+    gw.stop()
+
+
+def test_usage_and_the_man_page(fx):
+    """certgate(1) documents exactly the options of services (and connect's
+    new ones); usage errors exit 2 with one line."""
+    src = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    man = open(os.path.join(src, "docs/man/certgate.1.scd")).read()
+    for cmd in ("services", "connect"):
+        opts = set(re.findall(r"--[a-z][a-z0-9-]*", certgate(cmd, "--help").stdout)) - {"--help"}
+        m = re.search(r"^## certgate %s\n(.*?)(?=^## |^# )" % cmd, man, re.M | re.S)
+        documented = set(re.findall(r"--[a-z][a-z0-9-]*", m.group(1))) - {"--help"}
+        assert opts == documented, (cmd, sorted(opts ^ documented))
+    assert "*certgate services*" in man
+    assert "  services " in certgate("--help").stdout
+    home = fx.path("usage-home")
+    env = dict(os.environ, HOME=home)
+    env.pop("XDG_CONFIG_HOME", None)
+    for args, code, text in (
+            (["connect", "--all", "--service", "x"], 2, "--all takes no --service or --listen"),
+            (["connect", "--service", "x", "--refresh", "1s"], 2, "--refresh goes with --all"),
+            (["connect", "--all", "--gateway", "nope"], 2, "--gateway nope: expected HOST:PORT"),
+            (["services", "--gateway", "h:1"], 1, "no login certificate in"),
+            (["services", "--cert", "x"], 2, "--cert goes with --key"),
+            (["login", "--gateway", "no-port"], 2, "--gateway no-port: expected HOST:PORT")):
+        r = certgate(*args, check=False, env=env)
+        assert r.returncode == code and text in r.stderr, (args, r.returncode, r.stderr)
+    # the login folder without a remembered gateway
+    folder = os.path.join(home, ".config", "certgate")
+    os.makedirs(folder)
+    alice = fx.ca.issue(fx.unique("usage"), "alice@example.com")
+    for src_path, name in ((alice.crt, "login-cert.pem"), (alice.key, "login-key.pem"),
+                           (fx.ca.crt, "ca.pem")):
+        with open(src_path) as f, open(os.path.join(folder, name), "w") as g:
+            g.write(f.read())
+    r = certgate("services", check=False, env=env)
+    assert r.returncode == 2 and "--gateway HOST:PORT is required" in r.stderr, r.stderr
+
+
 if __name__ == "__main__":
     tests = [v for k, v in globals().items() if k.startswith("test_")
              and (len(sys.argv) < 2 or any(a in k for a in sys.argv[1:]))]
