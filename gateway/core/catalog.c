@@ -13,7 +13,8 @@
 static bool refuses_everything(const pol_decision_t *d)
 {
 	return d->why == POL_WHY_NO_USER || strcmp(d->rule, "lock") == 0 ||
-	       strcmp(d->rule, GW_AUTHZ_FORGOTTEN_RULE) == 0;
+	       strcmp(d->rule, GW_AUTHZ_FORGOTTEN_RULE) == 0 ||
+	       (d->why == POL_WHY_TRUST && d->effective_trust == POL_TRUST_ALWAYS_DENY);
 }
 
 static json_t *entry_json(const pol_service_t *svc)

@@ -23,8 +23,9 @@
  * gw_catalog_answer sends): {"user", "groups", "device_id",
  * "device_trust", "services": [{"name", "mode", "description",
  * "client_port"[, "port"]}]}, plus "refused" (and no services) when the
- * certificate itself is refused (a lock, a forgotten device, no user
- * claim). *names: the names listed (new array). NULL when out of memory. */
+ * certificate itself is refused (a lock, a forgotten device, a device
+ * trust of always_deny, no user claim). *names: the names listed (new array). NULL when out of
+ * memory. */
 json_t *gw_catalog_build(gw_state_t *st, const gw_runtime_t *rt, const pol_claims_t *claims,
                          const struct sockaddr *source, int64_t not_before_ms, json_t **names);
 

@@ -443,6 +443,14 @@ def test_catalog_matches_explain_for_a_dba_and_an_analyst(fx):
         times.append(time.monotonic() - t0)
     print("# certgate services (4 services, process start included): median %.0f ms"
           % (sorted(times)[2] * 1000))
+    # a device trust of always_deny refuses the certificate itself
+    assert api(gw, "PUT", "/v1/devices/%s/trust" % bob["device_id"],
+               {"level": "always_deny"}).status == 200
+    r = services_cmd(fx, gw, bob["cert"], check=False)
+    assert r.returncode == 1 and "refuses this certificate: device trust always_deny" \
+        in r.stderr, r
+    assert api(gw, "DELETE", "/v1/devices/%s/trust" % bob["device_id"]).status == 200
+    assert services_cmd(fx, gw, bob["cert"]).returncode == 0
     # a lock refuses the certificate itself: said, exit 1, audited
     lock = api(gw, "POST", "/v1/locks", {"user": "bob@example.com", "reason": "offboarded"})
     assert lock.status == 201, lock
