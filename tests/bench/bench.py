@@ -41,22 +41,34 @@ import urllib.request
 import benchlib  # noqa: E402
 from benchlib import (BINS, CLIENT_GROUP, CLIENT_OPENSSL_CONF, CLIENT_USER, CLK_TCK,  # noqa: E402
                       DIRECT_OPENSSL_CONF, HERE, MiB, PEERS, ROOT, SERVICE, Spawned, harness,
-                      log, raise_nofile, threads_of, tool)
+                      log, raise_nofile, settle, threads_of, tool)
 from peers import PEER_CLASSES, Certgate  # noqa: E402
+from pgpaths import PgPaths  # noqa: E402
 from report import chart, markdown, summarize, write_report  # noqa: E402
+from scaling import Scaling  # noqa: E402
+from stock import StockClient, stime_available  # noqa: E402
+
+PHASES = ["cpu", "stock", "workers", "idle", "pg", "policy", "reload"]
 
 SIZES = {
     # handshakes per run, stream bytes per direction per run, idle session
     # counts, pgbench seconds/scale/clients, policy rules, reload sessions
+    # (pg_points: pgbench clients and query protocol), seconds of each
+    # openssl s_time variant
     "full": dict(hs=6000, hs_conc=16, hs_threads=2, stream=512 * MiB, idle=[1000, 10000],
-                 pg_seconds=5, pg_scale=4, pg_clients=[1, 8], rules=10000, services=100,
-                 groups=2000, pol_seconds=1.0, reload_sessions=10000, runs=5),
+                 pg_seconds=5, pg_scale=4,
+                 pg_points=[(1, "simple"), (8, "simple"), (8, "prepared")], stime_seconds=10,
+                 rules=10000, services=100, groups=2000, pol_seconds=1.0, reload_sessions=10000,
+                 runs=5),
     "quick": dict(hs=800, hs_conc=16, hs_threads=2, stream=32 * MiB, idle=[200, 1000],
-                  pg_seconds=2, pg_scale=1, pg_clients=[1, 8], rules=10000, services=100,
-                  groups=2000, pol_seconds=0.3, reload_sessions=1000, runs=1),
+                  pg_seconds=2, pg_scale=1,
+                  pg_points=[(1, "simple"), (8, "simple"), (8, "prepared")], stime_seconds=3,
+                  rules=10000, services=100, groups=2000, pol_seconds=0.3, reload_sessions=1000,
+                  runs=1),
     "smoke": dict(hs=60, hs_conc=8, hs_threads=2, stream=2 * MiB, idle=[50],
-                  pg_seconds=1, pg_scale=1, pg_clients=[1], rules=1000, services=20,
-                  groups=200, pol_seconds=0.1, reload_sessions=50, runs=1),
+                  pg_seconds=1, pg_scale=1, pg_points=[(2, "prepared")], stime_seconds=1,
+                  rules=1000, services=20, groups=200, pol_seconds=0.1, reload_sessions=50,
+                  runs=1),
 }
 
 
@@ -65,12 +77,16 @@ SIZES = {
 # the bench
 
 
-class Bench:
+class Bench(StockClient, PgPaths, Scaling):
     def __init__(self, args, sizes):
         self.args = args
         self.s = sizes
         self.runs = args.runs if args.runs else sizes["runs"]
         self.peers = args.only.split(",") if args.only else list(PEERS)
+        self.workers = args.workers  # every peer's event loops in every phase
+        self.scale_workers = max(2, self.workers)  # the N of "1 -> N workers"
+        self.certgate_workers = False  # does certgate know gateway.workers? (setup)
+        self.notes = []
         self.dir = tempfile.mkdtemp(prefix="certgate-bench-")
         os.chmod(self.dir, 0o755)
         self.spawned = []
@@ -109,6 +125,33 @@ class Bench:
         self.upstream = self.spawn([BINS["upstream"]], "upstream.log", stdout=subprocess.PIPE)
         line = self.upstream.proc.stdout.readline()
         self.upstream_port = int(line.split()[1])
+        if "certgate" in self.peers:
+            self.certgate_workers = self.detect_certgate_workers()
+            if self.workers > 1 and not self.certgate_workers:
+                self.notes.append("certgate has no gateway.workers yet: certgate was left out "
+                                  "of this run at %d workers" % self.workers)
+                log("  " + self.notes[-1])
+                self.peers.remove("certgate")
+
+    def detect_certgate_workers(self):
+        """`certgate check` on a configuration with gateway.workers: False
+        while certgate does not know the key (it refuses unknown keys)."""
+        probe = Certgate(self, self.upstream_port, "workers-check")
+        cfg = probe.make_config()
+        cfg["gateway"]["workers"] = 2
+        path = os.path.join(probe.dir, "workers-check.json")
+        with open(path, "w") as f:
+            json.dump(cfg, f)
+        r = subprocess.run([harness.BIN, "check", "--config", path], capture_output=True,
+                           text=True, timeout=60)
+        out = r.stdout + r.stderr
+        if r.returncode == 0:
+            return True
+        if "gateway.workers: unknown key" in out:
+            log("  certgate has no gateway.workers yet: its rows with more than one worker "
+                "are skipped")
+            return False
+        raise AssertionError("certgate check failed on the bench configuration: " + out[-800:])
 
     def spawn(self, args, name, **kw):
         env = dict(os.environ)
@@ -118,6 +161,8 @@ class Bench:
         return p
 
     def close(self):
+        if getattr(self, "pg_setup_thread", None):
+            self.pg_setup_thread.join(timeout=120)
         for p in reversed(self.spawned):
             p.stop(signal.SIGKILL if p.proc.poll() is None and "loadgen" in p.args[0] else
                    signal.SIGTERM, timeout=10)
@@ -160,7 +205,7 @@ class Bench:
     def check_alike(self):
         self.extra["negotiated"] = {}
         for name in self.peers:
-            peer = self.start_peer(name, self.upstream_port, "probe")
+            peer = self.start_peer(name, self.upstream_port, "probe", workers=self.workers)
             try:
                 good = self.loadgen("probe", peer.port, "--ca", self.ca.crt)
                 bad = self.loadgen("probe", peer.port, "--no-cert", cert=False)
@@ -186,18 +231,20 @@ class Bench:
             order = list(self.peers)
             random.Random(run).shuffle(order)  # no peer always first or last
             for name in order:
-                peer = self.start_peer(name, self.upstream_port, "cpu%d" % run)
+                peer = self.start_peer(name, self.upstream_port, "cpu%d" % run,
+                                       workers=self.workers)
                 try:
                     self.handshakes(peer, name)
                     for conns in (1, 8):
                         self.stream(peer, name, conns)
+                    self.keep_for_scaling(name)
                 finally:
                     peer.stop()
                 if name == "certgate":
                     # the same without remembered chains: every handshake
                     # verifies the client chain, as a first-time client's does
                     peer = self.start_peer(name, self.upstream_port, "cpu%d-nocache" % run,
-                                           gateway={"verify_cache": False})
+                                           gateway={"verify_cache": False}, workers=self.workers)
                     try:
                         self.handshakes(peer, name, suffix="_nocache")
                     finally:
@@ -207,11 +254,11 @@ class Bench:
     def handshakes(self, peer, name, suffix=""):
         s = self.s
         self.loadgen("handshake", peer.port, "--count", 20, "--concurrency", 4)  # warm up
-        time.sleep(0.2)
+        settle(0.2)
         c0 = peer.cpu()
         r = self.loadgen("handshake", peer.port, "--count", s["hs"], "--concurrency",
                          s["hs_conc"], "--threads", s["hs_threads"], "--src-ips", 8)
-        time.sleep(0.3)  # the proxy's closing work for the last connections
+        settle(0.3)  # the proxy's closing work for the last connections
         c1 = peer.cpu()
         if r["failed"] or r["ok"] != s["hs"]:
             raise AssertionError("%s: %d of %d handshakes failed: %s"
@@ -219,7 +266,7 @@ class Bench:
         self.record(name, "hs_cpu_us" + suffix, (c1 - c0) / r["ok"] * 1e6)
         self.record(name, "hs_per_s" + suffix, r["ok"] / r["seconds"])
 
-    def stream(self, peer, name, conns):
+    def stream(self, peer, name, conns, suffix=""):
         total = self.s["stream"]
         c0 = peer.cpu()
         moved, secs = 0, 0.0
@@ -231,10 +278,11 @@ class Bench:
                     name, direction, conns, r))
             moved += r["bytes"]
             secs += r["seconds"]
-        time.sleep(0.2)
+        settle(0.2)
         c1 = peer.cpu()
-        self.record(name, "mb_per_cpu_s_%d" % conns, moved / 1e6 / max(c1 - c0, 1.0 / CLK_TCK))
-        self.record(name, "mb_per_s_%d" % conns, moved / 1e6 / secs)
+        self.record(name, "mb_per_cpu_s_%d%s" % (conns, suffix),
+                    moved / 1e6 / max(c1 - c0, 1.0 / CLK_TCK))
+        self.record(name, "mb_per_s_%d%s" % (conns, suffix), moved / 1e6 / secs)
 
     # -- 3. memory per idle session --------------------------------------------
 
@@ -247,11 +295,13 @@ class Bench:
                 order = list(self.peers)
                 random.Random(100 + run).shuffle(order)
                 for name in order:
-                    peer = self.start_peer(name, self.upstream_port, "idle%d-%d" % (n, run))
+                    peer = self.start_peer(name, self.upstream_port, "idle%d-%d" % (n, run),
+                                           workers=self.workers)
                     try:
                         self.idle(peer, name, n)
                     finally:
                         peer.stop()
+            self.idle_workers(run, max(self.idle_sizes()))
             log("  run %d/%d: idle sessions done" % (run + 1, self.runs))
 
     def open_sessions(self, port, n, sni=SERVICE):
@@ -288,13 +338,13 @@ class Bench:
             p.proc.kill()
         p.stop()
 
-    def idle(self, peer, name, n):
+    def idle(self, peer, name, n, suffix=""):
         self.loadgen("handshake", peer.port, "--count", 20, "--concurrency", 4)
-        time.sleep(0.3)
+        settle(0.3)
         before = peer.rss()
         p, _ = self.open_sessions(peer.port, n)
         try:
-            time.sleep(0.5)
+            settle(0.5)
             after = peer.rss()
             threads = threads_of(peer.pids())
             alive, dropped = self.ping_sessions(p)
@@ -303,99 +353,10 @@ class Bench:
                                      % (name, alive, n, dropped))
         finally:
             self.close_sessions(p)
-        self.record(name, "rss_kib_per_session_%d" % n, (after - before) / n)
-        self.record(name, "threads_at_%d" % n, threads)
+        self.record(name, "rss_kib_per_session_%d%s" % (n, suffix), (after - before) / n)
+        self.record(name, "threads_at_%d%s" % (n, suffix), threads)
 
-    # -- 4. pgbench --------------------------------------------------------------
-
-    def setup_pg(self):
-        pg_cert = self.ca.server("postgres", dns=("localhost",), ips=("127.0.0.1",))
-        self.pg = harness.Postgres(os.path.join(self.dir, "pg"), pg_cert, self.ca.crt, hba_lines=[
-            "local all all trust",
-            "hostssl all all 127.0.0.1/32 cert map=login",   # direct: the login certificate
-            "hostnossl all all 127.0.0.1/32 trust",          # through a proxy (tunnel)
-        ])
-        self.pg.sql("CREATE ROLE bench LOGIN SUPERUSER")
-        self.pg.sql("CREATE DATABASE bench OWNER bench")
-        r = subprocess.run(["pgbench", "-i", "-q", "-s", str(self.s["pg_scale"]), "-h",
-                            self.pg.dir, "-p", str(self.pg.port), "-U", "bench", "bench"],
-                           capture_output=True, text=True)
-        if r.returncode != 0:
-            raise AssertionError("pgbench -i failed: " + r.stderr)
-        self.extra["postgres"] = subprocess.run([harness.pg_bin("postgres"), "--version"],
-                                                capture_output=True, text=True).stdout.strip()
-
-    def pgbench(self, port, clients, direct=False):
-        env = dict(os.environ, OPENSSL_CONF=self.openssl_conf, PGCONNECT_TIMEOUT="10")
-        if direct:
-            env.update(OPENSSL_CONF=self.direct_openssl_conf, PGSSLMODE="require", PGSSLCERT=self.client.crt, PGSSLKEY=self.client.key)
-        else:
-            env.update(PGSSLMODE="disable")
-        args = ["pgbench", "-n", "-S", "-c", str(clients), "-j", str(min(clients, 2)),
-                "-T", str(self.s["pg_seconds"]), "-h", "127.0.0.1", "-p", str(port),
-                "-U", "bench", "bench"]
-        r = subprocess.run(args, capture_output=True, text=True, env=env,
-                           timeout=self.s["pg_seconds"] * 10 + 60)
-        tps = re.search(r"tps = ([\d.]+) \(without initial connection time\)", r.stdout)
-        lat = re.search(r"latency average = ([\d.]+) ms", r.stdout)
-        txns = re.search(r"number of transactions actually processed: (\d+)", r.stdout)
-        failed = re.search(r"number of failed transactions: (\d+)", r.stdout)
-        if r.returncode != 0 or not tps or not lat:
-            raise AssertionError("pgbench failed (%d): %s %s" % (r.returncode, r.stdout[-800:],
-                                                                 r.stderr[-800:]))
-        if failed and int(failed.group(1)):
-            raise AssertionError("pgbench: %s failed transactions" % failed.group(1))
-        return float(tps.group(1)), float(lat.group(1)), int(txns.group(1)) if txns else 0
-
-    def connector(self, peer):
-        """certgate connect, the same client-side connector for every peer."""
-        port = harness.free_port()
-        env = dict(os.environ, OPENSSL_CONF=self.openssl_conf)
-        c = self.spawn([harness.BIN, "connect", "--gateway", "127.0.0.1:%d" % peer.port,
-                        "--service", SERVICE, "--listen", "127.0.0.1:%d" % port,
-                        "--cert", self.client.crt, "--key", self.client.key, "--ca", self.ca.crt],
-                       "connect-%s.log" % peer.name, env=env)
-        harness.wait_for(lambda: "listening on" in c.output() or not c.alive(), 10,
-                         "the connector")
-        if not c.alive():
-            raise AssertionError("certgate connect exited: " + c.output())
-        return c, port
-
-    def bench_pgbench(self):
-        """Every path is up at once; each point runs the paths back to back
-        in a shuffled order, so that other work on the machine weighs on
-        all of them alike."""
-        self.setup_pg()
-        for run in range(self.runs):
-            peers, conns = {}, []
-            try:
-                for name in self.peers:
-                    peers[name] = self.start_peer(name, self.pg.port, "pg%d" % run)
-                    c, port = self.connector(peers[name])
-                    conns.append(c)
-                    peers[name].tunnel_port = port
-                for clients in self.s["pg_clients"]:
-                    order = ["direct"] + list(self.peers)
-                    random.Random(200 + 10 * run + clients).shuffle(order)
-                    for name in order:
-                        if name == "direct":
-                            tps, lat, _ = self.pgbench(self.pg.port, clients, direct=True)
-                        else:
-                            peer = peers[name]
-                            c0 = peer.cpu()
-                            tps, lat, txns = self.pgbench(peer.tunnel_port, clients)
-                            c1 = peer.cpu()
-                            if txns:
-                                self.record(name, "pg_cpu_us_per_txn_c%d" % clients,
-                                            (c1 - c0) / txns * 1e6)
-                        self.record(name, "pg_tps_c%d" % clients, tps)
-                        self.record(name, "pg_lat_ms_c%d" % clients, lat)
-            finally:
-                for c in conns:
-                    c.stop()
-                for peer in peers.values():
-                    peer.stop()
-            log("  run %d/%d: pgbench done" % (run + 1, self.runs))
+    # -- 4. pgbench: pgpaths.py
 
     # -- 5. certgate only: policy decision and reload ---------------------------
 
@@ -478,7 +439,8 @@ class Bench:
     def bench_reload(self):
         n = min(self.s["reload_sessions"], self.max_sessions)
         cfg = self.policy_config(self.upstream_port)
-        peer = Certgate(self, self.upstream_port, "reload", config=cfg, admin=True)
+        peer = Certgate(self, self.upstream_port, "reload", config=cfg, admin=True,
+                        workers=self.workers)
         peer.start()
         p = None
         try:
@@ -529,9 +491,15 @@ class Bench:
     def run(self):
         t0 = time.monotonic()
         self.setup()
+        if benchlib.SMOKE and "pg" not in self.args.skip:
+            # the smoke run's figures mean nothing: PostgreSQL's initdb
+            # overlaps the first phases instead of adding seconds to CI
+            self.start_pg_setup()
         log("checking the peers negotiate alike")
         self.check_alike()
         phases = [("cpu", "handshakes and throughput", self.bench_cpu),
+                  ("stock", "stock client (openssl s_time)", self.bench_stock),
+                  ("workers", "%d workers" % self.scale_workers, self.bench_workers),
                   ("idle", "idle sessions", self.bench_idle),
                   ("pg", "pgbench", self.bench_pgbench)]
         if "certgate" in self.peers:
@@ -560,6 +528,11 @@ class Bench:
             "max_sessions": self.max_sessions,
             "nofile_hard_limit": self.hard_nofile,
             "peers": self.peers,
+            "workers": self.workers,
+            "scale_workers": self.scale_workers,
+            "certgate_workers": self.certgate_workers,
+            "pg_inner_tls": True,
+            "notes": self.notes,
             "versions": versions,
             "raw": self.raw,
             "extra": self.extra,
@@ -637,6 +610,8 @@ def missing_tools(peers):
     for name in ("pgbench",):
         if not tool(name):
             missing.append(name)
+    if not stime_available():
+        missing.append("openssl s_time")
     return missing
 
 
@@ -682,8 +657,30 @@ def smoke(args):
             print("# " + line)
         return 1
     med = res["medians"]
+    pk = "c%d%s" % (res["sizes"]["pg_points"][0][0], "_prepared")
+    wn = res["scale_workers"]
+    no_workers = any("certgate has no gateway.workers yet" in n for n in res["notes"])
     for p in res["peers"]:
         m = med[p]
+        v = "drop" if p == "certgate" else "whole"  # StockClient.stock_variants
+        checks.append(("%s: stock client (%s): CPU per handshake > 0, upstream counted"
+                       % (p, v), (m.get("stock_cpu_us_" + v) or 0) > 0 and
+                       m.get("stock_upstream_per_hs_" + v) is not None))
+        if v == "whole":  # the upstream answered every one
+            checks.append(("%s: stock client whole sessions reached the upstream" % p,
+                           (m.get("stock_upstream_per_hs_whole") or 0) > 0.9))
+        if p == "certgate" and no_workers:
+            checks.append(("certgate: %d-worker rows skipped with a note" % wn,
+                           m.get("hs_per_s_w%d" % wn) is None))
+        else:
+            checks.append(("%s: %d workers: handshakes/s, MB/s with 8 connections, idle "
+                           "sessions measured" % (p, wn),
+                           (m.get("hs_per_s_w%d" % wn) or 0) > 0 and
+                           (m.get("mb_per_s_8_w%d" % wn) or 0) > 0 and
+                           m.get("rss_kib_per_session_%d_w%d" % (max(res["sizes"]["idle"]), wn))
+                           is not None))
+        checks.append(("%s: 1 worker: figures kept for the scaling" % p,
+                       (m.get("hs_per_s_w1") or 0) > 0 and (m.get("mb_per_s_8_w1") or 0) > 0))
         checks.append(("%s: CPU per handshake > 0" % p, (m.get("hs_cpu_us") or 0) > 0))
         checks.append(("%s: handshakes per second > 0" % p, (m.get("hs_per_s") or 0) > 0))
         checks.append(("%s: MB per CPU-second > 0 (1 and 8 connections)" % p,
@@ -691,8 +688,18 @@ def smoke(args):
         n = min(res["sizes"]["idle"])
         checks.append(("%s: idle sessions measured" % p,
                        m.get("rss_kib_per_session_%d" % n) is not None))
-        checks.append(("%s: pgbench TPS > 0" % p, (m.get("pg_tps_c1") or 0) > 0))
-    checks.append(("direct TLS pgbench TPS > 0", (med["direct"].get("pg_tps_c1") or 0) > 0))
+        checks.append(("%s: pgbench TPS through the tunnel > 0, CPU per transaction "
+                       "broken down" % p, (m.get("pg_tps_" + pk) or 0) > 0 and
+                       (med["breakdown:" + p].get("connector_us_" + pk) or 0) > 0 and
+                       (med["breakdown:" + p].get("postgres_us_" + pk) or 0) > 0))
+    checks.append(("direct TLS pgbench TPS > 0", (med["direct"].get("pg_tps_" + pk) or 0) > 0))
+    checks.append(("certgate postgres mode pgbench TPS > 0",
+                   (med["certgate"].get("pgmode_tps_" + pk) or 0) > 0))
+    seen = res["extra"].get("pg_tls_seen_by_postgres", {})
+    checks.append(("PostgreSQL saw TLS and the expected client on every path: %s" % seen,
+                   all("TLSv1.3" in v for v in seen.values()) and len(seen) == 4 and
+                   seen["certgate postgres mode"].endswith("/CN=bench") and
+                   "bench@example.com" in seen["direct"]))
     checks.append(("policy decision time > 0", (med["certgate"].get("decision_ns") or 0) > 0))
     checks.append(("reload time > 0", (med["certgate"].get("reload_ms_live") or 0) > 0))
     checks.append(("no session dropped by reloads",
@@ -721,8 +728,12 @@ def main():
                     "<date>-quick for --quick, <date>-partial with --only/--skip/other --runs)")
     ap.add_argument("--only", help="comma-separated peers (default all: %s)" % ",".join(PEERS))
     ap.add_argument("--skip", default="", help="comma-separated phases to skip: cpu (handshakes "
-                    "and throughput), idle (memory per idle session), pg (pgbench), policy "
-                    "(decision time), reload (certgate reload with live sessions)")
+                    "and throughput), stock (openssl s_time), workers (2 workers), idle (memory "
+                    "per idle session), pg (pgbench), policy (decision time), reload (certgate "
+                    "reload with live sessions)")
+    ap.add_argument("--workers", type=int, default=1, help="event loops of every peer in every "
+                    "phase (certgate gateway.workers, HAProxy nbthread, nginx worker_processes; "
+                    "default 1); the workers phase adds max(2, N) or 1")
     ap.add_argument("--build", help="build folder to use and update (default build-release)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder (configs, logs)")
     ap.add_argument("--report", metavar="DIR", help="only rewrite DIR/results.md and the chart "
@@ -734,8 +745,10 @@ def main():
         write_report(res, args.report)
         return 0
     args.skip = [s.strip() for s in args.skip.split(",") if s.strip()]
-    if set(args.skip) - {"cpu", "idle", "pg", "policy", "reload"}:
-        ap.error("--skip takes cpu, idle, pg, policy, reload")
+    if set(args.skip) - set(PHASES):
+        ap.error("--skip takes " + ", ".join(PHASES))
+    if args.workers < 1:
+        ap.error("--workers takes a count of 1 or more")
     args.mode = "smoke" if args.smoke else "quick" if args.quick else "full"
     if args.only:
         bad = [p for p in args.only.split(",") if p not in PEERS]
@@ -759,13 +772,12 @@ def main():
         res = summarize(bench.run())
     finally:
         bench.close()
-    partial = args.only or args.skip or (args.runs and args.runs != SIZES["full"]["runs"])
+    partial = args.only or args.skip or args.workers != 1 or \
+        (args.runs and args.runs != SIZES["full"]["runs"])
     suffix = "-quick" if args.quick else "-partial" if partial else ""
     out = args.out or os.path.join(HERE, "results", datetime.date.today().isoformat() + suffix)
     write_report(res, out)
     return 0
-
-
 
 
 if __name__ == "__main__":

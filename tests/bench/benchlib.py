@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -42,6 +43,12 @@ def log(msg):
 
 
 SMOKE = False  # bench.py --smoke sets it: TAP output, phases fail the run
+
+
+def settle(seconds):
+    """Lets a proxy finish its work before its CPU or memory is read; the
+    smoke run only checks that figures come out, so it waits a fifth."""
+    time.sleep(seconds / 5 if SMOKE else seconds)
 
 
 # --------------------------------------------------------------------------
@@ -84,6 +91,18 @@ def cpu_seconds(pids):
         fields = stat[stat.rindex(")") + 2:].split()
         total += int(fields[11]) + int(fields[12])
     return total / CLK_TCK
+
+
+def reaped_cpu_seconds(pid):
+    """cutime + cstime: the CPU of pid's children that have exited and been
+    waited for (PostgreSQL's backends, once the postmaster reaps them)."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            stat = f.read()
+    except OSError:
+        return 0.0
+    fields = stat[stat.rindex(")") + 2:].split()
+    return (int(fields[13]) + int(fields[14])) / CLK_TCK
 
 
 def rss_kib(pids):

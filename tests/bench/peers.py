@@ -19,8 +19,10 @@ class Peer:
     name = "?"
     label = "?"
 
-    def __init__(self, bench, upstream_port, tag):
+    def __init__(self, bench, upstream_port, tag, workers=1, default_tls=False):
         self.bench = bench
+        self.workers = workers          # event loops (threads / processes)
+        self.default_tls = default_tls  # the program's own TLS defaults, not the bench's
         self.dir = os.path.join(bench.dir, "%s-%s" % (self.name, tag))
         os.makedirs(self.dir, exist_ok=True)
         self.port = harness.free_port()
@@ -46,13 +48,15 @@ class Peer:
 
 class HAProxy(Peer):
     name, label = "haproxy", "HAProxy"
+    BENCH_TLS = ("ssl-min-ver TLSv1.3 ciphersuites TLS_AES_128_GCM_SHA256 curves X25519 "
+                 "no-tls-tickets")
 
     def start(self):
         b = self.bench
         cfg = os.path.join(self.dir, "haproxy.cfg")
         with open(cfg, "w") as f:
             f.write("""global
-    nbthread 1
+    nbthread %(workers)d
     maxconn %(maxconn)d
 defaults
     mode tcp
@@ -60,12 +64,13 @@ defaults
     timeout client 1h
     timeout server 1h
 frontend fe
-    bind 127.0.0.1:%(port)d ssl crt %(pem)s ca-file %(ca)s verify required ssl-min-ver TLSv1.3 ciphersuites TLS_AES_128_GCM_SHA256 curves X25519 no-tls-tickets
+    bind 127.0.0.1:%(port)d ssl crt %(pem)s ca-file %(ca)s verify required%(tls)s
     default_backend be
 backend be
     server up 127.0.0.1:%(up)d
 """ % dict(maxconn=b.max_sessions + 50, port=self.port, pem=b.server_pem, ca=b.ca.crt,
-                 up=self.upstream_port))
+                 up=self.upstream_port, workers=self.workers,
+                 tls="" if self.default_tls else " " + self.BENCH_TLS))
         self.proc = Spawned([tool("haproxy"), "-f", cfg, "-db"], os.path.join(self.dir, "haproxy.log"))
         wait_port(self.port, self.proc, "haproxy")
 
@@ -85,7 +90,7 @@ class Nginx(Peer):
         with open(cfg, "w") as f:
             f.write("""load_module /usr/lib/nginx/modules/ngx_stream_module.so;
 daemon off;
-worker_processes 1;
+worker_processes %(workers)d;
 pid %(dir)s/nginx.pid;
 error_log %(dir)s/nginx-error.log warn;
 events { worker_connections %(wc)d; }
@@ -106,7 +111,7 @@ stream {
     }
 }
 """ % dict(dir=self.dir, wc=2 * b.max_sessions + 100, port=self.port, crt=b.server.crt,
-                 key=b.server.key, ca=b.ca.crt, up=self.upstream_port))
+                 key=b.server.key, ca=b.ca.crt, up=self.upstream_port, workers=self.workers))
         self.proc = Spawned([tool("nginx"), "-c", cfg, "-p", self.dir, "-e", "stderr"],
                             os.path.join(self.dir, "nginx.log"))
         wait_port(self.port, self.proc, "nginx")
@@ -160,13 +165,22 @@ sessionCacheSize = 1
             ", thread per connection)"
 
 
+class NoWorkers(Exception):
+    """certgate was asked for N > 1 workers and does not have them."""
+
+
 class Certgate(Peer):
     name, label = "certgate", "certgate"
 
-    def __init__(self, bench, upstream_port, tag, config=None, admin=False, gateway=None):
-        super().__init__(bench, upstream_port, tag)
+    def __init__(self, bench, upstream_port, tag, config=None, admin=False, gateway=None,
+                 own_listen=False, service=None, **kw):
+        super().__init__(bench, upstream_port, tag, **kw)
         self.config = config
         self.gateway_extra = gateway or {}  # extra "gateway" keys
+        self.service_extra = service or {}  # extra keys of the first service
+        # the first service listens on the port itself (no SNI needed:
+        # openssl s_time sends none; postgres mode), not gateway.listen
+        self.own_listen = own_listen
         self.admin_port = harness.free_port() if admin else None
         self.gw = None
 
@@ -189,8 +203,20 @@ class Certgate(Peer):
 
     def start(self):
         cfg = self.config or self.make_config()
-        cfg["gateway"]["listen"] = ["127.0.0.1:%d" % self.port]
+        if self.own_listen:
+            cfg["gateway"]["listen"] = []
+            cfg["services"][0]["listen"] = "127.0.0.1:%d" % self.port
+        else:
+            cfg["gateway"]["listen"] = ["127.0.0.1:%d" % self.port]
         cfg["gateway"].update(self.gateway_extra)
+        cfg["services"][0].update(self.service_extra)
+        # gateway.workers (issue 16): written whenever this certgate knows
+        # it (its default is the number of CPUs, not 1); a certgate without
+        # it runs one loop, which only the 1-worker case may stand for
+        if self.bench.certgate_workers:
+            cfg["gateway"]["workers"] = self.workers
+        elif self.workers != 1:
+            raise NoWorkers("certgate has no gateway.workers yet")
         cfg.setdefault("audit", {})["path"] = os.path.join(self.dir, "certgate.audit")
         if self.admin_port:
             cfg["admin"] = {"listen": "127.0.0.1:%d" % self.admin_port}
