@@ -240,6 +240,8 @@ class Bench(StockClient, PgPaths, Scaling):
                     self.keep_for_scaling(name)
                 finally:
                     peer.stop()
+                if "workers" not in self.args.skip:  # scaling.py
+                    self.workers_at(name, run, self.other_count())
                 if name == "certgate":
                     # the same without remembered chains: every handshake
                     # verifies the client chain, as a first-time client's does
@@ -498,8 +500,8 @@ class Bench(StockClient, PgPaths, Scaling):
         log("checking the peers negotiate alike")
         self.check_alike()
         phases = [("cpu", "handshakes and throughput", self.bench_cpu),
+                  ("workers", "1 and %d workers" % self.scale_workers, self.bench_workers),
                   ("stock", "stock client (openssl s_time)", self.bench_stock),
-                  ("workers", "%d workers" % self.scale_workers, self.bench_workers),
                   ("idle", "idle sessions", self.bench_idle),
                   ("pg", "pgbench", self.bench_pgbench)]
         if "certgate" in self.peers:
