@@ -412,13 +412,14 @@ set xtics font ",10"
 set bmargin 5
 set arrow from graph 0, first 1 to graph 1, first 1 nohead lw 2 lc rgb "black"
 plot %(plots)s
-""" % dict(png=png, runs=res["runs"], date=res["date"], width=max(1400, 125 * len(lines)),
+""" % dict(png="ratios.png", runs=res["runs"], date=res["date"], width=max(1400, 125 * len(lines)),
            plots=", ".join(
-            ["'%s' using %d:xtic(1) title '%s' lc rgb '%s'" % (dat, i + 2, p, COLORS.get(p, "gray"))
+            ["'%s' using %d:xtic(1) title '%s' lc rgb '%s'" % ("ratios.dat", i + 2, p, COLORS.get(p, "gray"))
              for i, p in enumerate(others)] +
             (["'%s' using %d title 'certgate target' fill pattern 4 lc rgb '%s'"
-              % (dat, len(others) + 2, COLORS["certgate"])] if "certgate" in others else []))))
-    r = subprocess.run([gnuplot, gp], capture_output=True, text=True)
+              % ("ratios.dat", len(others) + 2, COLORS["certgate"])] if "certgate" in others else []))))
+    # relative names: the folder can move (the results are committed)
+    r = subprocess.run([gnuplot, "ratios.gp"], capture_output=True, text=True, cwd=out_dir)
     if r.returncode != 0:
         raise AssertionError("gnuplot failed: " + r.stderr)
     return png
