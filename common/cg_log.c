@@ -1,7 +1,8 @@
 /* cg_log: the operational log on stderr, "certgate: LEVEL: message", one line
  * per call written with a single fprintf so concurrent writers (other
  * processes sharing stderr) do not split it. The level threshold is the only
- * state; the rate limiter keeps its state in the caller's slot. */
+ * state (set before any thread starts); the rate limiter keeps its state in
+ * the caller's slot, atomically, so threads may share one. */
 #include "cg_log.h"
 
 #include <stdarg.h>
@@ -83,18 +84,19 @@ void cg_log_limited(cg_log_limit_t *limit, cg_log_level_t level, const char *fmt
 		return;
 
 	int64_t now = monotonic_ms();
-	/* last_ms == 0 is a fresh slot: let the first line through. */
-	if (limit->last_ms != 0 && now - limit->last_ms < 1000) {
-		limit->suppressed++;
+	/* last_ms == 0 is a fresh slot: let the first line through. Of threads
+	 * racing for the same second, the one whose exchange lands logs. */
+	int64_t last = atomic_load(&limit->last_ms);
+	if ((last != 0 && now - last < 1000) ||
+	    !atomic_compare_exchange_strong(&limit->last_ms, &last, now != 0 ? now : 1)) {
+		atomic_fetch_add(&limit->suppressed, 1);
 		return;
 	}
-
+	uint64_t suppressed = atomic_exchange(&limit->suppressed, 0);
 	char suffix[64] = "";
-	if (limit->suppressed > 0)
+	if (suppressed > 0)
 		snprintf(suffix, sizeof(suffix), " (%llu similar messages suppressed)",
-		         (unsigned long long)limit->suppressed);
-	limit->last_ms = now != 0 ? now : 1;
-	limit->suppressed = 0;
+		         (unsigned long long)suppressed);
 
 	va_list ap;
 	va_start(ap, fmt);

@@ -6,6 +6,7 @@
 #include "pol_config.h"
 
 #include <arpa/inet.h>
+#include <sched.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -72,6 +73,13 @@ static void load_gateway_listen(loader_t *ld, const cg_jdoc_t *doc, const json_t
 	}
 }
 
+uint32_t pol_cpu_count(void)
+{
+	cpu_set_t set;
+	int n = sched_getaffinity(0, sizeof(set), &set) == 0 ? CPU_COUNT(&set) : 1;
+	return n < 1 ? 1 : n > POL_MAX_WORKERS ? POL_MAX_WORKERS : (uint32_t)n;
+}
+
 static void load_crl_check(loader_t *ld, const cg_jdoc_t *doc, const json_t *gw, pol_gateway_t *g)
 {
 	const char *text = NULL;
@@ -111,6 +119,7 @@ static void load_gateway(loader_t *ld, const cg_jdoc_t *doc, const json_t *gw, c
 	                                   "proxy_protocol_from",
 	                                   "verify_depth",
 	                                   "verify_cache",
+	                                   "workers",
 	                                   NULL};
 	pol_gateway_t *g = &ld->snap->gateway;
 	const char *path = "gateway";
@@ -158,6 +167,9 @@ static void load_gateway(loader_t *ld, const cg_jdoc_t *doc, const json_t *gw, c
 	pol_ld_get_uint(ld, doc, gw, path, "verify_depth", 1, 10,
 	                "expected an integer from 1 to 10", &g->verify_depth);
 	pol_ld_get_bool(ld, doc, gw, path, "verify_cache", true, &g->verify_cache);
+	g->workers = pol_cpu_count();
+	pol_ld_get_uint(ld, doc, gw, path, "workers", 1, POL_MAX_WORKERS,
+	                "expected an integer from 1 to 256", &g->workers);
 	pol_ld_get_cidr_list(ld, doc, gw, path, "proxy_protocol_from", true,
 	                     &g->proxy_protocol_from, &g->n_proxy_protocol_from);
 }
@@ -222,6 +234,7 @@ static void free_strings(char **v, size_t n)
 static void service_finish(pol_service_t *svc)
 {
 	free(svc->name);
+	free(svc->description);
 	free_strings(svc->sni, svc->n_sni);
 	free(svc->listen);
 	free(svc->upstream);

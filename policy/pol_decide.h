@@ -18,6 +18,9 @@ typedef struct pol_request {
 	const char *db_user;           /* postgres mode, else NULL */
 	const char *db_name;           /* postgres mode, else NULL */
 	int64_t at_ms;                 /* when (epoch ms) time windows are judged; 0 = now */
+	/* postgres mode without db_user and db_name: may some database user and
+	 * name be used? (the user's catalog, explain without --db-user) */
+	bool db_any;
 } pol_request_t;
 
 typedef enum {

@@ -1,8 +1,9 @@
 /* The admin endpoints (ADMIN_API.md). Each handler gets a parsed request
  * and fills one reply; every state change is audited with the caller's
  * address (`by`) and takes effect on live sessions before the reply is
- * sent: locks, trust-feed changes and kills end the sessions they touch at
- * once, through the same decision function new connections use. */
+ * sent: locks, trust-feed changes, forgotten devices and kills end the
+ * sessions they touch at once, through the same decision function new
+ * connections use. */
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -126,6 +127,8 @@ static void get_status(adm_request_t *req, gw_http_reply_t *reply)
 {
 	gw_gateway_t *gw = req->gw;
 	int64_t now = cg_wall_ms();
+	uint64_t written, lost;
+	gw_audit_counts(gw, &written, &lost);
 	gw_http_json(
 	        reply, 200,
 	        json_pack("{s:s, s:o, s:I, s:I, s:s, s:o, s:o, s:{s:I, s:I, s:I, s:I, s:I, s:I}}",
@@ -137,8 +140,8 @@ static void get_status(adm_request_t *req, gw_http_reply_t *reply)
 	                  (json_int_t)gw->n_live, "connections", (json_int_t)gw->n_connections,
 	                  "accepted", (json_int_t)gw->counters.accepted, "refused",
 	                  (json_int_t)gw->counters.refused, "sessions_started",
-	                  (json_int_t)gw->counters.sessions, "audit_lost",
-	                  (json_int_t)cg_audit_lost(gw->audit)));
+	                  (json_int_t)gw->counters.sessions, "audit_lost", (json_int_t)lost));
+	json_object_set_new(reply->json, "workers", json_integer(gw->n_workers));
 	json_object_set_new(json_object_get(reply->json, "counts"), "audit_syslog_lost",
 	                    json_integer((json_int_t)gw_syslog_stats(gw->syslog).lost));
 	json_object_set_new(reply->json, "state", state_json(gw->state));
@@ -184,38 +187,89 @@ static void get_policy(adm_request_t *req, gw_http_reply_t *reply)
 
 /* --- sessions ------------------------------------------------------------ */
 
-static void get_sessions(adm_request_t *req, gw_http_reply_t *reply)
+typedef struct listing {
+	const char *user, *service, *device;
+	json_t *list;
+} listing_t;
+
+/* On each worker's thread in turn (gw_workers_run): its live sessions. */
+static void list_sessions(gw_worker_t *w, void *arg)
 {
-	const char *user = gw_http_query(req->http, "user");
-	const char *service = gw_http_query(req->http, "service");
-	const char *device = gw_http_query(req->http, "device");
-	json_t *list = json_array();
-	for (gw_session_t *s = req->gw->sessions; s != NULL; s = s->next) {
+	listing_t *l = arg;
+	for (gw_session_t *s = w->sessions; s != NULL; s = s->next) {
 		if (!s->started || s->ended)
 			continue;
-		if (user != NULL && strcasecmp(user, s->claims.user) != 0)
+		if (l->user != NULL && strcasecmp(l->user, s->claims.user) != 0)
 			continue;
-		if (service != NULL && strcmp(service, s->service->name) != 0)
+		if (l->service != NULL && strcmp(l->service, s->service->name) != 0)
 			continue;
-		if (device != NULL &&
-		    (s->claims.device_id == NULL || strcmp(device, s->claims.device_id) != 0))
+		if (l->device != NULL &&
+		    (s->claims.device_id == NULL || strcmp(l->device, s->claims.device_id) != 0))
 			continue;
-		json_array_append_new(list, gw_session_json(s));
+		json_array_append_new(l->list, gw_session_json(s));
 	}
-	gw_http_json(reply, 200, json_pack("{s:o}", "sessions", list));
+}
+
+/* Newest first, whichever worker runs them. */
+static int newer_first(const void *a, const void *b)
+{
+	const char *ta = json_string_value(json_object_get(*(json_t *const *)a, "started"));
+	const char *tb = json_string_value(json_object_get(*(json_t *const *)b, "started"));
+	return strcmp(tb != NULL ? tb : "", ta != NULL ? ta : "");
+}
+
+static void get_sessions(adm_request_t *req, gw_http_reply_t *reply)
+{
+	listing_t l = {
+	        .user = gw_http_query(req->http, "user"),
+	        .service = gw_http_query(req->http, "service"),
+	        .device = gw_http_query(req->http, "device"),
+	        .list = json_array(),
+	};
+	gw_workers_run(req->gw, list_sessions, &l);
+	size_t n = json_array_size(l.list);
+	json_t **items = n > 0 ? malloc(n * sizeof(*items)) : NULL;
+	json_t *sorted = l.list;
+	if (items != NULL) {
+		for (size_t i = 0; i < n; i++)
+			items[i] = json_array_get(l.list, i);
+		qsort(items, n, sizeof(*items), newer_first);
+		sorted = json_array();
+		for (size_t i = 0; i < n; i++)
+			json_array_append(sorted, items[i]);
+		free(items);
+		json_decref(l.list);
+	}
+	gw_http_json(reply, 200, json_pack("{s:o}", "sessions", sorted));
+}
+
+typedef struct kill {
+	const char *id, *by;
+	gw_gateway_t *gw;
+	bool found;
+} kill_t;
+
+static void kill_session(gw_worker_t *w, void *arg)
+{
+	kill_t *k = arg;
+	gw_session_t *s = k->found ? NULL : gw_session_find(w, k->id);
+	if (s == NULL)
+		return;
+	k->found = true;
+	json_t *f = json_pack("{s:s, s:s, s:s, s:s}", "session", s->id, "user", s->claims.user,
+	                      "service", s->service->name, "by", k->by);
+	(void)gw_audit(k->gw, "admin.session_killed", f);
+	gw_session_end(s, "killed by admin");
 }
 
 static void delete_session(adm_request_t *req, gw_http_reply_t *reply, const char *id)
 {
-	gw_session_t *s = gw_session_find(req->gw, id);
-	if (s == NULL) {
+	kill_t k = {.id = id, .by = req->by, .gw = req->gw};
+	gw_workers_run(req->gw, kill_session, &k);
+	if (!k.found) {
 		gw_http_error(reply, 404, "no live session %s", id);
 		return;
 	}
-	json_t *f = json_pack("{s:s, s:s, s:s, s:s}", "session", s->id, "user", s->claims.user,
-	                      "service", s->service->name, "by", req->by);
-	(void)gw_audit(req->gw, "admin.session_killed", f);
-	gw_session_end(s, "killed by admin");
 	gw_http_json(reply, 200, json_pack("{s:s, s:b}", "id", id, "closed", 1));
 }
 
@@ -276,6 +330,70 @@ static void delete_trust(adm_request_t *req, gw_http_reply_t *reply, const char 
 	               json_pack("{s:s, s:b, s:s}", "device", device, "cleared", 1, "by", req->by));
 	/* clearing can only raise the effective level: nothing to revoke */
 	gw_http_json(reply, 200, json_pack("{s:s, s:b}", "device", device, "cleared", 1));
+}
+
+/* --- the device registry ------------------------------------------------- */
+
+/* A device as GET /v1/devices lists it: "trust" is the level an admin set
+ * (the live feed, null when none), "effective_trust" what the device's
+ * next certificate carries (the lower of that and issuer.device_trust;
+ * without an issuer block, the level an admin set, or null). */
+static json_t *device_json(adm_request_t *req, const char *id, const gw_device_t *d, int64_t now)
+{
+	const gw_trust_entry_t *feed = gw_state_trust_get(req->gw->state, id, now);
+	const pol_issuer_t *issuer = &req->gw->rt->snap->issuer;
+	pol_trust_t effective = issuer->enabled ? issuer->device_trust : POL_TRUST_NONE;
+	if (feed != NULL && (effective == POL_TRUST_NONE || feed->level < effective))
+		effective = feed->level;
+	json_t *j = json_pack("{s:s, s:s, s:s?, s:o, s:o, s:s?, s:s?}", "id", id, "user", d->user,
+	                      "platform", d->platform, "first_seen", time_json(d->first_seen_ms),
+	                      "last_seen", time_json(d->last_seen_ms), "trust",
+	                      feed != NULL ? pol_trust_name(feed->level) : NULL, "effective_trust",
+	                      effective != POL_TRUST_NONE ? pol_trust_name(effective) : NULL);
+	if (j != NULL && feed != NULL && feed->expires_ms != 0)
+		json_object_set_new(j, "trust_expires", time_json(feed->expires_ms));
+	return j;
+}
+
+static void get_devices(adm_request_t *req, gw_http_reply_t *reply)
+{
+	gw_device_view_t *views;
+	size_t n;
+	int64_t now = cg_wall_ms();
+	if (gw_state_devices_list(req->gw->state, &views, &n) < 0) {
+		gw_http_error(reply, 500, "out of memory");
+		return;
+	}
+	json_t *list = json_array();
+	for (size_t i = 0; i < n; i++)
+		json_array_append_new(list, device_json(req, views[i].id, views[i].device, now));
+	free(views);
+	gw_http_json(reply, 200, json_pack("{s:o}", "devices", list));
+}
+
+/* Forgets a device: its registry entry and the trust an admin set go, its
+ * live sessions end now, and every certificate issued for it before now
+ * is refused (core/authz.c): a lost laptop's certificate stops working.
+ * Its next login registers it anew at the default trust. */
+static void delete_device(adm_request_t *req, gw_http_reply_t *reply, const char *id)
+{
+	gw_state_t *st = req->gw->state;
+	const gw_device_t *d = gw_state_device_get(st, id);
+	if (d == NULL) {
+		gw_http_error(reply, 404, "no registered device %s", id);
+		return;
+	}
+	json_t *f = json_pack("{s:s, s:s, s:s?, s:s}", "device_id", id, "user", d->user, "platform",
+	                      d->platform, "by", req->by);
+	if (f == NULL || !gw_state_device_forget(st, id, cg_wall_ms())) {
+		json_decref(f);
+		gw_http_error(reply, 500, "out of memory");
+		return;
+	}
+	(void)gw_state_trust_clear(st, id);
+	(void)gw_audit(req->gw, "device.forgotten", f);
+	gw_reauthorize_matching(req->gw, NULL, id, "revoked: device trust");
+	gw_http_json(reply, 200, json_pack("{s:s, s:b}", "id", id, "forgotten", 1));
 }
 
 /* --- locks --------------------------------------------------------------- */
@@ -404,6 +522,8 @@ static const route_t routes[] = {
         {"/v1/policy", NULL, "GET", .get = get_policy},
         {"/v1/sessions", NULL, "GET", .get = get_sessions},
         {"/v1/sessions/{id}", "session id", "DELETE", .id_del = delete_session},
+        {"/v1/devices", NULL, "GET", .get = get_devices},
+        {"/v1/devices/{id}", "device id", "DELETE", .id_del = delete_device},
         {"/v1/devices/{id}/trust", "device id", "GET, PUT, DELETE", .id_get = get_trust,
          .id_put = put_trust, .id_del = delete_trust},
         {"/v1/locks", NULL, "GET, POST", .get = get_locks, .post = post_lock},

@@ -20,6 +20,8 @@ static const double bucket_le[GW_HANDSHAKE_BUCKETS] = {0.001, 0.0025, 0.005, 0.0
 void gw_metrics_init(gw_metrics_t *m)
 {
 	memset(m, 0, sizeof(*m));
+	if (uv_mutex_init(&m->lock) != 0)
+		abort(); /* at start, before anything runs */
 	m->refused = cg_strmap_create();
 	m->logins_denied = cg_strmap_create();
 	m->would_deny = cg_strmap_create();
@@ -32,24 +34,30 @@ void gw_metrics_finish(gw_metrics_t *m)
 	cg_strmap_destroy(m->logins_denied, NULL);
 	cg_strmap_destroy(m->would_deny, NULL);
 	cg_strmap_destroy(m->bytes, free);
+	uv_mutex_destroy(&m->lock);
 }
 
 void gw_metrics_refused(gw_metrics_t *m, const char *event, const char *reason)
 {
 	char key[256];
 	snprintf(key, sizeof(key), "%s\x1f%s", event, reason);
+	uv_mutex_lock(&m->lock);
 	uintptr_t n = (uintptr_t)cg_strmap_get(m->refused, key);
 	cg_strmap_put(m->refused, key, (void *)(n + 1));
+	uv_mutex_unlock(&m->lock);
 }
 
 void gw_metrics_would_deny(gw_metrics_t *m, const char *rule)
 {
+	uv_mutex_lock(&m->lock);
 	uintptr_t n = (uintptr_t)cg_strmap_get(m->would_deny, rule);
 	cg_strmap_put(m->would_deny, rule, (void *)(n + 1));
+	uv_mutex_unlock(&m->lock);
 }
 
 void gw_metrics_handshake(gw_metrics_t *m, double seconds)
 {
+	uv_mutex_lock(&m->lock);
 	m->handshake_count++;
 	m->handshake_seconds += seconds;
 	for (int i = 0; i < GW_HANDSHAKE_BUCKETS; i++)
@@ -57,14 +65,17 @@ void gw_metrics_handshake(gw_metrics_t *m, double seconds)
 			m->handshake_buckets[i]++;
 			break;
 		}
+	uv_mutex_unlock(&m->lock);
 }
 
 void gw_metrics_admin_denied(gw_metrics_t *m, bool token_given)
 {
+	uv_mutex_lock(&m->lock);
 	if (token_given)
 		m->admin_denied_wrong++;
 	else
 		m->admin_denied_missing++;
+	uv_mutex_unlock(&m->lock);
 }
 
 static gw_bytes_t *bytes_of(cg_strmap_t *map, const char *service)
@@ -81,11 +92,13 @@ static gw_bytes_t *bytes_of(cg_strmap_t *map, const char *service)
 
 void gw_metrics_bytes(gw_metrics_t *m, const char *service, uint64_t up, uint64_t down)
 {
+	uv_mutex_lock(&m->lock);
 	gw_bytes_t *b = bytes_of(m->bytes, service);
 	if (b != NULL) {
 		b->up += up;
 		b->down += down;
 	}
+	uv_mutex_unlock(&m->lock);
 }
 
 static void on_refused(void *ctx, const char *event, const char *reason)
@@ -111,12 +124,14 @@ static void on_would_deny(void *ctx, const char *rule)
 static void on_login(void *ctx, const char *reason)
 {
 	gw_metrics_t *m = ctx;
+	uv_mutex_lock(&m->lock);
 	if (reason == NULL) {
 		m->logins_issued++;
-		return;
+	} else {
+		uintptr_t n = (uintptr_t)cg_strmap_get(m->logins_denied, reason);
+		cg_strmap_put(m->logins_denied, reason, (void *)(n + 1));
 	}
-	uintptr_t n = (uintptr_t)cg_strmap_get(m->logins_denied, reason);
-	cg_strmap_put(m->logins_denied, reason, (void *)(n + 1));
+	uv_mutex_unlock(&m->lock);
 }
 
 void gw_metrics_observe(gw_metrics_t *m, gw_gateway_t *gw)
@@ -220,8 +235,10 @@ static bool copy_bytes(const char *service, void *value, void *arg)
 {
 	gw_bytes_t *from = value;
 	gw_bytes_t *to = bytes_of(arg, service);
-	if (to != NULL)
-		*to = *from;
+	if (to != NULL) {
+		to->up += from->up;
+		to->down += from->down;
+	}
 	return true;
 }
 
@@ -241,6 +258,21 @@ static bool put_bytes(const char *service, void *value, void *arg)
 	return true;
 }
 
+/* On each worker's thread in turn: the bytes of its live sessions. */
+static void add_live_bytes(gw_worker_t *w, void *arg)
+{
+	cg_strmap_t *bytes = arg;
+	for (gw_session_t *s = w->sessions; s != NULL; s = s->next) {
+		if (!s->started || s->ended)
+			continue;
+		gw_bytes_t *b = bytes_of(bytes, s->service->name);
+		if (b != NULL) {
+			b->up += s->link.end[GW_CLIENT].bytes_in;
+			b->down += s->link.end[GW_UPSTREAM].bytes_in;
+		}
+	}
+}
+
 char *gw_metrics_render(gw_metrics_t *m, gw_gateway_t *gw, size_t *len)
 {
 	out_t o = {.cap = 8192};
@@ -248,6 +280,12 @@ char *gw_metrics_render(gw_metrics_t *m, gw_gateway_t *gw, size_t *len)
 	if (o.buf == NULL)
 		return NULL;
 	o.buf[0] = '\0';
+	/* the live sessions' bytes first: workers take m->lock when theirs end */
+	cg_strmap_t *bytes = cg_strmap_create();
+	gw_workers_run(gw, add_live_bytes, bytes);
+	uint64_t audit_written, audit_lost;
+	gw_audit_counts(gw, &audit_written, &audit_lost);
+	uv_mutex_lock(&m->lock);
 
 	family(&o, "certgate_up", "gauge", "1 while the gateway's event loop runs.");
 	put(&o, "certgate_up 1\n");
@@ -294,17 +332,7 @@ char *gw_metrics_render(gw_metrics_t *m, gw_gateway_t *gw, size_t *len)
 	put(&o, "certgate_handshake_duration_seconds_count %" PRIu64 "\n", m->handshake_count);
 
 	/* ended sessions' bytes plus the live ones' so far */
-	cg_strmap_t *bytes = cg_strmap_create();
 	cg_strmap_foreach(m->bytes, copy_bytes, bytes);
-	for (gw_session_t *s = gw->sessions; s != NULL; s = s->next) {
-		if (!s->started || s->ended)
-			continue;
-		gw_bytes_t *b = bytes_of(bytes, s->service->name);
-		if (b != NULL) {
-			b->up += s->link.end[GW_CLIENT].bytes_in;
-			b->down += s->link.end[GW_UPSTREAM].bytes_in;
-		}
-	}
 	family(&o, "certgate_bytes_total", "counter",
 	       "Plaintext bytes relayed, by service; up = client to upstream.");
 	bytes_ctx_t up = {&o, "up"}, down = {&o, "down"};
@@ -320,10 +348,10 @@ char *gw_metrics_render(gw_metrics_t *m, gw_gateway_t *gw, size_t *len)
 	       "Generation of the configuration in force (1 at start, +1 per reload).");
 	put(&o, "certgate_policy_generation %" PRIu64 "\n", gw->generation);
 	family(&o, "certgate_audit_events_total", "counter", "Audit events written.");
-	put(&o, "certgate_audit_events_total %" PRIu64 "\n", cg_audit_written(gw->audit));
+	put(&o, "certgate_audit_events_total %" PRIu64 "\n", audit_written);
 	family(&o, "certgate_audit_lost_events_total", "counter",
 	       "Audit events that could not be written.");
-	put(&o, "certgate_audit_lost_events_total %" PRIu64 "\n", cg_audit_lost(gw->audit));
+	put(&o, "certgate_audit_lost_events_total %" PRIu64 "\n", audit_lost);
 	gw_syslog_stats_t sl = gw_syslog_stats(gw->syslog);
 	family(&o, "certgate_audit_syslog_sent_total", "counter",
 	       "Audit lines handed to the syslog receiver (audit.syslog).");
@@ -354,6 +382,12 @@ char *gw_metrics_render(gw_metrics_t *m, gw_gateway_t *gw, size_t *len)
 	    m->admin_denied_wrong);
 	family(&o, "certgate_start_time_seconds", "gauge", "Start time, seconds since the epoch.");
 	put(&o, "certgate_start_time_seconds %.3f\n", (double)gw->started_ms / 1000.0);
+	uv_mutex_unlock(&m->lock);
+	family(&o, "certgate_worker_connections", "gauge",
+	       "Open connections per worker (gateway.workers): how the acceptor spreads them.");
+	for (unsigned i = 0; i < gw->n_workers; i++)
+		put(&o, "certgate_worker_connections{worker=\"%u\"} %zu\n", i,
+		    atomic_load(&gw->workers[i].connections));
 
 	if (o.failed) {
 		free(o.buf);

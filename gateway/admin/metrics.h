@@ -1,5 +1,5 @@
 /* Gateway metrics and their Prometheus text exposition (GET /metrics).
- * Counters are plain integers updated on the loop thread. */
+ * Every worker counts into them (the observer): one lock guards them. */
 #ifndef GW_METRICS_H
 #define GW_METRICS_H
 
@@ -7,12 +7,15 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <uv.h>
+
 #include "cg_strmap.h"
 #include "core/gateway.h"
 
 #define GW_HANDSHAKE_BUCKETS 12
 
 typedef struct gw_metrics {
+	uv_mutex_t lock;
 	uint64_t handshake_buckets[GW_HANDSHAKE_BUCKETS]; /* cumulative at render */
 	uint64_t handshake_count;
 	double handshake_seconds;

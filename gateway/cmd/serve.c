@@ -45,7 +45,7 @@ static void on_signal(uv_signal_t *handle, int signum)
 		break;
 	}
 	case SIGUSR1:
-		if (cg_audit_reopen(gw->audit) < 0)
+		if (gw_audit_reopen(gw) < 0)
 			cg_log(CG_LOG_ERROR, "audit: cannot reopen %s", cg_audit_path(gw->audit));
 		break;
 	}
@@ -217,7 +217,10 @@ int gw_serve_main(int argc, char **argv)
 
 	gw_gateway_t gw;
 	memset(&gw, 0, sizeof(gw));
-	gw.loop = uv_default_loop();
+	if (gw_gateway_init(&gw, uv_default_loop()) < 0) {
+		fprintf(stderr, "certgate: cannot create the gateway's locks\n");
+		return 1;
+	}
 	gw.config_path = realpath(config, NULL);
 	if (gw.config_path == NULL) {
 		fprintf(stderr, "%s: %s\n", config, strerror(errno));
@@ -253,6 +256,12 @@ int gw_serve_main(int argc, char **argv)
 		uv_run(gw.loop, UV_RUN_DEFAULT); /* let the closes finish */
 		goto done;
 	}
+	int rc = gw_workers_start(&gw, gw.rt->snap->gateway.workers, gw.rt);
+	if (rc < 0) {
+		fprintf(stderr, "certgate: cannot start %u worker(s): %s\n",
+		        gw.rt->snap->gateway.workers, uv_strerror(rc));
+		exit(1); /* threads half started: nothing sensible to unwind */
+	}
 	static const int signums[] = {SIGTERM, SIGINT, SIGHUP, SIGUSR1};
 	for (int i = 0; i < 4; i++) {
 		uv_signal_init(gw.loop, &gw.signals[i]);
@@ -261,8 +270,7 @@ int gw_serve_main(int argc, char **argv)
 	}
 	json_t *f = json_pack("{s:s, s:I, s:s}", "version", CERTGATE_VERSION, "generation",
 	                      (json_int_t)gw.generation, "config", gw.config_path);
-	if (gw_audit(&gw, "gateway.start", f) < 0 &&
-	    cg_audit_on_failure(gw.audit) == CG_AUDIT_REFUSE) {
+	if (!gw_audit_or_refuse(&gw, "gateway.start", f)) {
 		fprintf(stderr, "certgate: cannot write the audit log %s: refusing to start\n",
 		        cg_audit_path(gw.audit));
 		code = 1;
@@ -272,6 +280,7 @@ int gw_serve_main(int argc, char **argv)
 			cg_log(CG_LOG_INFO, "listening on %s%s%s", l->addr,
 			       l->service ? " for service " : " (services by SNI)",
 			       l->service ? l->service : "");
+		cg_log(CG_LOG_INFO, "%u worker(s)", gw.n_workers);
 		if (gw_admin_listening(admin) != NULL)
 			cg_log(CG_LOG_INFO, "admin API on %s", gw_admin_listening(admin));
 		gw.ready = true;
@@ -280,6 +289,7 @@ int gw_serve_main(int argc, char **argv)
 		gw_notify_ready("serving");
 	}
 	uv_run(gw.loop, UV_RUN_DEFAULT);
+	gw_workers_stop(&gw);
 done:
 	uv_loop_close(gw.loop);
 	gw_runtime_unref(gw.rt);
@@ -287,11 +297,12 @@ done:
 	gw_syslog_destroy(gw.syslog);
 	cg_strmap_destroy(gw.user_sessions, NULL);
 	cg_strmap_destroy(gw.round_robin, NULL);
-	cg_strmap_destroy(gw.cancel_keys, NULL);
+	cg_strmap_destroy(gw.cancel_keys, free);
 	cg_strmap_destroy(gw.handshakes, NULL);
 	gw_state_close(gw.state);
 	gw_extensions_destroy(&gw);
 	gw_metrics_finish(&metrics);
 	free(gw.config_path);
+	gw_gateway_finish(&gw);
 	return code;
 }

@@ -1,7 +1,8 @@
 /* What an operator does to a running gateway: reload (build the new
  * generation beside the one in force, swap, re-authorize every live
  * session), drain, and re-authorize the sessions a lock or a trust change
- * touches. Everything runs on the loop thread. */
+ * touches. Runs on the control loop; what touches sessions runs on each
+ * worker's thread in turn (gw_workers_run). */
 #include "core/control.h"
 
 #include <errno.h>
@@ -57,9 +58,16 @@ static bool same_string(const char *a, const char *b)
 }
 
 /* The run-time state stays where it was opened: moving it while sessions,
- * locks and grants depend on it needs a restart. */
-static void check_state_kept(gw_gateway_t *gw, const pol_snapshot_t *snap, cg_errors_t *errs)
+ * locks and grants depend on it needs a restart; so does the number of
+ * workers. */
+static void check_kept(gw_gateway_t *gw, const pol_snapshot_t *snap, cg_errors_t *errs)
 {
+	if (snap->gateway.workers != gw->rt->snap->gateway.workers)
+		cg_errors_add(errs,
+		              "%s: gateway.workers: changed from %u to %u; restart certgate to "
+		              "change the number of workers",
+		              snap->config_path, gw->rt->snap->gateway.workers,
+		              snap->gateway.workers);
 	const pol_state_cfg_t *now = &gw->rt->snap->state, *next = &snap->state;
 	if (now->enabled != next->enabled || !same_string(now->backend, next->backend) ||
 	    !same_string(now->dir, next->dir) || !same_string(now->dsn, next->dsn) ||
@@ -78,16 +86,53 @@ static json_t *errors_json(const cg_errors_t *errs)
 	return list;
 }
 
+typedef struct matching {
+	const char *user, *device, *reason;
+} matching_t;
+
+static void reauthorize_matching(gw_worker_t *w, void *arg)
+{
+	const matching_t *m = arg;
+	gw_session_t *next;
+	for (gw_session_t *s = w->sessions; s != NULL; s = next) {
+		next = s->next;
+		const pol_claims_t *c = &s->claims;
+		bool match =
+		        (m->user != NULL && c->user != NULL && strcasecmp(m->user, c->user) == 0) ||
+		        (m->device != NULL && c->device_id != NULL &&
+		         strcmp(m->device, c->device_id) == 0);
+		if (match)
+			gw_session_reauthorize(s, w->rt, m->reason);
+	}
+}
+
 void gw_reauthorize_matching(gw_gateway_t *gw, const char *user, const char *device,
                              const char *reason)
 {
-	for (gw_session_t *s = gw->sessions; s != NULL; s = s->next) {
-		const pol_claims_t *c = &s->claims;
-		bool match = (user != NULL && c->user != NULL && strcasecmp(user, c->user) == 0) ||
-		             (device != NULL && c->device_id != NULL &&
-		              strcmp(device, c->device_id) == 0);
-		if (match)
-			gw_session_reauthorize(s, gw->rt, reason);
+	matching_t m = {user, device, reason};
+	gw_workers_run(gw, reauthorize_matching, &m);
+}
+
+/* Every live session must still be admitted by the generation now in
+ * force: the worker takes it, then checks its sessions against it. */
+static void adopt_generation(gw_worker_t *w, void *arg)
+{
+	gw_runtime_t *old = w->rt;
+	w->rt = gw_runtime_ref(arg);
+	gw_session_t *next;
+	for (gw_session_t *s = w->sessions; s != NULL; s = next) {
+		next = s->next;
+		gw_session_reauthorize(s, w->rt, "revoked: policy");
+	}
+	gw_runtime_unref(old); /* the gateway still holds it: never the last */
+}
+
+static void end_all(gw_worker_t *w, void *arg)
+{
+	gw_session_t *next;
+	for (gw_session_t *s = w->sessions; s != NULL; s = next) {
+		next = s->next;
+		gw_session_end(s, arg);
 	}
 }
 
@@ -144,7 +189,7 @@ static int reload(gw_gateway_t *gw, const char *by, cg_errors_t *errs)
 	if (rt != NULL) {
 		gw_listeners_prepare(gw, rt->snap, errs);
 		audit = audit_for(gw, rt->snap, errs);
-		check_state_kept(gw, rt->snap, errs);
+		check_kept(gw, rt->snap, errs);
 		gw_extensions_prepare(gw, rt, errs);
 	}
 	if (errs->count != before) {
@@ -166,14 +211,9 @@ static int reload(gw_gateway_t *gw, const char *by, cg_errors_t *errs)
 	}
 	gw_listeners_commit(gw);
 	gw_extensions_commit(gw);
-	if (audit != gw->audit) {
-		cg_audit_carry(audit, gw->audit); /* counts, chain, the syslog tap */
-		cg_audit_close(gw->audit);
-		gw->audit = audit;
-	} else {
+	if (audit == gw->audit)
 		audit_state_follow(gw, rt->snap);
-	}
-	cg_audit_set_on_failure(gw->audit, rt->snap->audit.on_failure);
+	gw_audit_replace(gw, audit, rt->snap->audit.on_failure);
 	gw_syslog_configure(gw->syslog, &rt->snap->audit.syslog);
 	gw_runtime_t *old = gw->rt;
 	gw->rt = rt;
@@ -185,9 +225,7 @@ static int reload(gw_gateway_t *gw, const char *by, cg_errors_t *errs)
 	(void)gw_audit(gw, "admin.reload", f);
 	cg_log(CG_LOG_INFO, "reloaded %s: generation %llu", gw->config_path,
 	       (unsigned long long)gw->generation);
-	/* every live session must still be admitted by what is now in force */
-	for (gw_session_t *s = gw->sessions; s != NULL; s = s->next)
-		gw_session_reauthorize(s, rt, "revoked: policy");
+	gw_workers_run(gw, adopt_generation, rt);
 	retire(gw, old);
 	return 0;
 }
@@ -197,10 +235,10 @@ void gw_drain(gw_gateway_t *gw)
 	if (!gw->draining) {
 		gw->draining = true;
 		gw_notify_stopping();
-		cg_log(CG_LOG_INFO, "draining: %zu connection(s) to close", gw->n_connections);
+		cg_log(CG_LOG_INFO, "draining: %zu connection(s) to close",
+		       atomic_load(&gw->n_connections));
 		gw_listeners_close_all(gw);
-		for (gw_session_t *s = gw->sessions; s != NULL; s = s->next)
-			gw_session_end(s, "shutdown");
+		gw_workers_run(gw, end_all, "shutdown");
 	}
 	if (gw->n_connections == 0)
 		gw_drain_finish(gw);

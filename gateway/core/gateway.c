@@ -1,5 +1,6 @@
-/* The gateway object: audit, extensions, counts and the end of a drain
- * (see gateway.h). Everything runs on the loop thread. */
+/* The gateway object: audit, extensions, shared counts and the end of a
+ * drain (see gateway.h). The counts and the audit writer are used by every
+ * worker (locks); the rest runs on the control loop. */
 #include "core/gateway.h"
 
 #include <errno.h>
@@ -18,15 +19,60 @@
 
 static int try_resume(gw_gateway_t *gw);
 
+/* Every worker audits: one writer at a time keeps lines whole, in order
+ * and counted (and the audit.resumed line first after a failure). */
 int gw_audit(gw_gateway_t *gw, const char *event, json_t *fields)
 {
+	uv_mutex_lock(&gw->audit_lock);
 	if (!cg_audit_healthy(gw->audit))
 		(void)try_resume(gw); /* if it fails, so will this event: both counted */
 	int rc = cg_audit_emit(gw->audit, event, fields);
 	if (rc < 0)
 		cg_log_limited(&gw->audit_log, CG_LOG_ERROR, "audit: cannot write to %s: %s",
 		               cg_audit_path(gw->audit), strerror(-rc));
+	uv_mutex_unlock(&gw->audit_lock);
 	return rc;
+}
+
+bool gw_audit_or_refuse(gw_gateway_t *gw, const char *event, json_t *fields)
+{
+	int rc = gw_audit(gw, event, fields);
+	if (rc == 0)
+		return true;
+	uv_mutex_lock(&gw->audit_lock);
+	bool refuse = cg_audit_on_failure(gw->audit) == CG_AUDIT_REFUSE;
+	uv_mutex_unlock(&gw->audit_lock);
+	return !refuse;
+}
+
+void gw_audit_counts(gw_gateway_t *gw, uint64_t *written, uint64_t *lost)
+{
+	uv_mutex_lock(&gw->audit_lock);
+	*written = cg_audit_written(gw->audit);
+	*lost = cg_audit_lost(gw->audit);
+	uv_mutex_unlock(&gw->audit_lock);
+}
+
+int gw_audit_reopen(gw_gateway_t *gw)
+{
+	uv_mutex_lock(&gw->audit_lock);
+	int rc = cg_audit_reopen(gw->audit);
+	uv_mutex_unlock(&gw->audit_lock);
+	return rc;
+}
+
+void gw_audit_replace(gw_gateway_t *gw, cg_audit_t *audit, cg_audit_on_failure_t on_failure)
+{
+	uv_mutex_lock(&gw->audit_lock);
+	cg_audit_t *old = gw->audit;
+	if (audit != old) {
+		cg_audit_carry(audit, old); /* counts, chain, the syslog tap */
+		gw->audit = audit;
+	}
+	cg_audit_set_on_failure(gw->audit, on_failure);
+	uv_mutex_unlock(&gw->audit_lock);
+	if (audit != old)
+		cg_audit_close(old);
 }
 
 /* After failed writes, the first line that gets through is audit.resumed
@@ -46,8 +92,10 @@ static int try_resume(gw_gateway_t *gw)
 static void on_audit_probe(uv_timer_t *timer)
 {
 	gw_gateway_t *gw = timer->data;
+	uv_mutex_lock(&gw->audit_lock);
 	if (!cg_audit_healthy(gw->audit))
 		(void)try_resume(gw);
+	uv_mutex_unlock(&gw->audit_lock);
 	(void)cg_audit_save_state(gw->audit); /* a failure is logged there */
 }
 
@@ -103,18 +151,45 @@ static void count_add(cg_strmap_t *map, const char *key, int delta)
 		cg_strmap_put(map, key, (void *)(uintptr_t)n);
 }
 
-size_t gw_user_sessions(gw_gateway_t *gw, const char *user)
+/* One more for key unless limit (non-zero) are held already. */
+static bool count_take(gw_gateway_t *gw, cg_strmap_t *map, const char *key, uint32_t limit)
 {
-	char key[1100];
-	user_key(user, key, sizeof(key));
-	return count_get(gw->user_sessions, key);
+	bool taken = false;
+	GW_LOCKED(gw, {
+		taken = limit == 0 || count_get(map, key) < limit;
+		if (taken)
+			count_add(map, key, 1);
+	});
+	return taken;
 }
 
-void gw_user_sessions_add(gw_gateway_t *gw, const char *user, int delta)
+static void count_give(gw_gateway_t *gw, cg_strmap_t *map, const char *key)
+{
+	GW_LOCKED(gw, count_add(map, key, -1));
+}
+
+bool gw_user_sessions_take(gw_gateway_t *gw, const char *user, uint32_t limit)
 {
 	char key[1100];
 	user_key(user, key, sizeof(key));
-	count_add(gw->user_sessions, key, delta);
+	return count_take(gw, gw->user_sessions, key, limit);
+}
+
+void gw_user_sessions_give(gw_gateway_t *gw, const char *user)
+{
+	char key[1100];
+	user_key(user, key, sizeof(key));
+	count_give(gw, gw->user_sessions, key);
+}
+
+unsigned gw_round_robin_next(gw_gateway_t *gw, const char *service)
+{
+	uintptr_t next = 0;
+	GW_LOCKED(gw, {
+		next = (uintptr_t)cg_strmap_get(gw->round_robin, service);
+		cg_strmap_put(gw->round_robin, service, (void *)(next + 1));
+	});
+	return (unsigned)next;
 }
 
 void gw_source_key(const struct sockaddr *sa, char *key, size_t len)
@@ -132,14 +207,14 @@ void gw_source_key(const struct sockaddr *sa, char *key, size_t len)
 	cg_sockaddr_format_ip(sa, key, len);
 }
 
-size_t gw_handshakes(gw_gateway_t *gw, const char *source)
+bool gw_handshakes_take(gw_gateway_t *gw, const char *source, uint32_t limit)
 {
-	return count_get(gw->handshakes, source);
+	return count_take(gw, gw->handshakes, source, limit);
 }
 
-void gw_handshakes_add(gw_gateway_t *gw, const char *source, int delta)
+void gw_handshakes_give(gw_gateway_t *gw, const char *source)
 {
-	count_add(gw->handshakes, source, delta);
+	count_give(gw, gw->handshakes, source);
 }
 
 void gw_extension_add(gw_gateway_t *gw, gw_extension_t *ext)
@@ -191,16 +266,36 @@ const char *gw_not_ready_reason(gw_gateway_t *gw)
 		return "draining";
 	if (!gw->ready)
 		return "starting";
-	if (!cg_audit_healthy(gw->audit) && cg_audit_on_failure(gw->audit) == CG_AUDIT_REFUSE)
+	uv_mutex_lock(&gw->audit_lock);
+	bool refusing =
+	        !cg_audit_healthy(gw->audit) && cg_audit_on_failure(gw->audit) == CG_AUDIT_REFUSE;
+	uv_mutex_unlock(&gw->audit_lock);
+	if (refusing)
 		return "audit unavailable";
 	return NULL;
+}
+
+int gw_gateway_init(gw_gateway_t *gw, uv_loop_t *loop)
+{
+	gw->loop = loop;
+	int rc = uv_mutex_init(&gw->lock);
+	if (rc == 0)
+		rc = uv_mutex_init(&gw->audit_lock);
+	return rc;
+}
+
+void gw_gateway_finish(gw_gateway_t *gw)
+{
+	uv_mutex_destroy(&gw->lock);
+	uv_mutex_destroy(&gw->audit_lock);
 }
 
 void gw_drain_finish(gw_gateway_t *gw)
 {
 	if (gw->drained)
 		return;
-	gw->drained = true;
+	GW_LOCKED(gw, gw->drained = true); /* no worker wakes `emptied` after this */
+	uv_close((uv_handle_t *)&gw->emptied, NULL);
 	json_t *f = json_pack("{s:s, s:I}", "version", CERTGATE_VERSION, "generation",
 	                      (json_int_t)gw->generation);
 	(void)gw_audit(gw, "gateway.stop", f);

@@ -1,7 +1,9 @@
 /* Listening sockets: the shared mTLS listeners (gateway.listen, service by
- * SNI) and per-service ones (services[].listen). A reload keeps the sockets
- * whose address stays, binds the new ones before the swap (so a reload that
- * cannot bind fails whole) and closes the ones no longer named after it. */
+ * SNI) and per-service ones (services[].listen), on the control loop. Each
+ * accepts what is waiting and hands it to a worker (gw_workers_dispatch).
+ * A reload keeps the sockets whose address stays, binds the new ones before
+ * the swap (so a reload that cannot bind fails whole) and closes the ones no
+ * longer named after it. */
 #ifndef GW_LISTENER_H
 #define GW_LISTENER_H
 
@@ -15,7 +17,10 @@
 typedef struct gw_gateway gw_gateway_t;
 
 struct gw_listener {
-	uv_tcp_t tcp;
+	int fd;
+	uv_poll_t poll;  /* readable: connections are waiting */
+	uv_timer_t rest; /* out of descriptors: wait before accepting again */
+	unsigned open_handles;
 	gw_gateway_t *gw;
 	struct gw_listener *next;
 	char addr[CG_HOST_MAX + 8];      /* "host:port" as configured */

@@ -12,7 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
+#include <unistd.h>
 
 #include <openssl/ssl.h>
 
@@ -116,7 +116,7 @@ static void release_user(gw_session_t *s)
 {
 	if (s->counted_user == NULL)
 		return;
-	gw_user_sessions_add(s->gw, s->counted_user, -1);
+	gw_user_sessions_give(s->gw, s->counted_user);
 	free(s->counted_user);
 	s->counted_user = NULL;
 }
@@ -128,12 +128,11 @@ static bool count_handshake(gw_session_t *s)
 	char key[GW_SOURCE_KEY_LEN];
 	uint32_t limit = s->rt->snap->gateway.max_handshakes_per_source;
 	gw_source_key((struct sockaddr *)&s->peer, key, sizeof(key));
-	if (limit > 0 && gw_handshakes(s->gw, key) >= limit) {
+	if (!gw_handshakes_take(s->gw, key, limit)) {
 		gw_session_reject(s, "too many handshakes from this source", NULL);
 		return false;
 	}
 	memcpy(s->handshake_source, key, sizeof(key));
-	gw_handshakes_add(s->gw, key, 1);
 	return true;
 }
 
@@ -142,7 +141,7 @@ void gw_session_release_handshake(gw_session_t *s)
 {
 	if (s->handshake_source[0] == '\0')
 		return;
-	gw_handshakes_add(s->gw, s->handshake_source, -1);
+	gw_handshakes_give(s->gw, s->handshake_source);
 	s->handshake_source[0] = '\0';
 }
 
@@ -268,14 +267,13 @@ void gw_session_end(gw_session_t *s, const char *reason)
 static void on_freed(gw_link_t *link)
 {
 	gw_session_t *s = container_of(link, gw_session_t, link);
-	gw_gateway_t *gw = s->gw;
+	gw_worker_t *w = s->worker;
 	if (s->prev != NULL)
 		s->prev->next = s->next;
 	else
-		gw->sessions = s->next;
+		w->sessions = s->next;
 	if (s->next != NULL)
 		s->next->prev = s->prev;
-	gw->n_connections--;
 	release_user(s);
 	gw_session_release_handshake(s);
 	gw_handshake_finish(&s->hs);
@@ -295,8 +293,7 @@ static void on_freed(gw_link_t *link)
 		s->zombie = true; /* the resolver thread still holds resolve_req */
 	else
 		free(s);
-	if (gw->draining && gw->n_connections == 0)
-		gw_drain_finish(gw); /* the last one out finishes the drain */
+	gw_worker_connection_closed(w); /* the last one out of a drain finishes it */
 }
 
 /* --- timers -------------------------------------------------------------- */
@@ -313,7 +310,7 @@ void gw_session_arm_live_timer(gw_session_t *s)
 		due = s->decision.valid_until_ms - now;
 	uint64_t idle = s->rt->snap->gateway.idle_timeout_ms;
 	if (idle > 0) {
-		uint64_t quiet = uv_now(s->gw->loop) - s->link.last_active;
+		uint64_t quiet = uv_now(s->worker->loop) - s->link.last_active;
 		int64_t idle_due = quiet >= idle ? 0 : (int64_t)(idle - quiet);
 		if (idle_due < due)
 			due = idle_due;
@@ -344,14 +341,14 @@ static void on_timer(gw_link_t *link)
 			return;
 		}
 		uint64_t idle = s->rt->snap->gateway.idle_timeout_ms;
-		if (idle > 0 && uv_now(s->gw->loop) - s->link.last_active >= idle) {
+		if (idle > 0 && uv_now(s->worker->loop) - s->link.last_active >= idle) {
 			gw_session_end(s, "idle timeout");
 			return;
 		}
 		if (cg_wall_ms() >= s->decision.valid_until_ms) {
 			/* a time window closed (or a deny rule's opened): decide again;
 			 * still admitted, the timer is armed anew */
-			gw_session_reauthorize(s, s->gw->rt, "revoked: policy");
+			gw_session_reauthorize(s, s->worker->rt, "revoked: policy");
 			return;
 		}
 		gw_session_arm_live_timer(s);
@@ -376,8 +373,7 @@ void gw_session_start(gw_session_t *s)
 	gw_session_add_front_fields(s, f);
 	json_object_set_new(f, "upstream", json_string(s->upstream));
 	add_cert(f, s->cert, true);
-	int rc = gw_audit(s->gw, "session.start", f);
-	if (rc < 0 && cg_audit_on_failure(s->gw->audit) == CG_AUDIT_REFUSE) {
+	if (!gw_audit_or_refuse(s->gw, "session.start", f)) {
 		/* fail closed: no audited start, no session (the refusal cannot be
 		 * audited either: it is logged and counted) */
 		gw_count_refusal(s->gw, "session.start", "audit unavailable");
@@ -510,25 +506,7 @@ static void on_setup_input(gw_link_t *link, gw_end_t *end, const char *data, ssi
 static void make_id(gw_gateway_t *gw, char *buf)
 {
 	snprintf(buf, GW_SESSION_ID_LEN, "%08" PRIx32 "-%" PRIu64, gw->instance,
-	         ++gw->next_session);
-}
-
-/* libuv meets EMFILE on accept by accepting and closing whatever waits in
- * the backlog, without telling the application: clients would be dropped
- * without a word. Descriptors are allocated lowest first, so an accepted one
- * that is the highest the limit allows means the table is now full: say so
- * (at most once a second), connections arriving until some close are lost. */
-static void note_fd_exhaustion(gw_gateway_t *gw, uv_tcp_t *tcp)
-{
-	uv_os_fd_t fd;
-	struct rlimit rl;
-	if (uv_fileno((uv_handle_t *)tcp, &fd) != 0 || getrlimit(RLIMIT_NOFILE, &rl) != 0 ||
-	    rl.rlim_cur == RLIM_INFINITY || (rlim_t)fd + 1 < rl.rlim_cur)
-		return;
-	cg_log_limited(&gw->accept_log, CG_LOG_ERROR,
-	               "accept: out of file descriptors (RLIMIT_NOFILE %llu): new connections "
-	               "are dropped until some close",
-	               (unsigned long long)rl.rlim_cur);
+	         (uint64_t)atomic_fetch_add(&gw->next_session, 1) + 1);
 }
 
 static bool from_proxy(const pol_gateway_t *g, const struct sockaddr *sa)
@@ -539,36 +517,43 @@ static bool from_proxy(const pol_gateway_t *g, const struct sockaddr *sa)
 	return false;
 }
 
-void gw_session_accept(gw_gateway_t *gw, uv_stream_t *server, const char *fixed_service)
+void gw_session_accept(gw_worker_t *w, int fd, const char *fixed_service)
 {
+	gw_gateway_t *gw = w->gw;
 	gw_session_t *s = calloc(1, sizeof(*s));
 	if (s == NULL) {
 		cg_log_limited(&gw->accept_log, CG_LOG_ERROR, "accept: out of memory");
+		close(fd);
+		gw_worker_connection_closed(w);
 		return;
 	}
 	s->gw = gw;
-	gw_link_init(&s->link, gw->loop, &session_ops);
+	s->worker = w;
+	gw_link_init(&s->link, w->loop, &session_ops);
 	/* linked in before anything can fail: on_freed unlinks */
-	s->rt = gw_runtime_ref(gw->rt);
+	s->rt = gw_runtime_ref(w->rt);
 	s->hs.rt = s->rt;
 	make_id(gw, s->id);
-	s->next = gw->sessions;
-	if (gw->sessions != NULL)
-		gw->sessions->prev = s;
-	gw->sessions = s;
-	gw->n_connections++;
+	s->next = w->sessions;
+	if (w->sessions != NULL)
+		w->sessions->prev = s;
+	w->sessions = s;
 	s->state = GW_SESSION_HANDSHAKE;
 	gw_end_t *c = client_end(s);
 	int rc = gw_end_open(&s->link, GW_CLIENT);
-	if (rc == 0)
-		rc = uv_accept(server, (uv_stream_t *)&c->tcp);
+	if (rc == 0) {
+		rc = uv_tcp_open(&c->tcp, fd);
+		if (rc < 0)
+			close(fd);
+	} else {
+		close(fd);
+	}
 	if (rc < 0) {
 		cg_log_limited(&gw->accept_log, CG_LOG_WARN, "accept: %s", uv_strerror(rc));
 		gw_session_drop(s, false);
 		return;
 	}
 	gw->counters.accepted++;
-	note_fd_exhaustion(gw, &c->tcp);
 	c->connected = true;
 	int len = sizeof(s->peer);
 	uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&s->peer, &len);
@@ -609,9 +594,9 @@ void gw_session_accept(gw_gateway_t *gw, uv_stream_t *server, const char *fixed_
 
 /* --- admin views ---------------------------------------------------------- */
 
-gw_session_t *gw_session_find(gw_gateway_t *gw, const char *id)
+gw_session_t *gw_session_find(gw_worker_t *w, const char *id)
 {
-	for (gw_session_t *s = gw->sessions; s != NULL; s = s->next)
+	for (gw_session_t *s = w->sessions; s != NULL; s = s->next)
 		if (s->started && !s->ended && strcmp(s->id, id) == 0)
 			return s;
 	return NULL;

@@ -21,6 +21,7 @@
 #include "pol_decide.h"
 #include "core/proxy_proto.h"
 #include "core/runtime.h"
+#include "core/worker.h"
 
 /* The state a protocol front keeps per session (postgres mode: pg/),
  * opaque to core. */
@@ -46,7 +47,8 @@ typedef enum {
 struct gw_session {
 	gw_link_t link;
 	gw_gateway_t *gw;
-	gw_session_t *prev, *next; /* gw->sessions */
+	gw_worker_t *worker;       /* whose thread runs it */
+	gw_session_t *prev, *next; /* worker->sessions */
 	gw_session_state_t state;
 	char id[GW_SESSION_ID_LEN];
 	char client[64]; /* ip:port, after PROXY protocol */
@@ -68,6 +70,7 @@ struct gw_session {
 	pol_decision_t decision;
 	char *counted_user;                       /* key in gw->user_sessions while counted */
 	char handshake_source[GW_SOURCE_KEY_LEN]; /* key in gw->handshakes while counted, or "" */
+	int64_t not_before_ms;
 	int64_t not_after_ms;
 
 	uint8_t proxy_buf[GW_PP_MAX_HEADER];
@@ -104,16 +107,17 @@ struct gw_session {
 	bool ended;             /* session.end written */
 };
 
-/* Accepts one connection from server. fixed_service: the listener's own
- * service name, NULL for a shared (SNI) listener. */
-void gw_session_accept(gw_gateway_t *gw, uv_stream_t *server, const char *fixed_service);
+/* A connection the acceptor handed to w (fd, already counted as open on
+ * w): fixed_service is the listener's own service name, NULL for a shared
+ * (SNI) listener. On w's thread. */
+void gw_session_accept(gw_worker_t *w, int fd, const char *fixed_service);
 
 /* Ends a session now: session.end with reason (if it started), close_notify
  * and FIN to both ends. For handshaking connections just closes. */
 void gw_session_end(gw_session_t *s, const char *reason);
 
-/* The live session with this id, or NULL. */
-gw_session_t *gw_session_find(gw_gateway_t *gw, const char *id);
+/* w's live session with this id, or NULL. On w's thread. */
+gw_session_t *gw_session_find(gw_worker_t *w, const char *id);
 
 /* The session as GET /v1/sessions lists it (new reference). */
 json_t *gw_session_json(const gw_session_t *s);
@@ -192,12 +196,16 @@ void gw_session_connect_now(gw_session_t *s);
 /* Client input while connecting upstream (tunnel mode). */
 void gw_session_connecting_input(gw_session_t *s, const char *data, ssize_t nread);
 
-/* core's session files (session.c, session_upstream.c, session_identity.c) */
+/* core's session files (session.c, session_handshake.c, session_upstream.c,
+ * session_identity.c, session_catalog.c) */
 void gw_session_arm_live_timer(gw_session_t *s);
 void gw_session_upstream_timeout(gw_session_t *s);
 void gw_session_upstream_closed(gw_session_t *s);
 void gw_session_stow_identity(gw_session_t *s);
 bool gw_session_adopt_current_runtime(gw_session_t *s);
+/* The user's catalog instead of a session (session_catalog.c): audited,
+ * sent, closed. */
+void gw_session_answer_catalog(gw_session_t *s);
 json_t *gw_session_base_fields(const gw_session_t *s);
 /* user, groups, device_id, device_trust and rule (s->decision's) into f. */
 void gw_session_add_identity(gw_session_t *s, json_t *f);

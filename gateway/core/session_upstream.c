@@ -138,7 +138,8 @@ static void connect_next(gw_session_t *s)
 	char port[8];
 	snprintf(port, sizeof(port), "%u", hp->port);
 	struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
-	int rc = uv_getaddrinfo(s->gw->loop, &s->resolve_req, on_resolved, hp->host, port, &hints);
+	int rc = uv_getaddrinfo(s->worker->loop, &s->resolve_req, on_resolved, hp->host, port,
+	                        &hints);
 	if (rc < 0) {
 		note_upstream_error(s, uv_strerror(rc));
 		s->attempt++;
@@ -262,9 +263,8 @@ void gw_session_connect_now(gw_session_t *s)
 {
 	s->connect_deferred = false;
 	s->attempt = 0;
-	uintptr_t next = (uintptr_t)cg_strmap_get(s->gw->round_robin, s->service->name);
-	s->first_upstream = (unsigned)(next % s->service->n_upstream);
-	cg_strmap_put(s->gw->round_robin, s->service->name, (void *)(next + 1));
+	s->first_upstream =
+	        gw_round_robin_next(s->gw, s->service->name) % (unsigned)s->service->n_upstream;
 	connect_next(s);
 }
 

@@ -113,6 +113,16 @@ static void pgf_add_fields(const gw_session_t *s, json_t *f)
 	cg_json_set_lossy_str(f, "application_name", pg->app_name);
 }
 
+/* What a CancelRequest needs of a session, copied into gw->cancel_keys
+ * (under gw->lock): the request may land on another worker than the
+ * session, which it must not touch. */
+typedef struct cancel_key {
+	uint32_t gw_secret;         /* what the client must present */
+	uint32_t up_pid, up_secret; /* what the upstream handed us */
+	struct sockaddr_storage upstream;
+	char session[GW_SESSION_ID_LEN];
+} cancel_key_t;
+
 static void unregister_key(gw_session_t *s)
 {
 	pgf_t *pg = s->front;
@@ -120,8 +130,15 @@ static void unregister_key(gw_session_t *s)
 		return;
 	char key[16];
 	snprintf(key, sizeof(key), "%" PRIu32, pg->gw_pid);
-	if (cg_strmap_get(s->gw->cancel_keys, key) == s)
-		cg_strmap_remove(s->gw->cancel_keys, key);
+	cancel_key_t *ck = NULL;
+	GW_LOCKED(s->gw, {
+		ck = cg_strmap_get(s->gw->cancel_keys, key);
+		if (ck != NULL && strcmp(ck->session, s->id) == 0)
+			cg_strmap_remove(s->gw->cancel_keys, key);
+		else
+			ck = NULL;
+	});
+	free(ck);
 	pg->have_key = false;
 }
 
@@ -192,11 +209,19 @@ static void handle_cancel(gw_session_t *s, const uint8_t *packet)
 	uint32_t pid = pgw_get32(packet + 8);
 	char key[16];
 	snprintf(key, sizeof(key), "%" PRIu32, pid);
-	gw_session_t *target = cg_strmap_get(s->gw->cancel_keys, key);
+	cancel_key_t target;
+	bool found = false;
+	GW_LOCKED(s->gw, {
+		const cancel_key_t *ck = cg_strmap_get(s->gw->cancel_keys, key);
+		if (ck != NULL) {
+			target = *ck;
+			found = true;
+		}
+	});
 	uint8_t want[4];
-	if (target != NULL)
-		pgw_put32(want, target->front->gw_secret);
-	if (target == NULL || CRYPTO_memcmp(want, packet + 12, 4) != 0) {
+	if (found)
+		pgw_put32(want, target.gw_secret);
+	if (!found || CRYPTO_memcmp(want, packet + 12, 4) != 0) {
 		/* anyone can send these, fast: rate-limited */
 		cg_log_limited(&s->gw->cancel_log, CG_LOG_INFO,
 		               "cancel request from %s for an unknown key: ignored", s->client);
@@ -207,16 +232,15 @@ static void handle_cancel(gw_session_t *s, const uint8_t *packet)
 	if (c != NULL) {
 		pgw_put32(c->msg, 16);
 		pgw_put32(c->msg + 4, PGW_CANCEL_REQUEST_CODE);
-		pgw_put32(c->msg + 8, target->front->up_pid);
-		pgw_put32(c->msg + 12, target->front->up_secret);
-		uv_tcp_init(s->gw->loop, &c->tcp);
+		pgw_put32(c->msg + 8, target.up_pid);
+		pgw_put32(c->msg + 12, target.up_secret);
+		uv_tcp_init(s->worker->loop, &c->tcp);
 		c->tcp.data = c->connect_req.data = c->write_req.data = c;
-		if (uv_tcp_connect(&c->connect_req, &c->tcp,
-		                   (struct sockaddr *)&target->front->upstream_addr,
+		if (uv_tcp_connect(&c->connect_req, &c->tcp, (struct sockaddr *)&target.upstream,
 		                   cancel_connected) < 0)
 			uv_close((uv_handle_t *)&c->tcp, cancel_closed);
 		cg_log(CG_LOG_INFO, "cancel request from %s forwarded to session %s", s->client,
-		       target->id);
+		       target.session);
 	}
 	gw_session_drop(s, false);
 }
@@ -563,20 +587,30 @@ static void pgf_input(gw_session_t *s, gw_end_t *end, const char *data, ssize_t 
 static void register_key(gw_session_t *s)
 {
 	pgf_t *pg = s->front;
+	cancel_key_t *ck = calloc(1, sizeof(*ck));
+	if (ck == NULL)
+		return; /* the session works; its cancel requests are ignored */
+	ck->up_pid = pg->up_pid;
+	ck->up_secret = pg->up_secret;
+	ck->upstream = pg->upstream_addr;
+	snprintf(ck->session, sizeof(ck->session), "%s", s->id);
 	char key[16];
-	for (int tries = 0; tries < 8; tries++) {
+	for (int tries = 0; tries < 8 && !pg->have_key; tries++) {
 		uint32_t r[2];
 		if (RAND_bytes((unsigned char *)r, sizeof(r)) != 1)
-			return;
+			break;
 		pg->gw_pid = (r[0] & 0x3fffffffu) | 1u; /* positive, like a pid */
-		pg->gw_secret = r[1];
+		pg->gw_secret = ck->gw_secret = r[1];
 		snprintf(key, sizeof(key), "%" PRIu32, pg->gw_pid);
-		if (cg_strmap_get(s->gw->cancel_keys, key) == NULL) {
-			cg_strmap_put(s->gw->cancel_keys, key, s);
-			pg->have_key = true;
-			return;
-		}
+		GW_LOCKED(s->gw, {
+			if (cg_strmap_get(s->gw->cancel_keys, key) == NULL) {
+				cg_strmap_put(s->gw->cancel_keys, key, ck);
+				pg->have_key = true;
+			}
+		});
 	}
+	if (!pg->have_key)
+		free(ck);
 }
 
 /* Follows the backend's message framing over the bytes passed on. */

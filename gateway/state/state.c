@@ -16,6 +16,7 @@ const gw_state_kind_t *const gw_state_kinds[GW_STATE_KINDS] = {
         [GW_STATE_LOCKS] = &gw_state_locks_kind,
         [GW_STATE_TRUST] = &gw_state_trust_kind,
         [GW_STATE_TOKENS] = &gw_state_tokens_kind,
+        [GW_STATE_DEVICES] = &gw_state_devices_kind,
 };
 
 int gw_state_kind_index(const char *name)
@@ -36,9 +37,15 @@ static gw_state_t *state_new(uv_loop_t *loop, char *err, size_t errlen)
 	}
 	st->loop = loop;
 	st->backend = GW_STATE_MEMORY;
+	if (uv_rwlock_init(&st->rw) != 0) {
+		free(st);
+		snprintf(err, errlen, "cannot create a lock");
+		return NULL;
+	}
 	st->trust = cg_strmap_create();
 	st->tokens = cg_strmap_create();
-	if (st->trust == NULL || st->tokens == NULL) {
+	st->devices = cg_strmap_create();
+	if (st->trust == NULL || st->tokens == NULL || st->devices == NULL) {
 		snprintf(err, errlen, "out of memory");
 		gw_state_close(st);
 		return NULL;
@@ -90,6 +97,7 @@ void gw_state_close(gw_state_t *st)
 	gw_state_pg_destroy(st->pg);
 	for (unsigned k = 0; k < GW_STATE_KINDS; k++)
 		gw_state_kinds[k]->finish(st);
+	uv_rwlock_destroy(&st->rw);
 	free(st->dir);
 	free(st);
 }

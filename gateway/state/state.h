@@ -1,7 +1,7 @@
 /* Run-time state: what admins and users change while the gateway runs
- * (locks and the live trust feed today; the device registry, access
- * requests and the issuer's used-token cache join them), behind one
- * interface whatever keeps it.
+ * (locks, the live trust feed, the device registry and the issuer's
+ * used-token cache; access requests join them), behind one interface
+ * whatever keeps it.
  *
  * The gateway decides from the in-memory model here, never waiting on a
  * disk or a database: reads are plain lookups. Every change is applied to
@@ -22,10 +22,15 @@
  *     shared truth at once (a token claim) is refused.
  *
  * Everything here runs on the loop the state was opened with (the control
- * loop): changes, the backend's I/O and the observer's calls.
+ * loop): changes, the backend's I/O and the observer's calls; only the
+ * decision's reads marked "any thread" (a lock's match, a trust level, a
+ * device's forget time) run on the workers. They hold the state's rwlock
+ * shared; every change to the model, made here or read from the store,
+ * holds it exclusive.
  *
- * Kinds (state_locks.c, state_trust.c, ...) own their records and their
- * JSON form; state.c owns the backends' common face and health. */
+ * Kinds (state_locks.c, state_trust.c, state_tokens.c, state_devices.c)
+ * own their records and their JSON form; state.c owns the backends'
+ * common face and health. */
 #ifndef GW_STATE_H
 #define GW_STATE_H
 
@@ -95,9 +100,16 @@ void gw_state_set_observer(gw_state_t *st, gw_state_observer_fn fn, void *ctx);
 const gw_lock_t *gw_state_lock_add(gw_state_t *st, const char *user, const char *device_id,
                                    const char *reason, int64_t now_ms, int64_t expires_ms,
                                    const char *by);
-/* The first unexpired lock on user (case-insensitive) or device, or NULL. */
-const gw_lock_t *gw_state_lock_find(gw_state_t *st, const char *user, const char *device_id,
-                                    int64_t now_ms);
+/* What the decision needs of a lock, copied out. */
+typedef struct gw_lock_match {
+	char id[24];
+	char reason[256]; /* "" when none was given */
+} gw_lock_match_t;
+
+/* Whether an unexpired lock holds user (case-insensitive) or device; the
+ * first one found is copied to out. Any thread (the workers decide). */
+bool gw_state_lock_match(gw_state_t *st, const char *user, const char *device_id, int64_t now_ms,
+                         gw_lock_match_t *out);
 /* The unexpired lock with this id, or NULL. */
 const gw_lock_t *gw_state_lock_get(gw_state_t *st, const char *id, int64_t now_ms);
 /* Lifts the lock with this id; false if there is none. */
@@ -113,7 +125,8 @@ int gw_state_trust_set(gw_state_t *st, const char *device_id, pol_trust_t level,
                        int64_t expires_ms, const char *by) __attribute__((warn_unused_result));
 /* The entry of device if set and not lapsed, else NULL. */
 const gw_trust_entry_t *gw_state_trust_get(gw_state_t *st, const char *device_id, int64_t now_ms);
-/* The feed's level for device (POL_TRUST_NONE if none, lapsed or NULL). */
+/* The feed's level for device (POL_TRUST_NONE if none, lapsed or NULL).
+ * Any thread. Everything else here: the control loop only. */
 pol_trust_t gw_state_trust_level(gw_state_t *st, const char *device_id, int64_t now_ms);
 /* Clears device's entry; false if there was none. */
 bool gw_state_trust_clear(gw_state_t *st, const char *device_id);
@@ -129,5 +142,35 @@ bool gw_state_trust_clear(gw_state_t *st, const char *device_id);
  * postgres. */
 void gw_state_token_claim(gw_state_t *st, const char *hash, int64_t expires_ms, int64_t now_ms,
                           gw_token_claim_fn done, void *ctx);
+
+/* --- the device registry: the devices the issuer saw log in ------------------ */
+
+#define GW_STATE_DEVICES_MAX 100000
+
+/* A login of device_id by user from platform (NULL: not reported, the one
+ * known stays): registers the device (first and last seen now) or updates
+ * it (last seen now, user, platform). A forgotten device registers anew.
+ * *registered tells whether this login registered it. 0; -1 out of
+ * memory; -2 the registry is full (GW_STATE_DEVICES_MAX entries). */
+int gw_state_device_seen(gw_state_t *st, const char *device_id, const char *user,
+                         const char *platform, int64_t now_ms, bool *registered)
+        __attribute__((warn_unused_result));
+/* Whether a login of device_id can be recorded: known already, or room
+ * for one more. */
+bool gw_state_device_room(gw_state_t *st, const char *device_id);
+/* The registered device, or NULL (unknown, forgotten, or NULL id). Owned
+ * by st; valid until the next change. */
+const gw_device_t *gw_state_device_get(gw_state_t *st, const char *device_id);
+/* Forgets a registered device (user, platform, first/last seen) and notes
+ * now as its forget time; false if it is not registered. */
+bool gw_state_device_forget(gw_state_t *st, const char *device_id, int64_t now_ms);
+/* When device_id was last forgotten (epoch ms), 0 if never (or NULL):
+ * certificates for it with an earlier notBefore are refused. Any thread (the decision). */
+int64_t gw_state_device_forgotten_at(gw_state_t *st, const char *device_id);
+/* The registered devices, oldest registration first: *out is the
+ * caller's to free (the views point into st: valid until the next
+ * change). 0, or -1 out of memory. */
+int gw_state_devices_list(gw_state_t *st, gw_device_view_t **out, size_t *n)
+        __attribute__((warn_unused_result));
 
 #endif

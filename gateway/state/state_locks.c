@@ -121,29 +121,39 @@ const gw_lock_t *gw_state_lock_add(gw_state_t *st, const char *user, const char 
 	lock->created_ms = now_ms;
 	lock->expires_ms = expires_ms;
 	snprintf(lock->by, sizeof(lock->by), "%s", by);
-	prune(st, now_ms);
-	insert(st, lock);
+	GW_STATE_WRITING(st, {
+		prune(st, now_ms);
+		insert(st, lock);
+	});
 	gw_state_record_changed(st, GW_STATE_LOCKS, lock->id);
 	return lock;
 }
 
-const gw_lock_t *gw_state_lock_find(gw_state_t *st, const char *user, const char *device_id,
-                                    int64_t now_ms)
+bool gw_state_lock_match(gw_state_t *st, const char *user, const char *device_id, int64_t now_ms,
+                         gw_lock_match_t *out)
 {
-	prune(st, now_ms);
-	for (gw_lock_t *lock = st->locks; lock != NULL; lock = lock->next) {
+	bool found = false;
+	uv_rwlock_rdlock(&st->rw);
+	for (const gw_lock_t *lock = st->locks; lock != NULL && !found; lock = lock->next) {
+		if (lock->expires_ms != 0 && lock->expires_ms <= now_ms)
+			continue; /* lapsed: pruned by the next change */
 		/* users compare case-insensitively, like the policy's user globs */
 		if ((lock->user != NULL && user != NULL && strcasecmp(lock->user, user) == 0) ||
 		    (lock->device != NULL && device_id != NULL &&
-		     strcmp(lock->device, device_id) == 0))
-			return lock;
+		     strcmp(lock->device, device_id) == 0)) {
+			found = true;
+			snprintf(out->id, sizeof(out->id), "%s", lock->id);
+			snprintf(out->reason, sizeof(out->reason), "%s",
+			         lock->reason != NULL ? lock->reason : "");
+		}
 	}
-	return NULL;
+	uv_rwlock_rdunlock(&st->rw);
+	return found;
 }
 
 const gw_lock_t *gw_state_lock_get(gw_state_t *st, const char *id, int64_t now_ms)
 {
-	prune(st, now_ms);
+	GW_STATE_WRITING(st, prune(st, now_ms));
 	return find_id(st, id, NULL);
 }
 
@@ -153,7 +163,7 @@ bool gw_state_lock_remove(gw_state_t *st, const char *id)
 	gw_lock_t *lock = find_id(st, id, &at);
 	if (lock == NULL)
 		return false;
-	*at = lock->next;
+	GW_STATE_WRITING(st, *at = lock->next);
 	gw_state_record_changed(st, GW_STATE_LOCKS, id);
 	lock_free(lock);
 	return true;
@@ -161,7 +171,7 @@ bool gw_state_lock_remove(gw_state_t *st, const char *id)
 
 const gw_lock_t *gw_state_locks(gw_state_t *st, int64_t now_ms)
 {
-	prune(st, now_ms);
+	GW_STATE_WRITING(st, prune(st, now_ms));
 	return st->locks;
 }
 

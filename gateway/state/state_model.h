@@ -52,11 +52,12 @@ typedef struct gw_state_kind {
 	void (*keys)(gw_state_t *st, void (*fn)(void *ctx, const char *key), void *ctx);
 } gw_state_kind_t;
 
-enum { GW_STATE_LOCKS, GW_STATE_TRUST, GW_STATE_TOKENS, GW_STATE_KINDS };
+enum { GW_STATE_LOCKS, GW_STATE_TRUST, GW_STATE_TOKENS, GW_STATE_DEVICES, GW_STATE_KINDS };
 
 extern const gw_state_kind_t gw_state_locks_kind;
 extern const gw_state_kind_t gw_state_trust_kind;
 extern const gw_state_kind_t gw_state_tokens_kind;
+extern const gw_state_kind_t gw_state_devices_kind;
 
 /* Every kind, by its enum value. */
 extern const gw_state_kind_t *const gw_state_kinds[GW_STATE_KINDS];
@@ -87,6 +88,10 @@ typedef struct gw_state_pg gw_state_pg_t;
 struct gw_state {
 	uv_loop_t *loop;
 	gw_state_backend_t backend;
+	/* the decision's reads (state.h, "any thread") hold it shared; every
+	 * change to the records, on the control loop (a local change, or a
+	 * record read from the shared store), holds it exclusive */
+	uv_rwlock_t rw;
 	char *dir; /* file: the folder */
 	/* locks (state_locks.c) */
 	gw_lock_t *locks;
@@ -96,6 +101,8 @@ struct gw_state {
 	/* used ID tokens (state_tokens.c): SHA-256 hex -> int64_t* expiry ms;
 	 * memory and file only (the shared store claims them itself) */
 	cg_strmap_t *tokens;
+	/* the device registry (state_devices.c): device id -> gw_device_t* */
+	cg_strmap_t *devices;
 	/* persistence */
 	gw_state_writer_t writers[GW_STATE_KINDS]; /* file (state_file.c) */
 	gw_state_pg_t *pg;                         /* postgres (state_pg.c) */
@@ -105,6 +112,14 @@ struct gw_state {
 	gw_state_observer_fn observer;
 	void *observer_ctx;
 };
+
+/* Exclusive access for a change to the records (the control loop). */
+#define GW_STATE_WRITING(st, stmt)                                                                 \
+	do {                                                                                       \
+		uv_rwlock_wrlock(&(st)->rw);                                                       \
+		stmt;                                                                              \
+		uv_rwlock_wrunlock(&(st)->rw);                                                     \
+	} while (0)
 
 /* A record of kind changed here, now (added, replaced or removed): the
  * backend persists or shares it. */

@@ -34,6 +34,7 @@
 #define ID_MAX (GW_PG_KEY_MAX + 32)
 
 static void setup_flush(gw_state_pg_t *pg);
+static void change_note(gw_state_pg_t *pg, unsigned kind, const char *id);
 
 bool gw_pg_record_id(const char *kind, const char *key, char *buf, size_t len)
 {
@@ -123,9 +124,19 @@ static void apply(applying_t *a, const char *id, const char *value_text)
 		return;
 	}
 	gw_state_change_t change = {0};
-	if (err[0] == '\0' &&
-	    gw_state_kinds[kind]->put(pg->st, key, value, &change, err, sizeof(err))) {
+	bool put = false;
+	if (err[0] == '\0')
+		/* the workers read the model meanwhile: they wait for the put */
+		GW_STATE_WRITING(pg->st, put = gw_state_kinds[kind]->put(
+		                                 pg->st, key, value, &change, err, sizeof(err)));
+	if (put) {
 		a->applied++;
+		/* a kind that keeps what must not go back (a device's forget)
+		 * may hold more than the store: that is written back */
+		json_t *kept = gw_state_kinds[kind]->get(pg->st, key, &expires);
+		if (kept == NULL ? value != NULL : value == NULL || !json_equal(kept, value))
+			change_note(pg, kind, id);
+		json_decref(kept);
 		if (change.tightens && a->n < a->cap) {
 			tightened_t *t = &a->list[a->n];
 			*t = (tightened_t){.kind = gw_state_kinds[kind]->name,
@@ -468,19 +479,10 @@ static void setup_flush(gw_state_pg_t *pg)
 		load(pg);
 }
 
-void gw_pg_changed(gw_state_pg_t *pg, unsigned kind, const char *key)
+/* Notes that the record id (of kind) changed here, to be written with the
+ * next write; the caller schedules it. */
+static void change_note(gw_state_pg_t *pg, unsigned kind, const char *id)
 {
-	char id[ID_MAX];
-	if (gw_state_kinds[kind]->put == NULL)
-		return; /* not shared record by record */
-	if (!gw_pg_record_id(gw_state_kinds[kind]->name, key, id, sizeof(id))) {
-		pg->st->errors++;
-		cg_log(CG_LOG_ERROR,
-		       "state: a %s key of %zu bytes is too long to share (over %d): "
-		       "kept on this gateway only",
-		       gw_state_kinds[kind]->name, strlen(key), GW_PG_KEY_MAX);
-		return;
-	}
 	gw_pg_change_t *c = cg_strmap_get(pg->changes, id);
 	if (c == NULL) {
 		c = calloc(1, sizeof(*c));
@@ -494,6 +496,22 @@ void gw_pg_changed(gw_state_pg_t *pg, unsigned kind, const char *key)
 	c->changed_ms = cg_wall_ms();
 	if (c->in_flight)
 		c->again = true;
+}
+
+void gw_pg_changed(gw_state_pg_t *pg, unsigned kind, const char *key)
+{
+	char id[ID_MAX];
+	if (gw_state_kinds[kind]->put == NULL)
+		return; /* not shared record by record */
+	if (!gw_pg_record_id(gw_state_kinds[kind]->name, key, id, sizeof(id))) {
+		pg->st->errors++;
+		cg_log(CG_LOG_ERROR,
+		       "state: a %s key of %zu bytes is too long to share (over %d): "
+		       "kept on this gateway only",
+		       gw_state_kinds[kind]->name, strlen(key), GW_PG_KEY_MAX);
+		return;
+	}
+	change_note(pg, kind, id);
 	gw_pg_sync_next(pg);
 }
 

@@ -17,8 +17,15 @@ static void trust_finish(gw_state_t *st)
 
 pol_trust_t gw_state_trust_level(gw_state_t *st, const char *device_id, int64_t now_ms)
 {
-	const gw_trust_entry_t *e = gw_state_trust_get(st, device_id, now_ms);
-	return e != NULL ? e->level : POL_TRUST_NONE;
+	if (device_id == NULL)
+		return POL_TRUST_NONE;
+	uv_rwlock_rdlock(&st->rw);
+	const gw_trust_entry_t *e = cg_strmap_get(st->trust, device_id);
+	pol_trust_t level = e != NULL && (e->expires_ms == 0 || e->expires_ms > now_ms)
+	                            ? e->level
+	                            : POL_TRUST_NONE; /* lapsed: dropped by the next read here */
+	uv_rwlock_rdunlock(&st->rw);
+	return level;
 }
 
 const gw_trust_entry_t *gw_state_trust_get(gw_state_t *st, const char *device_id, int64_t now_ms)
@@ -29,7 +36,8 @@ const gw_trust_entry_t *gw_state_trust_get(gw_state_t *st, const char *device_id
 	if (e == NULL)
 		return NULL;
 	if (e->expires_ms != 0 && e->expires_ms <= now_ms) {
-		free(cg_strmap_remove(st->trust, device_id));
+		GW_STATE_WRITING(st, cg_strmap_remove(st->trust, device_id));
+		free(e);
 		gw_state_changed(st, GW_STATE_TRUST); /* lapsed: nothing to share */
 		return NULL;
 	}
@@ -55,14 +63,17 @@ int gw_state_trust_set(gw_state_t *st, const char *device_id, pol_trust_t level,
 	gw_trust_entry_t *e = entry_new(level, now_ms, expires_ms, by);
 	if (e == NULL)
 		return -1;
-	free(cg_strmap_put(st->trust, device_id, e));
+	gw_trust_entry_t *old;
+	GW_STATE_WRITING(st, old = cg_strmap_put(st->trust, device_id, e));
+	free(old);
 	gw_state_record_changed(st, GW_STATE_TRUST, device_id);
 	return 0;
 }
 
 bool gw_state_trust_clear(gw_state_t *st, const char *device_id)
 {
-	gw_trust_entry_t *e = cg_strmap_remove(st->trust, device_id);
+	gw_trust_entry_t *e;
+	GW_STATE_WRITING(st, e = cg_strmap_remove(st->trust, device_id));
 	if (e == NULL)
 		return false;
 	free(e);

@@ -4,6 +4,7 @@
 #include "tls/minter.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,6 +26,7 @@ typedef struct minted {
 } minted_t;
 
 struct gw_minter {
+	pthread_mutex_t lock; /* the cache: every worker mints through it */
 	X509 *ca;
 	EVP_PKEY *ca_key;
 	cg_strmap_t *cache; /* db user -> minted_t* */
@@ -52,6 +54,11 @@ gw_minter_t *gw_minter_load(const gw_minter_files_t *files)
 	gw_minter_t *m = calloc(1, sizeof(*m));
 	if (m == NULL) {
 		files->report(files->ctx, GW_MINTER_CA_CERT, "out of memory");
+		return NULL;
+	}
+	if (pthread_mutex_init(&m->lock, NULL) != 0) {
+		free(m);
+		files->report(files->ctx, GW_MINTER_CA_CERT, "cannot create a lock");
 		return NULL;
 	}
 	bool ok = true;
@@ -98,6 +105,7 @@ void gw_minter_free(gw_minter_t *m)
 	cg_strmap_destroy(m->cache, minted_free);
 	X509_free(m->ca);
 	EVP_PKEY_free(m->ca_key);
+	pthread_mutex_destroy(&m->lock);
 	free(m);
 }
 
@@ -118,7 +126,8 @@ static X509 *mint(gw_minter_t *m, const char *db_user, EVP_PKEY *key, time_t now
 	return gw_x509_issue(&spec, why, sizeof(why));
 }
 
-int gw_minter_get(gw_minter_t *m, const char *db_user, int64_t now_ms, X509 **cert, EVP_PKEY **key)
+static int get_locked(gw_minter_t *m, const char *db_user, int64_t now_ms, X509 **cert,
+                      EVP_PKEY **key)
 {
 	minted_t *e = cg_strmap_get(m->cache, db_user);
 	if (e == NULL || e->not_after_ms - now_ms < (int64_t)GW_MINT_RENEW_S * 1000) {
@@ -155,4 +164,13 @@ int gw_minter_get(gw_minter_t *m, const char *db_user, int64_t now_ms, X509 **ce
 	*cert = e->cert;
 	*key = e->key;
 	return 0;
+}
+
+int gw_minter_get(gw_minter_t *m, const char *db_user, int64_t now_ms, X509 **cert, EVP_PKEY **key)
+{
+	/* minting is rare (once per db user and hour): one at a time is plenty */
+	pthread_mutex_lock(&m->lock);
+	int rc = get_locked(m, db_user, now_ms, cert, key);
+	pthread_mutex_unlock(&m->lock);
+	return rc;
 }

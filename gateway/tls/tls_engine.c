@@ -16,6 +16,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <pthread.h>
 #include <string.h>
 
 #include <openssl/err.h>
@@ -101,25 +102,29 @@ static int bio_create(BIO *bio)
 	return 1;
 }
 
-static int method_type = -1; /* our BIO's type, to recognise it */
+static int method_type = -1;    /* our BIO's type, to recognise it */
+static BIO_METHOD *engine_meth; /* created once, never freed: lives as long as the process */
+static pthread_once_t method_once = PTHREAD_ONCE_INIT;
 
+static void make_method(void)
+{
+	int type = BIO_get_new_index() | BIO_TYPE_SOURCE_SINK;
+	BIO_METHOD *m = BIO_meth_new(type, "certgate tls engine");
+	if (m == NULL || !BIO_meth_set_read_ex(m, bio_read) ||
+	    !BIO_meth_set_write_ex(m, bio_write) || !BIO_meth_set_ctrl(m, bio_ctrl) ||
+	    !BIO_meth_set_create(m, bio_create)) {
+		BIO_meth_free(m);
+		return;
+	}
+	engine_meth = m;
+	method_type = type;
+}
+
+/* Every worker's engines share the method: made by whichever comes first. */
 static BIO_METHOD *engine_method(void)
 {
-	static BIO_METHOD *method;
-	if (method == NULL) {
-		/* created once, never freed: it lives as long as the process */
-		int type = BIO_get_new_index() | BIO_TYPE_SOURCE_SINK;
-		BIO_METHOD *m = BIO_meth_new(type, "certgate tls engine");
-		if (m == NULL || !BIO_meth_set_read_ex(m, bio_read) ||
-		    !BIO_meth_set_write_ex(m, bio_write) || !BIO_meth_set_ctrl(m, bio_ctrl) ||
-		    !BIO_meth_set_create(m, bio_create)) {
-			BIO_meth_free(m);
-			return NULL;
-		}
-		method = m;
-		method_type = type;
-	}
-	return method;
+	pthread_once(&method_once, make_method);
+	return engine_meth;
 }
 
 /* --- the engine ---------------------------------------------------------- */

@@ -4,10 +4,12 @@
  * and the sequence number; the per-record nonce is the IV XOR the sequence
  * number, the additional data is the record header (RFC 8446 §5.2-5.3).
  * One EVP_CIPHER_CTX per direction keeps its key schedule: a record only
- * sets the nonce. Algorithms are fetched once per process. */
+ * sets the nonce. Algorithms are fetched once per process, shared by every
+ * worker; a gw_records_t belongs to one worker. */
 #include "tls/tls_records.h"
 
 #include <stdlib.h>
+#include <pthread.h>
 #include <string.h>
 
 #include <openssl/core_names.h>
@@ -29,7 +31,7 @@ typedef struct suite {
 	uint16_t id;
 	const char *cipher, *digest;
 	size_t key_len, secret_len;
-	EVP_CIPHER *fetched; /* once per process, never freed */
+	EVP_CIPHER *fetched; /* fetch_algorithms, never freed */
 } suite_t;
 
 static suite_t suites[] = {
@@ -42,6 +44,18 @@ struct gw_records {
 	const suite_t *suite;
 	direction_t rd, wr;
 };
+
+static EVP_KDF *hkdf; /* fetch_algorithms, never freed */
+static pthread_once_t fetched_once = PTHREAD_ONCE_INIT;
+
+/* Once per process, whichever worker comes first: every worker's records
+ * share the fetched algorithms (read-only once fetched). */
+static void fetch_algorithms(void)
+{
+	hkdf = EVP_KDF_fetch(NULL, "HKDF", NULL);
+	for (size_t i = 0; i < sizeof(suites) / sizeof(suites[0]); i++)
+		suites[i].fetched = EVP_CIPHER_fetch(NULL, suites[i].cipher, NULL);
+}
 
 static suite_t *find_suite(uint16_t id)
 {
@@ -61,8 +75,7 @@ size_t gw_records_secret_len(uint16_t suite)
 static bool expand_label(const suite_t *s, const uint8_t *secret, const char *label, uint8_t *out,
                          size_t out_len)
 {
-	static EVP_KDF *hkdf; /* once per process, never freed */
-	if (hkdf == NULL && (hkdf = EVP_KDF_fetch(NULL, "HKDF", NULL)) == NULL)
+	if (hkdf == NULL)
 		return false;
 	uint8_t info[2 + 1 + 255 + 1];
 	size_t label_len = 6 + strlen(label);
@@ -102,10 +115,9 @@ static bool key_direction(const suite_t *s, direction_t *d, bool enc)
 gw_records_t *gw_records_new(uint16_t suite, const uint8_t *read_secret,
                              const uint8_t *write_secret, size_t secret_len)
 {
+	pthread_once(&fetched_once, fetch_algorithms);
 	suite_t *s = find_suite(suite);
-	if (s == NULL || secret_len != s->secret_len)
-		return NULL;
-	if (s->fetched == NULL && (s->fetched = EVP_CIPHER_fetch(NULL, s->cipher, NULL)) == NULL)
+	if (s == NULL || secret_len != s->secret_len || s->fetched == NULL)
 		return NULL;
 	gw_records_t *r = calloc(1, sizeof(*r));
 	if (r == NULL)

@@ -3,6 +3,7 @@
  * and a miss only costs the verification it would have cost anyway. */
 #include "tls/verify_cache.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -15,17 +16,27 @@ typedef struct slot {
 	int64_t until_ms; /* 0: empty */
 } slot_t;
 
+/* Every worker of a generation shares its cache. */
 struct gw_vcache {
+	pthread_mutex_t lock;
 	slot_t slot[GW_VCACHE_SLOTS];
 };
 
 gw_vcache_t *gw_vcache_new(void)
 {
-	return calloc(1, sizeof(gw_vcache_t));
+	gw_vcache_t *c = calloc(1, sizeof(gw_vcache_t));
+	if (c != NULL && pthread_mutex_init(&c->lock, NULL) != 0) {
+		free(c);
+		return NULL;
+	}
+	return c;
 }
 
 void gw_vcache_free(gw_vcache_t *c)
 {
+	if (c == NULL)
+		return;
+	pthread_mutex_destroy(&c->lock);
 	free(c);
 }
 
@@ -72,13 +83,14 @@ bool gw_vcache_hit(gw_vcache_t *c, const unsigned char key[32], int64_t now_ms)
 	if (c == NULL)
 		return false;
 	slot_t *s = slot_of(c, key);
-	if (s->until_ms == 0 || memcmp(s->key, key, 32) != 0)
-		return false;
-	if (now_ms >= s->until_ms) {
+	pthread_mutex_lock(&c->lock);
+	bool hit = s->until_ms != 0 && memcmp(s->key, key, 32) == 0;
+	if (hit && now_ms >= s->until_ms) {
 		s->until_ms = 0;
-		return false;
+		hit = false;
 	}
-	return true;
+	pthread_mutex_unlock(&c->lock);
+	return hit;
 }
 
 void gw_vcache_put(gw_vcache_t *c, const unsigned char key[32], int64_t now_ms, int64_t until_ms)
@@ -90,8 +102,10 @@ void gw_vcache_put(gw_vcache_t *c, const unsigned char key[32], int64_t now_ms, 
 	if (until_ms <= now_ms)
 		return;
 	slot_t *s = slot_of(c, key);
+	pthread_mutex_lock(&c->lock);
 	memcpy(s->key, key, 32);
 	s->until_ms = until_ms;
+	pthread_mutex_unlock(&c->lock);
 }
 
 int64_t gw_vcache_chain_expiry_ms(STACK_OF(X509) * chain)

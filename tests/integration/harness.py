@@ -13,6 +13,8 @@ Environment:
   CERTGATE_WRAPPER  command prefix for certgate serve (e.g. valgrind ...)
   CERTGATE_SLOW     multiplier for every deadline (sanitizers, valgrind)
   CERTGATE_KEEP     keep the temporary folder for inspection
+  CERTGATE_WORKERS  gateway.workers for every gateway whose configuration
+                    does not name it (the suite runs with 1, 2 and 4)
 """
 
 import glob
@@ -35,6 +37,7 @@ import traceback
 BIN = os.environ.get("CERTGATE_BIN", "certgate")
 WRAPPER = shlex.split(os.environ.get("CERTGATE_WRAPPER", ""))
 SLOW = float(os.environ.get("CERTGATE_SLOW", "1"))
+WORKERS = os.environ.get("CERTGATE_WORKERS")
 
 
 def deadline(seconds):
@@ -276,6 +279,9 @@ class Gateway(Process):
             self.wait_ready()
 
     def write_config(self, config):
+        gw = config.get("gateway")
+        if WORKERS and isinstance(gw, dict) and "workers" not in gw:
+            gw["workers"] = int(WORKERS)
         tmp = self.config_path + ".tmp"
         with open(tmp, "w") as f:
             json.dump(config, f, indent=2)

@@ -264,13 +264,16 @@ def rss_kib(pid):
 
 
 def instrumented(pid):
-    """Under ASan or valgrind the gateway's memory and fds are not the
-    production figures."""
+    """Under ASan, TSan or valgrind the gateway's memory and fds are not
+    the production figures."""
     if any("valgrind" in w for w in WRAPPER):
         return "valgrind"
     with open("/proc/%d/maps" % pid) as f:
-        if "libasan" in f.read():
-            return "ASan"
+        maps = f.read()
+    if "libasan" in maps:
+        return "ASan"
+    if "libtsan" in maps:
+        return "TSan"
     return None
 
 
@@ -692,8 +695,16 @@ def test_fd_exhaustion(fx):
                 pass
             except OSError:
                 dropped += 1
+        # the acceptor leaves what it cannot take in the backlog: nobody is
+        # accepted and closed unheard (libuv's listener did that)
         note("of 100 connections, %d were dropped at the limit", dropped)
-        assert dropped > 0, "no connection was dropped: the limit was not reached"
+        assert dropped == 0, "%d connection(s) dropped at the limit" % dropped
+        for s in held:
+            s.close()
+        held = []
+        # descriptors free again: a client is served
+        sock, _ = admitted(gw, fx.alice, fx.ca.crt)
+        sock.close()
     finally:
         for s in held:
             s.close()

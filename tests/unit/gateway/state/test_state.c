@@ -64,11 +64,16 @@ static void test_memory_locks(void **unused)
 	assert_string_equal(a->id, "lock-1");
 	assert_string_equal(b->id, "lock-2");
 	/* users compare case-insensitively, devices exactly */
-	assert_ptr_equal(gw_state_lock_find(st, "alice@example.com", NULL, 2000), a);
-	assert_ptr_equal(gw_state_lock_find(st, "bob@example.com", "laptop-9", 2000), b);
-	assert_null(gw_state_lock_find(st, "bob@example.com", "LAPTOP-9", 2000));
-	/* b lapses at 5000: gone from finds, gets and listings */
-	assert_null(gw_state_lock_find(st, NULL, "laptop-9", 5000));
+	gw_lock_match_t m;
+	assert_true(gw_state_lock_match(st, "alice@example.com", NULL, 2000, &m));
+	assert_string_equal(m.id, "lock-1");
+	assert_string_equal(m.reason, "stolen laptop");
+	assert_true(gw_state_lock_match(st, "bob@example.com", "laptop-9", 2000, &m));
+	assert_string_equal(m.id, "lock-2");
+	assert_string_equal(m.reason, "");
+	assert_false(gw_state_lock_match(st, "bob@example.com", "LAPTOP-9", 2000, &m));
+	/* b lapses at 5000: gone from matches, gets and listings */
+	assert_false(gw_state_lock_match(st, NULL, "laptop-9", 5000, &m));
 	assert_null(gw_state_lock_get(st, "lock-2", 5000));
 	assert_ptr_equal(gw_state_locks(st, 5000), a);
 	assert_null(a->next);
@@ -94,8 +99,10 @@ static void test_memory_trust(void **unused)
 	assert_int_equal(gw_state_trust_set(st, "d2", POL_TRUST_MEDIUM, 100, 200, "me"), 0);
 	assert_int_equal(gw_state_trust_level(st, "d1", 150), POL_TRUST_LOW);
 	assert_int_equal(gw_state_trust_level(st, "d2", 150), POL_TRUST_MEDIUM);
-	assert_int_equal(gw_state_trust_level(st, "d2", 200), POL_TRUST_NONE); /* lapsed */
-	assert_null(gw_state_trust_get(st, "d2", 150));                        /* and dropped */
+	assert_int_equal(gw_state_trust_level(st, "d2", 200), POL_TRUST_NONE);   /* lapsed */
+	assert_int_equal(gw_state_trust_level(st, "d2", 150), POL_TRUST_MEDIUM); /* a pure read */
+	assert_null(gw_state_trust_get(st, "d2", 200));                          /* lapsed */
+	assert_null(gw_state_trust_get(st, "d2", 150));                          /* and dropped */
 	const gw_trust_entry_t *e = gw_state_trust_get(st, "d1", 150);
 	assert_non_null(e);
 	assert_string_equal(e->by, "me");
@@ -137,10 +144,10 @@ static void test_file_round_trip(void **unused)
 
 	st = gw_state_open(&loop, dir, err, sizeof(err));
 	assert_non_null(st);
-	const gw_lock_t *l = gw_state_lock_find(st, "ALICE@example.com", NULL, now);
-	assert_non_null(l);
-	assert_string_equal(l->id, "lock-1");
-	assert_string_equal(l->reason, "why");
+	gw_lock_match_t l;
+	assert_true(gw_state_lock_match(st, "ALICE@example.com", NULL, now, &l));
+	assert_string_equal(l.id, "lock-1");
+	assert_string_equal(l.reason, "why");
 	assert_non_null(gw_state_lock_get(st, "lock-2", now));
 	assert_null(gw_state_lock_get(st, "lock-2", now + 1000));              /* lapsed */
 	assert_int_equal(gw_state_trust_level(st, "d1", now), POL_TRUST_HIGH); /* the last one */
@@ -202,7 +209,8 @@ static void test_file_write_failure(void **unused)
 	assert_non_null(gw_state_problem(st));
 	assert_non_null(strstr(gw_state_problem(st), "locks.json"));
 	assert_int_equal(gw_state_errors(st), 1);
-	assert_non_null(gw_state_lock_find(st, "eve@example.com", NULL, 1)); /* still in force */
+	assert_true(gw_state_lock_match(st, "eve@example.com", NULL, 1,
+	                                &(gw_lock_match_t){0})); /* still in force */
 	assert_int_equal(rmdir(blocker), 0);
 	assert_non_null(gw_state_lock_add(st, "mallory@example.com", NULL, NULL, 1, 0, "x"));
 	settle(&loop);
@@ -210,8 +218,8 @@ static void test_file_write_failure(void **unused)
 	gw_state_close(st);
 	st = gw_state_open(&loop, dir, err, sizeof(err));
 	assert_non_null(st);
-	assert_non_null(gw_state_lock_find(st, "eve@example.com", NULL, 1));
-	assert_non_null(gw_state_lock_find(st, "mallory@example.com", NULL, 1));
+	assert_true(gw_state_lock_match(st, "eve@example.com", NULL, 1, &(gw_lock_match_t){0}));
+	assert_true(gw_state_lock_match(st, "mallory@example.com", NULL, 1, &(gw_lock_match_t){0}));
 	gw_state_close(st);
 	uv_loop_close(&loop);
 }

@@ -251,7 +251,8 @@ static void test_store_away(void **unused)
 	assert_int_equal(gw_state_trust_set(st, "laptop-3", POL_TRUST_LOW, before, 0, "x"), 0);
 	assert_int_equal(gw_state_pending(st), 3);
 	/* enforced here while the store is away */
-	assert_non_null(gw_state_lock_find(st, "BOB@example.com", NULL, before));
+	gw_lock_match_t match;
+	assert_true(gw_state_lock_match(st, "BOB@example.com", NULL, before, &match));
 
 	/* a change is stamped when it is made, not when it reaches the store:
 	 * the offset to the store's clock is all that is added */

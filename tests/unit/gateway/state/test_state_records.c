@@ -60,7 +60,10 @@ static void test_lock_record_round_trip(void **unused)
 	assert_string_equal(c.user, "Bob@Example.com");
 	assert_null(c.device);
 	assert_string_equal(c.reason, "revoked: lock");
-	const gw_lock_t *got = gw_state_lock_find(b, "bob@example.com", NULL, 2000);
+	gw_lock_match_t match;
+	assert_true(gw_state_lock_match(b, "bob@example.com", NULL, 2000, &match));
+	assert_string_equal(match.id, l->id);
+	const gw_lock_t *got = gw_state_lock_get(b, l->id, 2000);
 	assert_non_null(got);
 	assert_string_equal(got->id, l->id);
 	assert_string_equal(got->reason, "left");
@@ -149,7 +152,8 @@ static void test_unreadable_records(void **unused)
 		assert_true(err[0] != '\0');
 		assert_false(c.tightens);
 		json_decref(v);
-		assert_non_null(gw_state_lock_find(st, "bob@example.com", NULL, 2000));
+		gw_lock_match_t match;
+		assert_true(gw_state_lock_match(st, "bob@example.com", NULL, 2000, &match));
 	}
 	json_t *v = json_loads(
 	        "{\"level\": \"sky-high\", \"set\": 1, \"expires\": 0, \"by\": \"x\"}", 0, NULL);
