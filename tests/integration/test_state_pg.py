@@ -13,7 +13,8 @@ from 127.0.0.2 (the only PROXY-protocol source they accept), so the tests
 also reach each gateway directly from 127.0.0.1.
 
 Checked: a lock posted to one instance ends a psql session held through
-another within 1 s; a lowered trust value the same; an ID token accepted
+another within 1 s; a lowered trust value the same; a device forgotten on
+one is refused on another (the registry is shared); an ID token accepted
 by one issuer is refused by another; the state database restarted
 mid-test (sessions keep flowing, known locks stay enforced, token claims
 refused then resumed, changes made meanwhile reach every instance); the
@@ -30,12 +31,12 @@ import subprocess
 import sys
 import time
 
-from harness import SLOW, Connector, Fixture, Gateway, Postgres, certgate, free_port, pg_bin, \
-    port_open, psql, run, wait_for
+from harness import SLOW, Cert, Connector, Fixture, Gateway, Postgres, certgate, free_port, \
+    pg_bin, port_open, psql, run, wait_for
 from oidc_fixture import OpenIDProvider
 from test_admin import RULES, api, assert_gone_within, live_psql, psql_ok, service, \
     session_end, wait_admin
-from test_login import csr_for, keypair, post, wait_keys
+from test_login import csr_for, device, keypair, post, prove, wait_keys
 
 ROLE = "certgate_state"
 DB = "certgate_state"
@@ -106,6 +107,7 @@ def gateway_config(fx, dsn, schema=None, issuer=False):
             "ca_cert": fx.ca.crt,
             "ca_key": os.path.join(fx.ca.dir, "ca.key"),
             "cert_lifetime": "1h",
+            "device_trust": "high",
             "oidc": {"issuer": fx.op.issuer, "client_id": "certgate",
                      "ca_file": fx.op.ca_file},
         }
@@ -353,6 +355,78 @@ def test_token_accepted_by_one_issuer_is_refused_by_another(fx):
     # a fresh token still works on B
     status, body = post(fx.B, id_token(fx), csr)
     assert status == 201, body
+
+
+def device_login(fx, gw, dev_key, dev_pub, login_key, csr):
+    """A certificate from gw's issuer for the device dev_key proves."""
+    status, body = post(gw, id_token(fx), csr, device_key=dev_pub,
+                        device_proof=prove(dev_key, csr), platform="Linux 6.1 Debian 12")
+    assert status == 201, body
+    crt = fx.path(fx.unique("device-login") + ".crt")
+    with open(crt, "w") as f:
+        f.write(body["certificate"])
+    return body["device_id"], Cert(crt, login_key)
+
+
+def devices_of(gw):
+    return {d["id"]: d for d in api(gw, "GET", "/v1/devices").json["devices"]}
+
+
+def test_device_forgotten_on_one_is_refused_on_another(fx):
+    """The device registry is shared: a device registered by A's issuer is
+    listed by every gateway; forgotten on B, its session held through C
+    ends within 1 s (revoked: device trust) and its certificate is refused
+    on A (rule forgotten-device); its next login, on B, works on C."""
+    for gw in (fx.A, fx.B):
+        wait_keys(gw)
+    login_key = keypair(fx, "forget-login")
+    csr = csr_for(fx, login_key)
+    dev_key, dev_pub = device(fx, fx.unique("forget-dev"))
+    device_id, cert = device_login(fx, fx.A, dev_key, dev_pub, login_key, csr)
+    for gw in fx.gws:
+        listed = wait_for(lambda: devices_of(gw).get(device_id), 2,
+                          "the device registered on %s" % gw.name)
+        assert listed["user"] == "alice@example.com", listed
+        assert listed["platform"] == "Linux 6.1 Debian 12", listed
+    conn = {gw.name: Connector(fx.dir, gw.ports()[0], "orders-db", cert, fx.ca.crt,
+                               name=fx.unique("forget-%s" % gw.name)) for gw in fx.gws}
+    fx.procs += list(conn.values())
+    p = live_psql(fx, conn["C"], cert, "alice")
+    session = holder(fx, "alice@example.com")[1]
+    r = api(fx.B, "DELETE", "/v1/devices/" + device_id)
+    t0 = time.monotonic()
+    assert r.status == 200 and r.json == {"id": device_id, "forgotten": True}, r
+    assert_gone_within(p, t0, "device forgotten on B, session on C")
+    session_end(fx.C, session["id"], "revoked: device trust")
+    for gw in fx.gws:
+        wait_for(lambda: device_id not in devices_of(gw), 2, "forgotten on %s" % gw.name)
+    before = len(fx.A.events("authz.denied", rule="forgotten-device"))
+    r = psql(conn["A"].port, cert, fx.ca.crt, "select 1", user="alice")
+    assert r.returncode != 0, "A admitted a forgotten device: %s" % r.stdout
+    denied = wait_for(lambda: fx.A.events("authz.denied", rule="forgotten-device")[before:], 5,
+                      "forgotten-device on A")[-1]
+    assert denied["device_id"] == device_id, denied
+    # the forget is in the store for good
+    row = json.loads(state_sql(fx, "SELECT value FROM certgate.records WHERE kind = 'devices' "
+                                   "AND key = '%s'" % device_id))
+    assert row["user"] is None and row["forgotten"] > 0, row
+    # its next login (on B) registers it anew; the new certificate works on C
+    device_id2, cert2 = device_login(fx, fx.B, dev_key, dev_pub, login_key, csr)
+    assert device_id2 == device_id
+    for gw in fx.gws:
+        wait_for(lambda: devices_of(gw).get(device_id), 2, "registered anew on %s" % gw.name)
+    c2 = Connector(fx.dir, fx.C.ports()[0], "orders-db", cert2, fx.ca.crt,
+                   name=fx.unique("forget-new-C"))
+    fx.procs.append(c2)
+    # (its notBefore is the forget's second rounded up: valid within 1 s)
+    def works():
+        r = psql(c2.port, cert2, fx.ca.crt, "select current_user", user="alice")
+        return r.returncode == 0 and r.stdout.strip() == "alice"
+    wait_for(works, 3 * SLOW, "the new certificate on C")
+    r = psql(conn["C"].port, cert, fx.ca.crt, "select 1", user="alice")
+    assert r.returncode != 0, "the old certificate works again on C"
+    for c in list(conn.values()) + [c2]:
+        c.stop()
 
 
 def wait_connected(fx, connected, timeout=20):

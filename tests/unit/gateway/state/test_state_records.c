@@ -199,6 +199,94 @@ static void test_observer_hears_what_tightens(void **unused)
 	uv_loop_close(&loop);
 }
 
+/* A device's record goes from one gateway to the next; its forget tightens
+ * (the device's sessions are checked again) and never goes back: a
+ * registration that raced a forget, or a store that lost the record,
+ * leaves the forget in the model, which then differs from what came in
+ * (state_pg_sync.c writes it back). */
+static void test_device_record_keeps_the_forget(void **unused)
+{
+	(void)unused;
+	uv_loop_t loop;
+	uv_loop_init(&loop);
+	char err[160];
+	gw_state_t *a = gw_state_open(&loop, NULL, err, sizeof(err));
+	gw_state_t *b = gw_state_open(&loop, NULL, err, sizeof(err));
+	const gw_state_kind_t *k = gw_state_kinds[GW_STATE_DEVICES];
+	bool registered;
+	assert_int_equal(gw_state_device_seen(a, "dev-1", "bob", "linux", 1000, &registered), 0);
+	int64_t expires = -1;
+	gw_state_change_t c = carry(a, b, GW_STATE_DEVICES, "dev-1", &expires);
+	assert_int_equal(expires, 0);
+	assert_false(c.tightens); /* a login widens nothing */
+	const gw_device_t *d = gw_state_device_get(b, "dev-1");
+	assert_non_null(d);
+	assert_string_equal(d->user, "bob");
+	assert_string_equal(d->platform, "linux");
+	assert_int_equal(d->first_seen_ms, 1000);
+
+	/* forgotten on a: b's sessions of the device end */
+	assert_true(gw_state_device_forget(a, "dev-1", 2000));
+	c = carry(a, b, GW_STATE_DEVICES, "dev-1", &expires);
+	assert_true(c.tightens);
+	assert_string_equal(c.device, "dev-1");
+	assert_null(c.user);
+	assert_string_equal(c.reason, "revoked: device trust");
+	assert_null(gw_state_device_get(b, "dev-1"));
+	assert_int_equal(gw_state_device_forgotten_at(b, "dev-1"), 2000);
+
+	/* a login on another gateway that had not heard of the forget (its
+	 * record: registered at 1500, never forgotten) does not undo it */
+	json_t *raced = json_loads("{\"user\": \"bob\", \"platform\": null, \"first_seen\": 1000, "
+	                           "\"last_seen\": 1500, \"forgotten\": 0}",
+	                           0, NULL);
+	c = (gw_state_change_t){0};
+	assert_true(k->put(b, "dev-1", raced, &c, err, sizeof(err)));
+	assert_false(c.tightens);
+	assert_null(gw_state_device_get(b, "dev-1"));
+	assert_int_equal(gw_state_device_forgotten_at(b, "dev-1"), 2000);
+	json_t *kept = k->get(b, "dev-1", &expires);
+	assert_false(json_equal(kept, raced)); /* written back */
+	assert_int_equal(json_integer_value(json_object_get(kept, "forgotten")), 2000);
+	json_decref(kept);
+	json_decref(raced);
+
+	/* a login after the forget registers it anew, the forget kept */
+	json_t *later = json_loads("{\"user\": \"bob\", \"platform\": null, \"first_seen\": 3000, "
+	                           "\"last_seen\": 3000, \"forgotten\": 0}",
+	                           0, NULL);
+	assert_true(k->put(b, "dev-1", later, &c, err, sizeof(err)));
+	assert_non_null(gw_state_device_get(b, "dev-1"));
+	assert_int_equal(gw_state_device_forgotten_at(b, "dev-1"), 2000);
+	json_decref(later);
+
+	/* the store without the record: the forget stays */
+	assert_true(k->put(b, "dev-1", NULL, &c, err, sizeof(err)));
+	assert_int_equal(gw_state_device_forgotten_at(b, "dev-1"), 2000);
+	assert_null(gw_state_device_get(b, "dev-1"));
+	/* one never forgotten goes */
+	assert_int_equal(gw_state_device_seen(b, "dev-2", "eve", NULL, 1000, &registered), 0);
+	assert_true(k->put(b, "dev-2", NULL, &c, err, sizeof(err)));
+	assert_null(k->get(b, "dev-2", &expires));
+
+	/* not a device record: refused, the model keeps what it had */
+	json_t *bad = json_loads("{\"user\": null, \"platform\": null, \"first_seen\": 0, "
+	                         "\"last_seen\": 0, \"forgotten\": 0}",
+	                         0, NULL);
+	err[0] = '\0';
+	assert_false(k->put(b, "dev-1", bad, &c, err, sizeof(err)));
+	assert_true(err[0] != '\0');
+	assert_int_equal(gw_state_device_forgotten_at(b, "dev-1"), 2000);
+	json_decref(bad);
+	keys_t keys = {0};
+	k->keys(b, collect, &keys);
+	assert_int_equal(keys.n, 1);
+	assert_string_equal(keys.list[0], "dev-1");
+	gw_state_close(a);
+	gw_state_close(b);
+	uv_loop_close(&loop);
+}
+
 static gw_token_claim_t claimed;
 static int claims;
 
@@ -233,6 +321,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	        cmocka_unit_test(test_lock_record_round_trip),
 	        cmocka_unit_test(test_trust_record_round_trip),
+	        cmocka_unit_test(test_device_record_keeps_the_forget),
 	        cmocka_unit_test(test_unreadable_records),
 	        cmocka_unit_test(test_observer_hears_what_tightens),
 	        cmocka_unit_test(test_claims_answer_at_once),
