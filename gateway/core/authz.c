@@ -38,8 +38,10 @@ bool gw_authorize(gw_state_t *st, const gw_runtime_t *rt, const gw_authz_request
 			out->reason[cg_utf8_complete(out->reason, sizeof(out->reason) - 1)] = '\0';
 		return false;
 	}
+	/* certificates count whole seconds: one from the forget's second on is
+	 * the device's next login (the issuer starts it there) */
 	int64_t forgotten = gw_state_device_forgotten_at(st, c->device_id);
-	if (forgotten != 0 && req->cert_not_before_ms < forgotten) {
+	if (forgotten != 0 && req->cert_not_before_ms < forgotten - forgotten % 1000) {
 		memset(out, 0, sizeof(*out));
 		out->allow = false;
 		out->why = POL_WHY_DENY_RULE;

@@ -343,15 +343,17 @@ static bool record_device(login_t *l)
 	return true;
 }
 
-/* notBefore is a minute back (clocks differ), but never before the
- * device's forget: such a certificate would be refused at the door. */
+/* notBefore is a minute back (clocks differ), but never before the second
+ * the device's forget cuts at: such a certificate would be refused at the
+ * door. That second is now's or earlier, so the certificate works at once;
+ * only after a second forget within one second does it start at the next. */
 static int64_t start_offset_s(const login_t *l, int64_t now_s)
 {
 	gw_gateway_t *gw = gw_issuer_gateway(l->issuer);
 	int64_t forgotten_ms =
 	        l->device != NULL ? gw_state_device_forgotten_at(gw->state, l->device_id) : 0;
-	int64_t floor_s = (forgotten_ms + 999) / 1000;
-	return forgotten_ms != 0 && floor_s - now_s > -60 ? floor_s - now_s : -60;
+	int64_t cut_s = forgotten_ms / 1000;
+	return forgotten_ms != 0 && cut_s - now_s > -60 ? cut_s - now_s : -60;
 }
 
 static void issue(login_t *l)

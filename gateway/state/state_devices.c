@@ -107,6 +107,18 @@ const gw_device_t *gw_state_device_get(gw_state_t *st, const char *device_id)
 	return d != NULL && d->user != NULL ? d : NULL;
 }
 
+/* Certificates count whole seconds, so the forget rule cuts at the start of
+ * the forget's second (gw_state_device_forgotten_at). A forget within or
+ * before the second of the last one (twice in a second; a clock stepped
+ * back) moves the cut to the next second: whatever was issued after the
+ * last forget is refused too, and the cut never moves back. */
+static int64_t next_forget_ms(int64_t last_ms, int64_t now_ms)
+{
+	if (last_ms == 0 || now_ms / 1000 > last_ms / 1000)
+		return now_ms;
+	return (last_ms / 1000 + 1) * 1000;
+}
+
 bool gw_state_device_forget(gw_state_t *st, const char *device_id, int64_t now_ms)
 {
 	gw_device_t *d = cg_strmap_get(st->devices, device_id);
@@ -117,10 +129,7 @@ bool gw_state_device_forget(gw_state_t *st, const char *device_id, int64_t now_m
 		free(d->platform);
 		d->user = d->platform = NULL;
 		d->first_seen_ms = d->last_seen_ms = 0;
-		/* never backwards: a clock stepped back must not re-admit what an
-		 * earlier forget refused */
-		if (now_ms > d->forgotten_ms)
-			d->forgotten_ms = now_ms;
+		d->forgotten_ms = next_forget_ms(d->forgotten_ms, now_ms);
 	});
 	gw_state_record_changed(st, GW_STATE_DEVICES, device_id);
 	return true;

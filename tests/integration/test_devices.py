@@ -290,6 +290,27 @@ def test_forget_ends_sessions_and_refuses_the_old_certificate(fx):
     gw.stop()
 
 
+def test_login_right_after_a_forget_works_at_once(fx):
+    """Certificates count whole seconds: a login in the very second of a
+    forget gets a certificate valid at once (not one starting at the next
+    second, which the gateway would refuse as not yet valid), while one
+    issued before the forget stays refused. Three devices, so that at
+    least one login falls in its forget's own second on any machine."""
+    gw = start(fx, gateway_config(fx))
+    for round in range(3):
+        dev = Device(fx, "quick-dev-%d" % round)
+        old = login(fx, gw, dev)
+        assert api(gw, "DELETE", "/v1/devices/%s" % old["device_id"]).status == 200
+        new = login(fx, gw, dev)
+        r, conn = tunnel_psql(fx, gw, new["cert"])
+        conn.stop()
+        assert r.returncode == 0 and r.stdout.strip() == "alice", (round, r.stderr)
+        r, conn = tunnel_psql(fx, gw, old["cert"], "select 1")
+        conn.stop()
+        assert r.returncode != 0, (round, "the certificate from before the forget works")
+    gw.stop()
+
+
 def test_registry_survives_kill9_mid_write(fx):
     """Logins of new devices as fast as the issuer takes them, the gateway
     killed -9 in the middle: it starts again and reads back a registry that

@@ -475,7 +475,8 @@ def test_cancel_request(fx):
     gw = start(fx)
     port = svc_port(gw)
     alice = pgq(fx, gw, fx.alice, "select pg_sleep(30)", background=True)
-    bob = pgq(fx, gw, fx.bob, "select pg_sleep(4)", user="bob", background=True)
+    # bob's query must outlast the steps below, slowed by sanitizers too
+    bob = pgq(fx, gw, fx.bob, "select pg_sleep(%d)" % (4 * SLOW), user="bob", background=True)
     try:
         backends = wait_for(lambda: (lambda b: b if len(b) == 2 else None)(active_backends(fx)),
                             10, "both pg_sleep queries running")
@@ -503,7 +504,7 @@ def test_cancel_request(fx):
         assert "forwarded to session" in gw.output(), gw.output()
         # bob's query, in flight at the same time, was not cancelled
         assert bob.poll() is None, "bob's query ended together with alice's"
-        rc, out, err = finish(bob, 15)
+        rc, out, err = finish(bob, 20)
         assert rc == 0, err
         assert "canceling" not in err, err
     finally:

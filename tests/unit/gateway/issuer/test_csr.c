@@ -33,7 +33,10 @@ static char *csr_pem(EVP_PKEY *key, bool flip)
 	PEM_write_bio_X509_REQ(bio, req);
 	char *data;
 	long n = BIO_get_mem_data(bio, &data);
-	char *out = strndup(data, (size_t)n);
+	/* Not strndup: the BIO's data has no terminator to stop at. */
+	char *out = malloc((size_t)n + 1);
+	memcpy(out, data, (size_t)n);
+	out[n] = '\0';
 	BIO_free(bio);
 	X509_REQ_free(req);
 	return out;

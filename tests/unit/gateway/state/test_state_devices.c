@@ -106,9 +106,18 @@ static void test_forget(void **unused)
 	assert_int_equal(d->first_seen_ms, 7000);
 	assert_null(d->platform); /* what was known went with the forget */
 	assert_int_equal(gw_state_device_forgotten_at(st, "d-1"), 5000);
-	/* a clock stepped back never moves the forget time back */
+	/* a clock stepped back never moves the forget time back: the cut goes
+	 * to the second after the last one, past what was issued since */
 	assert_true(gw_state_device_forget(st, "d-1", 4000));
-	assert_int_equal(gw_state_device_forgotten_at(st, "d-1"), 5000);
+	assert_int_equal(gw_state_device_forgotten_at(st, "d-1"), 6000);
+	/* forgotten twice in a second: the same */
+	assert_int_equal(gw_state_device_seen(st, "d-1", "alice", NULL, 6100, &registered), 0);
+	assert_true(gw_state_device_forget(st, "d-1", 6500));
+	assert_int_equal(gw_state_device_forgotten_at(st, "d-1"), 7000);
+	/* a later second: that forget's own time */
+	assert_int_equal(gw_state_device_seen(st, "d-1", "alice", NULL, 9000, &registered), 0);
+	assert_true(gw_state_device_forget(st, "d-1", 9250));
+	assert_int_equal(gw_state_device_forgotten_at(st, "d-1"), 9250);
 	gw_state_close(st);
 	uv_loop_close(&loop);
 }
