@@ -13,10 +13,11 @@
  *
  * Shared between gateways (state_pg*.c), a forget never goes back: a
  * record read from the store keeps the later of its forget time and the
- * one known here, and a registration older than that forget (a login on
- * one gateway racing a forget on another) counts as forgotten. The model
- * then differs from the store's row and the merged record is written
- * back, so every gateway ends with the forget. */
+ * one known here, and a registration whose latest login came before that
+ * forget's second (a login on one gateway racing a forget on another)
+ * counts as forgotten. The model then differs from the store's row and
+ * the merged record is written back, so every gateway ends with the
+ * forget. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -295,13 +296,15 @@ static json_t *devices_get(gw_state_t *st, const char *key, int64_t *expires_ms)
 	return d != NULL ? device_encode(d) : NULL;
 }
 
-/* d keeps a forget at least as late as forgotten_ms; a registration that
- * is not later than the forget is dropped (the device stays forgotten). */
+/* d keeps a forget at least as late as forgotten_ms; a registration whose
+ * latest login came before the second the forget cuts at (see
+ * next_forget_ms) is dropped: the device stays forgotten. */
 static void keep_forget(gw_device_t *d, int64_t forgotten_ms)
 {
 	if (forgotten_ms > d->forgotten_ms)
 		d->forgotten_ms = forgotten_ms;
-	if (d->user != NULL && d->forgotten_ms != 0 && d->last_seen_ms <= d->forgotten_ms) {
+	int64_t cut_ms = d->forgotten_ms - d->forgotten_ms % 1000;
+	if (d->user != NULL && d->forgotten_ms != 0 && d->last_seen_ms < cut_ms) {
 		free(d->user);
 		free(d->platform);
 		d->user = d->platform = NULL;

@@ -251,18 +251,30 @@ static void test_device_record_keeps_the_forget(void **unused)
 	json_decref(kept);
 	json_decref(raced);
 
+	/* a login in the forget's own second came after it (the cut is that
+	 * second's start: gw_state_device_forget) */
+	json_t *same_second =
+	        json_loads("{\"user\": \"bob\", \"platform\": null, \"first_seen\": 2500, "
+	                   "\"last_seen\": 2500, \"forgotten\": 2000}",
+	                   0, NULL);
+	assert_true(k->put(b, "dev-1", same_second, &c, err, sizeof(err)));
+	assert_non_null(gw_state_device_get(b, "dev-1"));
+	json_decref(same_second);
+	assert_true(gw_state_device_forget(b, "dev-1", 2600)); /* cut moves to 3000 */
+	assert_int_equal(gw_state_device_forgotten_at(b, "dev-1"), 3000);
+
 	/* a login after the forget registers it anew, the forget kept */
 	json_t *later = json_loads("{\"user\": \"bob\", \"platform\": null, \"first_seen\": 3000, "
 	                           "\"last_seen\": 3000, \"forgotten\": 0}",
 	                           0, NULL);
 	assert_true(k->put(b, "dev-1", later, &c, err, sizeof(err)));
 	assert_non_null(gw_state_device_get(b, "dev-1"));
-	assert_int_equal(gw_state_device_forgotten_at(b, "dev-1"), 2000);
+	assert_int_equal(gw_state_device_forgotten_at(b, "dev-1"), 3000);
 	json_decref(later);
 
 	/* the store without the record: the forget stays */
 	assert_true(k->put(b, "dev-1", NULL, &c, err, sizeof(err)));
-	assert_int_equal(gw_state_device_forgotten_at(b, "dev-1"), 2000);
+	assert_int_equal(gw_state_device_forgotten_at(b, "dev-1"), 3000);
 	assert_null(gw_state_device_get(b, "dev-1"));
 	/* one never forgotten goes */
 	assert_int_equal(gw_state_device_seen(b, "dev-2", "eve", NULL, 1000, &registered), 0);
@@ -276,7 +288,7 @@ static void test_device_record_keeps_the_forget(void **unused)
 	err[0] = '\0';
 	assert_false(k->put(b, "dev-1", bad, &c, err, sizeof(err)));
 	assert_true(err[0] != '\0');
-	assert_int_equal(gw_state_device_forgotten_at(b, "dev-1"), 2000);
+	assert_int_equal(gw_state_device_forgotten_at(b, "dev-1"), 3000);
 	json_decref(bad);
 	keys_t keys = {0};
 	k->keys(b, collect, &keys);
