@@ -1,5 +1,5 @@
-/* Locks, trust feed and the policy decision, applied the same way to new
- * and live sessions (see authz.h). */
+/* Locks, trust feed, access grants and the policy decision, applied the
+ * same way to new and live sessions (see authz.h). */
 #include "core/authz.h"
 
 #include <stdio.h>
@@ -31,6 +31,11 @@ bool gw_authorize(gw_state_t *st, const gw_runtime_t *rt, const gw_authz_request
 			out->reason[cg_utf8_complete(out->reason, sizeof(out->reason) - 1)] = '\0';
 		return false;
 	}
+	/* just-in-time access: the grant's end, looked up only when a rule
+	 * can use it (a pure read: any thread) */
+	int64_t grant = 0;
+	if (rt->snap->has_approvals)
+		(void)gw_state_grant_until(st, c->user, req->service->name, now, &grant);
 	pol_request_t preq = {
 	        .service = req->service->name,
 	        .claims = c,
@@ -39,6 +44,7 @@ bool gw_authorize(gw_state_t *st, const gw_runtime_t *rt, const gw_authz_request
 	        .db_user = req->db_user,
 	        .db_name = req->db_name,
 	        .at_ms = now, /* time windows: the clock the locks were judged by */
+	        .grant_until_ms = grant,
 	};
 	pol_decide(rt->snap, &preq, out, NULL, NULL);
 	return out->allow;

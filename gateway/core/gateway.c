@@ -315,4 +315,7 @@ void gw_drain_finish(gw_gateway_t *gw)
 	if (gw->watchdog_on)
 		uv_close((uv_handle_t *)&gw->watchdog, NULL);
 	gw->watchdog_on = false;
+	if (gw->access_timer_on)
+		uv_close((uv_handle_t *)&gw->access_timer, NULL);
+	gw->access_timer_on = false;
 }

@@ -119,6 +119,8 @@ struct gw_gateway {
 	bool watchdog_on;
 	uv_timer_t audit_probe; /* while the audit log fails: retry it every second */
 	bool audit_probe_on;
+	uv_timer_t access_timer; /* expires access grants (core/access.c) */
+	bool access_timer_on;
 	uv_signal_t signals[4];
 	cg_log_limit_t audit_log; /* audit_lock */
 };
