@@ -137,8 +137,8 @@ size_t gw_state_access_expire(gw_state_t *st, int64_t now_ms,
 /* Whether user (case-insensitive) holds an approved grant for service that
  * runs past now_ms; *until_ms is its end (the latest, when several). A pure
  * read that copies the answer out: the decision's path, any thread. */
-bool gw_state_grant_until(const gw_state_t *st, const char *user, const char *service,
-                          int64_t now_ms, int64_t *until_ms);
+bool gw_state_grant_until(gw_state_t *st, const char *user, const char *service, int64_t now_ms,
+                          int64_t *until_ms);
 
 /* --- the issuer's used-token cache ----------------------------------------- */
 

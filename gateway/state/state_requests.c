@@ -62,8 +62,8 @@ static bool grant_key(const char *user, const char *service, char *key, size_t l
 	return true;
 }
 
-bool gw_state_grant_until(const gw_state_t *st, const char *user, const char *service,
-                          int64_t now_ms, int64_t *until_ms)
+bool gw_state_grant_until(gw_state_t *st, const char *user, const char *service, int64_t now_ms,
+                          int64_t *until_ms)
 {
 	char key[GRANT_KEY_MAX];
 	*until_ms = 0;
