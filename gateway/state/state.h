@@ -129,14 +129,16 @@ void gw_state_access_counts(gw_state_t *st, size_t counts[GW_ACCESS_STATES]);
  * none is approved. */
 int64_t gw_state_access_next_expiry(gw_state_t *st);
 /* Approved requests whose grant ended at or before now_ms become expired;
- * fn hears each (in creation order) once it is, and may read the state but
- * not change it. Returns how many. */
+ * fn hears each (in creation order) once it is, with no lock of the state
+ * held: it may read the state (decide again) but not change it. Returns
+ * how many. */
 size_t gw_state_access_expire(gw_state_t *st, int64_t now_ms,
                               void (*fn)(void *arg, const gw_access_request_t *req), void *arg);
 
 /* Whether user (case-insensitive) holds an approved grant for service that
  * runs past now_ms; *until_ms is its end (the latest, when several). A pure
- * read that copies the answer out: the decision's path, any thread. */
+ * read under the read lock that copies the answer out: the decision's
+ * path, any thread. The other access functions: the control loop only. */
 bool gw_state_grant_until(gw_state_t *st, const char *user, const char *service, int64_t now_ms,
                           int64_t *until_ms);
 

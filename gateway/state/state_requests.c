@@ -11,7 +11,12 @@
  * oldest forgotten first. An approved grant stays approved until
  * gw_state_access_expire marks it expired (the gateway's timer, once per
  * grant); the lookup never counts a grant whose end has passed, so the
- * decision does not depend on that timer. */
+ * decision does not depend on that timer.
+ *
+ * Threads: the lookup (gw_state_grant_until) is the decision's, on any
+ * worker, under the state's read lock; every change happens on the control
+ * loop under its write lock; the control loop's own reads (listings,
+ * counts) need no lock, since only it writes. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -66,17 +71,23 @@ bool gw_state_grant_until(gw_state_t *st, const char *user, const char *service,
                           int64_t *until_ms)
 {
 	char key[GRANT_KEY_MAX];
+	bool held = false;
 	*until_ms = 0;
 	if (user == NULL || service == NULL || !grant_key(user, service, key, sizeof(key)))
 		return false;
+	uv_rwlock_rdlock(&st->rw);
 	const int64_t *until = cg_strmap_get(st->grants, key);
-	if (until == NULL || *until <= now_ms)
-		return false; /* none, or lapsed (marked expired by the next expiry pass) */
-	*until_ms = *until;
-	return true;
+	/* none, or lapsed (marked expired by the next expiry pass) */
+	if (until != NULL && *until > now_ms) {
+		*until_ms = *until;
+		held = true;
+	}
+	uv_rwlock_rdunlock(&st->rw);
+	return held;
 }
 
-/* Sets the map's entry for (user, service) from the approved requests. */
+/* Sets the map's entry for (user, service) from the approved requests.
+ * Under the write lock (or while the state is opened). */
 static bool grant_refresh(gw_state_t *st, const char *user, const char *service)
 {
 	char key[GRANT_KEY_MAX];
@@ -200,11 +211,13 @@ gw_access_result_t gw_state_access_ask(gw_state_t *st, const char *user, const c
 	gw_access_request_t *r = request_new(user, service, reason, requested_by);
 	if (r == NULL)
 		return GW_ACCESS_NO_MEMORY;
-	snprintf(r->id, sizeof(r->id), "req-%llu", (unsigned long long)++st->next_request);
 	r->duration_ms = duration_ms;
 	r->state = GW_ACCESS_PENDING;
 	r->created_ms = now_ms;
-	append(st, r);
+	GW_STATE_WRITING(st, {
+		snprintf(r->id, sizeof(r->id), "req-%llu", (unsigned long long)++st->next_request);
+		append(st, r);
+	});
 	gw_state_changed(st, GW_STATE_REQUESTS);
 	*out = r;
 	return GW_ACCESS_OK;
@@ -216,6 +229,29 @@ static gw_access_request_t *find(gw_state_t *st, const char *id)
 		if (strcmp(r->id, id) == 0)
 			return r;
 	return NULL;
+}
+
+/* Records the decision on r; false (nothing changed) when the grant cannot
+ * be entered in the map. Under the write lock. */
+static bool apply_decision(gw_state_t *st, gw_access_request_t *r, bool approve, char *by,
+                           char *reason, int64_t now_ms)
+{
+	int64_t until = now_ms > INT64_MAX - r->duration_ms ? INT64_MAX : now_ms + r->duration_ms;
+	r->state = approve ? GW_ACCESS_APPROVED : GW_ACCESS_DENIED;
+	r->decided_by = by;
+	r->decided_reason = reason;
+	r->decided_ms = now_ms;
+	r->until_ms = approve ? until : 0;
+	if (approve && !grant_refresh(st, r->user, r->service)) {
+		/* the decision could not see it: it is no grant */
+		r->state = GW_ACCESS_PENDING;
+		r->decided_by = r->decided_reason = NULL;
+		r->decided_ms = r->until_ms = 0;
+		return false;
+	}
+	if (!approve)
+		trim_history(st); /* r stays: it is the newest decided */
+	return true;
 }
 
 gw_access_result_t gw_state_access_decide(gw_state_t *st, const char *id, bool approve,
@@ -235,23 +271,14 @@ gw_access_result_t gw_state_access_decide(gw_state_t *st, const char *id, bool a
 		free(decided_by);
 		return GW_ACCESS_NO_MEMORY;
 	}
-	int64_t until = now_ms > INT64_MAX - r->duration_ms ? INT64_MAX : now_ms + r->duration_ms;
-	r->state = approve ? GW_ACCESS_APPROVED : GW_ACCESS_DENIED;
-	r->decided_by = decided_by;
-	r->decided_reason = decided_reason;
-	r->decided_ms = now_ms;
-	r->until_ms = approve ? until : 0;
-	if (approve && !grant_refresh(st, r->user, r->service)) {
-		/* the decision cannot see it: it is not a grant */
-		r->state = GW_ACCESS_PENDING;
-		r->decided_by = r->decided_reason = NULL;
-		r->decided_ms = r->until_ms = 0;
+	bool applied;
+	GW_STATE_WRITING(
+	        st, applied = apply_decision(st, r, approve, decided_by, decided_reason, now_ms));
+	if (!applied) {
 		free(decided_by);
 		free(decided_reason);
 		return GW_ACCESS_NO_MEMORY;
 	}
-	if (!approve)
-		trim_history(st); /* r stays: it is the newest decided */
 	gw_state_changed(st, GW_STATE_REQUESTS);
 	return GW_ACCESS_OK;
 }
@@ -289,15 +316,17 @@ size_t gw_state_access_expire(gw_state_t *st, int64_t now_ms,
 	for (gw_access_request_t *r = st->requests; r != NULL; r = r->next) {
 		if (r->state != GW_ACCESS_APPROVED || r->until_ms > now_ms)
 			continue;
-		r->state = GW_ACCESS_EXPIRED;
 		/* the entry only shrinks or goes: no allocation, cannot fail */
-		(void)grant_refresh(st, r->user, r->service);
+		GW_STATE_WRITING(st, {
+			r->state = GW_ACCESS_EXPIRED;
+			(void)grant_refresh(st, r->user, r->service);
+		});
 		n++;
 		if (fn != NULL)
 			fn(arg, r); /* reads only: the list stays as it is */
 	}
 	if (n > 0) {
-		trim_history(st);
+		GW_STATE_WRITING(st, trim_history(st));
 		gw_state_changed(st, GW_STATE_REQUESTS);
 	}
 	return n;

@@ -152,16 +152,23 @@ def test_request_approve_connect_expiry(fx):
         assert ev["requested_reason"] == "INC-1234", ev
         assert metric(gw, 'certgate_access_requests{state="approved"}') == 1
 
-        p = live_psql(fx, conn, fx.alice, "alice")
-        start_ev = gw.wait_event("session.start", user="alice@example.com")
-        if parse_ts(start_ev["ts"]) > until - 1:
+        try:
+            p = live_psql(fx, conn, fx.alice, "alice")
+        except AssertionError:
+            if time.time() < until:
+                raise
+            p = None  # psql was cut by the grant's end before its query ran
+        start_ev = gw.events("session.start", user="alice@example.com")
+        if p is None or not start_ev or parse_ts(start_ev[-1]["ts"]) > until - 1:
             print("# attempt %d: the session started too late for a %ds grant" % (
                 attempt + 1, span))
-            p.kill()
-            p.wait()
+            if p is not None:
+                p.kill()
+                p.wait()
             wait_for(lambda: gw.events("access.expired", id=req["id"]), span + 10,
                      "the short grant to expire")
             continue
+        start_ev = start_ev[-1]
         assert start_ev["rule"] == "oncall-jit", start_ev
         end = gw.wait_event("session.end", session=start_ev["session"], timeout=span + 10)
         assert end["reason"] == "revoked: policy", end
@@ -175,8 +182,8 @@ def test_request_approve_connect_expiry(fx):
         assert expired["user"] == "alice@example.com" and expired["service"] == "orders-db"
         late = parse_ts(expired["ts"]) - until
         assert 0 <= late <= 1.0 * SLOW, "access.expired %.3fs after the end" % late
-        assert [x["state"] for x in listed(gw, "?state=expired")] == ["expired"]
-        assert metric(gw, 'certgate_access_requests{state="expired"}') == 1
+        assert [x["id"] for x in listed(gw, "?state=expired")][-1] == req["id"]
+        assert metric(gw, 'certgate_access_requests{state="expired"}') == attempt + 1
         refused(fx, gw, conn, fx.alice, "alice", "alice@example.com")
         # once per grant, however long one waits
         time.sleep(1.5)
@@ -193,7 +200,7 @@ def test_second_grant_carries_the_session_on(fx):
     live sessions, and when the first grant ends)."""
     gw = start(fx)
     conn = fx.connector(gw.ports()[0], "orders-db", fx.bob)
-    span = int(6 * SLOW)
+    span = int(8 * SLOW)
     first = ask(gw, user="bob@example.com", duration="%ds" % span).json
     assert approve(gw, first["id"]).status == 200
     until = parse_ts(api(gw, "GET", "/v1/access-requests/" + first["id"]).json["until"])
