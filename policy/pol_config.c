@@ -266,6 +266,7 @@ static void free_strings(char **v, size_t n)
 static void service_finish(pol_service_t *svc)
 {
 	free(svc->name);
+	free(svc->description);
 	free_strings(svc->sni, svc->n_sni);
 	free(svc->listen);
 	free(svc->upstream);

@@ -1,12 +1,15 @@
 /* The "services" section of certgate.json, and the checks between listen
  * addresses: a service's own listen against the other services' and against
- * gateway.listen, and gateway.listen against itself (pol_ld_listen_conflict). */
+ * gateway.listen, and gateway.listen against itself (pol_ld_listen_conflict).
+ * The name POL_CATALOG_SNI is the user's catalog's (docs/login.md): no
+ * service may take it, as a name or an SNI name. */
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <stdint.h>
 #include <string.h>
 
 #include "cg_strmap.h"
+#include "pol_claims.h"
 #include "pol_loader.h"
 
 /* ---------------------------------------------------------------------- */
@@ -79,6 +82,8 @@ static void load_service(loader_t *ld, const cg_jdoc_t *doc, const json_t *obj, 
 	                                   "audit_queries",
 	                                   "function_calls",
 	                                   "upstream_tls",
+	                                   "description",
+	                                   "client_port",
 	                                   NULL};
 	char path[PATH_BUF], kpath[PATH_BUF], ipath[PATH_BUF];
 	const char *name, *mode, *fcalls = NULL;
@@ -156,6 +161,20 @@ static void load_service(loader_t *ld, const cg_jdoc_t *doc, const json_t *obj, 
 	} else if (json_object_get(obj, "mode")) {
 		mode_ok = false;
 	}
+	const char *description = NULL;
+	if (pol_ld_get_string(ld, doc, obj, path, "description", false, &description) &&
+	    description) {
+		if (*description == '\0' || strlen(description) > POL_DESCRIPTION_MAX ||
+		    !pol_claims_text_ok(description, strlen(description)))
+			pol_ld_err(
+			        ld, doc, pol_ld_pkey(kpath, path, "description"),
+			        "expected 1 to %d bytes of UTF-8 text without control characters",
+			        POL_DESCRIPTION_MAX);
+		else
+			svc->description = pol_ld_xstrdup(ld, description);
+	}
+	pol_ld_get_uint(ld, doc, obj, path, "client_port", 1, 65535,
+	                "expected a port number from 1 to 65535", &svc->client_port);
 	pol_ld_get_bool(ld, doc, obj, path, "require_inner_tls", false, &svc->require_inner_tls);
 	pol_ld_get_duration(ld, doc, obj, path, "connect_timeout", false, &svc->connect_timeout_ms);
 	pol_ld_get_bool(ld, doc, obj, path, "audit_queries", false, &svc->audit_queries);
@@ -259,6 +278,13 @@ void pol_ld_load_services(loader_t *ld, const cg_jdoc_t *doc, const json_t *arr,
 		if (!svc->name)
 			continue;
 		ascii_lower(key, svc->name);
+		if (strcmp(key, POL_CATALOG_SNI) == 0) {
+			pol_ld_pidx(path, "services", i);
+			pol_ld_err(ld, doc, pol_ld_pkey(other, path, "name"),
+			           "\"%s\" is reserved for the user's catalog (certgate services)",
+			           svc->name);
+			continue;
+		}
 		if ((j = (uintptr_t)cg_strmap_get(names, key)) != 0) {
 			pol_ld_pidx(path, "services", i);
 			pol_ld_err(ld, doc, pol_ld_pkey(other, path, "name"),
@@ -276,6 +302,15 @@ void pol_ld_load_services(loader_t *ld, const cg_jdoc_t *doc, const json_t *arr,
 			uintptr_t j;
 
 			ascii_lower(key, svc->sni[k]);
+			if (strcmp(key, POL_CATALOG_SNI) == 0) {
+				pol_ld_pidx(path, "services", i);
+				pol_ld_pkey(spath, path, "sni");
+				pol_ld_err(ld, doc, pol_ld_pidx(other, spath, k),
+				           "\"%s\" is reserved for the user's catalog (certgate "
+				           "services)",
+				           svc->sni[k]);
+				continue;
+			}
 			if ((j = (uintptr_t)cg_strmap_get(names, key)) == 0) {
 				cg_strmap_put(names, key, (void *)(uintptr_t)(i + 1));
 				continue;
@@ -288,6 +323,19 @@ void pol_ld_load_services(loader_t *ld, const cg_jdoc_t *doc, const json_t *arr,
 		}
 	}
 	cg_strmap_destroy(names, NULL);
+
+	/* one connector listens on every client_port: no two services share one */
+	for (size_t i = 0; i < n; i++) {
+		for (size_t j = 0; j < i && snap->services[i].client_port != 0; j++) {
+			if (snap->services[j].client_port == snap->services[i].client_port) {
+				pol_ld_pidx(path, "services", i);
+				pol_ld_err(ld, doc, pol_ld_pkey(other, path, "client_port"),
+				           "port %u is also the client_port of services[%zu]",
+				           (unsigned)snap->services[i].client_port, j);
+				break;
+			}
+		}
+	}
 
 	/* own listeners: distinct from each other and from gateway.listen */
 	for (size_t i = 0; i < n; i++) {

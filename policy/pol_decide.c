@@ -210,6 +210,39 @@ static bool match_db(char *const *patterns, size_t n, const char *user, const ch
 	return false;
 }
 
+/* The catalog's question (db_any): could some database user (or name)
+ * meet this condition? For an allow rule, yes when one of its patterns
+ * can apply to this user (a {user.local@DOMAIN} of another domain cannot);
+ * a deny rule counts only when it refuses every name ("*"): one that
+ * refuses some names leaves the others reachable. */
+static bool match_db_any(char *const *patterns, size_t n, const char *user, bool allow)
+{
+	for (size_t i = 0; i < n; i++) {
+		size_t need;
+		if (!allow) {
+			if (strcmp(patterns[i], "*") == 0)
+				return true;
+		} else if (!strchr(patterns[i], '{') ||
+		           (user && expand(patterns[i], user, NULL, &need))) {
+			return true;
+		}
+	}
+	return false;
+}
+
+/* A db_users / db_names condition: the request's value against the
+ * patterns; without one, the catalog's question (db_any), else fail
+ * closed (a tunnel: an allow rule does not match and a deny rule does). */
+static bool db_condition_fails(const pol_rule_t *rule, char *const *patterns, size_t n,
+                               const eval_t *ev, const char *value, bool on_oom)
+{
+	if (value)
+		return !match_db(patterns, n, ev->user, value, on_oom);
+	if (ev->req->db_any)
+		return !match_db_any(patterns, n, ev->user, rule->allow);
+	return rule->allow;
+}
+
 /* First condition of rule that fails (COND_NONE when the rule matches).
  * *only_trust tells whether min_trust is the one and only failure. */
 static cond_t rule_check(const pol_rule_t *rule, const eval_t *ev, bool check_services,
@@ -234,16 +267,11 @@ static cond_t rule_check(const pol_rule_t *rule, const eval_t *ev, bool check_se
 		first = COND_MIN_TRUST;
 	if (rule->n_sources && !match_sources(rule, req->source))
 		return first ? first : COND_SOURCES;
-	/* Without a database user/name (a tunnel) the condition cannot be
-	 * checked: fail closed, so an allow rule does not match and a deny
-	 * rule does. */
-	if (rule->n_db_users && (req->db_user ? !match_db(rule->db_users, rule->n_db_users,
-	                                                  ev->user, req->db_user, on_oom)
-	                                      : rule->allow))
+	if (rule->n_db_users &&
+	    db_condition_fails(rule, rule->db_users, rule->n_db_users, ev, req->db_user, on_oom))
 		return first ? first : COND_DB_USERS;
-	if (rule->n_db_names && (req->db_name ? !match_db(rule->db_names, rule->n_db_names,
-	                                                  ev->user, req->db_name, on_oom)
-	                                      : rule->allow))
+	if (rule->n_db_names &&
+	    db_condition_fails(rule, rule->db_names, rule->n_db_names, ev, req->db_name, on_oom))
 		return first ? first : COND_DB_NAMES;
 	if (rule->when != NULL && !pol_window_contains(rule->when, ev->at_ms))
 		return first ? first : COND_WHEN;
@@ -354,7 +382,13 @@ static void why_not(const pol_rule_t *rule, const eval_t *ev, cond_t cond, char 
 		text_cidrs(&t, rule->sources, rule->n_sources);
 		break;
 	case COND_DB_USERS:
-		if (!req->db_user)
+		if (!req->db_user && req->db_any) {
+			text_add(&t,
+			         rule->allow ? "db_users: none applies to user %s: "
+			                     : "db_users: refuses only some database users: ",
+			         ev->user ? ev->user : "(none)");
+			text_list(&t, rule->db_users, rule->n_db_users);
+		} else if (!req->db_user)
 			text_add(&t, "db_users: no database user (not a postgres-mode connection)");
 		else {
 			text_add(&t, "db_users: %s not in ", req->db_user);
@@ -362,7 +396,13 @@ static void why_not(const pol_rule_t *rule, const eval_t *ev, cond_t cond, char 
 		}
 		break;
 	case COND_DB_NAMES:
-		if (!req->db_name)
+		if (!req->db_name && req->db_any) {
+			text_add(&t,
+			         rule->allow ? "db_names: none applies to user %s: "
+			                     : "db_names: refuses only some databases: ",
+			         ev->user ? ev->user : "(none)");
+			text_list(&t, rule->db_names, rule->n_db_names);
+		} else if (!req->db_name)
 			text_add(&t, "db_names: no database name (not a postgres-mode connection)");
 		else {
 			text_add(&t, "db_names: %s not in ", req->db_name);

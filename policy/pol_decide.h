@@ -22,6 +22,9 @@ typedef struct pol_request {
 	 * the user holds for this service, 0 when none. A requires_approval
 	 * rule matches only while at_ms is before it. */
 	int64_t grant_until_ms;
+	/* postgres mode without db_user and db_name: may some database user and
+	 * name be used? (the user's catalog, explain without --db-user) */
+	bool db_any;
 } pol_request_t;
 
 typedef enum {

@@ -139,6 +139,10 @@ static json_t *show_service(shower_t *sh, const pol_service_t *svc)
 			push(sh, up, show_hostport(&svc->upstream[i]));
 	put(sh, o, "upstream", up);
 	put(sh, o, "mode", json_string(svc->mode == POL_MODE_POSTGRES ? "postgres" : "tunnel"));
+	if (svc->description)
+		put(sh, o, "description", json_string(svc->description));
+	if (svc->client_port)
+		put(sh, o, "client_port", json_integer(svc->client_port));
 	put(sh, o, "require_inner_tls", json_boolean(svc->require_inner_tls));
 	put(sh, o, "connect_timeout", show_duration(svc->connect_timeout_ms));
 	put(sh, o, "audit_queries", json_boolean(svc->audit_queries));

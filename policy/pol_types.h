@@ -31,6 +31,12 @@ typedef struct pol_file {
 
 typedef enum { POL_MODE_TUNNEL = 0, POL_MODE_POSTGRES } pol_mode_t;
 
+/* The TLS server name of the user's catalog on the shared listeners
+ * (certgate services, docs/login.md): reserved, no service may take it. */
+#define POL_CATALOG_SNI "certgate-catalog"
+/* Longest services[].description, in bytes. */
+#define POL_DESCRIPTION_MAX 256
+
 /* gateway.crl_check: which certificates of a client's path are checked
  * against gateway.crl. chain: each one whose issuer has a CRL there; leaf:
  * the login certificate only (its issuer must have one); all: every one
@@ -66,6 +72,9 @@ typedef struct pol_service {
 	pol_fcall_t function_calls;  /* postgres mode; default audit */
 	bool has_upstream_tls;
 	pol_upstream_tls_t upstream_tls; /* postgres mode */
+	/* what the user's catalog shows (certgate services) */
+	char *description;    /* NULL when not given */
+	uint32_t client_port; /* the connector's local port; 0 = not given */
 } pol_service_t;
 
 typedef struct pol_gateway {

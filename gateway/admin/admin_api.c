@@ -1,8 +1,9 @@
 /* The admin endpoints (ADMIN_API.md). Each handler gets a parsed request
  * and fills one reply; every state change is audited with the caller's
  * address (`by`) and takes effect on live sessions before the reply is
- * sent: locks, trust-feed changes and kills end the sessions they touch at
- * once, through the same decision function new connections use. */
+ * sent: locks, trust-feed changes, forgotten devices and kills end the
+ * sessions they touch at once, through the same decision function new
+ * connections use. */
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -324,6 +325,70 @@ static void delete_trust(adm_request_t *req, gw_http_reply_t *reply, const char 
 	gw_http_json(reply, 200, json_pack("{s:s, s:b}", "device", device, "cleared", 1));
 }
 
+/* --- the device registry ------------------------------------------------- */
+
+/* A device as GET /v1/devices lists it: "trust" is the level an admin set
+ * (the live feed, null when none), "effective_trust" what the device's
+ * next certificate carries (the lower of that and issuer.device_trust;
+ * without an issuer block, the level an admin set, or null). */
+static json_t *device_json(adm_request_t *req, const char *id, const gw_device_t *d, int64_t now)
+{
+	const gw_trust_entry_t *feed = gw_state_trust_get(req->gw->state, id, now);
+	const pol_issuer_t *issuer = &req->gw->rt->snap->issuer;
+	pol_trust_t effective = issuer->enabled ? issuer->device_trust : POL_TRUST_NONE;
+	if (feed != NULL && (effective == POL_TRUST_NONE || feed->level < effective))
+		effective = feed->level;
+	json_t *j = json_pack("{s:s, s:s, s:s?, s:o, s:o, s:s?, s:s?}", "id", id, "user", d->user,
+	                      "platform", d->platform, "first_seen", time_json(d->first_seen_ms),
+	                      "last_seen", time_json(d->last_seen_ms), "trust",
+	                      feed != NULL ? pol_trust_name(feed->level) : NULL, "effective_trust",
+	                      effective != POL_TRUST_NONE ? pol_trust_name(effective) : NULL);
+	if (j != NULL && feed != NULL && feed->expires_ms != 0)
+		json_object_set_new(j, "trust_expires", time_json(feed->expires_ms));
+	return j;
+}
+
+static void get_devices(adm_request_t *req, gw_http_reply_t *reply)
+{
+	gw_device_view_t *views;
+	size_t n;
+	int64_t now = cg_wall_ms();
+	if (gw_state_devices_list(req->gw->state, &views, &n) < 0) {
+		gw_http_error(reply, 500, "out of memory");
+		return;
+	}
+	json_t *list = json_array();
+	for (size_t i = 0; i < n; i++)
+		json_array_append_new(list, device_json(req, views[i].id, views[i].device, now));
+	free(views);
+	gw_http_json(reply, 200, json_pack("{s:o}", "devices", list));
+}
+
+/* Forgets a device: its registry entry and the trust an admin set go, its
+ * live sessions end now, and every certificate issued for it before now
+ * is refused (core/authz.c): a lost laptop's certificate stops working.
+ * Its next login registers it anew at the default trust. */
+static void delete_device(adm_request_t *req, gw_http_reply_t *reply, const char *id)
+{
+	gw_state_t *st = req->gw->state;
+	const gw_device_t *d = gw_state_device_get(st, id);
+	if (d == NULL) {
+		gw_http_error(reply, 404, "no registered device %s", id);
+		return;
+	}
+	json_t *f = json_pack("{s:s, s:s, s:s?, s:s}", "device_id", id, "user", d->user, "platform",
+	                      d->platform, "by", req->by);
+	if (f == NULL || !gw_state_device_forget(st, id, cg_wall_ms())) {
+		json_decref(f);
+		gw_http_error(reply, 500, "out of memory");
+		return;
+	}
+	(void)gw_state_trust_clear(st, id);
+	(void)gw_audit(req->gw, "device.forgotten", f);
+	gw_reauthorize_matching(req->gw, NULL, id, "revoked: device trust");
+	gw_http_json(reply, 200, json_pack("{s:s, s:b}", "id", id, "forgotten", 1));
+}
+
 /* --- locks --------------------------------------------------------------- */
 
 static json_t *lock_json(const gw_lock_t *lock)
@@ -450,6 +515,8 @@ static const route_t routes[] = {
         {"/v1/policy", NULL, "GET", .get = get_policy},
         {"/v1/sessions", NULL, "GET", .get = get_sessions},
         {"/v1/sessions/{id}", "session id", "DELETE", .id_del = delete_session},
+        {"/v1/devices", NULL, "GET", .get = get_devices},
+        {"/v1/devices/{id}", "device id", "DELETE", .id_del = delete_device},
         {"/v1/devices/{id}/trust", "device id", "GET, PUT, DELETE", .id_get = get_trust,
          .id_put = put_trust, .id_del = delete_trust},
         {"/v1/locks", NULL, "GET, POST", .get = get_locks, .post = post_lock},

@@ -13,5 +13,6 @@ int gw_ca_main(int argc, char **argv);
 int gw_login_main(int argc, char **argv);
 int gw_status_main(int argc, char **argv);
 int gw_audit_main(int argc, char **argv);
+int gw_services_main(int argc, char **argv);
 
 #endif

@@ -1,507 +1,340 @@
 /* `certgate connect`: the client-side connector (banyanproxy's TCP mode).
  *
- * Listens locally; for every accepted connection opens a TCP connection to
- * the gateway, runs a TLS client handshake with the login certificate and
- * SNI = service, verifying the gateway's certificate against --ca and the
- * gateway host name, then relays both ways through a link (client end
- * plain, upstream end TLS). The local client is not read until the tunnel
- * is up, so nothing it sends early is lost or reordered.
+ * One local listener per service: --service NAME on --listen ADDR:PORT (or,
+ * without --listen, on 127.0.0.1 at the service's client_port from the
+ * user's catalog), or with --all one for every tunnel-mode service the
+ * catalog lists with a client_port. Every accepted connection becomes a
+ * tunnel (connect_tunnel.c).
  *
- * The connector offers ALPN "certgate/1": a gateway that selects it sends
- * one status line before any byte of the service ("OK" or "REFUSED
- * <reason>"), so a refusal is logged here with its reason whatever the
- * protocol inside (docs/architecture.md, "The connector's status line").
+ * With --all the catalog is read again every --refresh (default 60s) and
+ * at once when the login certificate is renewed, on libuv's thread pool
+ * (catalog.c is blocking): a service no longer listed loses its listener
+ * (its live tunnels end by the gateway's own revocation), a new one gets
+ * one; a port that is taken, a service without client_port and a
+ * postgres-mode service are skipped with a word, said again only when
+ * that changes. A catalog that cannot be read keeps the listeners as they
+ * are.
  *
- * Login certificates are short-lived: before each new connection the
- * cert/key files are stat()ed and the TLS context rebuilt when they changed
- * (a renewal written mid-way simply fails to load and the old context
- * stays).
+ * A one-second watch re-reads renewed certificate files (client_tls.c;
+ * tunnels also check before each connection) and warns about the login
+ * certificate's expiry: once 10 minutes before, once more at expiry if it
+ * was not renewed by then (run certgate login).
  *
- * Without --cert/--key/--ca the files of the login folder are used (what
- * `certgate login` writes, login_files.h). */
+ * Without --cert/--key/--ca the files of the login folder are used, and
+ * without --gateway the gateway certgate login --gateway remembered. */
 #include "cmd/cli.h"
 
-#include <errno.h>
 #include <getopt.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <stdint.h>
-#include <limits.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
-#include <openssl/err.h>
-#include <openssl/x509v3.h>
 
 #include "cg_addr.h"
+#include "cg_duration.h"
 #include "cg_log.h"
 #include "cg_time.h"
+#include "cmd/catalog.h"
+#include "cmd/connect.h"
 #include "cmd/login_files.h"
-#include "core/link.h"
-#include "core/runtime.h"
 #include "tls/x509_info.h"
 
-#define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
-#define CONNECT_TIMEOUT_MS              10000
-#define HANDSHAKE_TIMEOUT_MS            15000
+#define WATCH_MS          1000
+#define EXPIRY_WARNING_MS (10 * 60 * 1000)
+#define DEFAULT_REFRESH   "60s"
 
-typedef struct file_stamp {
-	dev_t dev;
-	ino_t ino;
-	off_t size;
-	struct timespec mtime;
-} file_stamp_t;
+/* What was said about a service --all does not listen for, so it is said
+ * again only when it changes. */
+typedef struct conn_note {
+	struct conn_note *next;
+	char service[CONNECT_SERVICE_MAX + 1];
+	char text[200];
+	bool seen; /* in the latest catalog */
+} conn_note_t;
 
-typedef struct connector {
-	uv_loop_t *loop;
-	uv_tcp_t listener;
-	uv_signal_t sig_term, sig_int;
-	cg_hostport_t gateway;
-	const char *service, *cert_path, *key_path, *ca_path;
-	SSL_CTX *ctx;
-	file_stamp_t cert_stamp, key_stamp;
-	struct tunnel *tunnels; /* open tunnels, for closing on a signal */
-	size_t n_conns;
-	bool stopping;
-	uint64_t next_id;
-} connector_t;
-
-typedef struct tunnel {
-	gw_link_t link;
-	connector_t *conn;
-	struct tunnel *prev, *next;
-	uint64_t id;
-	uv_connect_t connect_req;
-	uv_getaddrinfo_t resolve_req;
-	bool resolving, zombie, connected;
-	/* every address of the gateway, tried in turn (localhost may be ::1
-	 * first while the gateway listens on 127.0.0.1 only) */
-	struct addrinfo *addrs, *next_addr;
-	struct sockaddr_storage numeric;
-	bool numeric_left;
-	const char *last_error;
-	/* the gateway's status line (ALPN certgate/1) */
-	bool status_expected; /* the gateway selected certgate/1 */
-	bool status_read;
-	bool refused;
-	char status[256];
-	size_t status_len;
-	/* the local client's first bytes, to tell a PostgreSQL CancelRequest
-	 * (which never gets an answer) from a session */
-	uint8_t first[8];
-	size_t first_len;
-} tunnel_t;
-
-/* --- TLS context -------------------------------------------------------- */
-
-static void stamp(const char *path, file_stamp_t *out)
-{
-	struct stat st;
-	memset(out, 0, sizeof(*out));
-	if (stat(path, &st) == 0) {
-		out->dev = st.st_dev;
-		out->ino = st.st_ino;
-		out->size = st.st_size;
-		out->mtime = st.st_mtim;
-	}
-}
-
-static bool same_stamp(const file_stamp_t *a, const file_stamp_t *b)
-{
-	return a->dev == b->dev && a->ino == b->ino && a->size == b->size &&
-	       a->mtime.tv_sec == b->mtime.tv_sec && a->mtime.tv_nsec == b->mtime.tv_nsec;
-}
-
-static SSL_CTX *build_ctx(connector_t *c, char *err, size_t errlen)
-{
-	char detail[160];
-	SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
-	if (ctx == NULL) {
-		snprintf(err, errlen, "cannot create a TLS context");
-		return NULL;
-	}
-	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
-	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
-	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
-	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
-	static const unsigned char alpn[] = "\x0a" GW_ALPN_CERTGATE;
-	if (SSL_CTX_set_alpn_protos(ctx, alpn, sizeof(alpn) - 1) != 0) {
-		snprintf(err, errlen, "cannot offer ALPN %s", GW_ALPN_CERTGATE);
-		goto fail;
-	}
-	if (SSL_CTX_load_verify_file(ctx, c->ca_path) != 1) {
-		gw_tls_describe_error(detail, sizeof(detail), "unreadable");
-		snprintf(err, errlen, "--ca %s: %s", c->ca_path, detail);
-		goto fail;
-	}
-	if (SSL_CTX_use_certificate_chain_file(ctx, c->cert_path) != 1) {
-		gw_tls_describe_error(detail, sizeof(detail), "unreadable");
-		snprintf(err, errlen, "--cert %s: %s", c->cert_path, detail);
-		goto fail;
-	}
-	if (SSL_CTX_use_PrivateKey_file(ctx, c->key_path, SSL_FILETYPE_PEM) != 1 ||
-	    SSL_CTX_check_private_key(ctx) != 1) {
-		gw_tls_describe_error(detail, sizeof(detail), "unreadable");
-		snprintf(err, errlen, "--key %s: %s", c->key_path, detail);
-		goto fail;
-	}
-	return ctx;
-fail:
-	SSL_CTX_free(ctx);
-	return NULL;
-}
-
-static void warn_if_expired(SSL_CTX *ctx, const char *path)
-{
-	X509 *cert = SSL_CTX_get0_certificate(ctx);
-	if (cert != NULL && gw_valid_until_ms(gw_cert_not_after_ms(cert)) <= cg_wall_ms())
-		cg_log(CG_LOG_WARN,
-		       "the login certificate %s has expired: log in again to renew it", path);
-}
-
-/* Rebuilds the context when the cert or key file changed. Returns the
- * context to use (the old one if the new files do not load). */
-static SSL_CTX *current_ctx(connector_t *c)
-{
-	file_stamp_t cs, ks;
-	stamp(c->cert_path, &cs);
-	stamp(c->key_path, &ks);
-	if (c->ctx != NULL && same_stamp(&cs, &c->cert_stamp) && same_stamp(&ks, &c->key_stamp))
-		return c->ctx;
-	char err[512];
-	SSL_CTX *ctx = build_ctx(c, err, sizeof(err));
-	if (ctx == NULL) {
-		cg_log(CG_LOG_WARN, "%s%s", err,
-		       c->ctx != NULL ? " (keeping the certificate loaded before)" : "");
-		return c->ctx;
-	}
-	if (c->ctx != NULL)
-		cg_log(CG_LOG_INFO, "loaded the renewed login certificate %s", c->cert_path);
-	SSL_CTX_free(c->ctx);
-	c->ctx = ctx;
-	c->cert_stamp = cs;
-	c->key_stamp = ks;
-	warn_if_expired(ctx, c->cert_path);
-	return ctx;
-}
-
-/* --- tunnels ------------------------------------------------------------- */
-
-static void tunnel_close(tunnel_t *t, bool graceful)
-{
-	gw_link_close(&t->link, graceful);
-}
-
-static void on_freed(gw_link_t *link)
-{
-	tunnel_t *t = container_of(link, tunnel_t, link);
-	connector_t *c = t->conn;
-	c->n_conns--;
-	uv_freeaddrinfo(t->addrs);
-	t->addrs = NULL;
-	if (t->prev != NULL)
-		t->prev->next = t->next;
-	else
-		c->tunnels = t->next;
-	if (t->next != NULL)
-		t->next->prev = t->prev;
-	if (t->resolving)
-		t->zombie = true;
-	else
-		free(t);
-	if (c->stopping && c->n_conns == 0) {
-		uv_close((uv_handle_t *)&c->sig_term, NULL);
-		uv_close((uv_handle_t *)&c->sig_int, NULL);
-	}
-}
-
-/* A PostgreSQL CancelRequest: 16 bytes, code 80877102. Its connection is
- * closed without an answer by design. */
-static bool sent_cancel_request(const tunnel_t *t)
-{
-	static const uint8_t head[8] = {0, 0, 0, 16, 0x04, 0xd2, 0x16, 0x2e};
-	return t->first_len == sizeof(head) && memcmp(t->first, head, sizeof(head)) == 0;
-}
-
-static void on_relay_done(gw_link_t *link, const char *reason, const char *detail)
-{
-	tunnel_t *t = container_of(link, tunnel_t, link);
-	bool silent_close =
-	        link->end[GW_UPSTREAM].bytes_in == 0 && strcmp(reason, "upstream closed") == 0;
-	if (silent_close && !t->refused && !sent_cancel_request(t))
-		cg_log(CG_LOG_WARN,
-		       t->status_read
-		               ? "tunnel %llu: the service closed the connection without a "
-		                 "word"
-		               : "tunnel %llu: the gateway closed the tunnel before the service "
-		                 "said anything: refused? (the gateway's audit log says why)",
-		       (unsigned long long)t->id);
-	else if (detail != NULL)
-		cg_log(CG_LOG_INFO, "tunnel %llu: %s (%s)", (unsigned long long)t->id,
-		       strcmp(reason, "upstream closed") == 0 ? "gateway closed" : reason, detail);
-	tunnel_close(t, true);
-}
-
-/* The gateway's status line, then the service's bytes as they come. */
-static bool read_status(tunnel_t *t, const char *data, size_t len)
-{
-	const char *nl = memchr(data, '\n', len);
-	size_t take = nl != NULL ? (size_t)(nl - data) + 1 : len;
-	if (t->status_len + take > sizeof(t->status) - 1) {
-		cg_log(CG_LOG_WARN, "tunnel %llu: the gateway sent no status line",
-		       (unsigned long long)t->id);
-		tunnel_close(t, false);
-		return true;
-	}
-	memcpy(t->status + t->status_len, data, take);
-	t->status_len += take;
-	if (nl == NULL)
-		return true; /* the rest of the line is still to come */
-	t->status[t->status_len - 1] = '\0';
-	t->status_read = true;
-	if (strncmp(t->status, "REFUSED ", 8) == 0) {
-		t->refused = true;
-		cg_log(CG_LOG_WARN, "tunnel %llu: the gateway refused it: %s",
-		       (unsigned long long)t->id, t->status + 8);
-	} else if (strcmp(t->status, "OK") != 0) {
-		cg_log(CG_LOG_WARN, "tunnel %llu: unexpected status from the gateway",
-		       (unsigned long long)t->id);
-		tunnel_close(t, false);
-		return true;
-	}
-	/* what followed the line in this read goes on to the local client */
-	if (take < len && gw_end_write(&t->link.end[GW_CLIENT], data + take, len - take) < 0)
-		tunnel_close(t, false);
-	return true;
-}
-
-static bool on_filter(gw_link_t *link, gw_end_t *from, const char *data, size_t len)
-{
-	tunnel_t *t = container_of(link, tunnel_t, link);
-	if (from->id == GW_CLIENT) {
-		size_t take = sizeof(t->first) - t->first_len;
-		take = take < len ? take : len;
-		memcpy(t->first + t->first_len, data, take);
-		t->first_len += take;
-		return false;
-	}
-	if (!t->status_expected || t->status_read)
-		return false;
-	return read_status(t, data, len);
-}
-
-static void on_timer(gw_link_t *link)
-{
-	tunnel_t *t = container_of(link, tunnel_t, link);
-	cg_log(CG_LOG_WARN, "tunnel %llu: gateway %s:%u: %s", (unsigned long long)t->id,
-	       t->conn->gateway.host, t->conn->gateway.port,
-	       t->connected ? "TLS handshake timed out" : "connect timed out");
-	tunnel_close(t, false);
-}
-
-static void handshake_step(tunnel_t *t)
-{
-	gw_end_t *gw_end = &t->link.end[GW_UPSTREAM];
-	gw_tls_status_t st = gw_tls_handshake(&gw_end->tls);
-	int rc = gw_end_flush_tls(gw_end);
-	if (st == GW_TLS_FAILED) {
-		long verify = SSL_get_verify_result(gw_end->tls.ssl);
-		cg_log(CG_LOG_WARN, "tunnel %llu: TLS with the gateway failed: %s",
-		       (unsigned long long)t->id,
-		       verify != X509_V_OK ? X509_verify_cert_error_string(verify)
-		                           : gw_end->tls.error);
-		tunnel_close(t, false);
-		return;
-	}
-	if (rc < 0) {
-		tunnel_close(t, false);
-		return;
-	}
-	if (st == GW_TLS_DONE) {
-		uv_timer_stop(&t->link.timer);
-		t->status_expected = strcmp(gw_end->tls.alpn, GW_ALPN_CERTGATE) == 0;
-		gw_link_relay(&t->link);
-	}
-}
-
-static void on_setup_input(gw_link_t *link, gw_end_t *end, const char *data, ssize_t nread)
-{
-	tunnel_t *t = container_of(link, tunnel_t, link);
-	if (nread < 0) {
-		cg_log(CG_LOG_WARN,
-		       "tunnel %llu: the gateway closed the connection during the "
-		       "handshake",
-		       (unsigned long long)t->id);
-		tunnel_close(t, false);
-		return;
-	}
-	if (end->id != GW_UPSTREAM || gw_tls_feed(&end->tls, data, (size_t)nread) < 0) {
-		tunnel_close(t, false);
-		return;
-	}
-	handshake_step(t);
-}
-
-static void try_next_address(tunnel_t *t);
-
-static void on_connect(uv_connect_t *req, int status)
-{
-	tunnel_t *t = container_of(req, tunnel_t, connect_req);
-	if (t->link.closing)
-		return;
-	connector_t *c = t->conn;
-	if (status < 0) {
-		t->last_error = uv_strerror(status);
-		gw_end_close(&t->link.end[GW_UPSTREAM]); /* on_end_closed tries the next */
-		return;
-	}
-	t->connected = true;
-	gw_end_t *g = &t->link.end[GW_UPSTREAM];
-	g->connected = true;
-	uv_tcp_nodelay(&g->tcp, 1);
-	uv_tcp_keepalive(&g->tcp, 1, 60);
-	SSL_CTX *ctx = current_ctx(c);
-	if (ctx == NULL || gw_tls_init(&g->tls, ctx, false) < 0) {
-		tunnel_close(t, false);
-		return;
-	}
-	g->tls_on = true;
-	SSL *ssl = g->tls.ssl;
-	SSL_set_tlsext_host_name(ssl, c->service);
-	/* verify the gateway's certificate names the host we dialled */
-	struct sockaddr_storage ss;
-	if (cg_hostport_to_sockaddr(&c->gateway, &ss))
-		X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), c->gateway.host);
-	else
-		SSL_set1_host(ssl, c->gateway.host);
-	gw_link_arm(&t->link, HANDSHAKE_TIMEOUT_MS);
-	if (gw_end_read_start(g) < 0) {
-		tunnel_close(t, false);
-		return;
-	}
-	handshake_step(t);
-}
-
-static void connect_to(tunnel_t *t, const struct sockaddr *addr)
-{
-	gw_end_t *g = &t->link.end[GW_UPSTREAM];
-	int rc = gw_end_open(&t->link, GW_UPSTREAM);
-	if (rc < 0) {
-		t->last_error = uv_strerror(rc);
-		try_next_address(t);
-		return;
-	}
-	rc = uv_tcp_connect(&t->connect_req, &g->tcp, addr, on_connect);
-	if (rc < 0) {
-		t->last_error = uv_strerror(rc);
-		gw_end_close(g); /* on_end_closed tries the next */
-	}
-}
-
-static void try_next_address(tunnel_t *t)
-{
-	connector_t *c = t->conn;
-	if (t->numeric_left) {
-		t->numeric_left = false;
-		connect_to(t, (struct sockaddr *)&t->numeric);
-		return;
-	}
-	if (t->next_addr != NULL) {
-		struct addrinfo *ai = t->next_addr;
-		t->next_addr = ai->ai_next;
-		connect_to(t, ai->ai_addr);
-		return;
-	}
-	cg_log(CG_LOG_WARN, "tunnel %llu: cannot connect to the gateway %s:%u: %s",
-	       (unsigned long long)t->id, c->gateway.host, c->gateway.port,
-	       t->last_error != NULL ? t->last_error : "no address");
-	tunnel_close(t, false);
-}
-
-static void on_end_closed(gw_link_t *link, gw_end_t *end)
-{
-	tunnel_t *t = container_of(link, tunnel_t, link);
-	if (end->id == GW_UPSTREAM && !t->connected && !link->closing)
-		try_next_address(t);
-}
-
-static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
-{
-	tunnel_t *t = container_of(req, tunnel_t, resolve_req);
-	t->resolving = false;
-	if (t->zombie) {
-		uv_freeaddrinfo(res);
-		free(t);
-		return;
-	}
-	if (t->link.closing) {
-		uv_freeaddrinfo(res);
-		return;
-	}
-	if (status < 0 || res == NULL) {
-		cg_log(CG_LOG_WARN, "tunnel %llu: cannot resolve %s: %s", (unsigned long long)t->id,
-		       t->conn->gateway.host, status < 0 ? uv_strerror(status) : "no address");
-		uv_freeaddrinfo(res);
-		tunnel_close(t, false);
-		return;
-	}
-	t->addrs = t->next_addr = res;
-	try_next_address(t);
-}
-
-static const gw_link_ops_t tunnel_ops = {
-        .setup_input = on_setup_input,
-        .filter = on_filter,
-        .relay_done = on_relay_done,
-        .timer = on_timer,
-        .end_closed = on_end_closed,
-        .freed = on_freed,
-};
+/* --- listeners ---------------------------------------------------------------- */
 
 static void on_connection(uv_stream_t *server, int status)
 {
-	connector_t *c = server->data;
+	conn_listener_t *l = server->data;
 	if (status < 0)
 		return;
-	tunnel_t *t = calloc(1, sizeof(*t));
-	if (t == NULL)
-		return;
-	t->conn = c;
-	t->id = ++c->next_id;
-	gw_link_init(&t->link, c->loop, &tunnel_ops);
-	c->n_conns++;
-	t->next = c->tunnels;
-	if (c->tunnels != NULL)
-		c->tunnels->prev = t;
-	c->tunnels = t;
-	gw_end_t *local = &t->link.end[GW_CLIENT];
-	int rc = gw_end_open(&t->link, GW_CLIENT);
+	connect_tunnel_accept(l);
+}
+
+static void free_listener(uv_handle_t *handle)
+{
+	free(handle->data);
+}
+
+/* A listener for service on ss. 0, or a UV_E* code (nothing left open). */
+static int listener_open(connector_t *c, const char *service, const struct sockaddr *ss,
+                         uint16_t client_port)
+{
+	conn_listener_t *l = calloc(1, sizeof(*l));
+	if (l == NULL)
+		return UV_ENOMEM;
+	l->conn = c;
+	l->client_port = client_port;
+	snprintf(l->service, sizeof(l->service), "%s", service);
+	cg_sockaddr_format(ss, l->address, sizeof(l->address));
+	uv_tcp_init(c->loop, &l->tcp);
+	l->tcp.data = l;
+	int rc = uv_tcp_bind(&l->tcp, ss, 0);
 	if (rc == 0)
-		rc = uv_accept(server, (uv_stream_t *)&local->tcp);
-	if (rc < 0 || c->stopping) {
-		tunnel_close(t, false);
-		return;
-	}
-	local->connected = true;
-	uv_tcp_nodelay(&local->tcp, 1);
-	gw_link_arm(&t->link, CONNECT_TIMEOUT_MS);
-	if (cg_hostport_to_sockaddr(&c->gateway, &t->numeric)) {
-		t->numeric_left = true;
-		try_next_address(t);
-		return;
-	}
-	char port[8];
-	snprintf(port, sizeof(port), "%u", c->gateway.port);
-	struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
-	rc = uv_getaddrinfo(c->loop, &t->resolve_req, on_resolved, c->gateway.host, port, &hints);
+		rc = uv_listen((uv_stream_t *)&l->tcp, 128, on_connection);
 	if (rc < 0) {
-		cg_log(CG_LOG_WARN, "cannot resolve %s: %s", c->gateway.host, uv_strerror(rc));
-		tunnel_close(t, false);
+		uv_close((uv_handle_t *)&l->tcp, free_listener);
+		return rc;
+	}
+	l->next = c->listeners;
+	c->listeners = l;
+	return 0;
+}
+
+static void listener_close(connector_t *c, conn_listener_t *l)
+{
+	for (conn_listener_t **at = &c->listeners; *at != NULL; at = &(*at)->next) {
+		if (*at == l) {
+			*at = l->next;
+			break;
+		}
+	}
+	uv_close((uv_handle_t *)&l->tcp, free_listener);
+}
+
+static conn_listener_t *listener_of(connector_t *c, const char *service)
+{
+	for (conn_listener_t *l = c->listeners; l != NULL; l = l->next)
+		if (strcmp(l->service, service) == 0)
+			return l;
+	return NULL;
+}
+
+/* --- --all: the catalog, applied -------------------------------------------------- */
+
+static void note(connector_t *c, const char *service, const char *fmt, ...)
+        __attribute__((format(printf, 3, 4)));
+static void note(connector_t *c, const char *service, const char *fmt, ...)
+{
+	char text[200];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(text, sizeof(text), fmt, ap);
+	va_end(ap);
+	conn_note_t *n = c->notes;
+	while (n != NULL && strcmp(n->service, service) != 0)
+		n = n->next;
+	if (n == NULL && (n = calloc(1, sizeof(*n))) != NULL) {
+		snprintf(n->service, sizeof(n->service), "%s", service);
+		n->next = c->notes;
+		c->notes = n;
+	}
+	if (n == NULL || strcmp(n->text, text) != 0)
+		cg_log(CG_LOG_INFO, "%s: %s", service, text);
+	if (n != NULL) {
+		snprintf(n->text, sizeof(n->text), "%s", text);
+		n->seen = true;
+	}
+}
+
+static void notes_free(connector_t *c)
+{
+	while (c->notes != NULL) {
+		conn_note_t *next = c->notes->next;
+		free(c->notes);
+		c->notes = next;
+	}
+}
+
+/* A note is forgotten when its service leaves the catalog: coming back,
+ * it is said again. */
+static void notes_prune(connector_t *c)
+{
+	for (conn_note_t **at = &c->notes; *at != NULL;) {
+		conn_note_t *n = *at;
+		if (n->seen) {
+			n->seen = false;
+			at = &n->next;
+		} else {
+			*at = n->next;
+			free(n);
+		}
+	}
+}
+
+static void listen_for(connector_t *c, const catalog_entry_t *e)
+{
+	conn_listener_t *l = listener_of(c, e->name);
+	if (l != NULL && l->client_port == e->client_port)
+		return; /* listening already */
+	if (l != NULL)
+		listener_close(c, l); /* its client_port moved */
+	if (e->mode == CATALOG_POSTGRES) {
+		bool v6 = strchr(c->tls.gateway.host, ':') != NULL;
+		note(c, e->name, "postgres mode: psql connects to the gateway, %s%s%s:%u",
+		     v6 ? "[" : "", c->tls.gateway.host, v6 ? "]" : "",
+		     e->port != 0 ? e->port : c->tls.gateway.port);
 		return;
 	}
-	t->resolving = true;
+	if (e->client_port == 0) {
+		note(c, e->name,
+		     "no client_port: skipped (certgate connect --service %s --listen "
+		     "ADDR:PORT)",
+		     e->name);
+		return;
+	}
+	struct sockaddr_storage ss;
+	cg_hostport_t local = {.port = e->client_port};
+	snprintf(local.host, sizeof(local.host), "127.0.0.1");
+	int rc = cg_hostport_to_sockaddr(&local, &ss)
+	                 ? listener_open(c, e->name, (struct sockaddr *)&ss, e->client_port)
+	                 : UV_EINVAL;
+	if (rc == UV_EADDRINUSE)
+		note(c, e->name, "127.0.0.1:%u is taken: skipped", e->client_port);
+	else if (rc < 0)
+		note(c, e->name, "cannot listen on 127.0.0.1:%u: %s: skipped", e->client_port,
+		     uv_strerror(rc));
+	else
+		note(c, e->name, "listening on 127.0.0.1:%u", e->client_port);
+}
+
+static void apply_catalog(connector_t *c, const catalog_t *cat)
+{
+	if (cat->refused != NULL)
+		cg_log(CG_LOG_WARN, "the gateway refuses the login certificate: %s", cat->refused);
+	/* gone from the catalog: stop listening (live tunnels are the gateway's
+	 * to end) */
+	for (conn_listener_t *l = c->listeners, *next; l != NULL; l = next) {
+		next = l->next;
+		const catalog_entry_t *e = catalog_find(cat, l->service);
+		if (e == NULL || e->mode != CATALOG_TUNNEL) {
+			cg_log(CG_LOG_INFO,
+			       "%s: no longer in your catalog: stopped listening on %s", l->service,
+			       l->address);
+			listener_close(c, l);
+		}
+	}
+	for (size_t i = 0; i < cat->n; i++)
+		listen_for(c, &cat->entries[i]);
+	notes_prune(c);
+	if (c->listeners == NULL && cat->refused == NULL)
+		cg_log(CG_LOG_INFO, "no service to listen for now (certgate services lists yours)");
+}
+
+typedef struct refresh {
+	uv_work_t work;
+	connector_t *conn;
+	SSL_CTX *ctx; /* a reference of its own: a renewal may replace the connector's */
+	cg_hostport_t gateway;
+	catalog_t cat;
+	int rc;
+	char err[512];
+} refresh_t;
+
+static void refresh_work(uv_work_t *req)
+{
+	refresh_t *r = req->data;
+	r->rc = catalog_fetch(r->ctx, &r->gateway, CATALOG_TIMEOUT_MS, &r->cat, r->err,
+	                      sizeof(r->err));
+}
+
+static void refresh_done(uv_work_t *req, int status)
+{
+	refresh_t *r = req->data;
+	connector_t *c = r->conn;
+	c->refreshing = false;
+	if (!c->stopping && status == 0) {
+		if (r->rc < 0) {
+			if (!c->refresh_failed)
+				cg_log(CG_LOG_WARN,
+				       "cannot read the catalog: %s (the listeners stay)", r->err);
+			c->refresh_failed = true;
+		} else {
+			if (c->refresh_failed)
+				cg_log(CG_LOG_INFO, "read the catalog again");
+			c->refresh_failed = false;
+			apply_catalog(c, &r->cat);
+		}
+	}
+	if (r->rc == 0)
+		catalog_finish(&r->cat);
+	SSL_CTX_free(r->ctx);
+	free(r);
+	connect_tunnel_gone(c); /* a stop may have waited for this */
+}
+
+static void refresh_start(connector_t *c)
+{
+	if (c->refreshing || c->stopping || c->tls.ctx == NULL)
+		return;
+	refresh_t *r = calloc(1, sizeof(*r));
+	if (r == NULL)
+		return;
+	r->conn = c;
+	r->gateway = c->tls.gateway;
+	r->ctx = c->tls.ctx;
+	SSL_CTX_up_ref(r->ctx);
+	r->work.data = r;
+	c->last_refresh = uv_now(c->loop);
+	if (uv_queue_work(c->loop, &r->work, refresh_work, refresh_done) != 0) {
+		SSL_CTX_free(r->ctx);
+		free(r);
+		return;
+	}
+	c->refreshing = true;
+}
+
+/* --- the watch: renewed files, expiry, refreshes ----------------------------------- */
+
+static void warn_expiry(connector_t *c)
+{
+	int64_t not_after = c->tls.not_after_ms, now = cg_wall_ms();
+	if (not_after == 0)
+		return;
+	if (not_after != c->warned_for) { /* another certificate: warn about it afresh */
+		c->warned_for = not_after;
+		c->warned_soon = c->warned_expired = false;
+	}
+	int64_t until = gw_valid_until_ms(not_after);
+	char when[CG_RFC3339_LEN];
+	cg_rfc3339_ms(not_after, when);
+	if (now >= until && !c->warned_expired) {
+		c->warned_expired = c->warned_soon = true;
+		cg_log(CG_LOG_WARN,
+		       "the login certificate %s has expired (%s): run certgate login; the "
+		       "gateway refuses new tunnels until then",
+		       c->tls.cert_path, when);
+	} else if (now < until && until - now <= EXPIRY_WARNING_MS && !c->warned_soon) {
+		char left[32];
+		login_human_duration(until - now, left, sizeof(left));
+		c->warned_soon = true;
+		cg_log(CG_LOG_WARN,
+		       "the login certificate %s expires in %s (%s): run certgate login (the "
+		       "renewed files are picked up without a restart)",
+		       c->tls.cert_path, left, when);
+	}
+}
+
+static void on_watch(uv_timer_t *timer)
+{
+	connector_t *c = timer->data;
+	bool renewed = client_tls_refresh(&c->tls);
+	warn_expiry(c);
+	if (c->all && (renewed || uv_now(c->loop) - c->last_refresh >= c->refresh_ms))
+		refresh_start(c);
+}
+
+/* --- stopping ------------------------------------------------------------------ */
+
+void connect_tunnel_gone(connector_t *c)
+{
+	if (!c->stopping || c->n_conns > 0 || c->refreshing ||
+	    uv_is_closing((uv_handle_t *)&c->sig_term))
+		return;
+	uv_close((uv_handle_t *)&c->sig_term, NULL);
+	uv_close((uv_handle_t *)&c->sig_int, NULL);
 }
 
 static void on_signal(uv_signal_t *handle, int signum)
@@ -511,69 +344,43 @@ static void on_signal(uv_signal_t *handle, int signum)
 		return;
 	c->stopping = true;
 	cg_log(CG_LOG_INFO, "%s: stopping", strsignal(signum));
-	uv_close((uv_handle_t *)&c->listener, NULL);
-	if (c->n_conns == 0) {
-		uv_close((uv_handle_t *)&c->sig_term, NULL);
-		uv_close((uv_handle_t *)&c->sig_int, NULL);
-		return;
-	}
-	for (tunnel_t *t = c->tunnels; t != NULL; t = t->next)
-		tunnel_close(t, true); /* the last one closes the signals */
+	while (c->listeners != NULL)
+		listener_close(c, c->listeners);
+	uv_close((uv_handle_t *)&c->watch, NULL);
+	connect_tunnels_close(c); /* the last one out closes the signals */
+	connect_tunnel_gone(c);
 }
+
+/* --- the command ------------------------------------------------------------------ */
 
 static void usage(FILE *out)
 {
 	fprintf(out,
-	        "usage: certgate connect --gateway HOST:PORT --service NAME --listen ADDR:PORT\n"
+	        "usage: certgate connect [--gateway HOST:PORT] --service NAME [--listen "
+	        "ADDR:PORT]\n"
 	        "                        [--cert FILE --key FILE] [--ca FILE] [--dir DIR]\n"
+	        "       certgate connect --all [--gateway HOST:PORT] [--refresh DUR] ...\n"
 	        "Listens on ADDR:PORT; every connection is tunnelled to the gateway over mutual\n"
 	        "TLS with the login certificate (SNI = NAME), the gateway's certificate verified\n"
-	        "against --ca and HOST. Renewed --cert/--key files are picked up without a "
-	        "restart.\n"
-	        "Without --cert/--key and --ca: the login folder's login-cert.pem, login-key.pem\n"
-	        "and ca.pem (certgate login writes them; --dir DIR, default\n"
-	        "$XDG_CONFIG_HOME/certgate, else ~/.config/certgate).\n");
+	        "against --ca and HOST. Without --listen: 127.0.0.1 at the service's client_port\n"
+	        "in your catalog (certgate services). --all: one listener on 127.0.0.1 for every\n"
+	        "tunnel-mode service of your catalog with a client_port, the catalog read again\n"
+	        "every --refresh (default " DEFAULT_REFRESH ") and when the certificate is "
+	        "renewed.\n"
+	        "Renewed --cert/--key files are picked up without a restart; a warning comes\n"
+	        "10 minutes before the login certificate expires.\n"
+	        "Without --gateway: the one certgate login --gateway remembered. Without\n"
+	        "--cert/--key and --ca: the login folder's login-cert.pem, login-key.pem and\n"
+	        "ca.pem (--dir DIR, default $XDG_CONFIG_HOME/certgate, else "
+	        "~/.config/certgate).\n");
 }
 
-/* --cert/--key/--ca not given: the login folder's. 0, or an exit code. */
-static int login_defaults(connector_t *c, const char *dir_opt)
-{
-	static char dir[PATH_MAX], cert[PATH_MAX], key[PATH_MAX], ca[PATH_MAX];
-	if (c->cert_path != NULL && c->ca_path != NULL)
-		return 0;
-	if (!login_dir_default(dir_opt, dir, sizeof(dir)) ||
-	    !login_dir_file(dir, LOGIN_CERT_FILE, cert, sizeof(cert)) ||
-	    !login_dir_file(dir, LOGIN_KEY_FILE, key, sizeof(key)) ||
-	    !login_dir_file(dir, LOGIN_CA_FILE, ca, sizeof(ca))) {
-		fprintf(stderr, "certgate connect: no login folder (HOME unset?): give --dir or "
-		                "--cert, --key and --ca\n");
-		return 1;
-	}
-	if (c->cert_path == NULL) {
-		if (access(cert, F_OK) < 0 || access(key, F_OK) < 0) {
-			fprintf(stderr,
-			        "certgate connect: no login certificate in %s: run certgate "
-			        "login\n",
-			        dir);
-			return 1;
-		}
-		c->cert_path = cert;
-		c->key_path = key;
-	}
-	if (c->ca_path == NULL) {
-		if (access(ca, F_OK) < 0) {
-			fprintf(stderr,
-			        "certgate connect: no %s in %s: run certgate login, or give "
-			        "--ca\n",
-			        LOGIN_CA_FILE, dir);
-			return 1;
-		}
-		c->ca_path = ca;
-	}
-	return 0;
-}
+typedef struct connect_opts {
+	const char *gateway, *service, *listen, *dir, *refresh;
+	bool all;
+} connect_opts_t;
 
-int gw_connect_main(int argc, char **argv)
+static int parse_options(int argc, char **argv, connector_t *c, connect_opts_t *o)
 {
 	static const struct option options[] = {
 	        {"gateway", required_argument, NULL, 'g'},
@@ -583,36 +390,41 @@ int gw_connect_main(int argc, char **argv)
 	        {"key", required_argument, NULL, 'k'},
 	        {"ca", required_argument, NULL, 'a'},
 	        {"dir", required_argument, NULL, 'd'},
+	        {"all", no_argument, NULL, 'A'},
+	        {"refresh", required_argument, NULL, 'r'},
 	        {"help", no_argument, NULL, 'h'},
 	        {NULL, 0, NULL, 0},
 	};
-	connector_t c;
-	memset(&c, 0, sizeof(c));
-	const char *gateway = NULL, *listen = NULL, *dir = NULL;
 	int opt;
 	optind = 1;
 	while ((opt = getopt_long(argc, argv, "", options, NULL)) != -1) {
 		switch (opt) {
 		case 'g':
-			gateway = optarg;
+			o->gateway = optarg;
 			break;
 		case 's':
-			c.service = optarg;
+			o->service = optarg;
 			break;
 		case 'l':
-			listen = optarg;
+			o->listen = optarg;
 			break;
 		case 'c':
-			c.cert_path = optarg;
+			c->tls.cert_path = optarg;
 			break;
 		case 'k':
-			c.key_path = optarg;
+			c->tls.key_path = optarg;
 			break;
 		case 'a':
-			c.ca_path = optarg;
+			c->tls.ca_path = optarg;
 			break;
 		case 'd':
-			dir = optarg;
+			o->dir = optarg;
+			break;
+		case 'A':
+			o->all = true;
+			break;
+		case 'r':
+			o->refresh = optarg;
 			break;
 		case 'h':
 			usage(stdout);
@@ -622,69 +434,163 @@ int gw_connect_main(int argc, char **argv)
 			return 2;
 		}
 	}
-	const char *missing = gateway == NULL                                 ? "--gateway"
-	                      : c.service == NULL                             ? "--service"
-	                      : listen == NULL                                ? "--listen"
-	                      : (c.cert_path == NULL) != (c.key_path == NULL) ? "--cert with --key"
-	                                                                      : NULL;
-	if (missing != NULL || optind != argc) {
-		if (missing != NULL)
-			fprintf(stderr, "certgate connect: %s is required\n", missing);
-		else
-			fprintf(stderr, "certgate connect: unexpected argument \"%s\"\n",
-			        argv[optind]);
-		usage(stderr);
-		return 2;
+	const char *wrong = optind != argc                                        ? "surplus"
+	                    : o->all && (o->service != NULL || o->listen != NULL) ? "--all alone"
+	                    : !o->all && o->service == NULL                       ? "--service"
+	                    : !o->all && o->refresh != NULL                       ? "--refresh"
+	                    : (c->tls.cert_path == NULL) != (c->tls.key_path == NULL)
+	                            ? "--cert with --key"
+	                            : NULL;
+	if (wrong == NULL)
+		return -1;
+	if (optind != argc)
+		fprintf(stderr, "certgate connect: unexpected argument \"%s\"\n", argv[optind]);
+	else if (strcmp(wrong, "--all alone") == 0)
+		fprintf(stderr, "certgate connect: --all takes no --service or --listen\n");
+	else if (strcmp(wrong, "--refresh") == 0)
+		fprintf(stderr, "certgate connect: --refresh goes with --all\n");
+	else
+		fprintf(stderr, "certgate connect: %s is required\n", wrong);
+	usage(stderr);
+	return 2;
+}
+
+/* The catalog, read now (before the loop runs). 0, or an exit code. */
+static int read_catalog(connector_t *c, catalog_t *cat)
+{
+	char err[512];
+	if (catalog_fetch(c->tls.ctx, &c->tls.gateway, CATALOG_TIMEOUT_MS, cat, err, sizeof(err)) <
+	    0) {
+		fprintf(stderr, "certgate connect: cannot read your catalog: %s\n", err);
+		return 1;
 	}
-	int rc = login_defaults(&c, dir);
+	if (cat->refused != NULL) {
+		fprintf(stderr, "certgate connect: the gateway refuses the login certificate: %s\n",
+		        cat->refused);
+		catalog_finish(cat);
+		return 1;
+	}
+	return 0;
+}
+
+/* --service NAME without --listen: 127.0.0.1 at its client_port. */
+static int listen_of_catalog(connector_t *c, const char *service, char *out, size_t len)
+{
+	catalog_t cat;
+	int rc = read_catalog(c, &cat);
 	if (rc != 0)
 		return rc;
-	cg_log(CG_LOG_INFO, "login certificate %s, key %s, CA %s", c.cert_path, c.key_path,
-	       c.ca_path);
+	const catalog_entry_t *e = catalog_find(&cat, service);
+	rc = 1;
+	if (e == NULL)
+		fprintf(stderr,
+		        "certgate connect: %s is not in your catalog (the policy does not admit "
+		        "this certificate to it now, or there is no such service)\n",
+		        service);
+	else if (e->mode == CATALOG_POSTGRES)
+		fprintf(stderr,
+		        "certgate connect: %s is a postgres-mode service: psql connects to the "
+		        "gateway itself (certgate services shows where)\n",
+		        service);
+	else if (e->client_port == 0)
+		fprintf(stderr,
+		        "certgate connect: %s has no client_port: give --listen ADDR:PORT\n",
+		        service);
+	else
+		rc = snprintf(out, len, "127.0.0.1:%u", e->client_port) > 0 ? 0 : 1;
+	catalog_finish(&cat);
+	return rc;
+}
+
+static int open_one(connector_t *c, const char *service, const char *listen)
+{
 	cg_hostport_t local;
 	struct sockaddr_storage ss;
-	if (!cg_hostport_parse(gateway, &c.gateway)) {
-		fprintf(stderr, "certgate connect: --gateway %s: expected HOST:PORT\n", gateway);
-		return 2;
-	}
 	if (!cg_hostport_parse(listen, &local) || !cg_hostport_to_sockaddr(&local, &ss)) {
 		fprintf(stderr, "certgate connect: --listen %s: expected IP:PORT\n", listen);
 		return 2;
 	}
-	signal(SIGPIPE, SIG_IGN);
-	c.loop = uv_default_loop();
-	char err[512];
-	c.ctx = build_ctx(&c, err, sizeof(err));
-	if (c.ctx == NULL) {
-		fprintf(stderr, "certgate connect: %s\n", err);
-		return 1;
-	}
-	stamp(c.cert_path, &c.cert_stamp);
-	stamp(c.key_path, &c.key_stamp);
-	warn_if_expired(c.ctx, c.cert_path);
-
-	uv_tcp_init(c.loop, &c.listener);
-	c.listener.data = &c;
-	rc = uv_tcp_bind(&c.listener, (struct sockaddr *)&ss, 0);
-	if (rc == 0)
-		rc = uv_listen((uv_stream_t *)&c.listener, 128, on_connection);
+	int rc = listener_open(c, service, (struct sockaddr *)&ss, 0);
 	if (rc < 0) {
 		fprintf(stderr, "certgate connect: cannot listen on %s: %s\n", listen,
 		        uv_strerror(rc));
-		uv_close((uv_handle_t *)&c.listener, NULL);
-		uv_run(c.loop, UV_RUN_DEFAULT);
-		SSL_CTX_free(c.ctx);
 		return 1;
 	}
+	cg_log(CG_LOG_INFO, "listening on %s, tunnelling to %s:%u (service %s)", listen,
+	       c->tls.gateway.host, c->tls.gateway.port, service);
+	return 0;
+}
+
+static int start(connector_t *c, const connect_opts_t *o)
+{
+	char listen[64];
+	int rc = client_tls_settle(&c->tls, "certgate connect", o->dir, o->gateway, true);
+	if (rc != 0)
+		return rc;
+	uint64_t refresh_ms = 0;
+	if (!cg_duration_parse(o->refresh != NULL ? o->refresh : DEFAULT_REFRESH, &refresh_ms) ||
+	    refresh_ms < 1000) {
+		fprintf(stderr,
+		        "certgate connect: --refresh %s: expected a duration of 1s or more\n",
+		        o->refresh);
+		return 2;
+	}
+	c->all = o->all;
+	c->refresh_ms = refresh_ms;
+	cg_log(CG_LOG_INFO, "login certificate %s, key %s, CA %s", c->tls.cert_path,
+	       c->tls.key_path, c->tls.ca_path);
+	char err[512];
+	if (client_tls_load(&c->tls, err, sizeof(err)) < 0) {
+		fprintf(stderr, "certgate connect: %s\n", err);
+		return 1;
+	}
+	signal(SIGPIPE, SIG_IGN);
+	if (o->all) {
+		catalog_t cat;
+		if ((rc = read_catalog(c, &cat)) != 0)
+			return rc;
+		c->last_refresh = uv_now(c->loop);
+		apply_catalog(c, &cat);
+		catalog_finish(&cat);
+		cg_log(CG_LOG_INFO, "tunnelling to %s:%u, the catalog read every %llus",
+		       c->tls.gateway.host, c->tls.gateway.port,
+		       (unsigned long long)(refresh_ms / 1000));
+		return 0;
+	}
+	if (o->listen == NULL &&
+	    (rc = listen_of_catalog(c, o->service, listen, sizeof(listen))) != 0)
+		return rc;
+	return open_one(c, o->service, o->listen != NULL ? o->listen : listen);
+}
+
+int gw_connect_main(int argc, char **argv)
+{
+	connector_t c;
+	connect_opts_t o = {0};
+	memset(&c, 0, sizeof(c));
+	int rc = parse_options(argc, argv, &c, &o);
+	if (rc >= 0)
+		return rc;
+	c.loop = uv_default_loop();
+	if ((rc = start(&c, &o)) != 0) {
+		while (c.listeners != NULL)
+			listener_close(&c, c.listeners);
+		uv_run(c.loop, UV_RUN_DEFAULT);
+		notes_free(&c);
+		client_tls_finish(&c.tls);
+		return rc;
+	}
+	uv_timer_init(c.loop, &c.watch);
+	c.watch.data = &c;
+	uv_timer_start(&c.watch, on_watch, 0, WATCH_MS);
 	uv_signal_init(c.loop, &c.sig_term);
 	uv_signal_init(c.loop, &c.sig_int);
 	c.sig_term.data = c.sig_int.data = &c;
 	uv_signal_start(&c.sig_term, on_signal, SIGTERM);
 	uv_signal_start(&c.sig_int, on_signal, SIGINT);
-	cg_log(CG_LOG_INFO, "listening on %s, tunnelling to %s (service %s)", listen, gateway,
-	       c.service);
 	uv_run(c.loop, UV_RUN_DEFAULT);
 	uv_loop_close(c.loop);
-	SSL_CTX_free(c.ctx);
+	notes_free(&c);
+	client_tls_finish(&c.tls);
 	return 0;
 }

@@ -2,7 +2,10 @@
  * The certificate goes through the same verification (gw_cert_reverify)
  * and the request through the same pol_decide as a live connection; the
  * trace shows each rule considered. Live state (locks, trust feed) is the
- * running gateway's and is not consulted. --at decides as of another time
+ * running gateway's and is not consulted. A postgres-mode service asked
+ * about without --db-user and --db-name gets the catalog's question (may
+ * some database user and name be used?), so explain and `certgate
+ * services` never disagree. --at decides as of another time
  * than now: every time-dependent check (certificate and CRL validity, the
  * clock-skew rule, the rules' time windows) is judged at that instant, and
  * each window says why it holds or not then. Access grants (just-in-time
@@ -115,9 +118,13 @@ static void print_text(json_t *out)
 	printf("  verification: %s%s%s%s%s\n", refused != NULL ? "refused: " : "ok",
 	       refused != NULL ? refused : "", detail != NULL ? " (" : "",
 	       detail != NULL ? detail : "", detail != NULL ? ")" : "");
-	const char *at = json_string_value(json_object_get(json_object_get(out, "request"), "at"));
+	json_t *request = json_object_get(out, "request");
+	const char *at = json_string_value(json_object_get(request, "at"));
 	if (at != NULL)
 		printf("  as of: %s\n", at);
+	if (json_is_true(json_object_get(request, "db_any")))
+		printf("  as: any database user and name (postgres mode; --db-user and "
+		       "--db-name ask about one)\n");
 	json_t *claims = json_object_get(out, "claims");
 	printf("claims:\n  user: %s\n  groups:", or_none(json_object_get(claims, "user")));
 	size_t i;
@@ -334,6 +341,7 @@ int gw_explain_main(int argc, char **argv)
 	        .db_name = db_name,
 	        .at_ms = decide_ms,
 	        .grant_until_ms = grant_ms,
+	        .db_any = svc->mode == POL_MODE_POSTGRES && db_user == NULL && db_name == NULL,
 	};
 	pol_decision_t d;
 	pol_decide(rt->snap, &req, &d, on_rule, &trace);
@@ -349,13 +357,13 @@ int gw_explain_main(int argc, char **argv)
 	for (size_t i = 0; i < d.n_would_deny; i++)
 		json_array_append_new(would_deny, json_string(d.would_deny[i]));
 	json_t *out = json_pack(
-	        "{s:{s:s, s:s, s:s, s:s?, s:s?}, s:o, s:{s:s, s:s?, s:s?, s:s?, s:s?}, s:o, "
+	        "{s:{s:s, s:s, s:s, s:s?, s:s?}, s:o, s:{s:s, s:s?, s:s?, s:s?, s:s?, s:b}, s:o, "
 	        "s:{s:b, s:s, s:s, s:s, s:o, s:o}, s:b}",
 	        "certificate", "subject", subject, "serial", serial, "not_after", not_after,
 	        "refused", refused, "detail", refusal.detail, "claims", claims_json(&claims),
 	        "request", "service", svc->name, "source", source, "db_user", db_user, "db_name",
-	        db_name, "at", at_s > 0 ? at : NULL, "rules", trace.rules, "decision", "allow",
-	        d.allow, "rule", d.rule, "reason", d.reason, "device_trust",
+	        db_name, "at", at_s > 0 ? at : NULL, "db_any", req.db_any, "rules", trace.rules,
+	        "decision", "allow", d.allow, "rule", d.rule, "reason", d.reason, "device_trust",
 	        pol_trust_name(d.effective_trust), "would_deny", would_deny, "valid_until",
 	        time_or_null(d.valid_until_ms), "admitted", admitted);
 	gw_refusal_finish(&refusal);

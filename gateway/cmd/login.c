@@ -9,7 +9,9 @@
  *      machine) proves itself over the CSR (login_issuer.c)
  *   4. POST {issuer}/v1/login/certificate with the ID token as Bearer
  *   5. the files written into the login folder (login_files.c), the key
- *      before the certificate, and who the certificate says you are
+ *      before the certificate, and who the certificate says you are; with
+ *      --gateway, login.json also remembers the gateway that certgate
+ *      services and certgate connect use by default
  *
  * Instructions go to stderr (so they show with stdout redirected), the
  * result to stdout. Exit 0, 1 on any refusal or failure (one line), 2 on
@@ -25,6 +27,7 @@
 
 #include <openssl/crypto.h>
 
+#include "cg_addr.h"
 #include "cg_duration.h"
 #include "cg_time.h"
 #include "cmd/login_code.h"
@@ -39,7 +42,7 @@
 #define MAX_URL         2000
 
 typedef struct login_opts {
-	const char *issuer, *ca, *dir, *timeout;
+	const char *issuer, *ca, *dir, *timeout, *gateway;
 	bool headless, no_browser;
 } login_opts_t;
 
@@ -47,7 +50,7 @@ static void usage(FILE *out)
 {
 	fprintf(out,
 	        "usage: certgate login [--issuer URL] [--ca FILE] [--headless] [--dir DIR]\n"
-	        "                      [--timeout DUR] [--no-browser]\n"
+	        "                      [--timeout DUR] [--no-browser] [--gateway HOST:PORT]\n"
 	        "Signs in with your identity provider (OpenID Connect) through certgate's\n"
 	        "issuer and writes a short-lived login certificate for a key made here.\n"
 	        "\n"
@@ -62,6 +65,8 @@ static void usage(FILE *out)
 	        "                  ~/.config/certgate)\n"
 	        "  --timeout DUR   how long to wait for the sign-in (default " DEFAULT_TIMEOUT ")\n"
 	        "  --no-browser    print the sign-in URL without opening a browser\n"
+	        "  --gateway HOST:PORT  the gateway certgate services and certgate connect\n"
+	        "                  use by default (kept in login.json for the next logins)\n"
 	        "Writes DIR/login-cert.pem, login-key.pem, login-key.pk8 (DER, for JDBC),\n"
 	        "ca.pem and login.json; the device key DIR/device-key.pem is made once.\n");
 }
@@ -93,10 +98,15 @@ static int usage_error(const char *fmt, ...)
 static int parse_options(int argc, char **argv, login_opts_t *o)
 {
 	static const struct option options[] = {
-	        {"issuer", required_argument, NULL, 'i'},  {"ca", required_argument, NULL, 'a'},
-	        {"headless", no_argument, NULL, 'H'},      {"dir", required_argument, NULL, 'd'},
-	        {"timeout", required_argument, NULL, 't'}, {"no-browser", no_argument, NULL, 'n'},
-	        {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0},
+	        {"issuer", required_argument, NULL, 'i'},
+	        {"ca", required_argument, NULL, 'a'},
+	        {"headless", no_argument, NULL, 'H'},
+	        {"dir", required_argument, NULL, 'd'},
+	        {"timeout", required_argument, NULL, 't'},
+	        {"no-browser", no_argument, NULL, 'n'},
+	        {"gateway", required_argument, NULL, 'g'},
+	        {"help", no_argument, NULL, 'h'},
+	        {NULL, 0, NULL, 0},
 	};
 	memset(o, 0, sizeof(*o));
 	o->timeout = DEFAULT_TIMEOUT;
@@ -122,6 +132,9 @@ static int parse_options(int argc, char **argv, login_opts_t *o)
 		case 'n':
 			o->no_browser = true;
 			break;
+		case 'g':
+			o->gateway = optarg;
+			break;
 		case 'h':
 			usage(stdout);
 			return 0;
@@ -132,6 +145,9 @@ static int parse_options(int argc, char **argv, login_opts_t *o)
 	}
 	if (optind != argc)
 		return usage_error("unexpected argument \"%s\"", argv[optind]);
+	cg_hostport_t hp;
+	if (o->gateway != NULL && !cg_hostport_parse(o->gateway, &hp))
+		return usage_error("--gateway %s: expected HOST:PORT", o->gateway);
 	return -1; /* go on */
 }
 
@@ -245,8 +261,13 @@ static int get_certificate(login_run_t *run, const login_http_t *http)
 		return refuse("%s", err);
 	run->rec.issuer = strdup(run->issuer);
 	run->rec.issuer_ca = run->ca[0] ? strdup(run->ca) : NULL;
-	run->rec.extra = run->prev.extra != NULL ? json_deep_copy(run->prev.extra) : NULL;
-	if (run->rec.issuer == NULL || (run->ca[0] && run->rec.issuer_ca == NULL) ||
+	run->rec.extra = run->prev.extra != NULL ? json_deep_copy(run->prev.extra) : json_object();
+	if (run->rec.extra != NULL && run->o.gateway != NULL &&
+	    json_object_set_new(run->rec.extra, LOGIN_GATEWAY_KEY, json_string(run->o.gateway)) !=
+	            0)
+		return refuse("out of memory");
+	if (run->rec.issuer == NULL || run->rec.extra == NULL ||
+	    (run->ca[0] && run->rec.issuer_ca == NULL) ||
 	    !login_record_from_cert(&run->rec, run->issued.cert))
 		return refuse("out of memory");
 	if (login_files_write(run->dir, run->key, run->issued.cert_pem, run->issued.ca_pem,

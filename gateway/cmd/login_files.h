@@ -22,6 +22,10 @@
 #define LOGIN_CA_FILE         "ca.pem"
 #define LOGIN_JSON_FILE       "login.json"
 #define LOGIN_DEVICE_KEY_FILE "device-key.pem"
+/* login.json's member naming the gateway (HOST:PORT) that certgate services
+ * and certgate connect use when not given --gateway (certgate login
+ * --gateway writes it; other logins keep it) */
+#define LOGIN_GATEWAY_KEY "gateway"
 
 /* The folder: given when not NULL; else xdg + "/certgate" when xdg is an
  * absolute path (the XDG spec ignores a relative one); else home +

@@ -21,6 +21,7 @@ static void usage(FILE *out)
 	        "  login    --issuer URL [--headless]   single sign-on: a login certificate\n"
 	        "  status   [--dir DIR]              the login certificate: who, until when\n"
 	        "  test     --config FILE CASES.json  policy tests: expected decisions\n"
+	        "  services [--gateway HOST:PORT]    the services you may reach now\n"
 	        "  ca       init|issue|server|revoke|crl   development CA\n"
 	        "  health   [--admin ADDR:PORT]      exit 0 if the gateway is ready\n"
 	        "  audit    verify FILE...           check the audit log's hash chain\n"
@@ -41,12 +42,17 @@ int main(int argc, char **argv)
 		const char *name;
 		int (*run)(int argc, char **argv);
 	} commands[] = {
-	        {"serve", gw_serve_main}, {"connect", gw_connect_main},
-	        {"check", gw_check_main}, {"explain", gw_explain_main},
-	        {"ca", gw_ca_main},       {"health", gw_health_main},
-	        {"login", gw_login_main}, {"status", gw_status_main},
+	        {"serve", gw_serve_main},
+	        {"connect", gw_connect_main},
+	        {"check", gw_check_main},
+	        {"explain", gw_explain_main},
+	        {"ca", gw_ca_main},
+	        {"health", gw_health_main},
+	        {"login", gw_login_main},
+	        {"status", gw_status_main},
 	        {"test", gw_test_main},
 	        {"audit", gw_audit_main},
+	        {"services", gw_services_main},
 	};
 	if (argc < 2) {
 		usage(stderr);

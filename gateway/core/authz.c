@@ -1,5 +1,13 @@
-/* Locks, trust feed, access grants and the policy decision, applied the
- * same way to new and live sessions (see authz.h). */
+/* Locks, forgotten devices, trust feed, access grants and the policy
+ * decision, applied the same way to new and live sessions and to the
+ * catalog (see authz.h).
+ *
+ * A forgotten device: DELETE /v1/devices/{id} must make the certificate a
+ * lost or stolen machine still holds worthless, although that certificate
+ * still carries the device id and a trust claim the policy may accept. So
+ * every certificate of the device with a notBefore before the forget is
+ * refused; the issuer never gives the device a notBefore before its
+ * forget time again (issuer_api.c), so its next login works. */
 #include "core/authz.h"
 
 #include <stdio.h>
@@ -31,6 +39,17 @@ bool gw_authorize(gw_state_t *st, const gw_runtime_t *rt, const gw_authz_request
 			out->reason[cg_utf8_complete(out->reason, sizeof(out->reason) - 1)] = '\0';
 		return false;
 	}
+	int64_t forgotten = gw_state_device_forgotten_at(st, c->device_id);
+	if (forgotten != 0 && req->cert_not_before_ms < forgotten) {
+		memset(out, 0, sizeof(*out));
+		out->allow = false;
+		out->why = POL_WHY_DENY_RULE;
+		out->rule = GW_AUTHZ_FORGOTTEN_RULE;
+		out->effective_trust = pol_trust_effective(c->device_trust, feed);
+		out->valid_until_ms = INT64_MAX; /* a refusal (pol_decision_t) */
+		snprintf(out->reason, sizeof(out->reason), "device forgotten: log in again");
+		return false;
+	}
 	/* just-in-time access: the grant's end, looked up only when a rule
 	 * can use it (a pure read: any thread) */
 	int64_t grant = 0;
@@ -45,6 +64,7 @@ bool gw_authorize(gw_state_t *st, const gw_runtime_t *rt, const gw_authz_request
 	        .db_name = req->db_name,
 	        .at_ms = now, /* time windows: the clock the locks were judged by */
 	        .grant_until_ms = grant,
+	        .db_any = req->db_any,
 	};
 	pol_decide(rt->snap, &preq, out, NULL, NULL);
 	return out->allow;

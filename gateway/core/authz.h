@@ -1,7 +1,8 @@
-/* Authorization as the gateway applies it, for new connections and for the
- * re-authorization of live ones alike: locks first, then the policy decision
- * (pol_decide) with the device's live trust-feed value. Locks and the feed
- * live in the run-time state (state/state.h). */
+/* Authorization as the gateway applies it, for new connections, the
+ * re-authorization of live ones and the user's catalog alike: locks first,
+ * then a forgotten device's older certificates, then the policy decision
+ * (pol_decide) with the device's live trust-feed value. Locks, the feed
+ * and the device registry live in the run-time state (state/state.h). */
 #ifndef GW_AUTHZ_H
 #define GW_AUTHZ_H
 
@@ -19,13 +20,23 @@ typedef struct gw_authz_request {
 	const struct sockaddr *source;
 	const char *db_user; /* postgres mode */
 	const char *db_name;
+	bool db_any; /* postgres mode, no db user/name: may some be used? (the catalog) */
+	/* the certificate's notBefore (epoch ms): a device forgotten after it
+	 * refuses the certificate */
+	int64_t cert_not_before_ms;
 } gw_authz_request_t;
 
+/* The rule named by a refusal for a forgotten device's older certificate. */
+#define GW_AUTHZ_FORGOTTEN_RULE "forgotten-device"
+
 /* Decides req under rt's policy and the run-time state st (locks, trust
- * feed, the user's access grant for the service), as of now (time
- * windows, grants). A lock refuses with rule "lock". Returns out->allow;
- * out->valid_until_ms says when a time window or the end of a grant could
- * change an admission (the session re-authorizes then). */
+ * feed, device registry, the user's access grant for the service), as of
+ * now (time windows, grants). A lock refuses with rule "lock"; a
+ * certificate whose device was forgotten after its notBefore with rule
+ * GW_AUTHZ_FORGOTTEN_RULE and reason "device forgotten: log in again".
+ * Returns out->allow; out->valid_until_ms says when a time window or the
+ * end of a grant could change an admission (the session re-authorizes
+ * then). */
 bool gw_authorize(gw_state_t *st, const gw_runtime_t *rt, const gw_authz_request_t *req,
                   pol_decision_t *out);
 

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <time.h>
 
@@ -92,6 +93,10 @@ static int sni_cb(SSL *ssl, int *alert, void *arg)
 		snprintf(hs->sni, sizeof(hs->sni), "%s", name);
 	if (hs->service_fixed)
 		return SSL_TLSEXT_ERR_OK;
+	if (name != NULL && strcasecmp(name, POL_CATALOG_SNI) == 0) {
+		hs->catalog = true; /* no service: the catalog (core/catalog.c) */
+		return SSL_TLSEXT_ERR_OK;
+	}
 	hs->service = name != NULL ? pol_snapshot_service_by_sni(hs->rt->snap, name) : NULL;
 	if (hs->service == NULL) {
 		hs->refusal.reason = "unknown service";

@@ -49,6 +49,7 @@ typedef struct gw_handshake {
 	const gw_runtime_t *rt;
 	const pol_service_t *service; /* fixed by the listener, or chosen by SNI */
 	bool service_fixed;
+	bool catalog;         /* SNI POL_CATALOG_SNI on a shared listener: the user's catalog */
 	gw_refusal_t refusal; /* the first refusal: reason (static), detail (ours) */
 	X509 *cert;           /* the leaf seen by the verify callback (ref) */
 	char sni[256];

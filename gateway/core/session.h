@@ -70,6 +70,7 @@ struct gw_session {
 	pol_decision_t decision;
 	char *counted_user;                       /* key in gw->user_sessions while counted */
 	char handshake_source[GW_SOURCE_KEY_LEN]; /* key in gw->handshakes while counted, or "" */
+	int64_t not_before_ms;
 	int64_t not_after_ms;
 
 	uint8_t proxy_buf[GW_PP_MAX_HEADER];
@@ -195,12 +196,16 @@ void gw_session_connect_now(gw_session_t *s);
 /* Client input while connecting upstream (tunnel mode). */
 void gw_session_connecting_input(gw_session_t *s, const char *data, ssize_t nread);
 
-/* core's session files (session.c, session_upstream.c, session_identity.c) */
+/* core's session files (session.c, session_handshake.c, session_upstream.c,
+ * session_identity.c, session_catalog.c) */
 void gw_session_arm_live_timer(gw_session_t *s);
 void gw_session_upstream_timeout(gw_session_t *s);
 void gw_session_upstream_closed(gw_session_t *s);
 void gw_session_stow_identity(gw_session_t *s);
 bool gw_session_adopt_current_runtime(gw_session_t *s);
+/* The user's catalog instead of a session (session_catalog.c): audited,
+ * sent, closed. */
+void gw_session_answer_catalog(gw_session_t *s);
 json_t *gw_session_base_fields(const gw_session_t *s);
 /* user, groups, device_id, device_trust and rule (s->decision's) into f. */
 void gw_session_add_identity(gw_session_t *s, json_t *f);

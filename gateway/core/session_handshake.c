@@ -2,7 +2,8 @@
  * byte by byte (SNI and the chain checked by the runtime's callbacks), the
  * identity read from the certificate, then the decision (locks, the
  * policy, per-user limits) and, in tunnel mode with require_inner_tls,
- * the check of the first bytes inside. */
+ * the check of the first bytes inside. A connection that asked for the
+ * user's catalog is answered instead (session_catalog.c). */
 #include <stdlib.h>
 #include <string.h>
 
@@ -36,7 +37,7 @@ static void handshake_done(gw_session_t *s)
 	/* what is needed of the SSL is read: an idle TLS 1.3 session keeps
 	 * about 2 KiB of record state instead of OpenSSL's 18 KiB */
 	(void)gw_tls_offload(&c->tls);
-	if (s->service == NULL) {
+	if (s->service == NULL && !s->hs.catalog) {
 		gw_session_reject(s, "unknown service", NULL);
 		return;
 	}
@@ -46,9 +47,14 @@ static void handshake_done(gw_session_t *s)
 	}
 	if (s->rt != s->worker->rt && !gw_session_adopt_current_runtime(s))
 		return;
+	s->not_before_ms = gw_cert_not_before_ms(s->cert);
 	s->not_after_ms = gw_cert_not_after_ms(s->cert);
 	if (!pol_claims_extract(&s->rt->snap->claims, s->cert, &s->claims)) {
 		gw_session_reject(s, "cannot read certificate claims", NULL);
+		return;
+	}
+	if (s->hs.catalog) {
+		gw_session_answer_catalog(s);
 		return;
 	}
 	if (s->service->mode == POL_MODE_POSTGRES) {
@@ -76,6 +82,7 @@ void gw_session_authorize(gw_session_t *s)
 	        .source = (struct sockaddr *)&s->peer,
 	        .db_user = gw_session_db_user(s),
 	        .db_name = gw_session_db_name(s),
+	        .cert_not_before_ms = s->not_before_ms,
 	};
 	if (!gw_authorize(s->gw->state, s->rt, &req, &s->decision)) {
 		gw_session_deny(s, s->decision.reason, s->decision.rule);

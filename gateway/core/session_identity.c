@@ -103,8 +103,10 @@ bool gw_session_adopt_current_runtime(gw_session_t *s)
 		gw_refusal_finish(&refusal);
 		return false;
 	}
-	const pol_service_t *svc = pol_snapshot_service(rt->snap, s->service->name);
-	if (svc == NULL) {
+	/* the catalog (no service) is answered under the generation in force */
+	const pol_service_t *svc =
+	        s->service != NULL ? pol_snapshot_service(rt->snap, s->service->name) : NULL;
+	if (svc == NULL && !s->hs.catalog) {
 		gw_session_reject(s, "unknown service", NULL);
 		return false;
 	}
@@ -178,6 +180,7 @@ void gw_session_reauthorize(gw_session_t *s, gw_runtime_t *rt, const char *revok
 	        .source = (struct sockaddr *)&s->peer,
 	        .db_user = gw_session_db_user(s),
 	        .db_name = gw_session_db_name(s),
+	        .cert_not_before_ms = s->not_before_ms,
 	};
 	bool allowed = gw_authorize(s->gw->state, rt, &req, &decision);
 	if (!allowed) {

@@ -8,7 +8,8 @@
  *   its own) -> issuer_api.c: GET /v1/login/config, POST
  *   /v1/login/certificate -> ID token (id_token.c with the IdP's keys,
  *   idp.c), CSR (csr.c), device proof (tls/device_id.c), the run-time
- *   state's replay cache -> a certificate from tls/x509_issue.c.
+ *   state's replay cache -> a certificate from tls/x509_issue.c, the
+ *   device registered (or updated) in the run-time state's registry.
  *
  * A gateway extension: each reload's prepare loads the next generation
  * (TLS context, login CA, the IdP when its URL changes, a moved listener)

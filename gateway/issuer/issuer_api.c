@@ -4,12 +4,21 @@
  * the device proof — and the token is marked used only when everything
  * else passed, just before signing, so a request refused for a bad CSR
  * does not burn the user's login. Every answer is audited (login.issued /
- * login.denied) and counted by reason. */
+ * login.denied) and counted by reason.
+ *
+ * A login with a device key registers the device in the run-time state's
+ * registry (device.registered) or updates it (last seen, user, platform).
+ * The device's trust in the certificate is the lower of issuer.device_trust
+ * and the trust an admin set (the live feed, PUT /v1/devices/{id}/trust).
+ * A device that was forgotten refuses every certificate issued for it
+ * before the forget (core/authz.c), so its new certificate never starts
+ * before that time. */
 #include <fnmatch.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include <openssl/evp.h>
 #include <openssl/pem.h>
@@ -214,7 +223,8 @@ static bool check_request(login_t *l)
 	return true;
 }
 
-/* The lower of the issuer's device_trust and the live feed's level. */
+/* The lower of the issuer's device_trust and the level an admin set (the
+ * live feed): what GET /v1/devices shows as effective. */
 static pol_trust_t device_trust(const login_t *l)
 {
 	gw_gateway_t *gw = gw_issuer_gateway(l->issuer);
@@ -248,10 +258,46 @@ static bool claim_token(login_t *l, const char *token)
 	}
 }
 
+/* The login of a device: registered (device.registered) or updated. False
+ * when it could not be recorded (refused and audited). */
+static bool record_device(login_t *l)
+{
+	gw_gateway_t *gw = gw_issuer_gateway(l->issuer);
+	bool registered = false;
+	int rc = gw_state_device_seen(gw->state, l->device_id, l->token.user, l->platform,
+	                              cg_wall_ms(), &registered);
+	if (rc == -2) {
+		deny(l, 503, "the device registry is full", "device registry full");
+		return false;
+	}
+	if (rc < 0) {
+		deny(l, 500, "internal error", "internal error");
+		return false;
+	}
+	if (registered)
+		(void)gw_audit(gw, "device.registered",
+		               json_pack("{s:s, s:s, s:s, s:s?}", "client", l->req->client,
+		                         "device_id", l->device_id, "user", l->token.user,
+		                         "platform", l->platform));
+	return true;
+}
+
+/* notBefore is a minute back (clocks differ), but never before the
+ * device's forget: such a certificate would be refused at the door. */
+static int64_t start_offset_s(const login_t *l, int64_t now_s)
+{
+	gw_gateway_t *gw = gw_issuer_gateway(l->issuer);
+	int64_t forgotten_ms =
+	        l->device != NULL ? gw_state_device_forgotten_at(gw->state, l->device_id) : 0;
+	int64_t floor_s = (forgotten_ms + 999) / 1000;
+	return forgotten_ms != 0 && floor_s - now_s > -60 ? floor_s - now_s : -60;
+}
+
 static void issue(login_t *l)
 {
 	gw_gateway_t *gw = gw_issuer_gateway(l->issuer);
 	const pol_issuer_t *cfg = l->gen->cfg;
+	int64_t now_s = cg_wall_ms() / 1000;
 	size_t n_groups = l->token.groups != NULL ? json_array_size(l->token.groups) : 0;
 	const char **groups = calloc(n_groups + 1, sizeof(*groups));
 	if (groups == NULL) {
@@ -275,7 +321,8 @@ static void issue(login_t *l)
 	        .key = l->key,
 	        .issuer = l->gen->ca_cert,
 	        .issuer_key = l->gen->ca_key,
-	        .start_offset_s = -60,
+	        .now = (time_t)now_s,
+	        .start_offset_s = start_offset_s(l, now_s),
 	        .ttl_s = (int64_t)(cfg->cert_lifetime_ms / 1000),
 	};
 	X509 *cert = gw_x509_issue(&spec, why, sizeof(why));
@@ -295,6 +342,10 @@ static void issue(login_t *l)
 	gw_cert_serial_hex(cert, serial, sizeof(serial));
 	cg_rfc3339_ms(gw_cert_not_after_ms(cert), not_after);
 	X509_free(cert);
+	if (l->device != NULL && !record_device(l)) {
+		free(cert_pem);
+		return;
+	}
 	json_t *f = json_pack("{s:s, s:s, s:o, s:s?, s:s?, s:s, s:s, s:s?}", "client",
 	                      l->req->client, "user", l->token.user, "groups", groups_of(l),
 	                      "device_id", l->device != NULL ? l->device_id : NULL, "device_trust",
@@ -334,6 +385,12 @@ static void post_certificate(gw_issuer_t *issuer, gw_issuer_gen_t *gen,
 	}
 	if (!check_request(&l))
 		goto done;
+	if (l.device != NULL &&
+	    !gw_state_device_room(gw_issuer_gateway(issuer)->state, l.device_id)) {
+		/* before the token is burned */
+		deny(&l, 503, "the device registry is full", "device registry full");
+		goto done;
+	}
 	l.device_trust = device_trust(&l);
 	if (claim_token(&l, token))
 		issue(&l);

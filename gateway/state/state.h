@@ -1,7 +1,7 @@
 /* Run-time state: what admins and users change while the gateway runs
- * (locks, the live trust feed, access requests and their grants, the
- * issuer's used-token cache; the device registry joins them), behind one
- * interface whatever keeps it.
+ * (locks, the live trust feed, the device registry, access requests and
+ * their grants, the issuer's used-token cache), behind one interface
+ * whatever keeps it.
  *
  * The gateway decides from the in-memory model here, never waiting on a
  * disk or a database: reads are plain lookups. Every change is applied to
@@ -13,7 +13,8 @@
  *     an unreadable file refuses the start (a lost lock must not pass
  *     silently).
  *
- * Kinds (state_locks.c, state_trust.c, state_requests.c, ...) own their records and their
+ * Kinds (state_locks.c, state_trust.c, state_tokens.c, state_devices.c,
+ * state_requests.c) own their records and their
  * JSON form; state.c owns the backend, the scheduling and health. */
 #ifndef GW_STATE_H
 #define GW_STATE_H
@@ -155,5 +156,35 @@ typedef enum {
 /* Claims the token whose SHA-256 (hex) is hash, valid until expires_ms. */
 gw_token_claim_t gw_state_token_claim(gw_state_t *st, const char *hash, int64_t expires_ms,
                                       int64_t now_ms);
+
+/* --- the device registry: the devices the issuer saw log in ------------------ */
+
+#define GW_STATE_DEVICES_MAX 100000
+
+/* A login of device_id by user from platform (NULL: not reported, the one
+ * known stays): registers the device (first and last seen now) or updates
+ * it (last seen now, user, platform). A forgotten device registers anew.
+ * *registered tells whether this login registered it. 0; -1 out of
+ * memory; -2 the registry is full (GW_STATE_DEVICES_MAX entries). */
+int gw_state_device_seen(gw_state_t *st, const char *device_id, const char *user,
+                         const char *platform, int64_t now_ms, bool *registered)
+        __attribute__((warn_unused_result));
+/* Whether a login of device_id can be recorded: known already, or room
+ * for one more. */
+bool gw_state_device_room(gw_state_t *st, const char *device_id);
+/* The registered device, or NULL (unknown, forgotten, or NULL id). Owned
+ * by st; valid until the next change. */
+const gw_device_t *gw_state_device_get(gw_state_t *st, const char *device_id);
+/* Forgets a registered device (user, platform, first/last seen) and notes
+ * now as its forget time; false if it is not registered. */
+bool gw_state_device_forget(gw_state_t *st, const char *device_id, int64_t now_ms);
+/* When device_id was last forgotten (epoch ms), 0 if never (or NULL):
+ * certificates for it with an earlier notBefore are refused. Any thread (the decision). */
+int64_t gw_state_device_forgotten_at(gw_state_t *st, const char *device_id);
+/* The registered devices, oldest registration first: *out is the
+ * caller's to free (the views point into st: valid until the next
+ * change). 0, or -1 out of memory. */
+int gw_state_devices_list(gw_state_t *st, gw_device_view_t **out, size_t *n)
+        __attribute__((warn_unused_result));
 
 #endif

@@ -27,12 +27,20 @@ typedef struct gw_state_kind {
 	void (*finish)(gw_state_t *st); /* frees the kind's records */
 } gw_state_kind_t;
 
-enum { GW_STATE_LOCKS, GW_STATE_TRUST, GW_STATE_TOKENS, GW_STATE_REQUESTS, GW_STATE_KINDS };
+enum {
+	GW_STATE_LOCKS,
+	GW_STATE_TRUST,
+	GW_STATE_TOKENS,
+	GW_STATE_REQUESTS,
+	GW_STATE_DEVICES,
+	GW_STATE_KINDS
+};
 
 extern const gw_state_kind_t gw_state_locks_kind;
 extern const gw_state_kind_t gw_state_trust_kind;
 extern const gw_state_kind_t gw_state_tokens_kind;
 extern const gw_state_kind_t gw_state_requests_kind;
+extern const gw_state_kind_t gw_state_devices_kind;
 
 /* One kind's file: written on the thread pool, one write at a time; a
  * change meanwhile marks it dirty and the latest document follows. */
@@ -66,6 +74,8 @@ struct gw_state {
 	gw_access_request_t *requests;
 	uint64_t next_request;
 	cg_strmap_t *grants;
+	/* the device registry (state_devices.c): device id -> gw_device_t* */
+	cg_strmap_t *devices;
 	/* persistence (state.c) */
 	gw_state_writer_t writers[GW_STATE_KINDS];
 	char problem[256];

@@ -55,4 +55,21 @@ typedef struct gw_access_request {
 	int64_t until_ms;     /* approved (and expired): the grant's end; else 0 */
 } gw_access_request_t;
 
+/* A device in the registry (the issuer's logins, keyed by device id). A
+ * forgotten device keeps only when it was forgotten: certificates issued
+ * for it before then are refused, also after it registers again. */
+typedef struct gw_device {
+	char *user;            /* the last login's user; NULL while forgotten */
+	char *platform;        /* as the last login that said reported it; may be NULL */
+	int64_t first_seen_ms; /* its (latest) registration; 0 while forgotten */
+	int64_t last_seen_ms;  /* its latest login; 0 while forgotten */
+	int64_t forgotten_ms;  /* the latest forget, 0 = never forgotten */
+} gw_device_t;
+
+/* One registered device in a listing. */
+typedef struct gw_device_view {
+	const char *id;
+	const gw_device_t *device;
+} gw_device_view_t;
+
 #endif

@@ -70,6 +70,11 @@ int64_t gw_asn1_time_ms(const ASN1_TIME *t)
 	return (int64_t)timegm(&tm) * 1000;
 }
 
+int64_t gw_cert_not_before_ms(X509 *cert)
+{
+	return gw_asn1_time_ms(X509_get0_notBefore(cert));
+}
+
 int64_t gw_cert_not_after_ms(X509 *cert)
 {
 	return gw_asn1_time_ms(X509_get0_notAfter(cert));

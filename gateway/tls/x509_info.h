@@ -1,6 +1,6 @@
 /* Reading a certificate for audit lines, listings and timers: its serial
  * in hex, the SHA-256 of its DER, its subject and issuer in RFC 2253 form
- * and its notAfter in epoch milliseconds. Pure functions over an X509. */
+ * and its notBefore and notAfter in epoch milliseconds. Pure functions over an X509. */
 #ifndef GW_X509_INFO_H
 #define GW_X509_INFO_H
 
@@ -19,6 +19,8 @@ void gw_cert_sha256_hex(X509 *cert, char buf[65]);
 void gw_cert_subject(X509 *cert, char *buf, size_t len);
 /* Issuer likewise. */
 void gw_cert_issuer(X509 *cert, char *buf, size_t len);
+/* notBefore as epoch ms; 0 when unreadable. */
+int64_t gw_cert_not_before_ms(X509 *cert);
 /* notAfter as epoch ms; 0 when unreadable. */
 int64_t gw_cert_not_after_ms(X509 *cert);
 /* The first millisecond cert is no longer valid, from its notAfter in ms:

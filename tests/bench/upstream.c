@@ -7,12 +7,19 @@
  *        without relying on half-close, which proxies treat differently);
  *   'D' + 8-byte big-endian length L: source — send L bytes, then keep the
  *        connection until the client closes it;
+ *   'G': an HTTP/1.0 GET (`openssl s_time -www PAGE` sends one) — read the
+ *        request up to its empty line (at most 4 KiB), answer 200 with a
+ *        128-byte body and close, as an HTTP/1.0 server does: the stock
+ *        client reads the answer up to the close;
  *   anything else: echo — every byte read (the first one included) is sent
  *        back. Idle sessions use this too: they sit in epoll costing nothing.
  *
  * usage: upstream [--listen IP] [--port N]
  * Prints "port N" on stdout once listening (N chosen by the kernel when
- * --port is 0 or absent), then runs until SIGTERM/SIGINT. */
+ * --port is 0 or absent), then runs until SIGTERM/SIGINT. On SIGUSR1 it
+ * prints "accepted A open O": connections accepted since it started and
+ * connections open now, so the benchmark can tell how many upstream
+ * connections a proxy opened for a load (the difference of two reports). */
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -28,13 +35,15 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-enum { ST_HEAD, ST_ECHO, ST_SINK, ST_SOURCE, ST_DRAIN };
+enum { ST_HEAD, ST_ECHO, ST_SINK, ST_SOURCE, ST_DRAIN, ST_HTTP, ST_CLOSING };
 
 typedef struct conn {
 	int fd;
 	int state;
 	unsigned char head[9];
 	size_t head_len;
+	char *req; /* ST_HTTP: the request read so far (REQ_MAX bytes, allocated then) */
+	size_t req_len;
 	uint64_t left;      /* sink: bytes still to read; source: bytes still to send */
 	unsigned char *out; /* echo: bytes not yet written back */
 	size_t out_len, out_off;
@@ -44,13 +53,21 @@ typedef struct conn {
 #define BUF (256 * 1024)
 static unsigned char buf[BUF];
 static unsigned char zeros[BUF];
-static volatile sig_atomic_t stop;
+static volatile sig_atomic_t stop, report;
 static int ep;
+static unsigned long long accepted, open_now;
+
+#define REQ_MAX       4096
+#define HTTP_BODY_LEN 128
+static const char http_head[] = "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n"
+                                "Content-Length: 128\r\nConnection: close\r\n\r\n";
 
 static void on_signal(int sig)
 {
-	(void)sig;
-	stop = 1;
+	if (sig == SIGUSR1)
+		report = 1;
+	else
+		stop = 1;
 }
 
 static void set_events(conn_t *c, uint32_t events)
@@ -64,8 +81,10 @@ static void set_events(conn_t *c, uint32_t events)
 
 static void conn_close(conn_t *c)
 {
+	open_now--;
 	close(c->fd); /* removes it from epoll */
 	free(c->out);
+	free(c->req);
 	free(c);
 }
 
@@ -144,12 +163,37 @@ static int pump_source(conn_t *c)
 	return 0;
 }
 
-/* Handles bytes read in state ST_HEAD / ST_ECHO / ST_SINK / ST_DRAIN. */
+/* ST_HTTP: collects the request; once its empty line is in, queues the
+ * answer and moves to ST_CLOSING (closed once the answer is written).
+ * Returns -1 to close at once (a request over 4 KiB). */
+static int on_http(conn_t *c, const unsigned char *p, size_t n)
+{
+	if (!c->req && !(c->req = malloc(REQ_MAX)))
+		return -1;
+	if (n > REQ_MAX - 1 - c->req_len)
+		return -1;
+	memcpy(c->req + c->req_len, p, n);
+	c->req_len += n;
+	c->req[c->req_len] = 0;
+	if (!strstr(c->req, "\r\n\r\n"))
+		return 0;
+	unsigned char answer[sizeof(http_head) - 1 + HTTP_BODY_LEN];
+	memcpy(answer, http_head, sizeof(http_head) - 1);
+	memset(answer + sizeof(http_head) - 1, 'b', HTTP_BODY_LEN);
+	c->state = ST_CLOSING;
+	return queue_out(c, answer, sizeof(answer));
+}
+
+/* Handles bytes read in state ST_HEAD / ST_ECHO / ST_SINK / ST_DRAIN / ST_HTTP. */
 static int on_data(conn_t *c, const unsigned char *p, size_t n)
 {
 	while (n > 0) {
 		switch (c->state) {
 		case ST_HEAD:
+			if (c->head_len == 0 && p[0] == 'G') {
+				c->state = ST_HTTP;
+				continue;
+			}
 			if (c->head_len == 0 && p[0] != 'S' && p[0] != 'D') {
 				c->state = ST_ECHO;
 				continue;
@@ -188,7 +232,9 @@ static int on_data(conn_t *c, const unsigned char *p, size_t n)
 			}
 			break;
 		}
-		default: /* ST_SOURCE, ST_DRAIN: ignore what comes */
+		case ST_HTTP:
+			return on_http(c, p, n);
+		default: /* ST_SOURCE, ST_DRAIN, ST_CLOSING: ignore what comes */
 			return 0;
 		}
 	}
@@ -204,6 +250,8 @@ static void on_event(conn_t *c, uint32_t events)
 		} else {
 			if (flush_out(c) < 0)
 				goto fail;
+			if (c->out_len == 0 && c->state == ST_CLOSING)
+				goto fail; /* the HTTP answer is out: close, as HTTP/1.0 does */
 			if (c->out_len == 0)
 				set_events(c, EPOLLIN);
 		}
@@ -224,6 +272,12 @@ static void on_event(conn_t *c, uint32_t events)
 			}
 			if (on_data(c, buf, (size_t)n) < 0)
 				goto fail;
+			if (c->state == ST_CLOSING) {
+				if (c->out_len == 0)
+					goto fail; /* answered in full: close */
+				set_events(c, EPOLLOUT);
+				return;
+			}
 			if (c->out_len > 0 || c->state == ST_SOURCE)
 				break;
 			if ((size_t)n < BUF)
@@ -258,6 +312,7 @@ int main(int argc, char **argv)
 	struct sigaction sa = {.sa_handler = on_signal};
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGUSR1, &sa, NULL);
 
 	int lfd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	int one = 1;
@@ -278,6 +333,11 @@ int main(int argc, char **argv)
 	epoll_ctl(ep, EPOLL_CTL_ADD, lfd, &lev);
 	struct epoll_event evs[256];
 	while (!stop) {
+		if (report) {
+			report = 0;
+			printf("accepted %llu open %llu\n", accepted, open_now);
+			fflush(stdout);
+		}
 		int n = epoll_wait(ep, evs, 256, 500);
 		for (int i = 0; i < n; i++) {
 			conn_t *c = evs[i].data.ptr;
@@ -289,20 +349,20 @@ int main(int argc, char **argv)
 				int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 				if (fd < 0)
 					break;
+				accepted++;
 				setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 				conn_t *nc = calloc(1, sizeof(*nc));
 				if (!nc) {
 					close(fd);
 					continue;
 				}
+				open_now++;
 				nc->fd = fd;
 				nc->state = ST_HEAD;
 				nc->events = EPOLLIN;
 				struct epoll_event ev = {.events = EPOLLIN, .data.ptr = nc};
-				if (epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) < 0) {
-					close(fd);
-					free(nc);
-				}
+				if (epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) < 0)
+					conn_close(nc);
 			}
 		}
 	}

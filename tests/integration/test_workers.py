@@ -240,7 +240,11 @@ def test_audit_lines_whole_under_load(fx):
     for t in threads:
         t.join()
     assert not errors, errors
-    wait_for(lambda: len(gw.events("session.end")) >= 200, 20 * SLOW, "200 session.end")
+    def all_ended():
+        counts = {e: len(gw.events(e)) for e in ("session.start", "session.end",
+                                                   "session.abandoned", "tls.rejected")}
+        return counts["session.end"] >= 200 or print("# so far: %s" % counts)
+    wait_for(all_ended, 30 * SLOW, "200 session.end", interval=1)
     gw.stop()
     with open(gw.audit_path) as f:
         lines = f.read().splitlines()

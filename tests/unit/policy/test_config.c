@@ -950,6 +950,77 @@ static void test_function_calls(void **state)
 	              "to postgres-mode services");
 }
 
+/* description and client_port: what the user's catalog shows; the
+ * catalog's server name is no service's. */
+static void test_catalog_keys(void **state)
+{
+	(void)state;
+	static const char head[] =
+	        "{ \"gateway\": { \"listen\": [\"0.0.0.0:8443\"], \"cert\": \"c\", \"key\": "
+	        "\"k\", \"client_ca\": \"ca\" },\n"
+	        "  \"rules\": [],\n"
+	        "  \"services\": [\n";
+	char text[4096];
+	snprintf(text, sizeof(text),
+	         "%s"
+	         "    { \"name\": \"a\", \"upstream\": \"h:1\", \"client_port\": 15432,\n"
+	         "      \"description\": \"Orders (read/write) \u2014 prod\" },\n"
+	         "    { \"name\": \"b\", \"upstream\": \"h:1\", \"client_port\": 65535 },\n"
+	         "    { \"name\": \"c\", \"upstream\": \"h:1\" }\n"
+	         "  ]\n}\n",
+	         head);
+	write_file("certgate.json", text);
+	pol_snapshot_t *snap = load_ok("certgate.json");
+	assert_int_equal(snap->services[0].client_port, 15432);
+	assert_string_equal(snap->services[0].description, "Orders (read/write) \xe2\x80\x94 prod");
+	assert_int_equal(snap->services[1].client_port, 65535);
+	assert_null(snap->services[1].description);
+	assert_int_equal(snap->services[2].client_port, 0);
+	json_t *shown = json_array_get(json_object_get(snap->shown, "services"), 0);
+	assert_int_equal(json_integer_value(json_object_get(shown, "client_port")), 15432);
+	assert_non_null(json_object_get(shown, "description"));
+	pol_snapshot_unref(snap);
+
+	char long_text[300];
+	memset(long_text, 'x', 257);
+	long_text[257] = '\0';
+	snprintf(text, sizeof(text),
+	         "%s"
+	         "    { \"name\": \"a\", \"upstream\": \"h:1\", \"client_port\": 0 },\n"
+	         "    { \"name\": \"b\", \"upstream\": \"h:1\", \"client_port\": 65536 },\n"
+	         "    { \"name\": \"c\", \"upstream\": \"h:1\", \"client_port\": \"5432\" },\n"
+	         "    { \"name\": \"d\", \"upstream\": \"h:1\", \"client_port\": 7000 },\n"
+	         "    { \"name\": \"e\", \"upstream\": \"h:1\", \"client_port\": 7000 },\n"
+	         "    { \"name\": \"f\", \"upstream\": \"h:1\", \"description\": \"a\\nb\" },\n"
+	         "    { \"name\": \"g\", \"upstream\": \"h:1\", \"description\": \"\" },\n"
+	         "    { \"name\": \"h\", \"upstream\": \"h:1\", \"description\": \"%s\" },\n"
+	         "    { \"name\": \"Certgate-Catalog\", \"upstream\": \"h:1\" },\n"
+	         "    { \"name\": \"i\", \"upstream\": \"h:1\", \"sni\": [\"certgate-catalog\"] }\n"
+	         "  ]\n}\n",
+	         head, long_text);
+	write_file("certgate.json", text);
+	EXPECT_ERRORS(
+	        "certgate.json",
+	        "certgate.json:4:54: services[0].client_port: expected a port number from 1 to "
+	        "65535",
+	        "certgate.json:5:54: services[1].client_port: expected a port number from 1 to "
+	        "65535",
+	        "certgate.json:6:54: services[2].client_port: expected a port number from 1 to "
+	        "65535",
+	        "certgate.json:8:54: services[4].client_port: port 7000 is also the client_port of "
+	        "services[3]",
+	        "certgate.json:9:54: services[5].description: expected 1 to 256 bytes of UTF-8 "
+	        "text "
+	        "without control characters",
+	        "certgate.json:10:54: services[6].description: expected a non-empty string",
+	        "certgate.json:11:54: services[7].description: expected 1 to 256 bytes of UTF-8 "
+	        "text without control characters",
+	        "certgate.json:12:15: services[8].name: \"Certgate-Catalog\" is reserved for the "
+	        "user's catalog (certgate services)",
+	        "certgate.json:13:47: services[9].sni[0]: \"certgate-catalog\" is reserved for the "
+	        "user's catalog (certgate services)");
+}
+
 static void test_services_required(void **state)
 {
 	(void)state;
@@ -1271,6 +1342,7 @@ int main(void)
 	        T(test_function_calls),
 	        T(test_when_and_mode),
 	        T(test_when_loads),
+	        T(test_catalog_keys),
 	        T(test_policy_file),
 	        T(test_relative_paths),
 	        T(test_sha256),

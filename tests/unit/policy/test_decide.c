@@ -47,6 +47,9 @@ typedef struct row {
 #define ALLOW true
 #define DENY  false
 #define DD    "default-deny"
+/* as db_user: no database user or name, and the catalog's question
+ * (db_any): may some be used? */
+#define ANY_DB "\001any"
 
 /* clang-format off */
 static const row_t rows[] = {
@@ -149,6 +152,16 @@ static const row_t rows[] = {
 	{"orders-db",   NULL,                       {"dba"},                NULL,         T_HIGH,   T_NONE,   NULL,          NULL,         NULL,            DENY,  DD,                POL_WHY_NO_USER},
 	{"wiki",        NULL,                       {NULL},                 NULL,         T_NONE,   T_NONE,   "192.168.1.5", NULL,         NULL,            DENY,  DD,                POL_WHY_NO_USER},
 	{"wiki",        "",                         {NULL},                 NULL,         T_NONE,   T_NONE,   "192.168.1.5", NULL,         NULL,            DENY,  DD,                POL_WHY_NO_USER},
+	/* db_any (the catalog, explain without --db-user): an allow rule whose
+	 * patterns can apply to the user admits; a deny rule refusing only some
+	 * names does not hide the service, one refusing every name ("*") does */
+	{"billing-db",  "fred@example.com",         {NULL},                 NULL,         T_NONE,   T_NONE,   NULL,          ANY_DB,       NULL,            ALLOW, "billing-self",    POL_WHY_ALLOWED},
+	{"billing-db",  "root@example.com",         {"dba"},                NULL,         T_HIGH,   T_NONE,   NULL,          ANY_DB,       NULL,            ALLOW, "dba",             POL_WHY_ALLOWED},
+	{"reports-db",  "gina@example.com",         {NULL},                 NULL,         T_NONE,   T_NONE,   NULL,          ANY_DB,       NULL,            ALLOW, "reports-ro",      POL_WHY_ALLOWED},
+	{"reports-db",  "gina@partner.example",     {NULL},                 NULL,         T_NONE,   T_NONE,   NULL,          ANY_DB,       NULL,            ALLOW, "reports-personal", POL_WHY_ALLOWED},
+	{"reports-db",  "ivy@example.com",          {"interns"},            NULL,         T_NONE,   T_NONE,   NULL,          ANY_DB,       NULL,            DENY,  "no-interns",      POL_WHY_DENY_RULE},
+	{"reports-db",  "ivy@example.com",          {"interns"},            NULL,         T_NONE,   T_NONE,   NULL,          "ivy_ro",     "reports",       DENY,  "no-interns",      POL_WHY_DENY_RULE},
+	{"billing-db",  "ivy@example.com",          {"interns"},            NULL,         T_NONE,   T_NONE,   NULL,          ANY_DB,       NULL,            ALLOW, "billing-self",    POL_WHY_ALLOWED},
 	/* a service that is not in the policy (e.g. removed by a reload) */
 	{"gone-db",     "alice@example.com",        {"dba"},                NULL,         T_HIGH,   T_NONE,   NULL,          NULL,         NULL,            DENY,  DD,                POL_WHY_DEFAULT_DENY},
 };
@@ -203,8 +216,9 @@ static void build_request(const row_t *row, req_buf_t *rb)
 	rb->req.service = row->service;
 	rb->req.claims = &rb->claims;
 	rb->req.feed_trust = row->feed_trust;
-	rb->req.db_user = row->db_user;
-	rb->req.db_name = row->db_name;
+	rb->req.db_any = row->db_user != NULL && strcmp(row->db_user, ANY_DB) == 0;
+	rb->req.db_user = rb->req.db_any ? NULL : row->db_user;
+	rb->req.db_name = rb->req.db_any ? NULL : row->db_name;
 	if (row->source) {
 		struct sockaddr_in *in = (struct sockaddr_in *)&rb->ss;
 		struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&rb->ss;
@@ -498,6 +512,29 @@ static void test_trace(void **state)
 	assert_why(snap, log, "blocked-device", "devices: kiosk-9 not in [dev-stolen]");
 	assert_why(snap, log, "svc-account",
 	           "db_users: no database user (not a postgres-mode connection)");
+
+	/* db_any: what each db condition says when no database user is named */
+	const row_t partner = {.service = "billing-db",
+	                       .user = "fred@partner.example",
+	                       .device_trust = T_NONE,
+	                       .feed_trust = T_NONE,
+	                       .db_user = ANY_DB};
+	memset(&log, 0, sizeof(log));
+	decide_row(snap, &partner, &d, &log);
+	assert_why(snap, log, "billing-own",
+	           "db_users: none applies to user fred@partner.example: "
+	           "[{user.local@example.com}, ro_{user.local@Example.COM}]");
+	assert_why(snap, log, "no-superuser",
+	           "db_users: refuses only some database users: [postgres]");
+	assert_true(log.matched[rule_index(snap, "billing-self")]);
+	const row_t own = {.service = "billing-db",
+	                   .user = "fred@example.com",
+	                   .device_trust = T_NONE,
+	                   .feed_trust = T_NONE,
+	                   .db_user = ANY_DB};
+	memset(&log, 0, sizeof(log));
+	decide_row(snap, &own, &d, &log);
+	assert_true(log.matched[rule_index(snap, "billing-own")]);
 }
 
 /* The index must hold, per service, exactly the rules naming it or "*". */
@@ -509,7 +546,7 @@ static void test_index_consistent(void **state)
 	                       "fred@example.com"};
 	const char *groups[] = {"dba", "analysts", "staff", NULL};
 	const char *sources[] = {NULL, "192.168.3.3", "10.1.1.1"};
-	const char *dbs[] = {NULL, "fred", "postgres", "svc"};
+	const char *dbs[] = {NULL, "fred", "postgres", "svc", ANY_DB};
 	const pol_trust_t trusts[] = {T_NONE, T_LOW, T_MEDIUM, T_HIGH};
 	size_t checked = 0;
 
@@ -517,7 +554,7 @@ static void test_index_consistent(void **state)
 		for (size_t b = 0; b < 4; b++)
 			for (size_t c = 0; c < 4; c++)
 				for (size_t e = 0; e < 3; e++)
-					for (size_t f = 0; f < 4; f++)
+					for (size_t f = 0; f < 5; f++)
 						for (size_t t = 0; t < 4; t++) {
 							row_t row = {.service = services[a],
 							             .user = users[b],
@@ -540,7 +577,7 @@ static void test_index_consistent(void **state)
 							                    explained.reason);
 							checked++;
 						}
-	assert_int_equal(checked, 4 * 4 * 4 * 3 * 4 * 4);
+	assert_int_equal(checked, 4 * 4 * 4 * 3 * 5 * 4);
 }
 
 static void test_trust_effective(void **state)
