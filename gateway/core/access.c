@@ -87,7 +87,12 @@ static bool approval_possible(const pol_snapshot_t *snap, const char *service)
  * record. */
 static bool audit_down(gw_gateway_t *gw, gw_access_outcome_t *out)
 {
-	if (cg_audit_healthy(gw->audit) || cg_audit_on_failure(gw->audit) != CG_AUDIT_REFUSE)
+	/* the writer's health changes on every worker: under the audit lock */
+	uv_mutex_lock(&gw->audit_lock);
+	bool refusing =
+	        !cg_audit_healthy(gw->audit) && cg_audit_on_failure(gw->audit) == CG_AUDIT_REFUSE;
+	uv_mutex_unlock(&gw->audit_lock);
+	if (!refusing)
 		return false;
 	refuse(out, GW_ACCESS_UNAVAILABLE,
 	       "the audit log cannot be written (audit.on_failure is refuse): try again later");
