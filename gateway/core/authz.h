@@ -30,12 +30,13 @@ typedef struct gw_authz_request {
 #define GW_AUTHZ_FORGOTTEN_RULE "forgotten-device"
 
 /* Decides req under rt's policy and the run-time state st (locks, trust
- * feed, device registry), as of now (time windows). A lock refuses with
- * rule "lock"; a certificate whose device was forgotten after its
- * notBefore with rule GW_AUTHZ_FORGOTTEN_RULE and reason "device
- * forgotten: log in again". Returns out->allow; out->valid_until_ms says
- * when a time window could change an admission (the session
- * re-authorizes then). */
+ * feed, device registry, the user's access grant for the service), as of
+ * now (time windows, grants). A lock refuses with rule "lock"; a
+ * certificate whose device was forgotten after its notBefore with rule
+ * GW_AUTHZ_FORGOTTEN_RULE and reason "device forgotten: log in again".
+ * Returns out->allow; out->valid_until_ms says when a time window or the
+ * end of a grant could change an admission (the session re-authorizes
+ * then). */
 bool gw_authorize(gw_state_t *st, const gw_runtime_t *rt, const gw_authz_request_t *req,
                   pol_decision_t *out);
 

@@ -13,9 +13,8 @@
 #include "state/state_pg.h"
 
 const gw_state_kind_t *const gw_state_kinds[GW_STATE_KINDS] = {
-        [GW_STATE_LOCKS] = &gw_state_locks_kind,
-        [GW_STATE_TRUST] = &gw_state_trust_kind,
-        [GW_STATE_TOKENS] = &gw_state_tokens_kind,
+        [GW_STATE_LOCKS] = &gw_state_locks_kind,     [GW_STATE_TRUST] = &gw_state_trust_kind,
+        [GW_STATE_TOKENS] = &gw_state_tokens_kind,   [GW_STATE_REQUESTS] = &gw_state_requests_kind,
         [GW_STATE_DEVICES] = &gw_state_devices_kind,
 };
 
@@ -44,8 +43,9 @@ static gw_state_t *state_new(uv_loop_t *loop, char *err, size_t errlen)
 	}
 	st->trust = cg_strmap_create();
 	st->tokens = cg_strmap_create();
+	st->grants = cg_strmap_create();
 	st->devices = cg_strmap_create();
-	if (st->trust == NULL || st->tokens == NULL || st->devices == NULL) {
+	if (st->trust == NULL || st->tokens == NULL || st->grants == NULL || st->devices == NULL) {
 		snprintf(err, errlen, "out of memory");
 		gw_state_close(st);
 		return NULL;
