@@ -63,6 +63,9 @@ static void on_signal(uv_signal_t *handle, int signum)
 static void on_state_change(void *ctx, const gw_state_change_t *change)
 {
 	gw_reauthorize_matching(ctx, change->user, change->device, change->reason);
+	/* a grant approved or ended elsewhere: the next expiry may have moved */
+	if (strcmp(change->kind, "requests") == 0)
+		gw_access_rearm(ctx);
 }
 
 /* An extension only for the drain: the store's connection and timers close

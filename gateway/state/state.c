@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 
 #include "state/state_model.h"
 #include "state/state_pg.h"
@@ -24,6 +25,20 @@ int gw_state_kind_index(const char *name)
 		if (strcmp(gw_state_kinds[k]->name, name) == 0)
 			return (int)k;
 	return -1;
+}
+
+bool gw_state_new_id(gw_state_t *st, const char *prefix, uint64_t *counter, char *buf, size_t len)
+{
+	if (st->backend != GW_STATE_POSTGRES) {
+		int n = snprintf(buf, len, "%s-%llu", prefix, (unsigned long long)++*counter);
+		return n > 0 && (size_t)n < len;
+	}
+	unsigned char r[8];
+	if (getrandom(r, sizeof(r), 0) != (ssize_t)sizeof(r))
+		return false;
+	int n = snprintf(buf, len, "%s-%02x%02x%02x%02x%02x%02x%02x%02x", prefix, r[0], r[1], r[2],
+	                 r[3], r[4], r[5], r[6], r[7]);
+	return n > 0 && (size_t)n < len;
 }
 
 /* An empty model on loop, kept in memory. */

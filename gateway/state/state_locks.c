@@ -11,7 +11,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/random.h>
 
 #include "state/state.h"
 #include "state/state_model.h"
@@ -81,22 +80,6 @@ static gw_lock_t *lock_new(const char *user, const char *device_id, const char *
 	return lock;
 }
 
-/* A new lock's id; false when no randomness could be had. */
-static bool new_id(gw_state_t *st, gw_lock_t *lock)
-{
-	if (st->backend != GW_STATE_POSTGRES) {
-		snprintf(lock->id, sizeof(lock->id), "lock-%llu",
-		         (unsigned long long)++st->next_lock);
-		return true;
-	}
-	unsigned char r[8];
-	if (getrandom(r, sizeof(r), 0) != (ssize_t)sizeof(r))
-		return false;
-	snprintf(lock->id, sizeof(lock->id), "lock-%02x%02x%02x%02x%02x%02x%02x%02x", r[0], r[1],
-	         r[2], r[3], r[4], r[5], r[6], r[7]);
-	return true;
-}
-
 static gw_lock_t *find_id(gw_state_t *st, const char *id, gw_lock_t ***where)
 {
 	for (gw_lock_t **at = &st->locks; *at != NULL; at = &(*at)->next) {
@@ -114,7 +97,8 @@ const gw_lock_t *gw_state_lock_add(gw_state_t *st, const char *user, const char 
                                    const char *by)
 {
 	gw_lock_t *lock = lock_new(user, device_id, reason);
-	if (lock == NULL || !new_id(st, lock)) {
+	if (lock == NULL ||
+	    !gw_state_new_id(st, "lock", &st->next_lock, lock->id, sizeof(lock->id))) {
 		lock_free(lock);
 		return NULL;
 	}

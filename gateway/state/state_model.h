@@ -142,6 +142,12 @@ void gw_state_record_changed(gw_state_t *st, unsigned kind, const char *key);
  * whole-document backends write it; a shared store drops lapsed records
  * by itself. */
 void gw_state_changed(gw_state_t *st, unsigned kind);
+/* A new record's id: "PREFIX-N" with N counting on in *counter when one
+ * gateway keeps the state; with a shared store, where every gateway makes
+ * records, "PREFIX-" and 16 random hex digits (no two gateways pick the
+ * same one, and none has to ask). False when no randomness could be had
+ * or buf is too small. */
+bool gw_state_new_id(gw_state_t *st, const char *prefix, uint64_t *counter, char *buf, size_t len);
 /* Tells the observer about a change another gateway made (no-op without
  * an observer, or when change->tightens is false). */
 void gw_state_observe(gw_state_t *st, const gw_state_change_t *change);

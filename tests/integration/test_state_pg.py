@@ -14,7 +14,9 @@ also reach each gateway directly from 127.0.0.1.
 
 Checked: a lock posted to one instance ends a psql session held through
 another within 1 s; a lowered trust value the same; a device forgotten on
-one is refused on another (the registry is shared); an ID token accepted
+one is refused on another (the registry is shared); an access request
+approved on one lets the user in through another and ends everywhere at
+the grant's end; an ID token accepted
 by one issuer is refused by another; the state database restarted
 mid-test (sessions keep flowing, known locks stay enforced, token claims
 refused then resumed, changes made meanwhile reach every instance); the
@@ -36,11 +38,15 @@ from harness import SLOW, Cert, Connector, Fixture, Gateway, Postgres, certgate,
 from oidc_fixture import OpenIDProvider
 from test_admin import RULES, api, assert_gone_within, live_psql, psql_ok, service, \
     session_end, wait_admin
+from test_access_requests import parse_ts
 from test_login import csr_for, device, keypair, post, prove, wait_keys
 
 ROLE = "certgate_state"
 DB = "certgate_state"
 LB_SOURCE = "127.0.0.2"  # HAProxy's side of its connections to the gateways
+# the on-call group gets orders-db only with an approved access request
+JIT_RULES = RULES + [{"name": "oncall-jit", "effect": "allow", "services": ["orders-db"],
+                      "groups": ["oncall"], "requires_approval": True}]
 
 
 # --- the state database ---------------------------------------------------------
@@ -95,7 +101,7 @@ def dsn_tls(fx):
 # --- gateways and the load balancer -----------------------------------------------
 
 def gateway_config(fx, dsn, schema=None, issuer=False):
-    cfg = fx.config([service(fx)], RULES,
+    cfg = fx.config([service(fx)], JIT_RULES,
                     gateway={"proxy_protocol_from": [LB_SOURCE + "/32"]},
                     admin={"listen": "127.0.0.1:%d" % free_port(), "token_file": fx.token_file})
     cfg["state"] = {"backend": "postgres", "dsn": dsn}
@@ -155,7 +161,7 @@ def start_haproxy(fx):
 
 def setup():
     fx = Fixture(with_postgres=True)
-    for role in ("alice", "bob", "carol", "dave", "erin"):
+    for role in ("alice", "bob", "carol", "dave", "erin", "frank"):
         fx.pg.sql("CREATE ROLE %s LOGIN" % role)
     fx.pg.sql("ALTER SYSTEM SET client_connection_check_interval = '200ms'")
     fx.pg.sql("SELECT pg_reload_conf()")
@@ -168,6 +174,8 @@ def setup():
     for i, name in enumerate(("alice", "bob", "carol", "dave", "erin"), 1):
         fx.certs[name] = fx.ca.issue(name, "%s@example.com" % name, groups=["dba"],
                                      device_id="laptop-%d" % i, trust="high")
+    fx.certs["frank"] = fx.ca.issue("frank", "frank@example.com", groups=["oncall"],
+                                    device_id="laptop-6", trust="high")
     op_cert = fx.ca.server("op", dns=("localhost",), ips=("127.0.0.1",))
     fx.op = OpenIDProvider(fx.path("op"), tls=(op_cert.crt, op_cert.key, fx.ca.crt))
     make_state_db(fx)
@@ -424,6 +432,56 @@ def test_device_forgotten_on_one_is_refused_on_another(fx):
     assert r.returncode != 0, "the old certificate works again on C"
     for c in list(conn.values()) + [c2]:
         c.stop()
+
+
+def access(gw, rid):
+    r = api(gw, "GET", "/v1/access-requests/" + rid)
+    return r.json if r.status == 200 else None
+
+
+def test_grant_approved_on_one_admits_through_another(fx):
+    """Access requests are shared: asked on B, approved on C, the grant lets
+    frank in through A and B; at its end the sessions held through both end
+    (revoked: policy) and every gateway refuses him again."""
+    span = int(8 * SLOW)
+    refused_everywhere(fx, "frank", rule="default-deny")
+    r = api(fx.B, "POST", "/v1/access-requests",
+            {"user": "frank@example.com", "service": "orders-db", "duration": "%ds" % span,
+             "reason": "INC-18"})
+    assert r.status == 201, r
+    rid = r.json["id"]
+    assert rid.startswith("req-") and len(rid) == 20, rid  # random: any gateway makes them
+    for gw in fx.gws:
+        got = wait_for(lambda: access(gw, rid), 2, "the request on %s" % gw.name)
+        assert got["state"] == "pending" and got["reason"] == "INC-18", got
+    r = api(fx.C, "POST", "/v1/access-requests/%s/approve" % rid,
+            {"by": "carol@example.com", "reason": "on call"})
+    t0 = time.monotonic()
+    assert r.status == 200 and r.json["state"] == "approved", r
+    until = parse_ts(r.json["until"])
+    wait_for(lambda: (access(fx.A, rid) or {}).get("state") == "approved", 1 * SLOW,
+             "the approval on A")
+    print("# approved on C, the grant in force on A after %.1f ms"
+          % ((time.monotonic() - t0) * 1000), flush=True)
+    held = {}
+    for gw in (fx.A, fx.B):
+        held[gw.name] = live_psql(fx, fx.direct[gw.name]["frank"], fx.certs["frank"], "frank")
+    starts = {gw.name: gw.events("session.start", user="frank@example.com")[-1]
+              for gw in (fx.A, fx.B)}
+    for gw in (fx.A, fx.B):
+        assert starts[gw.name]["rule"] == "oncall-jit", starts[gw.name]
+        p = held[gw.name]
+        p.wait(timeout=span + 10 * SLOW)
+        assert p.returncode != 0, "frank's session through %s outlived the grant" % gw.name
+        end = session_end(gw, starts[gw.name]["session"], "revoked: policy")
+        late = parse_ts(end["ts"]) - until
+        print("# the session through %s ended %.3f s after the grant's end" % (gw.name, late),
+              flush=True)
+        assert 0 <= late <= 1.0 * SLOW, (gw.name, late, end)
+    for gw in fx.gws:
+        wait_for(lambda: (access(gw, rid) or {}).get("state") == "expired", 2 * SLOW,
+                 "expired on %s" % gw.name)
+    refused_everywhere(fx, "frank")
 
 
 def wait_connected(fx, connected, timeout=20):

@@ -299,6 +299,94 @@ static void test_device_record_keeps_the_forget(void **unused)
 	uv_loop_close(&loop);
 }
 
+/* An access request goes from one gateway to the next: its approval makes
+ * the grant there (the user's sessions are checked again, so a session
+ * admitted by an earlier grant runs on), its expiry ends it, and a request
+ * that only waits or is denied changes no grant. */
+static void test_request_record_carries_the_grant(void **unused)
+{
+	(void)unused;
+	uv_loop_t loop;
+	uv_loop_init(&loop);
+	char err[160];
+	gw_state_t *a = gw_state_open(&loop, NULL, err, sizeof(err));
+	gw_state_t *b = gw_state_open(&loop, NULL, err, sizeof(err));
+	const gw_access_request_t *req;
+	assert_int_equal(gw_state_access_ask(a, "Frank@example.com", "orders-db", "INC-1", 60000,
+	                                     1000, "127.0.0.1:1", &req),
+	                 GW_ACCESS_OK);
+	char id[24];
+	snprintf(id, sizeof(id), "%s", req->id);
+	int64_t expires = -1, until = 0;
+	gw_state_change_t c = carry(a, b, GW_STATE_REQUESTS, id, &expires);
+	assert_int_equal(expires, 0);
+	assert_false(c.tightens); /* pending: no grant yet */
+	assert_non_null(gw_state_access_get(b, id));
+	assert_int_equal(gw_state_access_get(b, id)->state, GW_ACCESS_PENDING);
+	assert_false(gw_state_grant_until(b, "frank@example.com", "orders-db", 2000, &until));
+
+	assert_int_equal(gw_state_access_decide(a, id, true, "carol", "ok", 2000, &req),
+	                 GW_ACCESS_OK);
+	c = carry(a, b, GW_STATE_REQUESTS, id, &expires);
+	assert_true(c.tightens);
+	assert_string_equal(c.user, "Frank@example.com");
+	assert_null(c.device);
+	assert_string_equal(c.reason, "revoked: policy");
+	assert_true(gw_state_grant_until(b, "frank@example.com", "orders-db", 3000, &until));
+	assert_int_equal(until, 62000);
+	assert_int_equal(gw_state_access_next_expiry(b), 62000);
+
+	/* expired on a: the grant is gone on b, the record kept a while */
+	assert_int_equal(gw_state_access_expire(a, 62000, NULL, NULL), 1);
+	c = carry(a, b, GW_STATE_REQUESTS, id, &expires);
+	assert_true(c.tightens);
+	assert_string_equal(c.user, "Frank@example.com");
+	assert_true(expires > 62000);
+	assert_false(gw_state_grant_until(b, "frank@example.com", "orders-db", 3000, &until));
+	assert_int_equal(gw_state_access_get(b, id)->state, GW_ACCESS_EXPIRED);
+	assert_int_equal(gw_state_access_next_expiry(b), INT64_MAX);
+
+	/* a denied one changes no grant */
+	assert_int_equal(gw_state_access_ask(a, "frank@example.com", "orders-db", "INC-2", 60000,
+	                                     4000, "127.0.0.1:1", &req),
+	                 GW_ACCESS_OK);
+	char id2[24];
+	snprintf(id2, sizeof(id2), "%s", req->id);
+	assert_string_not_equal(id2, id);
+	assert_int_equal(gw_state_access_decide(a, id2, false, "carol", NULL, 5000, &req),
+	                 GW_ACCESS_OK);
+	c = carry(a, b, GW_STATE_REQUESTS, id2, &expires);
+	assert_false(c.tightens);
+	keys_t k = {0};
+	gw_state_kinds[GW_STATE_REQUESTS]->keys(b, collect, &k);
+	assert_int_equal(k.n, 2);
+	assert_string_equal(k.list[0], id);
+	assert_string_equal(k.list[1], id2);
+
+	/* an approved record that went from the store: its grant goes, told */
+	const gw_state_kind_t *kind = gw_state_kinds[GW_STATE_REQUESTS];
+	json_t *v = kind->get(a, id, &expires);
+	json_object_set_new(v, "state", json_string("approved"));
+	c = (gw_state_change_t){0};
+	assert_true(kind->put(b, id, v, &c, err, sizeof(err)));
+	assert_true(c.tightens);
+	assert_true(gw_state_grant_until(b, "frank@example.com", "orders-db", 3000, &until));
+	c = (gw_state_change_t){0};
+	assert_true(kind->put(b, id, NULL, &c, err, sizeof(err)));
+	assert_true(c.tightens);
+	assert_string_equal(c.user, "Frank@example.com");
+	assert_false(gw_state_grant_until(b, "frank@example.com", "orders-db", 3000, &until));
+	assert_null(gw_state_access_get(b, id));
+	/* a record whose id is not its key is refused */
+	err[0] = '\0';
+	assert_false(kind->put(b, "req-other", v, &c, err, sizeof(err)));
+	assert_true(err[0] != '\0');
+	json_decref(v);
+	gw_state_close(a);
+	gw_state_close(b);
+	uv_loop_close(&loop);
+}
+
 static gw_token_claim_t claimed;
 static int claims;
 
@@ -334,6 +422,7 @@ int main(void)
 	        cmocka_unit_test(test_lock_record_round_trip),
 	        cmocka_unit_test(test_trust_record_round_trip),
 	        cmocka_unit_test(test_device_record_keeps_the_forget),
+	        cmocka_unit_test(test_request_record_carries_the_grant),
 	        cmocka_unit_test(test_unreadable_records),
 	        cmocka_unit_test(test_observer_hears_what_tightens),
 	        cmocka_unit_test(test_claims_answer_at_once),
