@@ -489,6 +489,26 @@ class Fixture:
             print("# kept %s" % self.dir)
 
 
+def sanitizer_reports(fixture):
+    """The sanitizer reports of a failed test's gateways and connectors: a
+    process that a sanitizer stopped looks to the test like one that just
+    closed its connections."""
+    lines = []
+    for proc in getattr(fixture, "procs", []):
+        try:
+            out = proc.output() if isinstance(proc, Process) else ""
+        except Exception:
+            continue
+        at = out.find("Sanitizer")
+        if at < 0:
+            continue
+        report = out[out.rfind("\n", 0, at) + 1:].splitlines()
+        lines.append("%s (pid %s) was stopped by a sanitizer:"
+                     % (os.path.basename(proc.log_path), proc.proc.pid))
+        lines.extend("  " + l for l in report[:80])
+    return lines
+
+
 def run(tests, setup=None, teardown=None):
     """Runs test functions, printing TAP. setup() returns the fixture passed
     to every test; a test takes (fixture) and raises on failure."""
@@ -514,6 +534,8 @@ def run(tests, setup=None, teardown=None):
                 failed += 1
                 print("not ok %d - %s" % (i, t.__name__))
                 for line in traceback.format_exc().splitlines():
+                    print("# " + line)
+                for line in sanitizer_reports(fixture):
                     print("# " + line)
                 sys.stdout.flush()
             finally:
