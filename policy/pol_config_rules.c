@@ -1,6 +1,6 @@
 /* The "rules" section (of certgate.json or of its policy_file): each rule's
  * conditions read and checked against the services already loaded, its
- * mode and time window, and rule names unique. */
+ * mode, time window and requires_approval, and rule names unique. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -148,10 +148,11 @@ static void load_rule(loader_t *ld, const cg_jdoc_t *doc, const json_t *obj, siz
                       pol_rule_t *rule)
 {
 	static const char *const keys[] = {
-	        "name",    "effect",   "services", "users", "groups", "devices", "min_trust",
-	        "sources", "db_users", "db_names", "mode",  "when",   NULL};
+	        "name",    "effect",    "services",          "users",    "groups",
+	        "devices", "min_trust", "sources",           "db_users", "db_names",
+	        "mode",    "when",      "requires_approval", NULL};
 	char path[PATH_BUF], kpath[PATH_BUF], ipath[PATH_BUF];
-	const char *name, *effect, *trust, *mode;
+	const char *name, *effect = NULL, *trust, *mode;
 	bool star = false, all_postgres = true;
 
 	rule->min_trust = POL_TRUST_NONE;
@@ -197,6 +198,17 @@ static void load_rule(loader_t *ld, const cg_jdoc_t *doc, const json_t *obj, siz
 	}
 	if (json_object_get(obj, "when") != NULL)
 		load_when(ld, doc, json_object_get(obj, "when"), path, rule);
+	pol_ld_get_bool(ld, doc, obj, path, "requires_approval", false, &rule->requires_approval);
+	if (rule->requires_approval) {
+		/* an approval widens access for a while: on a deny rule it would
+		 * have to mean "refuse only those who were approved", which no
+		 * one wants; refused, not guessed */
+		if (effect != NULL && strcmp(effect, "deny") == 0)
+			pol_ld_err(ld, doc, pol_ld_pkey(kpath, path, "requires_approval"),
+			           "applies to allow rules only (an approved access request "
+			           "admits; it cannot make a deny rule refuse)");
+		ld->snap->has_approvals = true;
+	}
 
 	if (!json_object_get(obj, "services"))
 		pol_ld_err(ld, doc, path, "missing required key \"services\"");

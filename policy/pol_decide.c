@@ -3,11 +3,14 @@
  *
  * Deny overrides: every rule that can apply is considered; a matching deny
  * rule refuses, otherwise the first matching allow rule admits, otherwise the
- * default is deny. The live path looks up the rules that can apply to the
- * request's service in an index built once per snapshot (pol_index_create)
- * and stops at the first matching deny rule; the trace path (explain) walks
- * every rule in policy order and says why each one did not match. Both use
- * the same condition checks, so they cannot disagree. */
+ * default is deny. A rule that requires approval matches only while the
+ * request's access grant runs (its end is the caller's to look up: the
+ * decision stays a pure function of its inputs). The live path looks up the
+ * rules that can apply to the request's service in an index built once per
+ * snapshot (pol_index_create) and stops at the first matching deny rule; the
+ * trace path (explain) walks every rule in policy order and says why each
+ * one did not match. Both use the same condition checks, so they cannot
+ * disagree. */
 #include "pol_decide.h"
 
 #include <arpa/inet.h>
@@ -40,13 +43,14 @@ typedef enum {
 	COND_DB_USERS,
 	COND_DB_NAMES,
 	COND_WHEN,
+	COND_APPROVAL,
 } cond_t;
 
 typedef struct eval {
 	const pol_request_t *req;
 	const char *user;  /* NULL: no user claim */
 	pol_trust_t trust; /* effective */
-	int64_t at_ms;     /* for time windows */
+	int64_t at_ms;     /* for time windows and access grants */
 } eval_t;
 
 static bool rule_names_service(const pol_rule_t *rule, const char *service)
@@ -271,6 +275,9 @@ static cond_t rule_check(const pol_rule_t *rule, const eval_t *ev, bool check_se
 		return first ? first : COND_DB_NAMES;
 	if (rule->when != NULL && !pol_window_contains(rule->when, ev->at_ms))
 		return first ? first : COND_WHEN;
+	/* just-in-time access: the grant must still run at the decision's instant */
+	if (rule->requires_approval && req->grant_until_ms <= ev->at_ms)
+		return first ? first : COND_APPROVAL;
 	*only_trust = first == COND_MIN_TRUST;
 	return first;
 }
@@ -408,6 +415,17 @@ static void why_not(const pol_rule_t *rule, const eval_t *ev, cond_t cond, char 
 			(void)pol_window_explain(rule->when, ev->at_ms, t.buf + t.len,
 			                         t.cap - t.len);
 		break;
+	case COND_APPROVAL:
+		if (req->grant_until_ms > 0) {
+			char ended[CG_RFC3339_LEN];
+			cg_rfc3339_ms(req->grant_until_ms, ended);
+			text_add(&t, "requires_approval: the access grant for %s ended at %s",
+			         req->service ? req->service : "(none)", ended);
+		} else {
+			text_add(&t, "requires_approval: no approved access request for %s",
+			         req->service ? req->service : "(none)");
+		}
+		break;
 	}
 }
 
@@ -415,10 +433,11 @@ static void why_not(const pol_rule_t *rule, const eval_t *ev, cond_t cond, char 
 /* Decision                                                                 */
 
 typedef struct verdict {
-	const pol_rule_t *deny;       /* first matching (enforced) deny rule */
-	const pol_rule_t *allow;      /* first matching allow rule */
-	const pol_rule_t *trust_only; /* first allow rule that failed only on min_trust */
-	size_t n_would_deny;          /* matching permissive deny rules, the first ones */
+	const pol_rule_t *deny;          /* first matching (enforced) deny rule */
+	const pol_rule_t *allow;         /* first matching allow rule */
+	const pol_rule_t *trust_only;    /* first allow rule that failed only on min_trust */
+	const pol_rule_t *approval_only; /* first allow rule that failed only for want of a grant */
+	size_t n_would_deny;             /* matching permissive deny rules, the first ones */
 	const pol_rule_t *would_deny[POL_WOULD_DENY_MAX];
 	int64_t deny_opens_ms; /* earliest opening of a deny rule's window that alone failed */
 } verdict_t;
@@ -437,6 +456,8 @@ static void consider(verdict_t *v, const pol_rule_t *rule, const eval_t *ev, con
 		}
 	} else if (only_trust && rule->allow && !v->trust_only) {
 		v->trust_only = rule;
+	} else if (cond == COND_APPROVAL && !v->approval_only) {
+		v->approval_only = rule; /* an allow rule: only those require approval */
 	} else if (cond == COND_WHEN && !rule->allow && !rule->permissive) {
 		/* it refuses once its window opens */
 		int64_t opens = pol_window_next_change(rule->when, ev->at_ms);
@@ -560,8 +581,10 @@ void pol_decide(const pol_snapshot_t *snap, const pol_request_t *req, pol_decisi
 	        .user = claims && claims->user && claims->user[0] ? claims->user : NULL,
 	        .trust = pol_trust_effective(claims ? claims->device_trust : POL_TRUST_NONE,
 	                                     req->feed_trust),
-	        /* the clock is read only when a window needs it */
-	        .at_ms = req->at_ms != 0 || !snap->has_windows ? req->at_ms : cg_wall_ms(),
+	        /* the clock is read only when a window or a grant needs it */
+	        .at_ms = req->at_ms != 0 || !(snap->has_windows || snap->has_approvals)
+	                         ? req->at_ms
+	                         : cg_wall_ms(),
 	};
 	verdict_t v = {.deny_opens_ms = INT64_MAX};
 	bool known = service_known(snap, req->service);
@@ -622,6 +645,9 @@ void pol_decide(const pol_snapshot_t *snap, const pol_request_t *req, pol_decisi
 			if (closes < out->valid_until_ms)
 				out->valid_until_ms = closes;
 		}
+		/* admitted by an approval: it holds until the grant ends */
+		if (v.allow->requires_approval && req->grant_until_ms < out->valid_until_ms)
+			out->valid_until_ms = req->grant_until_ms;
 		out->n_would_deny = v.n_would_deny;
 		for (size_t i = 0; i < v.n_would_deny; i++)
 			out->would_deny[i] = v.would_deny[i]->name;
@@ -631,6 +657,12 @@ void pol_decide(const pol_snapshot_t *snap, const pol_request_t *req, pol_decisi
 		         "device trust %s is below min_trust %s of rule %s",
 		         pol_trust_name(ev.trust), pol_trust_name(v.trust_only->min_trust),
 		         v.trust_only->name);
+	} else if (v.approval_only) {
+		out->why = POL_WHY_APPROVAL;
+		snprintf(out->reason, sizeof(out->reason),
+		         "rule %s requires an approved access request for service %s (certgate "
+		         "request %s)",
+		         v.approval_only->name, req->service, req->service);
 	} else if (req->db_user != NULL) {
 		snprintf(out->reason, sizeof(out->reason),
 		         "no rule allows user %s as db user %s on database %s of service %s",

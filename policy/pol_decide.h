@@ -18,6 +18,10 @@ typedef struct pol_request {
 	const char *db_user;           /* postgres mode, else NULL */
 	const char *db_name;           /* postgres mode, else NULL */
 	int64_t at_ms;                 /* when (epoch ms) time windows are judged; 0 = now */
+	/* just-in-time access: the end (epoch ms) of the approved access grant
+	 * the user holds for this service, 0 when none. A requires_approval
+	 * rule matches only while at_ms is before it. */
+	int64_t grant_until_ms;
 	/* postgres mode without db_user and db_name: may some database user and
 	 * name be used? (the user's catalog, explain without --db-user) */
 	bool db_any;
@@ -29,6 +33,7 @@ typedef enum {
 	POL_WHY_DEFAULT_DENY, /* no allow rule matched */
 	POL_WHY_TRUST,        /* an allow rule failed only on min_trust */
 	POL_WHY_NO_USER,      /* certificate had no user claim */
+	POL_WHY_APPROVAL,     /* an allow rule failed only on requires_approval: no grant held */
 } pol_why_t;
 
 /* Permissive deny rules named by one decision, at most (the first ones in
@@ -43,7 +48,8 @@ typedef struct pol_decision {
 	char reason[192]; /* one line for audit and errors */
 	/* allowed: the earliest instant (epoch ms) after the request's at_ms
 	 * at which a time window could refuse it (the allowing rule's window
-	 * closes, or that of a deny rule that otherwise matches opens);
+	 * closes, or that of a deny rule that otherwise matches opens), or the
+	 * access grant a requires_approval rule admitted it by ends;
 	 * INT64_MAX when none can, and for every refusal */
 	int64_t valid_until_ms;
 	/* allowed: the permissive deny rules that matched (names in the
@@ -63,10 +69,13 @@ typedef void (*pol_trace_fn)(void *arg, const pol_rule_t *rule, const char *why_
  * effective trust is always_deny is refused (why POL_WHY_TRUST); otherwise
  * the first matching allow rule admits; otherwise default-deny. A request without a
  * user claim is refused (rule "default-deny", why POL_WHY_NO_USER). A rule
- * with a time window matches only when req->at_ms is inside it. trace may
- * be NULL. Reasons:
+ * with a time window matches only when req->at_ms is inside it; a rule
+ * that requires approval only while req->grant_until_ms is after it. trace
+ * may be NULL. Reasons:
  *   "denied by rule NAME"
  *   "device trust LOW is below min_trust HIGH of rule NAME"
+ *   "rule NAME requires an approved access request for service S (certgate
+ *    request S)"
  *   "device trust always_deny: every rule refuses this device"
  *   "no rule allows user U on service S"
  *   "no rule allows user U as db user D on database N of service S"

@@ -203,6 +203,8 @@ static json_t *show_rule(shower_t *sh, const pol_rule_t *r)
 	put(sh, o, "effect", json_string(r->allow ? "allow" : "deny"));
 	if (r->permissive)
 		put(sh, o, "mode", json_string("permissive"));
+	if (r->requires_approval)
+		put(sh, o, "requires_approval", json_true());
 	put(sh, o, "services", show_strings(sh, r->services, r->n_services));
 	if (r->n_users)
 		put(sh, o, "users", show_strings(sh, r->users, r->n_users));

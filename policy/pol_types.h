@@ -201,6 +201,9 @@ typedef struct pol_rule {
 	size_t n_db_names;
 	pol_window_t *when; /* NULL: at any time */
 	bool permissive;    /* mode "permissive" (deny rules only): reports, never refuses */
+	/* allow rules only: matches only while the user holds an approved,
+	 * unexpired access grant for the service (just-in-time access) */
+	bool requires_approval;
 } pol_rule_t;
 
 typedef struct pol_snapshot {
@@ -222,6 +225,7 @@ typedef struct pol_snapshot {
 	void *index;           /* private to pol_index.c (decision index) */
 	cg_strmap_t *zones;    /* zone name -> cg_tz_t, shared by the rules' windows */
 	bool has_windows;      /* some rule has a time window */
+	bool has_approvals;    /* some rule requires an approval (access grants) */
 	cg_jdoc_t *doc_config; /* the texts, for positions in later error messages */
 	cg_jdoc_t *doc_policy; /* NULL without policy_file */
 } pol_snapshot_t;

@@ -44,6 +44,13 @@ typedef struct adm_request {
 	const char *by; /* the caller's address, for audit */
 } adm_request_t;
 
+/* The access-request endpoints (admin_access.c). */
+void adm_post_access_request(adm_request_t *req, gw_http_reply_t *reply);
+void adm_get_access_requests(adm_request_t *req, gw_http_reply_t *reply);
+void adm_get_access_request(adm_request_t *req, gw_http_reply_t *reply, const char *id);
+void adm_approve_access_request(adm_request_t *req, gw_http_reply_t *reply, const char *id);
+void adm_deny_access_request(adm_request_t *req, gw_http_reply_t *reply, const char *id);
+
 /* Routes one request to its handler (admin_api.c). */
 void adm_dispatch(adm_request_t *req, gw_http_reply_t *reply);
 /* Whether raw_path (as sent) routes to an endpoint anyone may call without

@@ -504,7 +504,7 @@ typedef struct route {
 	const char *allow;
 	bool open; /* no token needed */
 	plain_fn get, post, put, del;
-	id_fn id_get, id_put, id_del;
+	id_fn id_get, id_post, id_put, id_del;
 } route_t;
 
 static const route_t routes[] = {
@@ -521,6 +521,12 @@ static const route_t routes[] = {
          .id_put = put_trust, .id_del = delete_trust},
         {"/v1/locks", NULL, "GET, POST", .get = get_locks, .post = post_lock},
         {"/v1/locks/{id}", "lock id", "DELETE", .id_del = delete_lock},
+        {"/v1/access-requests", NULL, "GET, POST", .get = adm_get_access_requests,
+         .post = adm_post_access_request},
+        {"/v1/access-requests/{id}", "request id", "GET", .id_get = adm_get_access_request},
+        {"/v1/access-requests/{id}/approve", "request id", "POST",
+         .id_post = adm_approve_access_request},
+        {"/v1/access-requests/{id}/deny", "request id", "POST", .id_post = adm_deny_access_request},
         {"/metrics", NULL, "GET", .get = get_metrics},
 };
 
@@ -685,6 +691,7 @@ void adm_dispatch(adm_request_t *req, gw_http_reply_t *reply)
 		return;
 	}
 	id_fn fn = strcmp(m, "GET") == 0      ? r->id_get
+	           : strcmp(m, "POST") == 0   ? r->id_post
 	           : strcmp(m, "PUT") == 0    ? r->id_put
 	           : strcmp(m, "DELETE") == 0 ? r->id_del
 	                                      : NULL;

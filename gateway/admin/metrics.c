@@ -367,6 +367,14 @@ char *gw_metrics_render(gw_metrics_t *m, gw_gateway_t *gw, size_t *len)
 	       "Changes to the run-time state (locks, trust feed, ...) that could not be "
 	       "persisted; they stay in force in memory.");
 	put(&o, "certgate_state_errors_total %" PRIu64 "\n", gw_state_errors(gw->state));
+	family(&o, "certgate_access_requests", "gauge",
+	       "Access requests kept (just-in-time access), by state; approved = grants in "
+	       "force. Decided requests past the history bound are forgotten.");
+	size_t counts[GW_ACCESS_STATES];
+	gw_state_access_counts(gw->state, counts);
+	for (unsigned i = 0; i < GW_ACCESS_STATES; i++)
+		put(&o, "certgate_access_requests{state=\"%s\"} %zu\n",
+		    gw_access_state_name((gw_access_state_t)i), counts[i]);
 	family(&o, "certgate_admin_denied_total", "counter",
 	       "Admin API requests refused for a missing or wrong bearer token.");
 	put(&o, "certgate_admin_denied_total{reason=\"missing token\"} %" PRIu64 "\n",

@@ -8,7 +8,10 @@
  * services` never disagree. --at decides as of another time
  * than now: every time-dependent check (certificate and CRL validity, the
  * clock-skew rule, the rules' time windows) is judged at that instant, and
- * each window says why it holds or not then. */
+ * each window says why it holds or not then. Access grants (just-in-time
+ * access) are the running gateway's too: --grant-until decides as if the
+ * user held an approved one for the service until then, and each rule
+ * that requires approval says whether one is held. */
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,6 +32,7 @@
 typedef struct trace {
 	json_t *rules;
 	int64_t at_ms;
+	int64_t grant_until_ms; /* 0: none */
 } trace_t;
 
 static json_t *time_or_null(int64_t ms)
@@ -57,6 +61,15 @@ static void on_rule(void *arg, const pol_rule_t *rule, const char *why_not)
 		        json_pack("{s:b, s:s, s:o}", "inside", inside, "detail", detail,
 		                  "next_change",
 		                  time_or_null(pol_window_next_change(rule->when, t->at_ms))));
+	}
+	if (rule->requires_approval) {
+		/* held: a grant that runs past the decision's instant */
+		bool held = t->grant_until_ms > t->at_ms;
+		json_object_set_new(r, "requires_approval",
+		                    json_pack("{s:b, s:o}", "held", held, "until",
+		                              t->grant_until_ms > 0
+		                                      ? time_or_null(t->grant_until_ms)
+		                                      : json_null()));
 	}
 	json_array_append_new(t->rules, r);
 }
@@ -141,6 +154,17 @@ static void print_text(json_t *out)
 			       json_string_value(json_object_get(when, "detail")),
 			       next != NULL ? "; changes at " : "", next != NULL ? next : "");
 		}
+		json_t *approval = json_object_get(v, "requires_approval");
+		if (approval != NULL) {
+			const char *until = json_string_value(json_object_get(approval, "until"));
+			bool held = json_is_true(json_object_get(approval, "held"));
+			printf("      requires approval: %s%s%s\n",
+			       held            ? "a grant is held until "
+			       : until != NULL ? "the grant ended at "
+			                       : "no approved access request is held",
+			       until != NULL ? until : "",
+			       held || until != NULL ? "" : " (certgate request; --grant-until)");
+		}
 	}
 	json_t *d = json_object_get(out, "decision");
 	printf("decision: %s (rule %s): %s\n",
@@ -155,7 +179,8 @@ static void print_text(json_t *out)
 	}
 	const char *until = json_string_value(json_object_get(d, "valid_until"));
 	if (until != NULL)
-		printf("  valid until: %s (a time window; a live session is decided again then)\n",
+		printf("  valid until: %s (a time window or an access grant; a live session is "
+		       "decided again then)\n",
 		       until);
 }
 
@@ -169,6 +194,7 @@ int gw_explain_main(int argc, char **argv)
 	        {"db-name", required_argument, NULL, 'd'},
 	        {"source", required_argument, NULL, 'S'},
 	        {"at", required_argument, NULL, 'a'},
+	        {"grant-until", required_argument, NULL, 'g'},
 	        {"json", no_argument, NULL, 'j'},
 	        {"help", no_argument, NULL, 'h'},
 	        {NULL, 0, NULL, 0},
@@ -176,16 +202,19 @@ int gw_explain_main(int argc, char **argv)
 	static const char usage[] =
 	        "usage: certgate explain --config FILE --cert FILE --service NAME\n"
 	        "                        [--db-user U] [--db-name D] [--source IP] [--at TIME]\n"
-	        "                        [--json]\n"
+	        "                        [--grant-until TIME] [--json]\n"
 	        "Shows the claims read from the certificate, each rule considered and the "
 	        "decision.\n"
 	        "  --at TIME  decide as of TIME (RFC 3339, e.g. 2026-12-04T23:29:08Z) instead "
 	        "of now:\n"
 	        "             certificate and CRL validity, the clock-skew rule and the rules'\n"
 	        "             time windows are judged then\n"
+	        "  --grant-until TIME  decide as if the user held an approved access request\n"
+	        "             for the service until TIME (RFC 3339): the rules that require\n"
+	        "             approval match before then (the gateway's grants are its own)\n"
 	        "Exit 0 if the gateway would admit it, 1 if not.\n";
 	const char *config = NULL, *cert_path = NULL, *service = NULL, *source = NULL;
-	const char *db_user = NULL, *db_name = NULL, *at_text = NULL;
+	const char *db_user = NULL, *db_name = NULL, *at_text = NULL, *grant_text = NULL;
 	bool as_json = false;
 	int opt;
 	optind = 1;
@@ -211,6 +240,9 @@ int gw_explain_main(int argc, char **argv)
 			break;
 		case 'a':
 			at_text = optarg;
+			break;
+		case 'g':
+			grant_text = optarg;
 			break;
 		case 'j':
 			as_json = true;
@@ -243,6 +275,14 @@ int gw_explain_main(int argc, char **argv)
 		at_s = at_ms / 1000;
 		cg_rfc3339_ms(at_s * 1000, at);
 		decide_ms = at_s * 1000;
+	}
+	int64_t grant_ms = 0;
+	if (grant_text != NULL && (!cg_rfc3339_parse(grant_text, &grant_ms) || grant_ms <= 0)) {
+		fprintf(stderr,
+		        "certgate explain: --grant-until %s: expected an RFC 3339 time after 1970, "
+		        "like 2026-12-04T23:29:08Z\n",
+		        grant_text);
+		return 2;
 	}
 	struct sockaddr_storage src;
 	if (source != NULL) {
@@ -291,7 +331,7 @@ int gw_explain_main(int argc, char **argv)
 	pol_claims_t claims;
 	if (!pol_claims_extract(&rt->snap->claims, cert, &claims))
 		goto done;
-	trace_t trace = {.rules = json_array(), .at_ms = decide_ms};
+	trace_t trace = {.rules = json_array(), .at_ms = decide_ms, .grant_until_ms = grant_ms};
 	pol_request_t req = {
 	        .service = svc->name,
 	        .claims = &claims,
@@ -300,6 +340,7 @@ int gw_explain_main(int argc, char **argv)
 	        .db_user = db_user,
 	        .db_name = db_name,
 	        .at_ms = decide_ms,
+	        .grant_until_ms = grant_ms,
 	        .db_any = svc->mode == POL_MODE_POSTGRES && db_user == NULL && db_name == NULL,
 	};
 	pol_decision_t d;

@@ -16,6 +16,7 @@
 #include "certgate_config.h"
 #include "cg_time.h"
 #include "cmd/cli.h"
+#include "core/access.h"
 #include "core/control.h"
 #include "core/gateway.h"
 #include "core/listener.h"
@@ -215,6 +216,7 @@ int gw_serve_main(int argc, char **argv)
 		if (gw_admin_listening(admin) != NULL)
 			cg_log(CG_LOG_INFO, "admin API on %s", gw_admin_listening(admin));
 		gw.ready = true;
+		gw_access_start(&gw); /* grants that ended while down expire now */
 		gw.watchdog_on = gw_watchdog_start(gw.loop, &gw.watchdog);
 		gw_audit_probe_start(&gw);
 		gw_notify_ready("serving");

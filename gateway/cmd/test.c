@@ -12,8 +12,12 @@
  *    "cases": [{"name": ..., "claims": {"user", "groups", "device_id",
  *               "device_trust"} | "cert": PEM file, "service": ...,
  *               "db_user", "db_name", "source": IP, "at": RFC3339,
- *               "feed_trust": level, "expect": "allow" | "deny",
- *               "rule": name, "would_deny": [names]}]}
+ *               "feed_trust": level, "grants": [{"service", "until":
+ *               RFC3339}], "expect": "allow" | "deny", "rule": name,
+ *               "would_deny": [names]}]}
+ * "grants" are the approved access requests the user holds (just-in-time
+ * access): the case's service's latest "until" is the grant the decision
+ * sees, as the gateway looks it up in its run-time state.
  * Every mistake in it is reported as file:line:col before anything runs. */
 #include <getopt.h>
 #include <libgen.h>
@@ -48,6 +52,7 @@ typedef struct test_case {
 	struct sockaddr_storage source;
 	int64_t at_ms;
 	pol_trust_t feed_trust;
+	int64_t grant_until_ms; /* for the case's service; 0: none */
 	bool expect_allow;
 	const char *expect_rule;  /* NULL: any */
 	const json_t *would_deny; /* NULL: not checked */
@@ -203,11 +208,53 @@ static void read_source(reader_t *r, const char *text, test_case_t *c)
 	c->has_source = true;
 }
 
+/* "grants": [{"service": NAME, "until": RFC3339}]: the latest end of those
+ * for the case's service. */
+static void read_grants(reader_t *r, const json_t *list, test_case_t *c)
+{
+	static const char *const keys[] = {"service", "until", NULL};
+	char path[PATH_MAX_LEN], gpath[PATH_MAX_LEN + 64];
+	snprintf(path, sizeof(path), "%s.grants", c->path);
+	if (!json_is_array(list)) {
+		cg_jdoc_error(r->doc, r->errs, path,
+		              "expected a list of {\"service\": ..., \"until\": RFC 3339 time}");
+		return;
+	}
+	size_t i;
+	json_t *g;
+	json_array_foreach(list, i, g)
+	{
+		snprintf(gpath, sizeof(gpath), "%s[%zu]", path, i);
+		if (!json_is_object(g)) {
+			cg_jdoc_error(r->doc, r->errs, gpath,
+			              "expected {\"service\": ..., \"until\": RFC 3339 time}");
+			continue;
+		}
+		check_keys(r, g, gpath, keys);
+		const char *service = get_string(r, g, gpath, "service", true);
+		const char *until = get_string(r, g, gpath, "until", true);
+		int64_t ms = 0;
+		if (service != NULL && pol_snapshot_service(r->snap, service) == NULL)
+			cg_jdoc_error(r->doc, r->errs, gpath, "no service \"%s\" in %s", service,
+			              r->snap->config_path);
+		if (until != NULL && (!cg_rfc3339_parse(until, &ms) || ms <= 0)) {
+			char upath[PATH_MAX_LEN + 96];
+			snprintf(upath, sizeof(upath), "%s.until", gpath);
+			cg_jdoc_error(r->doc, r->errs, upath,
+			              "expected an RFC 3339 time like \"2026-12-07T10:00:00Z\"");
+			continue;
+		}
+		if (service != NULL && c->service != NULL &&
+		    strcmp(service, c->service->name) == 0 && ms > c->grant_until_ms)
+			c->grant_until_ms = ms;
+	}
+}
+
 static void read_case(reader_t *r, const json_t *obj, size_t i, int64_t default_at, test_case_t *c)
 {
-	static const char *const keys[] = {"name",    "claims",     "cert", "service",    "db_user",
-	                                   "db_name", "source",     "at",   "feed_trust", "expect",
-	                                   "rule",    "would_deny", NULL};
+	static const char *const keys[] = {
+	        "name", "claims",     "cert",   "service", "db_user", "db_name",    "source",
+	        "at",   "feed_trust", "grants", "expect",  "rule",    "would_deny", NULL};
 	char path[PATH_MAX_LEN];
 	snprintf(c->path, sizeof(c->path), "cases[%zu]", i);
 	if (!json_is_object(obj)) {
@@ -245,6 +292,8 @@ static void read_case(reader_t *r, const json_t *obj, size_t i, int64_t default_
 	c->at_ms = default_at;
 	(void)get_time(r, obj, c->path, &c->at_ms);
 	c->feed_trust = get_trust(r, obj, c->path, "feed_trust");
+	if (json_object_get(obj, "grants") != NULL)
+		read_grants(r, json_object_get(obj, "grants"), c);
 
 	const char *expect = get_string(r, obj, c->path, "expect", true);
 	snprintf(path, sizeof(path), "%s.expect", c->path);
@@ -298,6 +347,7 @@ static bool run_case(const pol_snapshot_t *snap, const cg_jdoc_t *doc, const tes
 	        .db_user = c->db_user,
 	        .db_name = c->db_name,
 	        .at_ms = c->at_ms,
+	        .grant_until_ms = c->grant_until_ms,
 	};
 	pol_decision_t d;
 	pol_decide(snap, &req, &d, NULL, NULL);
@@ -335,7 +385,9 @@ static const char usage[] =
         "  --verbose  print the passing cases too\n"
         "A case gives \"claims\" (user, groups, device_id, device_trust) or \"cert\" (a PEM\n"
         "file), \"service\", optionally \"db_user\", \"db_name\", \"source\", \"at\" (RFC 3339;\n"
-        "default: the file's \"at\", else now) and \"feed_trust\", and what it expects:\n"
+        "default: the file's \"at\", else now), \"feed_trust\" and \"grants\" (the approved\n"
+        "access requests the user holds: [{\"service\": ..., \"until\": RFC 3339}]), and\n"
+        "what it expects:\n"
         "\"expect\" (\"allow\" or \"deny\"), optionally \"rule\" and \"would_deny\".\n"
         "Exit 0 if every case passes, 1 if one fails or a file cannot be read, 2 on "
         "usage.\n";

@@ -1,5 +1,6 @@
-/* Locks, forgotten devices, trust feed and the policy decision, applied
- * the same way to new and live sessions and to the catalog (see authz.h).
+/* Locks, forgotten devices, trust feed, access grants and the policy
+ * decision, applied the same way to new and live sessions and to the
+ * catalog (see authz.h).
  *
  * A forgotten device: DELETE /v1/devices/{id} must make the certificate a
  * lost or stolen machine still holds worthless, although that certificate
@@ -51,6 +52,13 @@ bool gw_authorize(gw_state_t *st, const gw_runtime_t *rt, const gw_authz_request
 		snprintf(out->reason, sizeof(out->reason), "device forgotten: log in again");
 		return false;
 	}
+	/* just-in-time access: the grant's end, looked up only when a rule
+	 * can use it (a pure read: any thread) */
+	int64_t grant = 0;
+	if (req->assume_grant)
+		grant = INT64_MAX;
+	else if (rt->snap->has_approvals)
+		(void)gw_state_grant_until(st, c->user, req->service->name, now, &grant);
 	pol_request_t preq = {
 	        .service = req->service->name,
 	        .claims = c,
@@ -59,6 +67,7 @@ bool gw_authorize(gw_state_t *st, const gw_runtime_t *rt, const gw_authz_request
 	        .db_user = req->db_user,
 	        .db_name = req->db_name,
 	        .at_ms = now, /* time windows: the clock the locks were judged by */
+	        .grant_until_ms = grant,
 	        .db_any = req->db_any,
 	};
 	pol_decide(rt->snap, &preq, out, NULL, NULL);

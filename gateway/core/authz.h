@@ -24,18 +24,22 @@ typedef struct gw_authz_request {
 	/* the certificate's notBefore (epoch ms): a device forgotten after it
 	 * refuses the certificate */
 	int64_t cert_not_before_ms;
+	/* decide as if the user held an unending access grant for the service:
+	 * would an approval admit them? (`certgate request`) */
+	bool assume_grant;
 } gw_authz_request_t;
 
 /* The rule named by a refusal for a forgotten device's older certificate. */
 #define GW_AUTHZ_FORGOTTEN_RULE "forgotten-device"
 
 /* Decides req under rt's policy and the run-time state st (locks, trust
- * feed, device registry), as of now (time windows). A lock refuses with
- * rule "lock"; a certificate whose device was forgotten after its
- * notBefore with rule GW_AUTHZ_FORGOTTEN_RULE and reason "device
- * forgotten: log in again". Returns out->allow; out->valid_until_ms says
- * when a time window could change an admission (the session
- * re-authorizes then). */
+ * feed, device registry, the user's access grant for the service), as of
+ * now (time windows, grants). A lock refuses with rule "lock"; a
+ * certificate whose device was forgotten after its notBefore with rule
+ * GW_AUTHZ_FORGOTTEN_RULE and reason "device forgotten: log in again".
+ * Returns out->allow; out->valid_until_ms says when a time window or the
+ * end of a grant could change an admission (the session re-authorizes
+ * then). */
 bool gw_authorize(gw_state_t *st, const gw_runtime_t *rt, const gw_authz_request_t *req,
                   pol_decision_t *out);
 

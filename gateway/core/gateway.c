@@ -290,12 +290,91 @@ void gw_gateway_finish(gw_gateway_t *gw)
 	uv_mutex_destroy(&gw->audit_lock);
 }
 
+/* --- functions the workers hand to the control loop --------------------------- */
+
+struct gw_control_msg {
+	struct gw_control_msg *next;
+	gw_control_fn fn;
+	void *arg;
+};
+
+static struct gw_control_msg *control_take(gw_gateway_t *gw)
+{
+	struct gw_control_msg *m;
+	GW_LOCKED(gw, {
+		m = gw->control_queue;
+		if (m != NULL) {
+			gw->control_queue = m->next;
+			if (gw->control_queue == NULL)
+				gw->control_tail = NULL;
+		}
+	});
+	return m;
+}
+
+static void run_control(uv_async_t *async)
+{
+	gw_gateway_t *gw = async->data;
+	struct gw_control_msg *m;
+	while ((m = control_take(gw)) != NULL) {
+		m->fn(gw, m->arg);
+		free(m);
+	}
+}
+
+int gw_control_start(gw_gateway_t *gw)
+{
+	int rc = uv_async_init(gw->loop, &gw->control_wake, run_control);
+	gw->control_wake.data = gw;
+	return rc;
+}
+
+int gw_control_post(gw_gateway_t *gw, bool here, gw_control_fn fn, void *arg)
+{
+	if (here) {
+		fn(gw, arg);
+		return 0;
+	}
+	struct gw_control_msg *m = calloc(1, sizeof(*m));
+	if (m == NULL)
+		return -ENOMEM;
+	m->fn = fn;
+	m->arg = arg;
+	bool queued = false;
+	/* under the lock: control_stop cannot close the handle meanwhile */
+	GW_LOCKED(gw, {
+		if (!gw->drained) {
+			if (gw->control_tail != NULL)
+				gw->control_tail->next = m;
+			else
+				gw->control_queue = m;
+			gw->control_tail = m;
+			uv_async_send(&gw->control_wake);
+			queued = true;
+		}
+	});
+	if (!queued) {
+		free(m);
+		return -ECANCELED;
+	}
+	return 0;
+}
+
+/* The drain is over: no more posts; those still queued run now. */
+static void control_stop(gw_gateway_t *gw)
+{
+	/* gw->drained is set: nothing is queued after this */
+	uv_close((uv_handle_t *)&gw->control_wake, NULL);
+	run_control(&gw->control_wake);
+}
+
 void gw_drain_finish(gw_gateway_t *gw)
 {
 	if (gw->drained)
 		return;
 	GW_LOCKED(gw, gw->drained = true); /* no worker wakes `emptied` after this */
 	uv_close((uv_handle_t *)&gw->emptied, NULL);
+	control_stop(gw);
 	json_t *f = json_pack("{s:s, s:I}", "version", CERTGATE_VERSION, "generation",
 	                      (json_int_t)gw->generation);
 	(void)gw_audit(gw, "gateway.stop", f);
@@ -315,4 +394,7 @@ void gw_drain_finish(gw_gateway_t *gw)
 	if (gw->watchdog_on)
 		uv_close((uv_handle_t *)&gw->watchdog, NULL);
 	gw->watchdog_on = false;
+	if (gw->access_timer_on)
+		uv_close((uv_handle_t *)&gw->access_timer, NULL);
+	gw->access_timer_on = false;
 }

@@ -105,6 +105,9 @@ struct gw_gateway {
 	atomic_bool draining;
 	bool drained;       /* written under lock */
 	uv_async_t emptied; /* a worker closed the last connection of a drain (worker.c) */
+	/* functions the workers hand to the control loop (gw_control_post) */
+	uv_async_t control_wake;
+	struct gw_control_msg *control_queue, *control_tail; /* lock */
 	/* rate-limited log lines, shared by every worker (cg_log_limit_t is) */
 	cg_log_limit_t accept_log;
 	cg_log_limit_t audit_refusal_log;
@@ -119,6 +122,8 @@ struct gw_gateway {
 	bool watchdog_on;
 	uv_timer_t audit_probe; /* while the audit log fails: retry it every second */
 	bool audit_probe_on;
+	uv_timer_t access_timer; /* expires access grants (core/access.c) */
+	bool access_timer_on;
 	uv_signal_t signals[4];
 	cg_log_limit_t audit_log; /* audit_lock */
 };
@@ -182,6 +187,18 @@ void gw_audit_probe_start(gw_gateway_t *gw);
 /* The drain is over (no connection left): gateway.stop, the signal
  * watchers, extensions and timers closed, so the loop runs dry. Once. */
 void gw_drain_finish(gw_gateway_t *gw);
+
+/* Functions the workers hand to the control loop (the access requests of
+ * users, core/session_access.c: the requests are the control loop's).
+ * gw_control_start: with the workers (gw_workers_start); gw_drain_finish
+ * stops it, and runs what is still queued. gw_control_post runs fn(gw,
+ * arg) on the control loop without waiting, at once when here (the
+ * caller's worker runs on the control loop: one worker). Any thread. 0,
+ * or -ENOMEM / -ECANCELED (the drain is over) and fn will not run. */
+typedef void (*gw_control_fn)(gw_gateway_t *gw, void *arg);
+int gw_control_start(gw_gateway_t *gw) __attribute__((warn_unused_result));
+int gw_control_post(gw_gateway_t *gw, bool here, gw_control_fn fn, void *arg)
+        __attribute__((warn_unused_result));
 
 /* Per-user live session count (max_sessions_per_user), every worker
  * together: take one if fewer than limit are held (0: no limit), give it

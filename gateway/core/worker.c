@@ -154,6 +154,9 @@ int gw_workers_start(gw_gateway_t *gw, unsigned n, gw_runtime_t *rt)
 	if (rc < 0)
 		return rc;
 	gw->emptied.data = gw;
+	rc = gw_control_start(gw); /* gw_drain_finish stops it */
+	if (rc < 0)
+		return rc;
 	gw->n_workers = n;
 	for (unsigned i = 0; i < n; i++) {
 		gw_worker_t *w = &gw->workers[i];

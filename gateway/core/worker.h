@@ -12,7 +12,8 @@
  * reaches it with gw_workers_run (run a function on every worker's thread,
  * one worker after the other, and wait: reloads, re-authorization, the
  * drain, listings, kills) and gw_worker_post (one worker, no waiting: a
- * new connection). What workers share is immutable (a generation: snapshot,
+ * new connection); a worker reaches the control loop with gw_control_post
+ * (gateway.h). What workers share is immutable (a generation: snapshot,
  * SSL_CTX), atomic (counters) or behind a lock (the gateway's maps, the
  * audit writer, the run-time state, the metrics). */
 #ifndef GW_WORKER_H

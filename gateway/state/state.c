@@ -16,9 +16,8 @@
 #define STATE_MAX_FILE (64 * 1024 * 1024)
 
 static const gw_state_kind_t *const kinds[GW_STATE_KINDS] = {
-        [GW_STATE_LOCKS] = &gw_state_locks_kind,
-        [GW_STATE_TRUST] = &gw_state_trust_kind,
-        [GW_STATE_TOKENS] = &gw_state_tokens_kind,
+        [GW_STATE_LOCKS] = &gw_state_locks_kind,     [GW_STATE_TRUST] = &gw_state_trust_kind,
+        [GW_STATE_TOKENS] = &gw_state_tokens_kind,   [GW_STATE_REQUESTS] = &gw_state_requests_kind,
         [GW_STATE_DEVICES] = &gw_state_devices_kind,
 };
 
@@ -151,12 +150,13 @@ gw_state_t *gw_state_open(uv_loop_t *loop, const char *dir, char *err, size_t er
 	}
 	st->trust = cg_strmap_create();
 	st->tokens = cg_strmap_create();
+	st->grants = cg_strmap_create();
 	st->devices = cg_strmap_create();
 	for (unsigned k = 0; k < GW_STATE_KINDS; k++) {
 		st->writers[k].st = st;
 		st->writers[k].kind = k;
 	}
-	if (st->trust == NULL || st->tokens == NULL || st->devices == NULL) {
+	if (st->trust == NULL || st->tokens == NULL || st->grants == NULL || st->devices == NULL) {
 		snprintf(err, errlen, "out of memory");
 		goto fail;
 	}

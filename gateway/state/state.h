@@ -1,6 +1,6 @@
 /* Run-time state: what admins and users change while the gateway runs
- * (locks, the live trust feed, the device registry and the issuer's
- * used-token cache; access requests join them), behind one interface
+ * (locks, the live trust feed, the device registry, access requests and
+ * their grants, the issuer's used-token cache), behind one interface
  * whatever keeps it.
  *
  * The gateway decides from the in-memory model here, never waiting on a
@@ -13,7 +13,8 @@
  *     an unreadable file refuses the start (a lost lock must not pass
  *     silently).
  *
- * Kinds (state_locks.c, state_trust.c, state_tokens.c, state_devices.c) own their records and their
+ * Kinds (state_locks.c, state_trust.c, state_tokens.c, state_devices.c,
+ * state_requests.c) own their records and their
  * JSON form; state.c owns the backend, the scheduling and health. */
 #ifndef GW_STATE_H
 #define GW_STATE_H
@@ -82,6 +83,65 @@ const gw_trust_entry_t *gw_state_trust_get(gw_state_t *st, const char *device_id
 pol_trust_t gw_state_trust_level(gw_state_t *st, const char *device_id, int64_t now_ms);
 /* Clears device's entry; false if there was none. */
 bool gw_state_trust_clear(gw_state_t *st, const char *device_id);
+
+/* --- access requests and grants (just-in-time access) ---------------------- */
+
+/* Bounds: a user may have GW_ACCESS_PENDING_PER_USER requests waiting, all
+ * users together GW_ACCESS_PENDING_MAX; decided requests (denied, expired)
+ * past GW_ACCESS_HISTORY_MAX are forgotten, the oldest first. */
+#define GW_ACCESS_PENDING_PER_USER 5
+#define GW_ACCESS_PENDING_MAX      1000
+#define GW_ACCESS_HISTORY_MAX      1000
+
+typedef enum {
+	GW_ACCESS_OK = 0,
+	GW_ACCESS_NOT_FOUND,
+	GW_ACCESS_NOT_PENDING, /* decided already */
+	GW_ACCESS_DUPLICATE,   /* the user has a pending request for that service */
+	GW_ACCESS_LIMIT_USER,  /* the user has GW_ACCESS_PENDING_PER_USER pending */
+	GW_ACCESS_LIMIT_TOTAL, /* GW_ACCESS_PENDING_MAX pending in all */
+	GW_ACCESS_NO_MEMORY,
+} gw_access_result_t;
+
+/* "pending", "approved", "denied", "expired". */
+const char *gw_access_state_name(gw_access_state_t state);
+/* The state named text; false when none is. */
+bool gw_access_state_parse(const char *text, gw_access_state_t *out);
+
+/* Records a pending request of user for service (ids "req-N", counting on
+ * across restarts). *out: the new request; for GW_ACCESS_DUPLICATE the one
+ * already pending. The arguments are the caller's to check. */
+gw_access_result_t gw_state_access_ask(gw_state_t *st, const char *user, const char *service,
+                                       const char *reason, int64_t duration_ms, int64_t now_ms,
+                                       const char *requested_by, const gw_access_request_t **out);
+/* Approves (a grant until now + its duration) or denies the pending
+ * request id, by whom and why (reason may be NULL). *out: the request
+ * (also for GW_ACCESS_NOT_PENDING), NULL for GW_ACCESS_NOT_FOUND. */
+gw_access_result_t gw_state_access_decide(gw_state_t *st, const char *id, bool approve,
+                                          const char *by, const char *reason, int64_t now_ms,
+                                          const gw_access_request_t **out);
+/* The request with this id, or NULL. */
+const gw_access_request_t *gw_state_access_get(gw_state_t *st, const char *id);
+/* Every request kept, in creation order (follow ->next). */
+const gw_access_request_t *gw_state_access_list(gw_state_t *st);
+/* How many requests are in each state. */
+void gw_state_access_counts(gw_state_t *st, size_t counts[GW_ACCESS_STATES]);
+/* The earliest end of an approved grant (it expires then), INT64_MAX when
+ * none is approved. */
+int64_t gw_state_access_next_expiry(gw_state_t *st);
+/* Approved requests whose grant ended at or before now_ms become expired;
+ * fn hears each (in creation order) once it is, with no lock of the state
+ * held: it may read the state (decide again) but not change it. Returns
+ * how many. */
+size_t gw_state_access_expire(gw_state_t *st, int64_t now_ms,
+                              void (*fn)(void *arg, const gw_access_request_t *req), void *arg);
+
+/* Whether user (case-insensitive) holds an approved grant for service that
+ * runs past now_ms; *until_ms is its end (the latest, when several). A pure
+ * read under the read lock that copies the answer out: the decision's
+ * path, any thread. The other access functions: the control loop only. */
+bool gw_state_grant_until(gw_state_t *st, const char *user, const char *service, int64_t now_ms,
+                          int64_t *until_ms);
 
 /* --- the issuer's used-token cache ----------------------------------------- */
 

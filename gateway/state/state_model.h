@@ -27,11 +27,19 @@ typedef struct gw_state_kind {
 	void (*finish)(gw_state_t *st); /* frees the kind's records */
 } gw_state_kind_t;
 
-enum { GW_STATE_LOCKS, GW_STATE_TRUST, GW_STATE_TOKENS, GW_STATE_DEVICES, GW_STATE_KINDS };
+enum {
+	GW_STATE_LOCKS,
+	GW_STATE_TRUST,
+	GW_STATE_TOKENS,
+	GW_STATE_REQUESTS,
+	GW_STATE_DEVICES,
+	GW_STATE_KINDS
+};
 
 extern const gw_state_kind_t gw_state_locks_kind;
 extern const gw_state_kind_t gw_state_trust_kind;
 extern const gw_state_kind_t gw_state_tokens_kind;
+extern const gw_state_kind_t gw_state_requests_kind;
 extern const gw_state_kind_t gw_state_devices_kind;
 
 /* One kind's file: written on the thread pool, one write at a time; a
@@ -60,6 +68,12 @@ struct gw_state {
 	cg_strmap_t *trust;
 	/* used ID tokens (state_tokens.c): SHA-256 hex -> int64_t* expiry ms */
 	cg_strmap_t *tokens;
+	/* access requests (state_requests.c), in creation order, and the
+	 * grants they make: "user lower-cased\nservice" -> int64_t* the
+	 * latest end of an approved one (what the decision reads) */
+	gw_access_request_t *requests;
+	uint64_t next_request;
+	cg_strmap_t *grants;
 	/* the device registry (state_devices.c): device id -> gw_device_t* */
 	cg_strmap_t *devices;
 	/* persistence (state.c) */

@@ -27,6 +27,34 @@ typedef struct gw_trust_entry {
 	char by[64];
 } gw_trust_entry_t;
 
+/* Where an access request stands: pending until an approver decides;
+ * approved, it is a grant until until_ms, then expired. */
+typedef enum {
+	GW_ACCESS_PENDING = 0,
+	GW_ACCESS_APPROVED,
+	GW_ACCESS_DENIED,
+	GW_ACCESS_EXPIRED,
+	GW_ACCESS_STATES
+} gw_access_state_t;
+
+/* An access request (just-in-time access): a user asks for a service, for
+ * a while, and says why; an approver decides. */
+typedef struct gw_access_request {
+	struct gw_access_request *next;
+	char id[24]; /* "req-N" */
+	char *user;
+	char *service;
+	char *reason;        /* the user's */
+	int64_t duration_ms; /* asked for */
+	gw_access_state_t state;
+	int64_t created_ms;
+	char *requested_by;   /* the user (over mTLS) or the admin API caller's address */
+	char *decided_by;     /* NULL while pending; "gateway" for an expiry */
+	char *decided_reason; /* the approver's, may be NULL */
+	int64_t decided_ms;   /* 0 while pending */
+	int64_t until_ms;     /* approved (and expired): the grant's end; else 0 */
+} gw_access_request_t;
+
 /* A device in the registry (the issuer's logins, keyed by device id). A
  * forgotten device keeps only when it was forgotten: certificates issued
  * for it before then are refused, also after it registers again. */

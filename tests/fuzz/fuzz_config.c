@@ -157,6 +157,8 @@ static void decide_each_service(const pol_snapshot_t *snap)
 		        .source = (const struct sockaddr *)&source,
 		        .db_user = svc->mode == POL_MODE_POSTGRES ? "alice" : NULL,
 		        .db_name = svc->mode == POL_MODE_POSTGRES ? "orders" : NULL,
+		        /* every other service with an access grant that runs */
+		        .grant_until_ms = i % 2 ? 0 : INT64_MAX,
 		};
 		FUZZ_CHECK(pol_snapshot_service(snap, svc->name) == svc);
 		FUZZ_CHECK(pol_snapshot_service_by_sni(snap, svc->name) == svc);

@@ -22,6 +22,7 @@ HERE = Path(__file__).resolve().parent
 CORPUS = HERE / "corpus"
 CONFIG_EXAMPLE = HERE.parents[1] / "tests/unit/policy/data/decide_basic.json"
 TIME_EXAMPLE = HERE.parents[1] / "tests/unit/policy/data/decide_time.json"
+APPROVAL_EXAMPLE = HERE.parents[1] / "tests/unit/policy/data/decide_approval.json"
 
 
 def write(target, name, data):
@@ -221,6 +222,19 @@ def config_seeds(config_md):
       "when": { "from": "2026-12-02T00:00:00Z", "until": "2026-12-01T23:00:00-01:00" } },
     { "name": "c", "effect": "deny", "services": ["*"], "when": { "hours": "08:00-24:00" } },
     { "name": "d", "effect": "deny", "services": ["*"], "when": {} }
+  ]
+}""")
+    # just-in-time access (issue 17): rules that require approval, and the
+    # key where it is refused (a deny rule, not a boolean)
+    write("config", "requires-approval", b"\x00" + APPROVAL_EXAMPLE.read_bytes())
+    write("config", "requires-approval-errors", b"\x02" + b"""{
+  "gateway": { "listen": ["0.0.0.0:8443"], "cert": "c", "key": "k", "client_ca": "ca" },
+  "services": [ { "name": "tun", "upstream": "h:1" } ],
+  "rules": [
+    { "name": "a", "effect": "deny", "services": ["*"], "requires_approval": true },
+    { "name": "b", "effect": "allow", "services": ["*"], "requires_approval": "yes" },
+    { "name": "c", "effect": "allow", "services": ["tun"], "requires_approval": true,
+      "mode": "permissive" }
   ]
 }""")
 

@@ -247,6 +247,8 @@ static const char *why_name(pol_why_t why)
 		return "TRUST";
 	case POL_WHY_NO_USER:
 		return "NO_USER";
+	case POL_WHY_APPROVAL:
+		return "APPROVAL";
 	}
 	return "?";
 }
