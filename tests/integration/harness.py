@@ -489,23 +489,29 @@ class Fixture:
             print("# kept %s" % self.dir)
 
 
-def sanitizer_reports(fixture):
-    """The sanitizer reports of a failed test's gateways and connectors: a
-    process that a sanitizer stopped looks to the test like one that just
-    closed its connections."""
+def failure_context(fixture):
+    """What a failed test's gateways and connectors said last, whole
+    sanitizer reports first: a process that a sanitizer stopped looks to
+    the test like one that just closed its connections."""
     lines = []
     for proc in getattr(fixture, "procs", []):
+        if not isinstance(proc, Process):
+            continue
         try:
-            out = proc.output() if isinstance(proc, Process) else ""
+            out = proc.output()
         except Exception:
             continue
+        name = "%s (pid %s%s)" % (os.path.basename(proc.log_path), proc.proc.pid,
+                                  "" if proc.proc.poll() is None
+                                  else ", exited %s" % proc.proc.returncode)
         at = out.find("Sanitizer")
-        if at < 0:
-            continue
-        report = out[out.rfind("\n", 0, at) + 1:].splitlines()
-        lines.append("%s (pid %s) was stopped by a sanitizer:"
-                     % (os.path.basename(proc.log_path), proc.proc.pid))
-        lines.extend("  " + l for l in report[:80])
+        if at >= 0:
+            report = out[out.rfind("\n", 0, at) + 1:].splitlines()
+            lines.append("%s was stopped by a sanitizer:" % name)
+            lines.extend("  " + l for l in report[:80])
+        elif out.strip():
+            lines.append("%s, its last lines:" % name)
+            lines.extend("  " + l for l in out.splitlines()[-8:])
     return lines
 
 
@@ -535,7 +541,7 @@ def run(tests, setup=None, teardown=None):
                 print("not ok %d - %s" % (i, t.__name__))
                 for line in traceback.format_exc().splitlines():
                     print("# " + line)
-                for line in sanitizer_reports(fixture):
+                for line in failure_context(fixture):
                     print("# " + line)
                 sys.stdout.flush()
             finally:
