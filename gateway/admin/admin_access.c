@@ -73,7 +73,7 @@ void adm_post_access_request(adm_request_t *req, gw_http_reply_t *reply)
 	    string_field(body, "reason", &reason, reply) &&
 	    string_field(body, "duration", &duration, reply)) {
 		gw_access_outcome_t out;
-		gw_access_ask(req->gw, user, service, reason, duration, req->by, &out);
+		gw_access_ask(req->gw, user, service, reason, duration, req->by, NULL, &out);
 		if (out.verdict == GW_ACCESS_DONE)
 			gw_http_json(reply, 201, gw_access_request_json(out.req));
 		else

@@ -1,6 +1,7 @@
 /* The catalog client (see catalog.h): resolve, connect (every address in
  * turn), TLS with SNI "certgate-catalog" and the gateway's name verified,
- * read until the gateway closes (at most CATALOG_MAX_BYTES), parse. One
+ * (for an access request: send its line), read until the gateway closes
+ * (at most CATALOG_MAX_BYTES), parse. One
  * non-blocking socket driven by poll(2) against one deadline, so a gateway
  * that never answers costs at most the timeout. A gateway that offers the
  * status line (ALPN certgate/1) and refuses the certificate after the
@@ -180,42 +181,104 @@ static int read_all(fetch_t *f, SSL *ssl, char **text, size_t *len)
 	return -1;
 }
 
-int catalog_fetch(SSL_CTX *ctx, const cg_hostport_t *gateway, int64_t timeout_ms, catalog_t *out,
-                  char *err, size_t errlen)
+static int write_all(fetch_t *f, SSL *ssl, const char *data, size_t len)
+{
+	size_t off = 0;
+	while (off < len) {
+		ERR_clear_error();
+		int n = SSL_write(ssl, data + off, (int)(len - off));
+		if (n > 0) {
+			off += (size_t)n;
+			continue;
+		}
+		int step = ssl_step(f, ssl, n);
+		if (step > 0)
+			continue;
+		snprintf(f->err, f->errlen, "cannot send to the gateway: %s",
+		         step == -ETIMEDOUT ? "timed out" : "the connection ended");
+		return -1;
+	}
+	return 0;
+}
+
+/* Whether the gateway selected alpn. */
+static bool selected(SSL *ssl, const char *alpn)
+{
+	const unsigned char *p = NULL;
+	unsigned int n = 0;
+	SSL_get0_alpn_selected(ssl, &p, &n);
+	return p != NULL && n == strlen(alpn) && memcmp(p, alpn, n) == 0;
+}
+
+int catalog_exchange(SSL_CTX *ctx, const cg_hostport_t *gateway, int64_t timeout_ms,
+                     const char *alpn, const char *line, char **text, size_t *len, char *err,
+                     size_t errlen)
 {
 	fetch_t f = {
 	        .fd = -1, .deadline_ms = cg_wall_ms() + timeout_ms, .err = err, .errlen = errlen};
-	memset(out, 0, sizeof(*out));
+	*text = NULL;
+	*len = 0;
 	if (connect_gateway(&f, gateway) < 0)
 		return -1;
 	int rc = -1;
-	char *text = NULL;
-	size_t len = 0;
+	unsigned char protos[64];
+	size_t alen = alpn != NULL ? strlen(alpn) : 0;
 	SSL *ssl = SSL_new(ctx);
 	if (ssl == NULL || SSL_set_fd(ssl, f.fd) != 1 ||
-	    SSL_set_tlsext_host_name(ssl, POL_CATALOG_SNI) != 1) {
+	    SSL_set_tlsext_host_name(ssl, POL_CATALOG_SNI) != 1 || alen >= sizeof(protos)) {
 		snprintf(err, errlen, "cannot set up TLS");
 		goto done;
+	}
+	if (alpn != NULL) {
+		protos[0] = (unsigned char)alen;
+		memcpy(protos + 1, alpn, alen);
+		if (SSL_set_alpn_protos(ssl, protos, (unsigned int)alen + 1) != 0) {
+			snprintf(err, errlen, "cannot offer ALPN %s", alpn);
+			goto done;
+		}
 	}
 	/* the document is whole or it does not parse: an EOF ends it like
 	 * close_notify */
 	SSL_set_options(ssl, SSL_OP_IGNORE_UNEXPECTED_EOF);
 	client_tls_expect_gateway(ssl, gateway);
-	if (handshake(&f, ssl, gateway) < 0 || read_all(&f, ssl, &text, &len) < 0)
+	if (handshake(&f, ssl, gateway) < 0)
+		goto done;
+	if (alpn != NULL && !selected(ssl, alpn)) {
+		snprintf(err, errlen,
+		         "the gateway %s:%u does not speak %s (a certgate older than this one?)",
+		         gateway->host, gateway->port, alpn);
+		goto done;
+	}
+	if (line != NULL && write_all(&f, ssl, line, strlen(line)) < 0)
+		goto done;
+	if (read_all(&f, ssl, text, len) < 0)
 		goto done;
 	(void)SSL_shutdown(ssl); /* our close_notify; the gateway is gone anyway */
+	rc = 0;
+done:
+	SSL_free(ssl);
+	close(f.fd);
+	ERR_clear_error();
+	return rc;
+}
+
+int catalog_fetch(SSL_CTX *ctx, const cg_hostport_t *gateway, int64_t timeout_ms, catalog_t *out,
+                  char *err, size_t errlen)
+{
+	memset(out, 0, sizeof(*out));
+	char *text = NULL;
+	size_t len = 0;
+	if (catalog_exchange(ctx, gateway, timeout_ms, NULL, NULL, &text, &len, err, errlen) < 0)
+		return -1;
+	int rc = -1;
 	if (strncmp(text, "REFUSED ", 8) == 0) {
 		size_t n = strcspn(text + 8, "\n");
 		snprintf(err, errlen, "the gateway refused the login certificate: %.*s",
 		         (int)(n < 200 ? n : 200), text + 8);
-		goto done;
+	} else {
+		rc = catalog_parse(text, len, out, err, errlen);
 	}
-	rc = catalog_parse(text, len, out, err, errlen);
-done:
 	free(text);
-	SSL_free(ssl);
-	close(f.fd);
-	ERR_clear_error();
 	return rc;
 }
 

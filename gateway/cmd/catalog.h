@@ -46,6 +46,15 @@ typedef struct catalog {
 int catalog_fetch(SSL_CTX *ctx, const cg_hostport_t *gateway, int64_t timeout_ms, catalog_t *out,
                   char *err, size_t errlen) __attribute__((warn_unused_result));
 
+/* One exchange on the catalog's server name (catalog_fetch's, and
+ * `certgate request`'s): offers alpn (NULL: the context's, certgate/1),
+ * which the gateway must then select; sends line (NULL: nothing) once the
+ * handshake is done; reads what the gateway sends until it closes. 0 with
+ * *text (malloc'd, NUL-terminated, *len bytes), or -1 with why in err. */
+int catalog_exchange(SSL_CTX *ctx, const cg_hostport_t *gateway, int64_t timeout_ms,
+                     const char *alpn, const char *line, char **text, size_t *len, char *err,
+                     size_t errlen) __attribute__((warn_unused_result));
+
 /* The catalog as the gateway sent it (text), checked and read into out.
  * 0, or -1 with why. */
 int catalog_parse(const char *text, size_t len, catalog_t *out, char *err, size_t errlen)

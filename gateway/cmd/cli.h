@@ -14,5 +14,6 @@ int gw_login_main(int argc, char **argv);
 int gw_status_main(int argc, char **argv);
 int gw_audit_main(int argc, char **argv);
 int gw_services_main(int argc, char **argv);
+int gw_request_main(int argc, char **argv);
 
 #endif

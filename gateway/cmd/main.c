@@ -22,6 +22,7 @@ static void usage(FILE *out)
 	        "  status   [--dir DIR]              the login certificate: who, until when\n"
 	        "  test     --config FILE CASES.json  policy tests: expected decisions\n"
 	        "  services [--gateway HOST:PORT]    the services you may reach now\n"
+	        "  request  SERVICE --reason TEXT --for DUR [--wait]   just-in-time access\n"
 	        "  ca       init|issue|server|revoke|crl   development CA\n"
 	        "  health   [--admin ADDR:PORT]      exit 0 if the gateway is ready\n"
 	        "  audit    verify FILE...           check the audit log's hash chain\n"
@@ -53,6 +54,7 @@ int main(int argc, char **argv)
 	        {"test", gw_test_main},
 	        {"audit", gw_audit_main},
 	        {"services", gw_services_main},
+	        {"request", gw_request_main},
 	};
 	if (argc < 2) {
 		usage(stderr);

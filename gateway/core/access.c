@@ -68,8 +68,7 @@ static bool text_ok(const char *s, size_t max)
 	return n > 0 && n <= max && pol_claims_text_ok(s, n);
 }
 
-/* Whether a rule of snap that requires approval names service. */
-static bool approval_possible(const pol_snapshot_t *snap, const char *service)
+bool gw_access_possible(const pol_snapshot_t *snap, const char *service)
 {
 	for (size_t i = 0; i < snap->n_rules; i++) {
 		const pol_rule_t *rule = &snap->rules[i];
@@ -99,10 +98,10 @@ static bool audit_down(gw_gateway_t *gw, gw_access_outcome_t *out)
 	return true;
 }
 
-void gw_access_ask(gw_gateway_t *gw, const char *user, const char *service, const char *reason,
-                   const char *duration, const char *by, gw_access_outcome_t *out)
+/* The checks and the recording of gw_access_ask; out->verdict says how it went. */
+static void ask_checked(gw_gateway_t *gw, const char *user, const char *service, const char *reason,
+                        const char *duration, const char *by, gw_access_outcome_t *out)
 {
-	memset(out, 0, sizeof(*out));
 	uint64_t ms = 0;
 	if (!text_ok(user, POL_CLAIM_MAX_LEN)) {
 		refuse(out, GW_ACCESS_INVALID,
@@ -114,7 +113,7 @@ void gw_access_ask(gw_gateway_t *gw, const char *user, const char *service, cons
 		       service != NULL && text_ok(service, 128) ? service : "(unprintable)");
 		return;
 	}
-	if (!approval_possible(gw->rt->snap, service)) {
+	if (!gw_access_possible(gw->rt->snap, service)) {
 		refuse(out, GW_ACCESS_INVALID,
 		       "service: no rule of the policy in force requires approval for %.128s: "
 		       "there is nothing to ask for",
@@ -158,8 +157,22 @@ void gw_access_ask(gw_gateway_t *gw, const char *user, const char *service, cons
 		refuse(out, GW_ACCESS_FAILED, "out of memory");
 		return;
 	}
+}
+
+void gw_access_ask(gw_gateway_t *gw, const char *user, const char *service, const char *reason,
+                   const char *duration, const char *by, json_t *extra, gw_access_outcome_t *out)
+{
+	memset(out, 0, sizeof(*out));
+	ask_checked(gw, user, service, reason, duration, by, out);
+	if (out->verdict != GW_ACCESS_DONE) {
+		json_decref(extra);
+		return;
+	}
 	json_t *f = event_fields(out->req, by, reason);
 	json_object_set_new(f, "duration", json_string(duration));
+	if (extra != NULL)
+		json_object_update_missing(f, extra);
+	json_decref(extra);
 	(void)gw_audit(gw, "access.requested", f);
 }
 

@@ -49,9 +49,15 @@ typedef struct gw_access_outcome {
 /* user asks for service for duration ("1h": 1 s to 7 days) because of
  * reason. by: who asked (the user over mTLS, the admin caller's address).
  * The service must be one a rule of the policy in force requires approval
- * for. Audited (access.requested) when recorded. */
+ * for. Audited (access.requested) when recorded, with extra's members
+ * added (the mTLS channel's session, client, device_id; stolen, may be
+ * NULL). */
 void gw_access_ask(gw_gateway_t *gw, const char *user, const char *service, const char *reason,
-                   const char *duration, const char *by, gw_access_outcome_t *out);
+                   const char *duration, const char *by, json_t *extra, gw_access_outcome_t *out);
+
+/* Whether a rule of snap that requires approval names service (else there
+ * is nothing to ask for). Any thread. */
+bool gw_access_possible(const pol_snapshot_t *snap, const char *service);
 
 /* Approves or denies the pending request id: by names the approver (who
  * may not approve a request of their own, compared like users are),

@@ -24,6 +24,9 @@ typedef struct gw_authz_request {
 	/* the certificate's notBefore (epoch ms): a device forgotten after it
 	 * refuses the certificate */
 	int64_t cert_not_before_ms;
+	/* decide as if the user held an unending access grant for the service:
+	 * would an approval admit them? (`certgate request`) */
+	bool assume_grant;
 } gw_authz_request_t;
 
 /* The rule named by a refusal for a forgotten device's older certificate. */

@@ -10,7 +10,7 @@
 #include "core/authz.h"
 
 /* A refusal of the certificate itself: every service would say the same. */
-static bool refuses_everything(const pol_decision_t *d)
+bool gw_catalog_refuses_all(const pol_decision_t *d)
 {
 	return d->why == POL_WHY_NO_USER || strcmp(d->rule, "lock") == 0 ||
 	       strcmp(d->rule, GW_AUTHZ_FORGOTTEN_RULE) == 0 ||
@@ -54,7 +54,7 @@ json_t *gw_catalog_build(gw_state_t *st, const gw_runtime_t *rt, const pol_claim
 		if (gw_authorize(st, rt, &req, &d)) {
 			json_array_append_new(services, entry_json(svc));
 			json_array_append_new(*names, json_string(svc->name));
-		} else if (refuses_everything(&d)) {
+		} else if (gw_catalog_refuses_all(&d)) {
 			snprintf(why, sizeof(why), "%s", d.reason);
 			refused = why;
 			json_array_clear(services);

@@ -10,6 +10,7 @@
 #ifndef GW_CATALOG_H
 #define GW_CATALOG_H
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <sys/socket.h>
 
@@ -17,6 +18,7 @@
 
 #include "core/runtime.h"
 #include "pol_claims.h"
+#include "pol_decide.h"
 #include "state/state.h"
 
 /* The document for claims under rt and the run-time state (what
@@ -26,6 +28,10 @@
  * certificate itself is refused (a lock, a forgotten device, a device
  * trust of always_deny, no user claim). *names: the names listed (new array). NULL when out of
  * memory. */
+/* Whether d refuses the certificate itself, whatever the service (a lock,
+ * a forgotten device, a device trust of always_deny, no user claim). */
+bool gw_catalog_refuses_all(const pol_decision_t *d);
+
 json_t *gw_catalog_build(gw_state_t *st, const gw_runtime_t *rt, const pol_claims_t *claims,
                          const struct sockaddr *source, int64_t not_before_ms, json_t **names);
 

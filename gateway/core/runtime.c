@@ -241,17 +241,22 @@ static int64_t crl_horizon_ms(SSL_CTX *ctx)
 
 /* Selects "postgresql" when the client offers it (PostgreSQL 17 direct TLS
  * requires it; the postgres front checks it was selected), else
- * "certgate/1" when `certgate connect` offers it (the status line); other
- * offers get no ALPN at all, which plain tunnel clients do not need. */
+ * "certgate/1" when `certgate connect` offers it (the status line), else
+ * "certgate-jit/1" when `certgate request` does (handshake_done
+ * refuses it outside the catalog's server name); other offers get no ALPN
+ * at all, which plain tunnel clients do not need. */
 static int alpn_cb(SSL *ssl, const unsigned char **out, unsigned char *outlen,
                    const unsigned char *in, unsigned int inlen, void *arg)
 {
 	static const unsigned char postgresql[] = "\x0a" GW_ALPN_POSTGRESQL;
 	static const unsigned char certgate[] = "\x0a" GW_ALPN_CERTGATE;
+	static const unsigned char request[] = "\x0e" GW_ALPN_REQUEST;
 	unsigned char *selected = NULL;
 	if (SSL_select_next_proto(&selected, outlen, postgresql, sizeof(postgresql) - 1, in,
 	                          inlen) == OPENSSL_NPN_NEGOTIATED ||
 	    SSL_select_next_proto(&selected, outlen, certgate, sizeof(certgate) - 1, in, inlen) ==
+	            OPENSSL_NPN_NEGOTIATED ||
+	    SSL_select_next_proto(&selected, outlen, request, sizeof(request) - 1, in, inlen) ==
 	            OPENSSL_NPN_NEGOTIATED) {
 		*out = selected;
 		return SSL_TLSEXT_ERR_OK;

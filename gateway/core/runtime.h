@@ -78,6 +78,10 @@ gw_pg_upstream_t *gw_runtime_pg(const gw_runtime_t *rt, const pol_service_t *svc
  * tunnel are one status line (docs/architecture.md, "The connector's status
  * line"): "OK\n" once the session starts, or "REFUSED <reason>\n". */
 #define GW_ALPN_CERTGATE "certgate/1"
+/* ALPN protocol of `certgate request`, with the server name
+ * certgate-catalog: one JSON line each way (core/session_access.c). At
+ * most 15 bytes, like every protocol the gateway selects (gw_tls_t.alpn). */
+#define GW_ALPN_REQUEST "certgate-jit/1"
 
 /* Attaches hs to a server SSL created from rt->server_ctx. */
 void gw_handshake_attach(SSL *ssl, gw_handshake_t *hs);

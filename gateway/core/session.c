@@ -283,6 +283,7 @@ static void on_freed(gw_link_t *link)
 	free(s->cert_serial);
 	pol_claims_finish(&s->claims);
 	free(s->early);
+	free(s->access_line);
 	json_decref(s->upstream_errors);
 	uv_freeaddrinfo(s->addrs);
 	if (front(s) != NULL)
@@ -327,6 +328,7 @@ static void on_timer(gw_link_t *link)
 	case GW_SESSION_HANDSHAKE:
 	case GW_SESSION_PG_STARTUP:
 	case GW_SESSION_INNER:
+	case GW_SESSION_ACCESS:
 		gw_session_reject(s, "handshake timeout", NULL);
 		return;
 	case GW_SESSION_REFUSING:
@@ -467,6 +469,8 @@ static void on_setup_input(gw_link_t *link, gw_end_t *end, const char *data, ssi
 		/* the client left before its session started */
 		if (s->state == GW_SESSION_INNER)
 			gw_session_abandon(s); /* authorized already */
+		else if (s->state == GW_SESSION_ACCESS && s->access_posted)
+			gw_session_drop(s, false); /* asked: the control loop audits it */
 		else if (s->got_bytes && s->state != GW_SESSION_REFUSING)
 			gw_session_reject(s, "client closed during handshake",
 			                  uv_strerror((int)nread));
@@ -495,6 +499,15 @@ static void on_setup_input(gw_link_t *link, gw_end_t *end, const char *data, ssi
 			return;
 		}
 		s->gw->postgres->inner_check(s);
+		return;
+	case GW_SESSION_ACCESS:
+		if (s->access_posted)
+			return; /* one line is read, and it is being answered */
+		if (gw_tls_feed(&end->tls, data, (size_t)nread) < 0) {
+			gw_session_drop(s, false);
+			return;
+		}
+		gw_session_access_input(s);
 		return;
 	default:
 		return;

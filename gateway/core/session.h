@@ -33,6 +33,7 @@ typedef enum {
 	GW_SESSION_HANDSHAKE,    /* TLS handshake with the client */
 	GW_SESSION_PG_STARTUP,   /* postgres mode: reading the StartupMessage inside TLS */
 	GW_SESSION_INNER,        /* authorized; reading the first inner bytes */
+	GW_SESSION_ACCESS,       /* `certgate request`: its line, then the control loop's answer */
 	GW_SESSION_REFUSING,     /* refused (audited); reading the first inner bytes to say
 	                          * why in the inner protocol (a PostgreSQL ErrorResponse) */
 	GW_SESSION_CONNECTING,   /* authorized; connecting to an upstream (postgres mode:
@@ -81,6 +82,10 @@ struct gw_session {
 	bool status_line;          /* ALPN certgate/1: the status line is owed */
 	bool status_sent;
 	char refusal[200]; /* GW_SESSION_REFUSING: why, for the inner protocol */
+	/* GW_SESSION_ACCESS: the client's line so far (session_access.c) */
+	char *access_line;
+	size_t access_len;
+	bool access_posted; /* handed to the control loop: nothing more is read */
 	/* tunnel mode, while connecting upstream: what the client sent
 	 * meanwhile (plaintext, bounded), and whether it has left */
 	uint8_t *early;
@@ -197,7 +202,7 @@ void gw_session_connect_now(gw_session_t *s);
 void gw_session_connecting_input(gw_session_t *s, const char *data, ssize_t nread);
 
 /* core's session files (session.c, session_handshake.c, session_upstream.c,
- * session_identity.c, session_catalog.c) */
+ * session_identity.c, session_catalog.c, session_access.c) */
 void gw_session_arm_live_timer(gw_session_t *s);
 void gw_session_upstream_timeout(gw_session_t *s);
 void gw_session_upstream_closed(gw_session_t *s);
@@ -206,6 +211,10 @@ bool gw_session_adopt_current_runtime(gw_session_t *s);
 /* The user's catalog instead of a session (session_catalog.c): audited,
  * sent, closed. */
 void gw_session_answer_catalog(gw_session_t *s);
+/* An access request instead (ALPN certgate-jit/1, session_access.c):
+ * start reading its line; then each input (the TLS engine fed). */
+void gw_session_access_start(gw_session_t *s);
+void gw_session_access_input(gw_session_t *s);
 json_t *gw_session_base_fields(const gw_session_t *s);
 /* user, groups, device_id, device_trust and rule (s->decision's) into f. */
 void gw_session_add_identity(gw_session_t *s, json_t *f);

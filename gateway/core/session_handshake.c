@@ -3,7 +3,8 @@
  * identity read from the certificate, then the decision (locks, the
  * policy, per-user limits) and, in tunnel mode with require_inner_tls,
  * the check of the first bytes inside. A connection that asked for the
- * user's catalog is answered instead (session_catalog.c). */
+ * user's catalog is answered instead (session_catalog.c), or, with ALPN
+ * certgate-jit/1, an access request (session_access.c). */
 #include <stdlib.h>
 #include <string.h>
 
@@ -53,8 +54,18 @@ static void handshake_done(gw_session_t *s)
 		gw_session_reject(s, "cannot read certificate claims", NULL);
 		return;
 	}
+	bool asks = strcmp(c->tls.alpn, GW_ALPN_REQUEST) == 0;
+	if (asks && !s->hs.catalog) {
+		gw_session_reject(
+		        s, "ALPN " GW_ALPN_REQUEST " is for the server name " POL_CATALOG_SNI,
+		        NULL);
+		return;
+	}
 	if (s->hs.catalog) {
-		gw_session_answer_catalog(s);
+		if (asks)
+			gw_session_access_start(s);
+		else
+			gw_session_answer_catalog(s);
 		return;
 	}
 	if (s->service->mode == POL_MODE_POSTGRES) {

@@ -489,6 +489,32 @@ class Fixture:
             print("# kept %s" % self.dir)
 
 
+def failure_context(fixture):
+    """What a failed test's gateways and connectors said last, whole
+    sanitizer reports first: a process that a sanitizer stopped looks to
+    the test like one that just closed its connections."""
+    lines = []
+    for proc in getattr(fixture, "procs", []):
+        if not isinstance(proc, Process):
+            continue
+        try:
+            out = proc.output()
+        except Exception:
+            continue
+        name = "%s (pid %s%s)" % (os.path.basename(proc.log_path), proc.proc.pid,
+                                  "" if proc.proc.poll() is None
+                                  else ", exited %s" % proc.proc.returncode)
+        at = out.find("Sanitizer")
+        if at >= 0:
+            report = out[out.rfind("\n", 0, at) + 1:].splitlines()
+            lines.append("%s was stopped by a sanitizer:" % name)
+            lines.extend("  " + l for l in report[:80])
+        elif out.strip():
+            lines.append("%s, its last lines:" % name)
+            lines.extend("  " + l for l in out.splitlines()[-8:])
+    return lines
+
+
 def run(tests, setup=None, teardown=None):
     """Runs test functions, printing TAP. setup() returns the fixture passed
     to every test; a test takes (fixture) and raises on failure."""
@@ -514,6 +540,8 @@ def run(tests, setup=None, teardown=None):
                 failed += 1
                 print("not ok %d - %s" % (i, t.__name__))
                 for line in traceback.format_exc().splitlines():
+                    print("# " + line)
+                for line in failure_context(fixture):
                     print("# " + line)
                 sys.stdout.flush()
             finally:

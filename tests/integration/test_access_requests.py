@@ -13,16 +13,25 @@ state folder.
 - a restart keeps requests and grants; a grant that ended while the
   gateway was down expires (once) when it starts;
 - `certgate explain --grant-until` and `certgate test` with "grants";
-- /metrics counts requests by state."""
+- /metrics counts requests by state;
+- `certgate request` over mTLS with the login certificate (the catalog's
+  server name, ALPN certgate-jit/1), with one worker and with two:
+  request --wait -> approve -> psql -> the grant's end cuts the session;
+  its refusals (one line on stderr, access.refused in the audit log); the
+  requester is the certificate's user, never the message's; a restart
+  keeps its request and its grant."""
 
 import calendar
 import json
 import os
 import secrets
+import socket
+import ssl
+import subprocess
 import sys
 import time
 
-from harness import SLOW, Fixture, certgate, psql, run, wait_for
+from harness import BIN, SLOW, Fixture, certgate, psql, run, wait_for
 from test_admin import admin_config, api, live_psql, psql_ok, wait_admin
 
 RULES = [
@@ -47,6 +56,7 @@ def setup():
     fx.alice = fx.ca.issue("alice", "alice@example.com", groups=["oncall"])
     fx.bob = fx.ca.issue("bob", "bob@example.com", groups=["oncall"])
     fx.carol = fx.ca.issue("carol", "carol@example.com", groups=["dba"])
+    fx.dave = fx.ca.issue("dave", "dave@example.com", groups=["web"])
     return fx
 
 
@@ -61,8 +71,8 @@ def services(fx):
     return svc
 
 
-def start(fx, state_dir=None, rules=None):
-    cfg = admin_config(fx, services=services(fx), rules=rules or RULES)
+def start(fx, state_dir=None, rules=None, gateway=None):
+    cfg = admin_config(fx, services=services(fx), rules=rules or RULES, gateway=gateway)
     if state_dir is not None:
         cfg["state"] = {"backend": "file", "dir": state_dir}
     gw = fx.gateway(cfg)
@@ -430,6 +440,217 @@ def test_requires_approval_on_deny_rule_refused(fx):
     r = certgate("check", "--config", path, check=False)
     assert r.returncode != 0, r.stdout
     assert "rules[2].requires_approval: applies to allow rules only" in r.stderr, r.stderr
+
+
+# --- certgate request: the user's side, over mTLS -------------------------------------
+
+def request_args(fx, gw, cert, service, *extra):
+    return ["request", service, "--gateway", "localhost:%d" % gw.ports()[0], "--cert",
+            cert.crt, "--key", cert.key, "--ca", fx.ca.crt] + list(extra)
+
+
+def cli_request(fx, gw, cert, service, *extra):
+    return certgate(*request_args(fx, gw, cert, service, *extra), check=False)
+
+
+def cli_request_waiting(fx, gw, cert, service, *extra):
+    """`certgate request ... --wait` in the background: (process, request id)."""
+    p = subprocess.Popen([BIN] + request_args(fx, gw, cert, service, "--wait", *extra),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = p.stdout.readline().strip()
+    if not line.startswith("req-"):
+        p.kill()
+        _, err = p.communicate()
+        raise AssertionError("certgate request printed %r: %s" % (line, err))
+    return p, line
+
+
+def raw_request(fx, gw, cert, message):
+    """One line on the request channel as any TLS client could send it."""
+    ctx = ssl.create_default_context(cafile=fx.ca.crt)
+    ctx.check_hostname = False
+    ctx.load_cert_chain(cert.crt, cert.key)
+    ctx.set_alpn_protocols(["certgate-jit/1"])
+    with socket.create_connection(("127.0.0.1", gw.ports()[0]), timeout=15 * SLOW) as sock:
+        with ctx.wrap_socket(sock, server_hostname="certgate-catalog") as tls:
+            assert tls.selected_alpn_protocol() == "certgate-jit/1"
+            tls.sendall((json.dumps(message) + "\n").encode())
+            data = b""
+            while not data.endswith(b"\n"):
+                chunk = tls.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+    return json.loads(data)
+
+
+def check_cli_lifecycle(fx, gw):
+    conn = fx.connector(gw.ports()[0], "orders-db", fx.alice)
+    span = int(10 * SLOW)
+    p, rid = cli_request_waiting(fx, gw, fx.alice, "orders-db", "--reason", "INC-7 lag",
+                                 "--for", "%ds" % span)
+    ev = gw.wait_event("access.requested", id=rid)
+    # the requester is the certificate's user, and it is said where from
+    assert ev["user"] == "alice@example.com" and ev["by"] == "alice@example.com", ev
+    assert ev["service"] == "orders-db" and ev["reason"] == "INC-7 lag", ev
+    assert ev["duration"] == "%ds" % span and ev["until"] is None, ev
+    assert ev["client"].startswith("127.0.0.1:") and ev["session"], ev
+    req = api(gw, "GET", "/v1/access-requests/" + rid).json
+    assert req["state"] == "pending" and req["requested_by"] == "alice@example.com", req
+    # nobody approves their own request, however it was made
+    r = approve(gw, rid, by="alice@example.com")
+    assert r.status == 403 and "cannot approve their own request" in r.json["error"], r
+    time.sleep(1.5)  # --wait keeps waiting meanwhile (it asks every second)
+    assert p.poll() is None, p.communicate()
+    r = approve(gw, rid)
+    assert r.status == 200, r
+    until = parse_ts(r.json["until"])
+    out, err = p.communicate(timeout=15 * SLOW)
+    assert p.returncode == 0, (out, err)
+    assert "%s approved by carol@example.com until %s" % (rid, r.json["until"]) in out, out
+
+    psession = live_psql(fx, conn, fx.alice, "alice")
+    start_ev = gw.wait_event("session.start", user="alice@example.com")
+    assert start_ev["rule"] == "oncall-jit", start_ev
+    end = gw.wait_event("session.end", session=start_ev["session"], timeout=span + 15)
+    assert end["reason"] == "revoked: policy", end
+    late = parse_ts(end["ts"]) - until
+    print("# the session ended %.3fs after the grant's end" % late)
+    assert 0 <= late <= 1.0 * SLOW, "ended %.3fs after the grant's end: %s" % (late, end)
+    psession.wait(timeout=10 * SLOW)
+    assert psession.returncode != 0
+    expired = gw.wait_event("access.expired", id=rid)
+    assert expired["user"] == "alice@example.com", expired
+    refused(fx, gw, conn, fx.alice, "alice", "alice@example.com")
+    # asked after the fact, the request says how it ended
+    answer = raw_request(fx, gw, fx.alice, {"op": "status", "id": rid})
+    assert answer["request"]["state"] == "expired", answer
+
+
+def test_cli_request_wait_approve_connect_expiry(fx):
+    """certgate request --wait -> an approver approves -> --wait exits 0 ->
+    psql gets in -> the grant's end ends the session (revoked: policy)."""
+    gw = start(fx)
+    check_cli_lifecycle(fx, gw)
+    gw.stop()
+
+
+def test_cli_request_across_workers(fx):
+    """The same with two workers: the request crosses from the worker that
+    holds the connection to the control loop and back."""
+    gw = start(fx, gateway={"workers": 2})
+    check_cli_lifecycle(fx, gw)
+    gw.stop()
+
+
+def test_cli_request_refusals(fx):
+    """Each refusal: exit 1, one line on stderr saying why, access.refused in
+    the audit log with the certificate's user; nothing recorded."""
+    gw = start(fx)
+    base = ("--reason", "INC-9", "--for", "1h")
+    cases = [
+        (fx.alice, "billing-db", base,
+         "no rule of the policy in force requires approval for billing-db"),
+        (fx.alice, "nope", base, "service: no service nope in the policy in force"),
+        (fx.alice, "orders-db", ("--reason", "", "--for", "1h"), "reason: expected 1 to 500"),
+        (fx.alice, "orders-db", ("--reason", "x" * 501, "--for", "1h"), "reason: expected"),
+        (fx.alice, "orders-db", ("--reason", "INC-9", "--for", "8d"),
+         "duration: expected a duration from 1s to 7d"),
+        (fx.alice, "orders-db", ("--reason", "INC-9", "--for", "soon"), "duration:"),
+        (fx.carol, "orders-db", base,
+         "rule dba admits you to orders-db without an approval"),
+        (fx.dave, "orders-db", base, "an approval would not admit you to orders-db"),
+    ]
+    for cert, service, extra, want in cases:
+        before = len(gw.events("access.refused"))
+        r = cli_request(fx, gw, cert, service, *extra)
+        assert r.returncode == 1, (service, extra, r.stdout, r.stderr)
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("certgate request: refused: "), lines
+        assert want in lines[0], (want, lines)
+        assert r.stdout == "", r.stdout
+        ev = wait_for(lambda: gw.events("access.refused")[before:], 5, "access.refused")[-1]
+        user = {fx.alice.crt: "alice@example.com", fx.carol.crt: "carol@example.com",
+                fx.dave.crt: "dave@example.com"}[cert.crt]
+        assert ev["user"] == user and ev["by"] == user and ev["service"] == service, ev
+        assert want in ev["reason"] and ev["id"] is None, ev
+    assert not gw.events("access.requested")
+    assert listed(gw) == []
+
+    # usage errors never reach the gateway
+    r = certgate(*request_args(fx, gw, fx.alice, "orders-db", "--for", "1h"), check=False)
+    assert r.returncode == 2 and "--reason TEXT is required" in r.stderr, r.stderr
+
+    # a lock refuses the certificate's requests too
+    lock = api(gw, "POST", "/v1/locks", {"user": "bob@example.com", "reason": "offboarding"})
+    assert lock.status == 201, lock
+    r = cli_request(fx, gw, fx.bob, "orders-db", *base)
+    assert r.returncode == 1 and "locked: offboarding" in r.stderr, r.stderr
+
+    # the requester comes from the certificate: the message cannot name one
+    answer = raw_request(fx, gw, fx.alice, {"op": "request", "service": "orders-db",
+                                            "reason": "x", "duration": "1h",
+                                            "user": "bob@example.com"})
+    assert "unknown member" in answer["error"], answer
+    answer = raw_request(fx, gw, fx.alice, {"op": "request", "service": "orders-db",
+                                            "reason": "x", "duration": "1h"})
+    rid = answer["request"]["id"]
+    assert answer["request"]["user"] == "alice@example.com", answer
+    # one pending per user and service: the answer names the one pending
+    r = cli_request(fx, gw, fx.alice, "orders-db", *base)
+    assert r.returncode == 1 and "%s is pending already" % rid in r.stderr, r.stderr
+    # another user learns nothing of it
+    answer = raw_request(fx, gw, fx.bob, {"op": "status", "id": rid})
+    assert answer == {"error": "no access request %s of yours" % rid}, answer
+    assert raw_request(fx, gw, fx.alice, {"op": "status", "id": rid})["request"]["id"] == rid
+    # the request channel is the catalog's server name's only
+    ctx = ssl.create_default_context(cafile=fx.ca.crt)
+    ctx.check_hostname = False
+    ctx.load_cert_chain(fx.alice.crt, fx.alice.key)
+    ctx.set_alpn_protocols(["certgate-jit/1"])
+    with socket.create_connection(("127.0.0.1", gw.ports()[0]), timeout=15 * SLOW) as sock:
+        with ctx.wrap_socket(sock, server_hostname="orders-db") as tls:
+            tls.sendall(b'{"op": "status", "id": "req-1"}\n')
+            try:
+                assert tls.recv(4096) == b""
+            except (ssl.SSLError, ConnectionResetError):
+                pass
+    ev = gw.wait_event("tls.rejected", sni="orders-db")
+    assert "ALPN certgate-jit/1 is for the server name certgate-catalog" in ev["reason"], ev
+    gw.stop()
+
+
+def test_cli_request_survives_a_restart(fx):
+    """A request made with certgate request survives a restart pending; asked
+    again with --wait, certgate request waits on it; its grant survives the
+    next restart, and psql gets in."""
+    state_dir = fx.path("state-cli")
+    gw = start(fx, state_dir)
+    r = cli_request(fx, gw, fx.bob, "orders-db", "--reason", "INC-11", "--for", "1h")
+    assert r.returncode == 0, r.stderr
+    rid = r.stdout.strip()
+    assert rid.startswith("req-") and "%s is pending" % rid in r.stderr, (r.stdout, r.stderr)
+    gw.stop()
+
+    gw = start(fx, state_dir)
+    assert [(x["id"], x["state"]) for x in listed(gw)] == [(rid, "pending")]
+    p = subprocess.Popen([BIN] + request_args(fx, gw, fx.bob, "orders-db", "--reason",
+                                              "INC-11", "--for", "1h", "--wait"),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == rid
+    assert approve(gw, rid).status == 200
+    out, err = p.communicate(timeout=15 * SLOW)
+    assert p.returncode == 0 and "%s approved by carol@example.com" % rid in out, (out, err)
+    assert "%s is pending already" % rid in err, err
+    gw.stop()
+
+    gw = start(fx, state_dir)
+    assert api(gw, "GET", "/v1/access-requests/" + rid).json["state"] == "approved"
+    conn = fx.connector(gw.ports()[0], "orders-db", fx.bob)
+    psql_ok(fx, conn, fx.bob, "bob")
+    ev = gw.wait_event("session.start", user="bob@example.com")
+    assert ev["rule"] == "oncall-jit", ev
+    gw.stop()
 
 
 if __name__ == "__main__":
