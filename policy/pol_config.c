@@ -221,38 +221,6 @@ static void load_admin(loader_t *ld, const cg_jdoc_t *doc, const json_t *adm, co
 		           "a non-loopback admin listener needs a token_file");
 }
 
-/* "state": {"backend": "file", "dir": DIR}. The gateway cannot move its
- * state while it runs; the loader only reads the block. */
-static void load_state(loader_t *ld, const cg_jdoc_t *doc, const json_t *st, const char *dir)
-{
-	static const char *const keys[] = {"backend", "dir", NULL};
-	pol_state_cfg_t *s = &ld->snap->state;
-	const char *backend = NULL, *path = NULL;
-
-	if (!st)
-		return;
-	if (!json_is_object(st)) {
-		pol_ld_err(ld, doc, "state", "expected an object");
-		return;
-	}
-	s->enabled = true;
-	pol_ld_check_keys(ld, doc, st, "state", keys);
-	if (pol_ld_get_string(ld, doc, st, "state", "backend", false, &backend) && backend &&
-	    strcmp(backend, "file") != 0)
-		pol_ld_err(ld, doc, "state.backend", "expected \"file\"");
-	s->backend = pol_ld_xstrdup(ld, "file");
-	if (!pol_ld_get_string(ld, doc, st, "state", "dir", true, &path) || !path)
-		return;
-	if (*path == '\0' || pol_ld_has_control(path)) {
-		pol_ld_err(ld, doc, "state.dir", "expected a folder path");
-		return;
-	}
-	if (!(s->dir = pol_ld_path_join(dir, path))) {
-		ld->failed = true;
-		cg_errors_add(ld->errs, "out of memory");
-	}
-}
-
 /* ---------------------------------------------------------------------- */
 /* Snapshot life                                                            */
 
@@ -313,8 +281,7 @@ static void snapshot_free(pol_snapshot_t *snap)
 	free(snap->audit.state);
 	free(snap->audit.syslog.address);
 	free(snap->audit.syslog.unix_path);
-	free(snap->state.backend);
-	free(snap->state.dir);
+	pol_ld_state_finish(&snap->state);
 	pol_ld_issuer_finish(&snap->issuer);
 	pol_claims_map_finish(&snap->claims);
 	for (size_t i = 0; i < snap->n_services; i++)
@@ -457,7 +424,7 @@ static pol_snapshot_t *load(const char *config_path, cg_errors_t *errs, bool *co
 	}
 	load_admin(&ld, cfg, json_object_get(root, "admin"), cfg_dir);
 	pol_ld_load_audit(&ld, cfg, json_object_get(root, "audit"), cfg_dir);
-	load_state(&ld, cfg, json_object_get(root, "state"), cfg_dir);
+	pol_ld_load_state(&ld, cfg, json_object_get(root, "state"), cfg_dir);
 	pol_ld_load_issuer(&ld, cfg, json_object_get(root, "issuer"), cfg_dir);
 
 	/* claims and rules come from the policy file when there is one */

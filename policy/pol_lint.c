@@ -249,9 +249,32 @@ static void lint_rules(lint_t *l)
 	}
 }
 
+/* --- state ----------------------------------------------------------------- */
+
+/* The shared state store decides who stays locked out: its connection
+ * must not trust whoever answers on the network, and its password belongs
+ * in a file of its own, not in a configuration that is shown and copied. */
+static void lint_state(lint_t *l)
+{
+	const pol_state_cfg_t *s = &l->snap->state;
+	if (s->dsn == NULL)
+		return;
+	if (s->dsn_has_password)
+		warn(l, l->snap->doc_config, "state.dsn",
+		     "the connection string holds a password: put it in a passfile (mode 0600, "
+		     "passfile=...) or log in with a client certificate (sslcert=, sslkey=)");
+	if (s->dsn_unverified)
+		warn(l, l->snap->doc_config, "state.dsn",
+		     "sslmode=%s does not verify the state database's certificate: anyone on the "
+		     "path could answer for it (and unlock every lock); use sslmode=verify-full "
+		     "with sslrootcert=",
+		     s->dsn_sslmode != NULL ? s->dsn_sslmode : "prefer (libpq's default)");
+}
+
 void pol_lint(const pol_snapshot_t *snap, cg_errors_t *warnings)
 {
 	lint_t l = {.snap = snap, .out = warnings};
 	lint_gateway(&l);
 	lint_rules(&l);
+	lint_state(&l);
 }

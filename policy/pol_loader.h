@@ -85,6 +85,10 @@ void pol_ld_issuer_finish(pol_issuer_t *is);
 /* pol_config_audit.c: the audit section */
 void pol_ld_load_audit(loader_t *ld, const cg_jdoc_t *doc, const json_t *aud, const char *dir);
 
+/* pol_config_state.c: the state section (where run-time state is kept) */
+void pol_ld_load_state(loader_t *ld, const cg_jdoc_t *doc, const json_t *obj, const char *dir);
+void pol_ld_state_finish(pol_state_cfg_t *st);
+
 /* pol_config_rules.c: the rules section (after the services: rules name them) */
 void pol_ld_load_rules(loader_t *ld, const cg_jdoc_t *doc, const json_t *arr);
 

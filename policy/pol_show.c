@@ -263,7 +263,13 @@ json_t *pol_show_snapshot(const pol_snapshot_t *snap)
 		json_t *a = json_object();
 		if (a) {
 			put(&sh, a, "backend", json_string(snap->state.backend));
-			put(&sh, a, "dir", json_string(snap->state.dir));
+			if (snap->state.dir != NULL)
+				put(&sh, a, "dir", json_string(snap->state.dir));
+			/* the connection string as libpq reads it, its password masked */
+			if (snap->state.dsn_shown != NULL)
+				put(&sh, a, "dsn", json_string(snap->state.dsn_shown));
+			if (snap->state.schema != NULL)
+				put(&sh, a, "schema", json_string(snap->state.schema));
 		}
 		put(&sh, root, "state", a);
 	}

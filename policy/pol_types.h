@@ -144,8 +144,18 @@ typedef struct pol_audit_cfg {
  * tokens). Absent: in memory only, gone at restart. */
 typedef struct pol_state_cfg {
 	bool enabled;  /* the "state" object is present */
-	char *backend; /* "file" */
-	char *dir;     /* absolute */
+	char *backend; /* "file" or "postgres" */
+	char *dir;     /* file: absolute */
+	/* postgres: the libpq connection string as written (it may hold a
+	 * password: never shown, never logged), what GET /v1/policy shows of
+	 * it (keyword=value, the password masked), and the schema (a
+	 * lowercase SQL identifier, default "certgate") */
+	char *dsn;
+	char *dsn_shown;
+	char *schema;
+	bool dsn_has_password; /* for pol_lint: a secret in the configuration file */
+	bool dsn_unverified;   /* a TCP host with an sslmode short of verify-ca */
+	char *dsn_sslmode;     /* as given, or NULL (libpq's default "prefer") */
 } pol_state_cfg_t;
 
 /* The login issuer inside `certgate serve` (LOGIN.md): who may log in with

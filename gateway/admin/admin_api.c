@@ -67,14 +67,21 @@ static void get_healthz(adm_request_t *req, gw_http_reply_t *reply)
 }
 
 /* The run-time state's backend and health: the data path keeps serving
- * while it cannot persist (what is known stays enforced), so it is told,
- * not made a reason for 503. */
+ * while it cannot persist or reach its shared store (what is known stays
+ * enforced), so it is told, not made a reason for 503. A shared store
+ * also says whether it is connected and how many changes made here wait
+ * to be written to it. */
 static json_t *state_json(const gw_state_t *st)
 {
 	const char *problem = gw_state_problem(st);
-	return json_pack("{s:s, s:b, s:s*, s:I}", "backend", gw_state_backend(st), "ok",
-	                 problem == NULL, "problem", problem, "errors",
-	                 (json_int_t)gw_state_errors(st));
+	json_t *j = json_pack("{s:s, s:b, s:s*, s:I}", "backend", gw_state_backend(st), "ok",
+	                      problem == NULL, "problem", problem, "errors",
+	                      (json_int_t)gw_state_errors(st));
+	if (j != NULL && strcmp(gw_state_backend(st), "postgres") == 0) {
+		json_object_set_new(j, "connected", json_boolean(gw_state_connected(st)));
+		json_object_set_new(j, "pending", json_integer((json_int_t)gw_state_pending(st)));
+	}
+	return j;
 }
 
 static void get_readyz(adm_request_t *req, gw_http_reply_t *reply)

@@ -364,9 +364,16 @@ char *gw_metrics_render(gw_metrics_t *m, gw_gateway_t *gw, size_t *len)
 	       "Audit lines waiting for the syslog receiver.");
 	put(&o, "certgate_audit_syslog_queued %" PRIu64 "\n", sl.queued);
 	family(&o, "certgate_state_errors_total", "counter",
-	       "Changes to the run-time state (locks, trust feed, ...) that could not be "
-	       "persisted; they stay in force in memory.");
+	       "Run-time state (locks, trust feed, ...) errors: changes that could not be "
+	       "persisted (they stay in force in memory), and shared store failures.");
 	put(&o, "certgate_state_errors_total %" PRIu64 "\n", gw_state_errors(gw->state));
+	family(&o, "certgate_state_connected", "gauge",
+	       "1 while the run-time state is in sync with its shared store (always 1 for "
+	       "memory and file).");
+	put(&o, "certgate_state_connected %d\n", gw_state_connected(gw->state) ? 1 : 0);
+	family(&o, "certgate_state_pending", "gauge",
+	       "Changes made here that wait to be written to the shared state store.");
+	put(&o, "certgate_state_pending %zu\n", gw_state_pending(gw->state));
 	family(&o, "certgate_access_requests", "gauge",
 	       "Access requests kept (just-in-time access), by state; approved = grants in "
 	       "force. Decided requests past the history bound are forgotten.");

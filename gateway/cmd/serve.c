@@ -52,6 +52,78 @@ static void on_signal(uv_signal_t *handle, int signum)
 	}
 }
 
+/* --- the run-time state beside the gateway ------------------------------------ */
+
+/* How long a start waits for a shared state store: a gateway that does
+ * not know the locks must not serve (a service manager restarts it). */
+#define STATE_LOAD_TIMEOUT_MS 30000
+
+/* A change another gateway made that tightens access: the live sessions
+ * it touches are checked again, exactly as after an admin's change here. */
+static void on_state_change(void *ctx, const gw_state_change_t *change)
+{
+	gw_reauthorize_matching(ctx, change->user, change->device, change->reason);
+	/* a grant approved or ended elsewhere: the next expiry may have moved */
+	if (strcmp(change->kind, "requests") == 0)
+		gw_access_rearm(ctx);
+}
+
+/* An extension only for the drain: the store's connection and timers close
+ * (after what waits is written) so the loop runs dry. */
+typedef struct state_ext {
+	gw_extension_t ext;
+	gw_gateway_t *gw;
+} state_ext_t;
+
+static void state_prepare(gw_extension_t *ext, const gw_runtime_t *rt, cg_errors_t *errs)
+{
+	(void)ext;
+	(void)rt;
+	(void)errs;
+}
+
+static void state_nothing(gw_extension_t *ext)
+{
+	(void)ext;
+}
+
+static void state_stop(gw_extension_t *ext)
+{
+	gw_state_stop(((state_ext_t *)ext)->gw->state);
+}
+
+static const gw_extension_ops_t state_ext_ops = {
+        .prepare = state_prepare,
+        .commit = state_nothing,
+        .rollback = state_nothing,
+        .stop = state_stop,
+        .destroy = state_nothing,
+};
+
+/* Opens the state the configuration names; a shared store is reached and
+ * loaded before anything listens. */
+static gw_state_t *state_open(gw_gateway_t *gw, const pol_snapshot_t *snap, cg_errors_t *errs)
+{
+	char err[512];
+	const pol_state_cfg_t *cfg = &snap->state;
+	bool shared = cfg->enabled && cfg->backend != NULL && strcmp(cfg->backend, "postgres") == 0;
+	gw_state_t *st =
+	        shared ? gw_state_open_postgres(gw->loop, cfg->dsn, cfg->schema, err, sizeof(err))
+	               : gw_state_open(gw->loop, cfg->enabled ? cfg->dir : NULL, err, sizeof(err));
+	if (st == NULL) {
+		cg_errors_add(errs, "%s: state: %s", snap->config_path, err);
+		return NULL;
+	}
+	gw_state_set_observer(st, on_state_change, gw);
+	if (shared) {
+		cg_log(CG_LOG_INFO, "state: reaching the store (schema %s) before serving",
+		       cfg->schema);
+		if (gw_state_wait_loaded(st, STATE_LOAD_TIMEOUT_MS, err, sizeof(err)) < 0)
+			cg_errors_add(errs, "%s: state: %s", snap->config_path, err);
+	}
+	return st;
+}
+
 static void usage(FILE *out)
 {
 	fprintf(out, "usage: certgate serve --config FILE [--log-level debug|info|warn|error]\n"
@@ -78,10 +150,7 @@ static int start(gw_gateway_t *gw)
 	if (gw->rt != NULL) {
 		const pol_snapshot_t *snap = gw->rt->snap;
 		char err[512];
-		gw->state = gw_state_open(gw->loop, snap->state.enabled ? snap->state.dir : NULL,
-		                          err, sizeof(err));
-		if (gw->state == NULL)
-			cg_errors_add(&errs, "%s: state: %s", snap->config_path, err);
+		gw->state = state_open(gw, snap, &errs);
 		cg_audit_t *audit = gw_audit_open(snap, err, sizeof(err));
 		if (audit == NULL) {
 			cg_errors_add(&errs, "%s: audit.path: %s", snap->config_path, err);
@@ -100,6 +169,7 @@ static int start(gw_gateway_t *gw)
 	if (failed) {
 		gw_extensions_rollback(gw);
 		gw_listeners_rollback(gw);
+		gw_state_stop(gw->state); /* its handles close with the rest */
 		return -1;
 	}
 	gw_listeners_commit(gw);
@@ -171,10 +241,12 @@ int gw_serve_main(int argc, char **argv)
 	gw_admin_t *admin = gw_admin_create(&gw, &metrics);
 	gw_issuer_t *issuer = admin != NULL ? gw_issuer_create(&gw) : NULL;
 	gw.syslog = gw_syslog_create(gw.loop);
+	state_ext_t state_ext = {.ext.ops = &state_ext_ops, .gw = &gw};
 	if (admin == NULL || issuer == NULL || gw.syslog == NULL) {
 		fprintf(stderr, "certgate: out of memory\n");
 		return 1;
 	}
+	gw_extension_add(&gw, &state_ext.ext); /* after the issuer: its waiting logins end first */
 	if (RAND_bytes((unsigned char *)&gw.instance, sizeof(gw.instance)) != 1)
 		gw.instance = (uint32_t)cg_wall_ms();
 	gw.started_ms = gw.loaded_ms = cg_wall_ms();

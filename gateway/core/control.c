@@ -70,7 +70,8 @@ static void check_kept(gw_gateway_t *gw, const pol_snapshot_t *snap, cg_errors_t
 		              snap->gateway.workers);
 	const pol_state_cfg_t *now = &gw->rt->snap->state, *next = &snap->state;
 	if (now->enabled != next->enabled || !same_string(now->backend, next->backend) ||
-	    !same_string(now->dir, next->dir))
+	    !same_string(now->dir, next->dir) || !same_string(now->dsn, next->dsn) ||
+	    !same_string(now->schema, next->schema))
 		cg_errors_add(errs,
 		              "%s: state: changed; the state cannot move while certgate runs "
 		              "(restart it to use the new state block)",

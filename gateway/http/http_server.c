@@ -21,7 +21,14 @@
  * reports its errno (or there is none: connections handed in by
  * gw_http_add_connection). Request bodies are capped (max_body): a
  * declared Content-Length over the cap is answered 413 at once; a body that
- * grows over it (chunked) is discarded to its end, then answered 413. */
+ * grows over it (chunked) is discarded to its end, then answered 413.
+ *
+ * A handler may answer later (gw_http_defer): the connection is suspended
+ * (MHD_suspend_connection) until gw_http_resume hands the reply over;
+ * resuming wakes MHD's epoll set through its inter-thread channel, and the
+ * next MHD_run calls the access handler again, which sends the reply kept
+ * for it. MHD refuses to stop with a connection still suspended, so a
+ * stopping server answers every waiting request 503 first. */
 #include "http/http_server.h"
 
 #include <errno.h>
@@ -47,6 +54,20 @@
  * the connections of a flood that just went (closed but still queued) do
  * not push a new caller's SYN out; MHD drains them in milliseconds. */
 #define LISTEN_BACKLOG 1024
+
+typedef struct upload upload_t;
+
+/* A request answered later (gw_http_defer). Owned by whoever must call
+ * gw_http_resume; the server only points at it while it waits. */
+struct gw_http_pending {
+	gw_http_server_t *srv; /* NULL once the server answered it (stopping) */
+	upload_t *up;
+	struct MHD_Connection *conn;
+	struct gw_http_pending *prev, *next; /* srv->waiting */
+	bool in_handler;                     /* the handler has not returned yet */
+	bool answered;                       /* resumed from inside the handler */
+	gw_http_reply_t reply;               /* that answer */
+};
 
 /* One open TCP connection (MHD's socket context). */
 typedef struct conn {
@@ -76,20 +97,25 @@ struct gw_http_server {
 	unsigned max_connections, max_per_source;
 	conn_t *conns; /* open connections, oldest deadline first */
 	conn_t *conns_tail;
+	gw_http_pending_t *waiting; /* suspended requests */
 	cg_log_limit_t mhd_log, cut_log;
 };
 
 /* One request (MHD's con_cls), made when its request line is in. */
-typedef struct upload {
+struct upload {
 	char *raw_path; /* the path as sent, escapes intact, without the query */
 	char *buf;
 	size_t len;
 	bool started; /* the access handler has seen it */
 	bool too_large;
 	bool answered;
-} upload_t;
+	gw_http_pending_t *pending; /* answered later: waiting */
+	bool has_later;             /* resumed: later is the answer to send */
+	gw_http_reply_t later;
+};
 
 static void schedule(gw_http_server_t *srv);
+static void on_timer(uv_timer_t *timer);
 
 /* --- replies ------------------------------------------------------------- */
 
@@ -283,6 +309,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 	}
 	if (up->answered)
 		return MHD_YES;
+	if (up->has_later) { /* resumed */
+		up->has_later = false;
+		up->answered = true;
+		return send_reply(conn, &up->later);
+	}
+	if (up->pending != NULL)
+		return MHD_YES; /* still waiting */
 	if (up->too_large)
 		return answer_413(srv, conn, up);
 	gw_http_request_t req = {
@@ -292,13 +325,100 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 	        .raw_path = up->raw_path,
 	        .body = up->buf,
 	        .body_len = up->len,
+	        .server = srv,
+	        .upload = up,
 	};
 	caller(conn, req.client, sizeof(req.client));
 	source(conn, req.source, sizeof(req.source));
 	gw_http_reply_t reply = {0};
 	srv->handler(srv->ctx, &req, &reply);
+	gw_http_pending_t *p = up->pending;
+	if (p != NULL) {
+		json_decref(reply.json); /* the answer comes through p */
+		free(reply.text);
+		p->in_handler = false;
+		if (!p->answered) {
+			p->next = srv->waiting;
+			if (srv->waiting != NULL)
+				srv->waiting->prev = p;
+			srv->waiting = p;
+			MHD_suspend_connection(conn);
+			return MHD_YES;
+		}
+		reply = p->reply;
+		up->pending = NULL;
+		free(p);
+	}
 	up->answered = true;
 	return send_reply(conn, &reply);
+}
+
+/* --- answering later ----------------------------------------------------- */
+
+gw_http_pending_t *gw_http_defer(const gw_http_request_t *req)
+{
+	upload_t *up = req->upload;
+	gw_http_pending_t *p = calloc(1, sizeof(*p));
+	if (p == NULL)
+		return NULL;
+	p->srv = req->server;
+	p->up = up;
+	p->conn = req->conn;
+	p->in_handler = true;
+	up->pending = p;
+	return p;
+}
+
+static void reply_drop(gw_http_reply_t *reply)
+{
+	json_decref(reply->json);
+	free(reply->text);
+	*reply = (gw_http_reply_t){0};
+}
+
+static void waiting_unlink(gw_http_server_t *srv, gw_http_pending_t *p)
+{
+	if (p->prev != NULL)
+		p->prev->next = p->next;
+	else
+		srv->waiting = p->next;
+	if (p->next != NULL)
+		p->next->prev = p->prev;
+	p->prev = p->next = NULL;
+}
+
+/* Hands later to p's request and wakes its connection; p is done with. */
+static void wake(gw_http_pending_t *p, gw_http_reply_t *later)
+{
+	gw_http_server_t *srv = p->srv;
+	upload_t *up = p->up;
+	waiting_unlink(srv, p);
+	up->later = *later;
+	*later = (gw_http_reply_t){0};
+	up->has_later = true;
+	up->pending = NULL;
+	p->srv = NULL;
+	MHD_resume_connection(p->conn);
+}
+
+void gw_http_resume(gw_http_pending_t *p, gw_http_reply_t *reply)
+{
+	if (p->in_handler) {
+		p->reply = *reply;
+		*reply = (gw_http_reply_t){0};
+		p->answered = true;
+		return; /* on_request sends it and frees p */
+	}
+	gw_http_server_t *srv = p->srv;
+	if (srv == NULL) { /* answered 503 when the server stopped */
+		reply_drop(reply);
+		free(p);
+		return;
+	}
+	wake(p, reply);
+	free(p);
+	/* MHD's channel wakes the poll; run soon in any case */
+	uv_timer_start(&srv->timer, on_timer, 0, 0);
 }
 
 /* --- connections and their deadlines -------------------------------------- */
@@ -370,6 +490,12 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 	gw_http_server_t *srv = cls;
 	upload_t *up = *con_cls;
 	if (up != NULL) {
+		if (up->pending != NULL) { /* gone while waiting: the owner still resumes */
+			if (up->pending->srv != NULL)
+				waiting_unlink(srv, up->pending);
+			up->pending->srv = NULL;
+		}
+		reply_drop(&up->later);
 		free(up->raw_path);
 		free(up->buf);
 		free(up);
@@ -527,7 +653,7 @@ gw_http_server_t *gw_http_start(uv_loop_t *loop, const char *listen, const gw_ht
 	srv->max_per_source = opts->max_per_source;
 	srv->max_body = opts->max_body != 0 ? opts->max_body : GW_HTTP_MAX_BODY;
 	snprintf(srv->name, sizeof(srv->name), "%s", opts->name);
-	unsigned flags = MHD_USE_EPOLL | MHD_USE_ERROR_LOG;
+	unsigned flags = MHD_USE_EPOLL | MHD_USE_ERROR_LOG | MHD_ALLOW_SUSPEND_RESUME;
 	if (ss.ss_family == AF_INET6)
 		flags |= MHD_USE_IPv6;
 	if (fd < 0)
@@ -591,6 +717,16 @@ void gw_http_stop(gw_http_server_t *srv)
 {
 	if (srv == NULL || srv->stopping)
 		return;
+	if (srv->waiting != NULL) {
+		while (srv->waiting != NULL) {
+			gw_http_reply_t reply = {0};
+			gw_http_error(&reply, 503, "the server is stopping");
+			wake(srv->waiting, &reply); /* its owner's resume then only frees it */
+		}
+		/* resuming only raises a flag: this run takes them off MHD's
+		 * suspended list (and sends the 503s) */
+		MHD_run(srv->mhd);
+	}
 	srv->stopping = true;
 	uv_close((uv_handle_t *)&srv->poll, on_closed);
 	uv_close((uv_handle_t *)&srv->timer, on_closed);

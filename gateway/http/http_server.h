@@ -30,8 +30,10 @@ typedef struct gw_http_request {
 	const char *raw_path; /* as sent: escapes intact, no query string */
 	const char *body;     /* NUL-terminated, may be NULL when body_len is 0 */
 	size_t body_len;
-	char client[64]; /* the caller's address, "ip:port" */
-	char source[64]; /* the same without the port */
+	char client[64];               /* the caller's address, "ip:port" */
+	char source[64];               /* the same without the port */
+	struct gw_http_server *server; /* the server's own (gw_http_defer) */
+	void *upload;
 } gw_http_request_t;
 
 typedef struct gw_http_reply {
@@ -78,6 +80,23 @@ void gw_http_stop(gw_http_server_t *srv);
 void gw_http_json(gw_http_reply_t *reply, unsigned status, json_t *body);
 void gw_http_error(gw_http_reply_t *reply, unsigned status, const char *fmt, ...)
         __attribute__((format(printf, 3, 4)));
+
+/* --- answering later ---------------------------------------------------------
+ * A handler that must wait for something on the loop (the state store's
+ * answer) takes the request over with gw_http_defer, returns without a
+ * reply, and answers later with gw_http_resume; MHD keeps the connection
+ * suspended meanwhile. The request itself (req and its strings) is valid
+ * only during the handler's call: copy what the answer needs. */
+typedef struct gw_http_pending gw_http_pending_t;
+
+/* Called from inside the handler: the reply is given later. NULL when out
+ * of memory (then reply now). */
+gw_http_pending_t *gw_http_defer(const gw_http_request_t *req);
+/* Sends reply (its contents are taken over) as the answer of a deferred
+ * request, and frees p: exactly once per gw_http_defer, on the loop, also
+ * from inside the handler. A request whose server stopped meanwhile was
+ * answered 503 already; then the reply is dropped. */
+void gw_http_resume(gw_http_pending_t *p, gw_http_reply_t *reply);
 
 /* Parses the request body as a JSON object whose keys must all be in
  * allowed (NULL-terminated). On failure fills a 400 reply naming the problem

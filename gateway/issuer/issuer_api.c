@@ -12,7 +12,14 @@
  * and the trust an admin set (the live feed, PUT /v1/devices/{id}/trust).
  * A device that was forgotten refuses every certificate issued for it
  * before the forget (core/authz.c), so its new certificate never starts
- * before that time. */
+ * before that time.
+ *
+ * The claim is asynchronous (a shared state store answers it over the
+ * network, atomically for every gateway): the request is deferred
+ * (gw_http_defer), and the answer is signed or refused when the claim's
+ * answer comes (on_claimed), under the issuer generation in force then.
+ * A store that cannot answer refuses the login: "state store
+ * unavailable". */
 #include <fnmatch.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,8 +47,10 @@
 typedef struct login {
 	gw_issuer_t *issuer;
 	gw_issuer_gen_t *gen;
-	const gw_http_request_t *req;
+	const gw_http_request_t *req; /* &request while the claim is answered */
+	gw_http_request_t request;    /* what of the request outlives the handler */
 	gw_http_reply_t *reply;
+	gw_http_pending_t *pending; /* the request, deferred for the token claim */
 	gw_id_token_t token;
 	json_t *body;
 	EVP_PKEY *key;    /* from the CSR */
@@ -233,6 +242,58 @@ static pol_trust_t device_trust(const login_t *l)
 	return feed != POL_TRUST_NONE && feed < level ? feed : level;
 }
 
+static void login_free(login_t *l)
+{
+	gw_id_token_finish(&l->token);
+	json_decref(l->body);
+	EVP_PKEY_free(l->key);
+	EVP_PKEY_free(l->device);
+	OPENSSL_free(l->csr_der);
+	free(l);
+}
+
+static void issue(login_t *l);
+
+/* The store's answer to the token claim: sign, or refuse. The generation
+ * the request was checked under may have been replaced meanwhile (a
+ * reload): the one in force now signs, after its own user check. */
+static void on_claimed(void *ctx, gw_token_claim_t result)
+{
+	login_t *l = ctx;
+	gw_http_reply_t reply = {0};
+	l->reply = &reply;
+	l->req = &l->request;
+	l->gen = gw_issuer_current(l->issuer);
+	switch (result) {
+	case GW_TOKEN_FRESH:
+		if (l->gen == NULL) {
+			deny(l, 503, "the issuer is not serving", "issuer stopped");
+		} else if (!user_allowed(l)) {
+			deny(l, 403, "this user may not log in here", "user not allowed");
+		} else {
+			l->device_trust = device_trust(l);
+			issue(l);
+		}
+		break;
+	case GW_TOKEN_REPLAYED:
+		deny(l, 401, "the ID token was refused", "token replayed");
+		break;
+	case GW_TOKEN_UNAVAILABLE:
+		deny(l, 503, "the state store is unavailable, try again later",
+		     "state store unavailable");
+		break;
+	case GW_TOKEN_FULL:
+	default:
+		deny(l, 503, "too many logins in flight, try again later", "replay cache full");
+		break;
+	}
+	gw_http_resume(l->pending, &reply);
+	login_free(l);
+}
+
+/* Marks the token used and signs when the store says it was fresh; l and
+ * the request are the claim's from here on (false: refused now, l is
+ * still the caller's). */
 static bool claim_token(login_t *l, const char *token)
 {
 	unsigned char md[32];
@@ -244,18 +305,18 @@ static bool claim_token(login_t *l, const char *token)
 	}
 	for (int i = 0; i < 32; i++)
 		snprintf(hash + 2 * i, 3, "%02x", md[i]);
-	gw_gateway_t *gw = gw_issuer_gateway(l->issuer);
-	switch (gw_state_token_claim(gw->state, hash, l->token.expires_ms, cg_wall_ms())) {
-	case GW_TOKEN_FRESH:
-		return true;
-	case GW_TOKEN_REPLAYED:
-		deny(l, 401, "the ID token was refused", "token replayed");
-		return false;
-	case GW_TOKEN_FULL:
-	default:
-		deny(l, 503, "too many logins in flight, try again later", "replay cache full");
+	l->pending = gw_http_defer(l->req);
+	if (l->pending == NULL) {
+		deny(l, 500, "internal error", "internal error");
 		return false;
 	}
+	/* what deny and issue read of the request, past the handler's return */
+	l->request = *l->req;
+	l->request.method = l->request.path = l->request.raw_path = l->request.body = NULL;
+	l->request.body_len = 0;
+	gw_gateway_t *gw = gw_issuer_gateway(l->issuer);
+	gw_state_token_claim(gw->state, hash, l->token.expires_ms, cg_wall_ms(), on_claimed, l);
+	return true;
 }
 
 /* The login of a device: registered (device.registered) or updated. False
@@ -368,40 +429,40 @@ static void issue(login_t *l)
 static void post_certificate(gw_issuer_t *issuer, gw_issuer_gen_t *gen,
                              const gw_http_request_t *req, gw_http_reply_t *reply)
 {
-	login_t l = {.issuer = issuer, .gen = gen, .req = req, .reply = reply};
+	login_t *l = calloc(1, sizeof(*l));
+	if (l == NULL) {
+		gw_http_error(reply, 500, "out of memory");
+		return;
+	}
+	*l = (login_t){.issuer = issuer, .gen = gen, .req = req, .reply = reply};
 	const char *token = bearer(req);
 	if (token == NULL) {
-		deny(&l, 401, "an ID token is required (Authorization: Bearer ...)", "no token");
+		deny(l, 401, "an ID token is required (Authorization: Bearer ...)", "no token");
 		goto done;
 	}
-	if (!check_token(&l, token))
+	if (!check_token(l, token))
 		goto done;
-	if (!user_allowed(&l)) {
-		deny(&l, 403, "this user may not log in here", "user not allowed");
+	if (!user_allowed(l)) {
+		deny(l, 403, "this user may not log in here", "user not allowed");
 		goto done;
 	}
-	const char *why = fits_certificate(&l);
+	const char *why = fits_certificate(l);
 	if (why != NULL) {
-		deny(&l, 403, "this identity does not fit a certificate", why);
+		deny(l, 403, "this identity does not fit a certificate", why);
 		goto done;
 	}
-	if (!check_request(&l))
+	if (!check_request(l))
 		goto done;
-	if (l.device != NULL &&
-	    !gw_state_device_room(gw_issuer_gateway(issuer)->state, l.device_id)) {
+	if (l->device != NULL &&
+	    !gw_state_device_room(gw_issuer_gateway(issuer)->state, l->device_id)) {
 		/* before the token is burned */
-		deny(&l, 503, "the device registry is full", "device registry full");
+		deny(l, 503, "the device registry is full", "device registry full");
 		goto done;
 	}
-	l.device_trust = device_trust(&l);
-	if (claim_token(&l, token))
-		issue(&l);
+	if (claim_token(l, token))
+		return; /* on_claimed answers and frees l */
 done:
-	gw_id_token_finish(&l.token);
-	json_decref(l.body);
-	EVP_PKEY_free(l.key);
-	EVP_PKEY_free(l.device);
-	OPENSSL_free(l.csr_der);
+	login_free(l);
 }
 
 static void get_config(const gw_issuer_gen_t *gen, gw_http_reply_t *reply)

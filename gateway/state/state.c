@@ -1,141 +1,48 @@
-/* Opening the state and persisting it (see state.h): each kind's document
- * is serialized on the loop, written on the thread pool, one write per kind
- * at a time, the latest document always last. */
+/* The state's common face (see state.h): opening and closing whatever
+ * backend keeps it, health, where a change goes, the observer of changes
+ * other gateways made, and the token claim. The kinds own their records
+ * (state_locks.c, ...), the backends their persistence (state_file.c,
+ * state_pg*.c). */
 #include "state/state.h"
 
-#include <errno.h>
-#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 
-#include "cg_file.h"
-#include "cg_log.h"
 #include "state/state_model.h"
+#include "state/state_pg.h"
 
-#define STATE_MAX_FILE (64 * 1024 * 1024)
-
-static const gw_state_kind_t *const kinds[GW_STATE_KINDS] = {
+const gw_state_kind_t *const gw_state_kinds[GW_STATE_KINDS] = {
         [GW_STATE_LOCKS] = &gw_state_locks_kind,     [GW_STATE_TRUST] = &gw_state_trust_kind,
         [GW_STATE_TOKENS] = &gw_state_tokens_kind,   [GW_STATE_REQUESTS] = &gw_state_requests_kind,
         [GW_STATE_DEVICES] = &gw_state_devices_kind,
 };
 
-static bool kind_path(const gw_state_t *st, unsigned kind, char *buf, size_t len)
+int gw_state_kind_index(const char *name)
 {
-	int n = snprintf(buf, len, "%s/%s.json", st->dir, kinds[kind]->name);
+	for (unsigned k = 0; k < GW_STATE_KINDS; k++)
+		if (strcmp(gw_state_kinds[k]->name, name) == 0)
+			return (int)k;
+	return -1;
+}
+
+bool gw_state_new_id(gw_state_t *st, const char *prefix, uint64_t *counter, char *buf, size_t len)
+{
+	if (st->backend != GW_STATE_POSTGRES) {
+		int n = snprintf(buf, len, "%s-%llu", prefix, (unsigned long long)++*counter);
+		return n > 0 && (size_t)n < len;
+	}
+	unsigned char r[8];
+	if (getrandom(r, sizeof(r), 0) != (ssize_t)sizeof(r))
+		return false;
+	int n = snprintf(buf, len, "%s-%02x%02x%02x%02x%02x%02x%02x%02x", prefix, r[0], r[1], r[2],
+	                 r[3], r[4], r[5], r[6], r[7]);
 	return n > 0 && (size_t)n < len;
 }
 
-/* --- writing ---------------------------------------------------------------- */
-
-static void write_work(uv_work_t *req)
-{
-	gw_state_writer_t *w = req->data;
-	char path[PATH_MAX];
-	w->result = kind_path(w->st, w->kind, path, sizeof(path))
-	                    ? cg_file_write_atomic(path, 0600, w->text, w->len)
-	                    : -ENAMETOOLONG;
-}
-
-static void start_write(gw_state_writer_t *w);
-
-static void write_done(uv_work_t *req, int status)
-{
-	gw_state_writer_t *w = req->data;
-	gw_state_t *st = w->st;
-	w->in_flight = false;
-	free(w->text);
-	w->text = NULL;
-	int rc = status < 0 ? status : w->result;
-	if (rc < 0) {
-		st->errors++;
-		char path[PATH_MAX];
-		if (!kind_path(st, w->kind, path, sizeof(path)))
-			snprintf(path, sizeof(path), "%s", kinds[w->kind]->name);
-		snprintf(st->problem, sizeof(st->problem), "cannot write %.180s: %.60s", path,
-		         strerror(-rc));
-		cg_log(CG_LOG_ERROR, "state: %s (kept in memory; retried with the next change)",
-		       st->problem);
-	} else if (!w->dirty) {
-		st->problem[0] = '\0';
-	}
-	if (w->dirty)
-		start_write(w);
-}
-
-static void start_write(gw_state_writer_t *w)
-{
-	gw_state_t *st = w->st;
-	json_t *doc = kinds[w->kind]->save(st);
-	char *text = doc != NULL ? json_dumps(doc, JSON_INDENT(1) | JSON_SORT_KEYS) : NULL;
-	json_decref(doc);
-	w->dirty = false;
-	if (text == NULL) {
-		st->errors++;
-		snprintf(st->problem, sizeof(st->problem), "cannot save %s: out of memory",
-		         kinds[w->kind]->name);
-		return;
-	}
-	w->text = text;
-	w->len = strlen(text);
-	w->work.data = w;
-	if (uv_queue_work(st->loop, &w->work, write_work, write_done) != 0) {
-		free(w->text);
-		w->text = NULL;
-		st->errors++;
-		snprintf(st->problem, sizeof(st->problem), "cannot queue a write of %s",
-		         kinds[w->kind]->name);
-		return;
-	}
-	w->in_flight = true;
-}
-
-void gw_state_changed(gw_state_t *st, unsigned kind)
-{
-	if (st->dir == NULL)
-		return;
-	gw_state_writer_t *w = &st->writers[kind];
-	if (w->in_flight)
-		w->dirty = true;
-	else
-		start_write(w);
-}
-
-/* --- opening ---------------------------------------------------------------- */
-
-/* Loads one kind's file; a missing file is an empty kind. */
-static bool load_kind(gw_state_t *st, unsigned kind, char *err, size_t errlen)
-{
-	char path[PATH_MAX], why[200];
-	if (!kind_path(st, kind, path, sizeof(path))) {
-		snprintf(err, errlen, "state.dir %s: path too long", st->dir);
-		return false;
-	}
-	char *text;
-	size_t len;
-	int rc = cg_file_read(path, STATE_MAX_FILE, &text, &len);
-	if (rc == -ENOENT)
-		return true;
-	if (rc < 0) {
-		snprintf(err, errlen, "%s: %s", path, strerror(-rc));
-		return false;
-	}
-	json_error_t jerr;
-	json_t *doc = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
-	free(text);
-	if (doc == NULL) {
-		snprintf(err, errlen, "%s:%d:%d: %s", path, jerr.line, jerr.column, jerr.text);
-		return false;
-	}
-	bool ok = kinds[kind]->load(st, doc, why, sizeof(why));
-	json_decref(doc);
-	if (!ok)
-		snprintf(err, errlen, "%s: %s", path, why);
-	return ok;
-}
-
-gw_state_t *gw_state_open(uv_loop_t *loop, const char *dir, char *err, size_t errlen)
+/* An empty model on loop, kept in memory. */
+static gw_state_t *state_new(uv_loop_t *loop, char *err, size_t errlen)
 {
 	gw_state_t *st = calloc(1, sizeof(*st));
 	if (st == NULL) {
@@ -143,6 +50,7 @@ gw_state_t *gw_state_open(uv_loop_t *loop, const char *dir, char *err, size_t er
 		return NULL;
 	}
 	st->loop = loop;
+	st->backend = GW_STATE_MEMORY;
 	if (uv_rwlock_init(&st->rw) != 0) {
 		free(st);
 		snprintf(err, errlen, "cannot create a lock");
@@ -152,47 +60,73 @@ gw_state_t *gw_state_open(uv_loop_t *loop, const char *dir, char *err, size_t er
 	st->tokens = cg_strmap_create();
 	st->grants = cg_strmap_create();
 	st->devices = cg_strmap_create();
-	for (unsigned k = 0; k < GW_STATE_KINDS; k++) {
-		st->writers[k].st = st;
-		st->writers[k].kind = k;
-	}
 	if (st->trust == NULL || st->tokens == NULL || st->grants == NULL || st->devices == NULL) {
 		snprintf(err, errlen, "out of memory");
-		goto fail;
+		gw_state_close(st);
+		return NULL;
 	}
-	if (dir == NULL)
-		return st;
-	st->dir = strdup(dir);
-	char failed[PATH_MAX];
-	int rc = st->dir != NULL ? cg_file_mkdirs(dir, 0700, failed, sizeof(failed)) : -ENOMEM;
-	if (rc < 0) {
-		snprintf(err, errlen, "state.dir %s: %s", rc == -ENOMEM ? dir : failed,
-		         strerror(-rc));
-		goto fail;
-	}
-	for (unsigned k = 0; k < GW_STATE_KINDS; k++)
-		if (!load_kind(st, k, err, errlen))
-			goto fail;
 	return st;
-fail:
-	gw_state_close(st);
-	return NULL;
+}
+
+gw_state_t *gw_state_open(uv_loop_t *loop, const char *dir, char *err, size_t errlen)
+{
+	gw_state_t *st = state_new(loop, err, errlen);
+	if (st == NULL || dir == NULL)
+		return st;
+	if (!gw_state_file_open(st, dir, err, errlen)) {
+		gw_state_close(st);
+		return NULL;
+	}
+	return st;
+}
+
+gw_state_t *gw_state_open_postgres(uv_loop_t *loop, const char *dsn, const char *schema, char *err,
+                                   size_t errlen)
+{
+	gw_state_t *st = state_new(loop, err, errlen);
+	if (st == NULL)
+		return NULL;
+	st->backend = GW_STATE_POSTGRES;
+	if ((st->pg = gw_state_pg_create(st, dsn, schema, err, errlen)) == NULL) {
+		gw_state_close(st);
+		return NULL;
+	}
+	return st;
+}
+
+int gw_state_wait_loaded(gw_state_t *st, uint64_t timeout_ms, char *err, size_t errlen)
+{
+	return st->pg != NULL ? gw_state_pg_wait(st->pg, timeout_ms, err, errlen) : 0;
+}
+
+void gw_state_stop(gw_state_t *st)
+{
+	if (st != NULL && st->pg != NULL)
+		gw_state_pg_stop(st->pg);
 }
 
 void gw_state_close(gw_state_t *st)
 {
 	if (st == NULL)
 		return;
+	gw_state_pg_destroy(st->pg);
 	for (unsigned k = 0; k < GW_STATE_KINDS; k++)
-		kinds[k]->finish(st);
+		gw_state_kinds[k]->finish(st);
 	uv_rwlock_destroy(&st->rw);
 	free(st->dir);
 	free(st);
 }
 
+/* --- health ------------------------------------------------------------------ */
+
 const char *gw_state_backend(const gw_state_t *st)
 {
-	return st->dir != NULL ? "file" : "memory";
+	static const char *const names[] = {
+	        [GW_STATE_MEMORY] = "memory",
+	        [GW_STATE_FILE] = "file",
+	        [GW_STATE_POSTGRES] = "postgres",
+	};
+	return names[st->backend];
 }
 
 const char *gw_state_problem(const gw_state_t *st)
@@ -203,4 +137,51 @@ const char *gw_state_problem(const gw_state_t *st)
 uint64_t gw_state_errors(const gw_state_t *st)
 {
 	return st->errors;
+}
+
+bool gw_state_connected(const gw_state_t *st)
+{
+	return st->pg == NULL || st->pg->phase == GW_PG_READY;
+}
+
+size_t gw_state_pending(const gw_state_t *st)
+{
+	return st->pg != NULL ? cg_strmap_count(st->pg->changes) : 0;
+}
+
+/* --- changes ----------------------------------------------------------------- */
+
+void gw_state_record_changed(gw_state_t *st, unsigned kind, const char *key)
+{
+	if (st->backend == GW_STATE_FILE)
+		gw_state_file_changed(st, kind);
+	else if (st->backend == GW_STATE_POSTGRES)
+		gw_pg_changed(st->pg, kind, key);
+}
+
+void gw_state_changed(gw_state_t *st, unsigned kind)
+{
+	if (st->backend == GW_STATE_FILE)
+		gw_state_file_changed(st, kind);
+}
+
+void gw_state_set_observer(gw_state_t *st, gw_state_observer_fn fn, void *ctx)
+{
+	st->observer = fn;
+	st->observer_ctx = ctx;
+}
+
+void gw_state_observe(gw_state_t *st, const gw_state_change_t *change)
+{
+	if (st->observer != NULL && change->tightens)
+		st->observer(st->observer_ctx, change);
+}
+
+void gw_state_token_claim(gw_state_t *st, const char *hash, int64_t expires_ms, int64_t now_ms,
+                          gw_token_claim_fn done, void *ctx)
+{
+	if (st->pg != NULL)
+		gw_pg_claim(st->pg, hash, expires_ms, done, ctx);
+	else
+		done(ctx, gw_state_token_claim_local(st, hash, expires_ms, now_ms));
 }

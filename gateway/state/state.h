@@ -11,11 +11,26 @@
  *     atomically (cg_file_write_atomic) on the libuv thread pool after each
  *     change, coalesced while a write is in flight; loaded at start, where
  *     an unreadable file refuses the start (a lost lock must not pass
- *     silently).
+ *     silently);
+ *   - postgres (state.dsn): one row per record in a database every gateway
+ *     shares (state_pg.c), libpq non-blocking on this loop. Changes go out
+ *     as upserts with a NOTIFY; changes of other gateways come in through
+ *     LISTEN and are applied here, and those that tighten access reach the
+ *     observer (gw_state_set_observer), which re-checks live sessions.
+ *     With the store away, the model keeps deciding (known locks and trust
+ *     stay enforced), local changes wait to be written, and what needs the
+ *     shared truth at once (a token claim) is refused.
+ *
+ * Everything here runs on the loop the state was opened with (the control
+ * loop): changes, the backend's I/O and the observer's calls; only the
+ * decision's reads marked "any thread" (a lock's match, a trust level, a
+ * device's forget time, a grant) run on the workers. They hold the
+ * state's rwlock shared; every change to the model, made here or read
+ * from the store, holds it exclusive.
  *
  * Kinds (state_locks.c, state_trust.c, state_tokens.c, state_devices.c,
- * state_requests.c) own their records and their
- * JSON form; state.c owns the backend, the scheduling and health. */
+ * state_requests.c) own their records and their JSON form; state.c owns
+ * the backends' common face and health. */
 #ifndef GW_STATE_H
 #define GW_STATE_H
 
@@ -34,17 +49,49 @@ typedef struct gw_state gw_state_t;
  * (0700) if missing and every kind's file in it is loaded. NULL with the
  * reason in err ("state.dir /x: locks.json: line 3: ..."). */
 gw_state_t *gw_state_open(uv_loop_t *loop, const char *dir, char *err, size_t errlen);
+/* Opens a state shared through PostgreSQL: dsn is a libpq connection
+ * string as policy/ checked it, schema a lowercase identifier. Returns at
+ * once, empty; the store is reached on the loop (gw_state_wait_loaded).
+ * NULL with the reason in err. */
+gw_state_t *gw_state_open_postgres(uv_loop_t *loop, const char *dsn, const char *schema, char *err,
+                                   size_t errlen);
+/* Runs the loop until the state holds what its store holds (postgres:
+ * connected, schema created or migrated, every record loaded; memory and
+ * file: at once). 0; or -1 with the reason in err: the store's schema is
+ * newer than this binary knows, or the store was not reached within
+ * timeout_ms (the last failure named). Before serving: a gateway that
+ * does not know the locks must not admit anyone. */
+int gw_state_wait_loaded(gw_state_t *st, uint64_t timeout_ms, char *err, size_t errlen)
+        __attribute__((warn_unused_result));
+/* The gateway drains: a shared store gets what is still waiting to be
+ * written (up to 2 s), then its connection and timers close, so the loop
+ * can run dry. Pending token claims are answered (unavailable). */
+void gw_state_stop(gw_state_t *st);
 /* Frees the model; writes still in flight finish first (the loop must run
- * them: call after uv_run returned, which waits for them). Accepts NULL. */
+ * them: call after uv_run returned, which waits for them; a shared store
+ * after gw_state_stop, whose handles close on that run). Accepts NULL. */
 void gw_state_close(gw_state_t *st);
 
-/* "memory" or "file", for /v1/status and /readyz. */
+/* "memory", "file" or "postgres", for /v1/status and /readyz. */
 const char *gw_state_backend(const gw_state_t *st);
-/* NULL while every change so far was persisted, else the last failure
- * ("cannot write /var/lib/certgate/locks.json: No space left on device"). */
+/* NULL while every change so far was persisted and the store (if any) is
+ * reachable, else the last failure ("cannot write
+ * /var/lib/certgate/locks.json: No space left on device", "state store
+ * unavailable: connection refused"). */
 const char *gw_state_problem(const gw_state_t *st);
-/* Persist failures since start (metrics). */
+/* Persist and store failures since start (metrics). */
 uint64_t gw_state_errors(const gw_state_t *st);
+/* A shared store: connected and in sync (memory and file: always true). */
+bool gw_state_connected(const gw_state_t *st);
+/* Local changes not yet in the shared store (0 for memory and file). */
+size_t gw_state_pending(const gw_state_t *st);
+
+/* --- changes other gateways made ------------------------------------------ */
+
+/* fn hears every change that tightens access, on the state's loop, after
+ * it is in the model (and with no lock of the state's held: it may read
+ * the state). NULL stops it. */
+void gw_state_set_observer(gw_state_t *st, gw_state_observer_fn fn, void *ctx);
 
 /* --- locks: refuse new sessions, end live ones ---------------------------- */
 
@@ -147,15 +194,13 @@ bool gw_state_grant_until(gw_state_t *st, const char *user, const char *service,
 
 #define GW_STATE_TOKENS_MAX 100000
 
-typedef enum {
-	GW_TOKEN_FRESH,    /* first use: remembered until it expires */
-	GW_TOKEN_REPLAYED, /* seen before and not yet expired */
-	GW_TOKEN_FULL,     /* too many live tokens remembered: refuse, don't forget */
-} gw_token_claim_t;
-
-/* Claims the token whose SHA-256 (hex) is hash, valid until expires_ms. */
-gw_token_claim_t gw_state_token_claim(gw_state_t *st, const char *hash, int64_t expires_ms,
-                                      int64_t now_ms);
+/* Claims the token whose SHA-256 (hex) is hash, valid until expires_ms,
+ * atomically across every gateway sharing the store: done is called
+ * exactly once with the answer, on the loop — before this returns for
+ * memory and file, when the store answered (or could not, within 5 s) for
+ * postgres. */
+void gw_state_token_claim(gw_state_t *st, const char *hash, int64_t expires_ms, int64_t now_ms,
+                          gw_token_claim_fn done, void *ctx);
 
 /* --- the device registry: the devices the issuer saw log in ------------------ */
 

@@ -6,10 +6,18 @@
  * GW_STATE_DEVICES_MAX entries (forgotten ones included) a new device is
  * refused, never an old one dropped.
  *
- * Saved as {"devices": {ID: {"user", "platform", "first_seen",
- * "last_seen", "forgotten"}}} with times in epoch ms (0 = never) and
- * "user"/"platform" null where unknown; a forgotten device has user
- * null. */
+ * A device's record is {"user", "platform", "first_seen", "last_seen",
+ * "forgotten"} with times in epoch ms (0 = never) and "user"/"platform"
+ * null where unknown; a forgotten device has user null. Saved as
+ * {"devices": {ID: record}}.
+ *
+ * Shared between gateways (state_pg*.c), a forget never goes back: a
+ * record read from the store keeps the later of its forget time and the
+ * one known here, and a registration whose latest login came before that
+ * forget's second (a login on one gateway racing a forget on another)
+ * counts as forgotten. The model then differs from the store's row and
+ * the merged record is written back, so every gateway ends with the
+ * forget. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -90,7 +98,7 @@ int gw_state_device_seen(gw_state_t *st, const char *device_id, const char *user
 	int rc;
 	GW_STATE_WRITING(st, rc = device_seen(st, device_id, user, platform, now_ms, registered));
 	if (rc == 0)
-		gw_state_changed(st, GW_STATE_DEVICES);
+		gw_state_record_changed(st, GW_STATE_DEVICES, device_id);
 	return rc;
 }
 
@@ -124,7 +132,7 @@ bool gw_state_device_forget(gw_state_t *st, const char *device_id, int64_t now_m
 		d->first_seen_ms = d->last_seen_ms = 0;
 		d->forgotten_ms = next_forget_ms(d->forgotten_ms, now_ms);
 	});
-	gw_state_changed(st, GW_STATE_DEVICES);
+	gw_state_record_changed(st, GW_STATE_DEVICES, device_id);
 	return true;
 }
 
@@ -182,14 +190,17 @@ typedef struct save_ctx {
 	bool failed;
 } save_ctx_t;
 
+static json_t *device_encode(const gw_device_t *d)
+{
+	return json_pack("{s:s?, s:s?, s:I, s:I, s:I}", "user", d->user, "platform", d->platform,
+	                 "first_seen", (json_int_t)d->first_seen_ms, "last_seen",
+	                 (json_int_t)d->last_seen_ms, "forgotten", (json_int_t)d->forgotten_ms);
+}
+
 static bool save_one(const char *id, void *value, void *arg)
 {
 	save_ctx_t *sc = arg;
-	const gw_device_t *d = value;
-	json_t *j =
-	        json_pack("{s:s?, s:s?, s:I, s:I, s:I}", "user", d->user, "platform", d->platform,
-	                  "first_seen", (json_int_t)d->first_seen_ms, "last_seen",
-	                  (json_int_t)d->last_seen_ms, "forgotten", (json_int_t)d->forgotten_ms);
+	json_t *j = device_encode(value);
 	if (j == NULL || json_object_set_new(sc->devices, id, j) != 0)
 		sc->failed = true;
 	return !sc->failed;
@@ -276,9 +287,91 @@ static bool devices_load(gw_state_t *st, const json_t *doc, char *err, size_t er
 	return true;
 }
 
+/* --- a device's record, shared ------------------------------------------- */
+
+static json_t *devices_get(gw_state_t *st, const char *key, int64_t *expires_ms)
+{
+	const gw_device_t *d = cg_strmap_get(st->devices, key);
+	*expires_ms = 0; /* a device's record never lapses: a forget must not */
+	return d != NULL ? device_encode(d) : NULL;
+}
+
+/* d keeps a forget at least as late as forgotten_ms; a registration whose
+ * latest login came before the second the forget cuts at (see
+ * next_forget_ms) is dropped: the device stays forgotten. */
+static void keep_forget(gw_device_t *d, int64_t forgotten_ms)
+{
+	if (forgotten_ms > d->forgotten_ms)
+		d->forgotten_ms = forgotten_ms;
+	int64_t cut_ms = d->forgotten_ms - d->forgotten_ms % 1000;
+	if (d->user != NULL && d->forgotten_ms != 0 && d->last_seen_ms < cut_ms) {
+		free(d->user);
+		free(d->platform);
+		d->user = d->platform = NULL;
+		d->first_seen_ms = d->last_seen_ms = 0;
+	}
+}
+
+static bool devices_put(gw_state_t *st, const char *key, const json_t *value,
+                        gw_state_change_t *change, char *err, size_t errlen)
+{
+	gw_device_t *old = cg_strmap_get(st->devices, key);
+	int64_t known = old != NULL ? old->forgotten_ms : 0;
+	bool was_registered = old != NULL && old->user != NULL;
+	gw_device_t *d = NULL;
+	if (value != NULL) {
+		const char *why = load_one(key, (json_t *)value, &d);
+		if (why != NULL) {
+			snprintf(err, errlen, "%s", why);
+			return false;
+		}
+	} else if (known != 0) {
+		/* the store lost the record: the forget stays here (written back) */
+		if ((d = calloc(1, sizeof(*d))) == NULL) {
+			snprintf(err, errlen, "out of memory");
+			return false;
+		}
+	}
+	if (d == NULL) {
+		device_free(cg_strmap_remove(st->devices, key));
+		return true;
+	}
+	keep_forget(d, known);
+	device_free(cg_strmap_put(st->devices, key, d));
+	if (d->forgotten_ms > known || (was_registered && d->user == NULL))
+		*change = (gw_state_change_t){
+		        .tightens = true,
+		        .device = key,
+		        .reason = "revoked: device trust",
+		};
+	return true;
+}
+
+typedef struct keys_ctx {
+	void (*fn)(void *ctx, const char *key);
+	void *ctx;
+} keys_ctx_t;
+
+static bool key_one(const char *key, void *value, void *arg)
+{
+	keys_ctx_t *k = arg;
+	(void)value;
+	k->fn(k->ctx, key);
+	return true;
+}
+
+static void devices_keys(gw_state_t *st, void (*fn)(void *ctx, const char *key), void *ctx)
+{
+	keys_ctx_t k = {fn, ctx};
+	cg_strmap_foreach(st->devices, key_one, &k);
+}
+
 const gw_state_kind_t gw_state_devices_kind = {
         .name = "devices",
         .save = devices_save,
         .load = devices_load,
         .finish = devices_finish,
+        .get = devices_get,
+        .put = devices_put,
+        .keys = devices_keys,
 };

@@ -214,11 +214,12 @@ gw_access_result_t gw_state_access_ask(gw_state_t *st, const char *user, const c
 	r->duration_ms = duration_ms;
 	r->state = GW_ACCESS_PENDING;
 	r->created_ms = now_ms;
-	GW_STATE_WRITING(st, {
-		snprintf(r->id, sizeof(r->id), "req-%llu", (unsigned long long)++st->next_request);
-		append(st, r);
-	});
-	gw_state_changed(st, GW_STATE_REQUESTS);
+	if (!gw_state_new_id(st, "req", &st->next_request, r->id, sizeof(r->id))) {
+		request_free(r);
+		return GW_ACCESS_NO_MEMORY;
+	}
+	GW_STATE_WRITING(st, append(st, r));
+	gw_state_record_changed(st, GW_STATE_REQUESTS, r->id);
 	*out = r;
 	return GW_ACCESS_OK;
 }
@@ -279,7 +280,7 @@ gw_access_result_t gw_state_access_decide(gw_state_t *st, const char *id, bool a
 		free(decided_reason);
 		return GW_ACCESS_NO_MEMORY;
 	}
-	gw_state_changed(st, GW_STATE_REQUESTS);
+	gw_state_record_changed(st, GW_STATE_REQUESTS, id);
 	return GW_ACCESS_OK;
 }
 
@@ -322,6 +323,7 @@ size_t gw_state_access_expire(gw_state_t *st, int64_t now_ms,
 			(void)grant_refresh(st, r->user, r->service);
 		});
 		n++;
+		gw_state_record_changed(st, GW_STATE_REQUESTS, r->id);
 		if (fn != NULL)
 			fn(arg, r); /* reads only: the list stays as it is */
 	}
@@ -436,9 +438,128 @@ static bool requests_load(gw_state_t *st, const json_t *doc, char *err, size_t e
 	return true;
 }
 
+/* --- a request's record, shared ----------------------------------------- */
+
+/* How long the store keeps a request that can change no more (denied,
+ * expired) before pruning it; the listing here keeps fewer
+ * (GW_ACCESS_HISTORY_MAX). */
+#define DECIDED_KEPT_MS (30LL * 24 * 3600 * 1000)
+
+static json_t *requests_get(gw_state_t *st, const char *key, int64_t *expires_ms)
+{
+	const gw_access_request_t *r = find(st, key);
+	*expires_ms = 0;
+	if (r == NULL)
+		return NULL;
+	if (r->state == GW_ACCESS_DENIED)
+		*expires_ms = r->decided_ms + DECIDED_KEPT_MS;
+	else if (r->state == GW_ACCESS_EXPIRED)
+		*expires_ms = r->until_ms + DECIDED_KEPT_MS;
+	return request_save(r);
+}
+
+/* r goes after every request created before it (creation order, whichever
+ * gateway made it). */
+static void insert(gw_state_t *st, gw_access_request_t *r)
+{
+	gw_access_request_t **at = &st->requests;
+	while (*at != NULL && (*at)->created_ms <= r->created_ms)
+		at = &(*at)->next;
+	r->next = *at;
+	*at = r;
+}
+
+/* The grant (user, service) holds now, 0 if none: what the decision reads. */
+static int64_t grant_of(gw_state_t *st, const char *user, const char *service)
+{
+	char key[GRANT_KEY_MAX];
+	const int64_t *until =
+	        grant_key(user, service, key, sizeof(key)) ? cg_strmap_get(st->grants, key) : NULL;
+	return until != NULL ? *until : 0;
+}
+
+/* Under the write lock (state_pg_sync.c's apply holds it). A change of a
+ * grant, either way, reaches the observer: an approval elsewhere extends
+ * what this gateway's sessions of the user may run to, an expiry or a
+ * later denial ends them (the same re-check as a decision here), and the
+ * expiry timer is armed again. */
+static bool requests_put(gw_state_t *st, const char *key, const json_t *value,
+                         gw_state_change_t *change, char *err, size_t errlen)
+{
+	gw_access_request_t *r = NULL;
+	if (value != NULL) {
+		if ((r = request_load(value, err, errlen)) == NULL)
+			return false;
+		if (strcmp(r->id, key) != 0) {
+			snprintf(err, errlen, "its id is not its key");
+			request_free(r);
+			return false;
+		}
+	}
+	gw_access_request_t *old = NULL;
+	for (gw_access_request_t **at = &st->requests; *at != NULL; at = &(*at)->next) {
+		if (strcmp((*at)->id, key) == 0) {
+			old = *at;
+			*at = old->next;
+			break;
+		}
+	}
+	const gw_access_request_t *who = r != NULL ? r : old;
+	if (who == NULL)
+		return true;
+	int64_t before = grant_of(st, who->user, who->service);
+	if (r != NULL)
+		insert(st, r);
+	bool ok = (old == NULL || grant_refresh(st, old->user, old->service)) &&
+	          (r == NULL || grant_refresh(st, r->user, r->service));
+	int64_t after = grant_of(st, who->user, who->service);
+	if (!ok) {
+		/* the map could not follow: the model keeps what it had */
+		if (r != NULL) {
+			for (gw_access_request_t **at = &st->requests; *at != NULL;
+			     at = &(*at)->next)
+				if (*at == r) {
+					*at = r->next;
+					break;
+				}
+			request_free(r);
+		}
+		if (old != NULL) {
+			insert(st, old);
+			(void)grant_refresh(st, old->user, old->service);
+		}
+		snprintf(err, errlen, "out of memory");
+		return false;
+	}
+	if (before != after) {
+		/* a removed request's user goes with it: the change keeps a copy,
+		 * valid until the next put (apply copies it at once) */
+		static char removed_user[GRANT_KEY_MAX];
+		if (r == NULL)
+			snprintf(removed_user, sizeof(removed_user), "%s", old->user);
+		*change = (gw_state_change_t){
+		        .tightens = true,
+		        .user = r != NULL ? r->user : removed_user,
+		        .reason = "revoked: policy",
+		};
+	}
+	if (old != NULL)
+		request_free(old);
+	return true;
+}
+
+static void requests_keys(gw_state_t *st, void (*fn)(void *ctx, const char *key), void *ctx)
+{
+	for (const gw_access_request_t *r = st->requests; r != NULL; r = r->next)
+		fn(ctx, r->id);
+}
+
 const gw_state_kind_t gw_state_requests_kind = {
         .name = "requests",
         .save = requests_save,
         .load = requests_load,
         .finish = requests_finish,
+        .get = requests_get,
+        .put = requests_put,
+        .keys = requests_keys,
 };

@@ -1,8 +1,10 @@
-/* The issuer's used-token cache (see state.h): an ID token is accepted
- * once; its SHA-256 is remembered until the token expires. Saved as
- * {"tokens": {HASH: expires_ms}}. Bounded: past GW_STATE_TOKENS_MAX live
- * entries a new claim is refused (a login flood cannot grow memory), after
- * the lapsed ones are dropped. */
+/* The issuer's used-token cache (see state.h) as memory and file keep it:
+ * an ID token is accepted once; its SHA-256 is remembered until the token
+ * expires. Saved as {"tokens": {HASH: expires_ms}}. Bounded: past
+ * GW_STATE_TOKENS_MAX live entries a new claim is refused (a login flood
+ * cannot grow memory), after the lapsed ones are dropped. A shared store
+ * claims tokens itself, in one atomic statement (state_pg_sync.c): the
+ * kind has no records to share. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,8 +42,8 @@ static void prune(gw_state_t *st, int64_t now_ms)
 		free(cg_strmap_remove(st->tokens, keys[i]));
 }
 
-gw_token_claim_t gw_state_token_claim(gw_state_t *st, const char *hash, int64_t expires_ms,
-                                      int64_t now_ms)
+gw_token_claim_t gw_state_token_claim_local(gw_state_t *st, const char *hash, int64_t expires_ms,
+                                            int64_t now_ms)
 {
 	int64_t *seen = cg_strmap_get(st->tokens, hash);
 	if (seen != NULL && *seen > now_ms)
@@ -55,7 +57,7 @@ gw_token_claim_t gw_state_token_claim(gw_state_t *st, const char *hash, int64_t 
 		return GW_TOKEN_FULL;
 	*until = expires_ms;
 	free(cg_strmap_put(st->tokens, hash, until));
-	gw_state_changed(st, GW_STATE_TOKENS);
+	gw_state_record_changed(st, GW_STATE_TOKENS, hash);
 	return GW_TOKEN_FRESH;
 }
 

@@ -1,6 +1,7 @@
 /* The live trust feed (see state.h): device id -> level, optionally until
- * a deadline; lapsed entries are dropped when read. Saved as {"devices":
- * {ID: {"level", "set", "expires", "by"}}} with times in epoch ms. */
+ * a deadline; lapsed entries are dropped when read. A device's record is
+ * {"level", "set", "expires", "by"} with times in epoch ms, keyed by the
+ * device id; the file holds {"devices": {ID: record}}. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,7 +38,7 @@ const gw_trust_entry_t *gw_state_trust_get(gw_state_t *st, const char *device_id
 	if (e->expires_ms != 0 && e->expires_ms <= now_ms) {
 		GW_STATE_WRITING(st, cg_strmap_remove(st->trust, device_id));
 		free(e);
-		gw_state_changed(st, GW_STATE_TRUST);
+		gw_state_changed(st, GW_STATE_TRUST); /* lapsed: nothing to share */
 		return NULL;
 	}
 	return e;
@@ -65,7 +66,7 @@ int gw_state_trust_set(gw_state_t *st, const char *device_id, pol_trust_t level,
 	gw_trust_entry_t *old;
 	GW_STATE_WRITING(st, old = cg_strmap_put(st->trust, device_id, e));
 	free(old);
-	gw_state_changed(st, GW_STATE_TRUST);
+	gw_state_record_changed(st, GW_STATE_TRUST, device_id);
 	return 0;
 }
 
@@ -76,8 +77,81 @@ bool gw_state_trust_clear(gw_state_t *st, const char *device_id)
 	if (e == NULL)
 		return false;
 	free(e);
-	gw_state_changed(st, GW_STATE_TRUST);
+	gw_state_record_changed(st, GW_STATE_TRUST, device_id);
 	return true;
+}
+
+/* --- a device's record ------------------------------------------------------- */
+
+static json_t *entry_encode(const gw_trust_entry_t *e)
+{
+	return json_pack("{s:s, s:I, s:I, s:s}", "level", pol_trust_name(e->level), "set",
+	                 (json_int_t)e->set_ms, "expires", (json_int_t)e->expires_ms, "by", e->by);
+}
+
+static gw_trust_entry_t *entry_decode(const json_t *j, char *err, size_t errlen)
+{
+	const char *level_name, *by;
+	json_int_t set, expires;
+	pol_trust_t level;
+	json_error_t jerr;
+	if (json_unpack_ex((json_t *)j, &jerr, JSON_STRICT, "{s:s, s:I, s:I, s:s}", "level",
+	                   &level_name, "set", &set, "expires", &expires, "by", &by) != 0 ||
+	    !pol_trust_parse(level_name, &level)) {
+		snprintf(err, errlen, "%s", jerr.text[0] != '\0' ? jerr.text : "unknown level");
+		return NULL;
+	}
+	gw_trust_entry_t *e = entry_new(level, set, expires, by);
+	if (e == NULL)
+		snprintf(err, errlen, "out of memory");
+	return e;
+}
+
+static json_t *trust_get_record(gw_state_t *st, const char *key, int64_t *expires_ms)
+{
+	const gw_trust_entry_t *e = cg_strmap_get(st->trust, key);
+	*expires_ms = e != NULL ? e->expires_ms : 0;
+	return e != NULL ? entry_encode(e) : NULL;
+}
+
+static bool trust_put(gw_state_t *st, const char *key, const json_t *value,
+                      gw_state_change_t *change, char *err, size_t errlen)
+{
+	if (value == NULL) {
+		free(cg_strmap_remove(st->trust, key)); /* cleared: access can only widen */
+		return true;
+	}
+	gw_trust_entry_t *e = entry_decode(value, err, errlen);
+	if (e == NULL)
+		return false;
+	free(cg_strmap_put(st->trust, key, e));
+	/* like an admin's PUT here: any level set may be below what live
+	 * sessions were admitted with */
+	*change = (gw_state_change_t){
+	        .tightens = true,
+	        .device = key,
+	        .reason = "revoked: device trust",
+	};
+	return true;
+}
+
+typedef struct keys_ctx {
+	void (*fn)(void *ctx, const char *key);
+	void *ctx;
+} keys_ctx_t;
+
+static bool key_one(const char *key, void *value, void *arg)
+{
+	keys_ctx_t *k = arg;
+	(void)value;
+	k->fn(k->ctx, key);
+	return true;
+}
+
+static void trust_keys(gw_state_t *st, void (*fn)(void *ctx, const char *key), void *ctx)
+{
+	keys_ctx_t k = {fn, ctx};
+	cg_strmap_foreach(st->trust, key_one, &k);
 }
 
 /* --- the saved form --------------------------------------------------------- */
@@ -90,10 +164,7 @@ typedef struct save_ctx {
 static bool save_one(const char *device, void *value, void *ctx)
 {
 	save_ctx_t *sc = ctx;
-	const gw_trust_entry_t *e = value;
-	json_t *j =
-	        json_pack("{s:s, s:I, s:I, s:s}", "level", pol_trust_name(e->level), "set",
-	                  (json_int_t)e->set_ms, "expires", (json_int_t)e->expires_ms, "by", e->by);
+	json_t *j = entry_encode(value);
 	if (j == NULL || json_object_set_new(sc->devices, device, j) != 0)
 		sc->failed = true;
 	return !sc->failed;
@@ -125,19 +196,10 @@ static bool trust_load(gw_state_t *st, const json_t *doc, char *err, size_t errl
 	json_t *j;
 	json_object_foreach(devices, device, j)
 	{
-		const char *level_name, *by;
-		json_int_t set, expires;
-		pol_trust_t level;
-		if (json_unpack_ex(j, &jerr, JSON_STRICT, "{s:s, s:I, s:I, s:s}", "level",
-		                   &level_name, "set", &set, "expires", &expires, "by", &by) != 0 ||
-		    !pol_trust_parse(level_name, &level)) {
-			snprintf(err, errlen, "devices.%s: %s", device,
-			         jerr.text[0] != '\0' ? jerr.text : "unknown level");
-			return false;
-		}
-		gw_trust_entry_t *e = entry_new(level, set, expires, by);
+		char why[160];
+		gw_trust_entry_t *e = entry_decode(j, why, sizeof(why));
 		if (e == NULL) {
-			snprintf(err, errlen, "out of memory");
+			snprintf(err, errlen, "devices.%s: %s", device, why);
 			return false;
 		}
 		free(cg_strmap_put(st->trust, device, e));
@@ -150,4 +212,7 @@ const gw_state_kind_t gw_state_trust_kind = {
         .save = trust_save,
         .load = trust_load,
         .finish = trust_finish,
+        .get = trust_get_record,
+        .put = trust_put,
+        .keys = trust_keys,
 };

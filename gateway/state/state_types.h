@@ -3,6 +3,7 @@
 #ifndef GW_STATE_TYPES_H
 #define GW_STATE_TYPES_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "pol_trust.h"
@@ -71,5 +72,28 @@ typedef struct gw_device_view {
 	const char *id;
 	const gw_device_t *device;
 } gw_device_view_t;
+
+/* A record another gateway changed, as applied to this gateway's model.
+ * The strings are valid during the observer's call only. */
+typedef struct gw_state_change {
+	const char *kind;   /* "locks", "trust", ... */
+	const char *key;    /* the record: a lock id, a device id, ... */
+	bool tightens;      /* may refuse what was allowed: re-check live sessions */
+	const char *user;   /* whose sessions it touches (NULL: by device only) */
+	const char *device; /* which device's sessions it touches (NULL: by user only) */
+	const char *reason; /* what ending such a session is called: "revoked: lock" */
+} gw_state_change_t;
+
+typedef void (*gw_state_observer_fn)(void *ctx, const gw_state_change_t *change);
+
+/* The answer to a token claim (gw_state_token_claim). */
+typedef enum {
+	GW_TOKEN_FRESH,       /* first use: remembered until it expires */
+	GW_TOKEN_REPLAYED,    /* seen before and not yet expired */
+	GW_TOKEN_FULL,        /* too many live tokens remembered: refuse, don't forget */
+	GW_TOKEN_UNAVAILABLE, /* the shared store cannot answer now: refuse */
+} gw_token_claim_t;
+
+typedef void (*gw_token_claim_fn)(void *ctx, gw_token_claim_t result);
 
 #endif
