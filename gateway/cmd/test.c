@@ -123,7 +123,9 @@ static pol_trust_t get_trust(reader_t *r, const json_t *obj, const char *path, c
 	pol_trust_t t = POL_TRUST_NONE;
 	if (text != NULL && !pol_trust_parse(text, &t)) {
 		char kpath[PATH_MAX_LEN];
-		snprintf(kpath, sizeof(kpath), "%s.%s", path, key);
+		/* a path longer than any file of cases has: cut, still an error */
+		if (snprintf(kpath, sizeof(kpath), "%s.%s", path, key) >= (int)sizeof(kpath))
+			kpath[sizeof(kpath) - 1] = '\0';
 		cg_jdoc_error(r->doc, r->errs, kpath,
 		              "expected one of \"always_deny\", \"low\", \"medium\", \"high\"");
 	}
