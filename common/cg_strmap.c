@@ -174,3 +174,12 @@ void cg_strmap_foreach(const cg_strmap_t *map, bool (*fn)(const char *key, void 
 			return;
 	}
 }
+
+void cg_strmap_foreach_key(const cg_strmap_t *map, void (*fn)(void *ctx, const char *key),
+                           void *ctx)
+{
+	for (size_t i = 0; i < map->cap; i++) {
+		if (map->slots[i].key)
+			fn(ctx, map->slots[i].key);
+	}
+}

@@ -23,5 +23,8 @@ size_t cg_strmap_count(const cg_strmap_t *map);
  * returns false. */
 void cg_strmap_foreach(const cg_strmap_t *map, bool (*fn)(const char *key, void *value, void *arg),
                        void *arg);
+/* Calls fn with every key; fn must not modify the map. */
+void cg_strmap_foreach_key(const cg_strmap_t *map, void (*fn)(void *ctx, const char *key),
+                           void *ctx);
 
 #endif

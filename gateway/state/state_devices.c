@@ -347,23 +347,9 @@ static bool devices_put(gw_state_t *st, const char *key, const json_t *value,
 	return true;
 }
 
-typedef struct keys_ctx {
-	void (*fn)(void *ctx, const char *key);
-	void *ctx;
-} keys_ctx_t;
-
-static bool key_one(const char *key, void *value, void *arg)
-{
-	keys_ctx_t *k = arg;
-	(void)value;
-	k->fn(k->ctx, key);
-	return true;
-}
-
 static void devices_keys(gw_state_t *st, void (*fn)(void *ctx, const char *key), void *ctx)
 {
-	keys_ctx_t k = {fn, ctx};
-	cg_strmap_foreach(st->devices, key_one, &k);
+	cg_strmap_foreach_key(st->devices, fn, ctx);
 }
 
 const gw_state_kind_t gw_state_devices_kind = {

@@ -135,23 +135,9 @@ static bool trust_put(gw_state_t *st, const char *key, const json_t *value,
 	return true;
 }
 
-typedef struct keys_ctx {
-	void (*fn)(void *ctx, const char *key);
-	void *ctx;
-} keys_ctx_t;
-
-static bool key_one(const char *key, void *value, void *arg)
-{
-	keys_ctx_t *k = arg;
-	(void)value;
-	k->fn(k->ctx, key);
-	return true;
-}
-
 static void trust_keys(gw_state_t *st, void (*fn)(void *ctx, const char *key), void *ctx)
 {
-	keys_ctx_t k = {fn, ctx};
-	cg_strmap_foreach(st->trust, key_one, &k);
+	cg_strmap_foreach_key(st->trust, fn, ctx);
 }
 
 /* --- the saved form --------------------------------------------------------- */

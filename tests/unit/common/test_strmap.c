@@ -71,6 +71,12 @@ static bool visit(const char *key, void *value, void *arg)
 	return v->stop_after == 0 || v->seen < v->stop_after;
 }
 
+/* cg_strmap_foreach_key: sums the numbers after the keys' "k" */
+static void add_key(void *ctx, const char *key)
+{
+	*(uintptr_t *)ctx += (uintptr_t)strtoul(key + 1, NULL, 10);
+}
+
 static void test_foreach(void **state)
 {
 	(void)state;
@@ -90,6 +96,10 @@ static void test_foreach(void **state)
 	struct visit early = {.stop_after = 10};
 	cg_strmap_foreach(map, visit, &early);
 	assert_int_equal(early.seen, 10);
+
+	uintptr_t keys = 0;
+	cg_strmap_foreach_key(map, add_key, &keys);
+	assert_int_equal(keys, want);
 	cg_strmap_destroy(map, NULL);
 }
 
