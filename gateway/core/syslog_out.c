@@ -15,11 +15,10 @@
  *  - tcp: a libuv stream with octet-counted frames; uv_try_write, then one
  *    uv_write for the rest of a frame; EOF or an error from the receiver
  *    closes the link, and it is opened again with backoff (100 ms doubling
- *    to 5 s). The frame in flight when a link breaks is counted lost.
- * Datagrams are sent or counted lost at once; only TCP (or a host name not
- * yet resolved) keeps messages, at most GW_SYSLOG_QUEUE_BYTES, the oldest
- * dropped (and counted) first. What a receiver's kernel accepted and the
- * receiver then lost cannot be seen from here. */
+ *    to 5 s); a host name's addresses (up to 4) are tried in turn first. The frame in flight when a
+ * link breaks is counted lost. Datagrams are sent or counted lost at once; only TCP (or a host name
+ * not yet resolved) keeps messages, at most GW_SYSLOG_QUEUE_BYTES, the oldest dropped (and counted)
+ * first. What a receiver's kernel accepted and the receiver then lost cannot be seen from here. */
 #include "core/syslog_out.h"
 
 #include <errno.h>
@@ -40,6 +39,7 @@
 #define BACKOFF_MAX_MS     5000
 #define CONNECT_TIMEOUT_MS 5000
 #define LINGER_MS          1000 /* at stop: time for the queue to reach the receiver */
+#define MAX_ADDRESSES      4    /* of a host name, tried in turn (TCP) */
 
 typedef enum { LINK_OFF, LINK_RESOLVING, LINK_WAITING, LINK_CONNECTING, LINK_UP } link_state_t;
 
@@ -84,6 +84,8 @@ struct gw_syslog {
 	tcp_link_t *link;
 	link_state_t state;
 	uint64_t backoff_ms;
+	struct sockaddr_storage addrs[MAX_ADDRESSES]; /* the host name's, in resolver order */
+	int n_addrs, next_addr;
 	/* what waits, and what happened */
 	gw_syslog_queue_t queue;
 	uint64_t sent, lost;
@@ -147,6 +149,21 @@ static void schedule_retry(gw_syslog_t *so)
 	so->state = LINK_WAITING;
 	uv_timer_start(&so->timer, on_timer, so->backoff_ms, 0);
 	so->backoff_ms = so->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : so->backoff_ms * 2;
+}
+
+static void tcp_connect(gw_syslog_t *so, const struct sockaddr *addr);
+
+/* A name may stand for several addresses ("localhost": ::1, then
+ * 127.0.0.1, while the daemon listens on one of them): a connect that
+ * fails tries the next one at once; after the last, backoff and a new
+ * resolution. */
+static bool connect_next_address(gw_syslog_t *so)
+{
+	if (so->next_addr >= so->n_addrs)
+		return false;
+	link_close(so);
+	tcp_connect(so, (const struct sockaddr *)&so->addrs[so->next_addr++]);
+	return true;
 }
 
 static void link_failed(gw_syslog_t *so, const char *what, int err)
@@ -215,7 +232,8 @@ static void on_connect(uv_connect_t *req, int status)
 		return;
 	uv_timer_stop(&so->timer);
 	if (status < 0) {
-		link_failed(so, "cannot connect", status);
+		if (!connect_next_address(so))
+			link_failed(so, "cannot connect", status);
 		return;
 	}
 	so->state = LINK_UP;
@@ -375,6 +393,16 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
 	free(r);
 	if (current && status < 0) {
 		link_failed(so, "cannot resolve the host", status);
+	} else if (current && so->transport == POL_SYSLOG_TCP) {
+		so->n_addrs = 0;
+		for (const struct addrinfo *a = res; a != NULL && so->n_addrs < MAX_ADDRESSES;
+		     a = a->ai_next) {
+			if (a->ai_addrlen <= sizeof(so->addrs[0]))
+				memcpy(&so->addrs[so->n_addrs++], a->ai_addr, a->ai_addrlen);
+		}
+		so->next_addr = 0;
+		if (!connect_next_address(so))
+			link_failed(so, "cannot resolve the host", UV_EAI_NONAME);
 	} else if (current) {
 		got_address(so, res->ai_addr, (socklen_t)res->ai_addrlen);
 	}
@@ -384,6 +412,7 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
 static void link_start(gw_syslog_t *so)
 {
 	struct sockaddr_storage ss;
+	so->n_addrs = so->next_addr = 0; /* a literal address is the only one */
 	if (cg_hostport_to_sockaddr(&so->host, &ss)) {
 		got_address(so, (struct sockaddr *)&ss,
 		            ss.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6)
@@ -417,9 +446,10 @@ static void on_timer(uv_timer_t *timer)
 		shut_down(so); /* the linger is over */
 		return;
 	}
-	if (so->state == LINK_CONNECTING)
-		link_failed(so, "cannot connect", UV_ETIMEDOUT);
-	else if (so->state == LINK_WAITING)
+	if (so->state == LINK_CONNECTING) {
+		if (!connect_next_address(so))
+			link_failed(so, "cannot connect", UV_ETIMEDOUT);
+	} else if (so->state == LINK_WAITING)
 		link_start(so);
 }
 

@@ -26,6 +26,7 @@ import sys
 import time
 import urllib.request
 
+import harness
 from harness import SLOW, Fixture, HoldUpstream, free_port, run, tls_client, wait_for
 
 BANNER = b"upstream says hello\n"
@@ -389,6 +390,44 @@ def test_tcp_names_and_reload(fx):
     wait_for(lambda: any(r["msgid"] == tag for r in fx.rsyslog.received()), 10, "the probe")
     assert not any(me.encode() in r["raw"] for r in from_gateway(fx, gw))
     assert "syslog" not in json.loads(http(gw, "/v1/status")[1])["audit"]
+    gw.stop()
+
+
+def private_hosts_wrapper(fx, hosts):
+    """A command prefix that runs a program with its own /etc/hosts (a
+    private mount namespace), or None where the machine refuses one."""
+    path = fx.path(fx.unique("hosts"))
+    with open(path, "w") as f:
+        f.write(hosts)
+    prefix = ["unshare", "--mount", "--propagation", "private", "/bin/sh", "-c",
+              'mount --bind "$0" /etc/hosts && exec "$@"', path]
+    if subprocess.run(prefix + ["true"], capture_output=True).returncode != 0:
+        return None
+    return prefix
+
+
+def test_tcp_name_tries_each_address(fx):
+    """A name with several addresses: the first refuses, the next is
+    connected at once. On a stock Debian "localhost" is ::1 and then
+    127.0.0.1, and a daemon listening on 127.0.0.1 alone (as this rsyslog)
+    was never reached."""
+    prefix = private_hosts_wrapper(fx, "::1 syslog.test\n127.0.0.1 syslog.test\n")
+    if prefix is None:
+        print("# skipped: no private mount namespace here")
+        return
+    order = subprocess.run(prefix + [sys.executable, "-c",
+                                     "import socket; print([a[4][0] for a in socket."
+                                     "getaddrinfo('syslog.test', 1, type=socket.SOCK_STREAM)])"],
+                           capture_output=True, text=True)
+    assert order.stdout.strip() == "['::1', '127.0.0.1']", (order.stdout, order.stderr)
+    saved = harness.WRAPPER
+    harness.WRAPPER = prefix + list(saved)
+    try:
+        gw = start(fx, "tcp:syslog.test:%d" % fx.rsyslog.tcp)
+    finally:
+        harness.WRAPPER = saved
+    wait_for(lambda: from_gateway(fx, gw), 10, "gateway.start at rsyslog over its second address")
+    assert "cannot connect" not in gw.output(), gw.output()
     gw.stop()
 
 
