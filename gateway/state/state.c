@@ -27,6 +27,31 @@ int gw_state_kind_index(const char *name)
 	return -1;
 }
 
+typedef struct map_save {
+	json_t *out;
+	json_t *(*encode)(const void *value);
+} map_save_t;
+
+static bool save_entry(const char *key, void *value, void *arg)
+{
+	map_save_t *ms = arg;
+	json_t *j = ms->encode(value);
+	if (j == NULL || json_object_set_new(ms->out, key, j) != 0) {
+		json_decref(ms->out);
+		ms->out = NULL;
+	}
+	return ms->out != NULL;
+}
+
+json_t *gw_state_map_save(const cg_strmap_t *map, json_t *(*encode)(const void *value))
+{
+	map_save_t ms = {json_object(), encode};
+	if (ms.out == NULL)
+		return NULL;
+	cg_strmap_foreach(map, save_entry, &ms);
+	return ms.out != NULL ? json_pack("{s:o}", "devices", ms.out) : NULL;
+}
+
 bool gw_state_new_id(gw_state_t *st, const char *prefix, uint64_t *counter, char *buf, size_t len)
 {
 	if (st->backend != GW_STATE_POSTGRES) {

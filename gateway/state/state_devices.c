@@ -185,38 +185,17 @@ int gw_state_devices_list(gw_state_t *st, gw_device_view_t **out, size_t *n)
 
 /* --- the saved form --------------------------------------------------------- */
 
-typedef struct save_ctx {
-	json_t *devices;
-	bool failed;
-} save_ctx_t;
-
-static json_t *device_encode(const gw_device_t *d)
+static json_t *device_encode(const void *value)
 {
+	const gw_device_t *d = value;
 	return json_pack("{s:s?, s:s?, s:I, s:I, s:I}", "user", d->user, "platform", d->platform,
 	                 "first_seen", (json_int_t)d->first_seen_ms, "last_seen",
 	                 (json_int_t)d->last_seen_ms, "forgotten", (json_int_t)d->forgotten_ms);
 }
 
-static bool save_one(const char *id, void *value, void *arg)
-{
-	save_ctx_t *sc = arg;
-	json_t *j = device_encode(value);
-	if (j == NULL || json_object_set_new(sc->devices, id, j) != 0)
-		sc->failed = true;
-	return !sc->failed;
-}
-
 static json_t *devices_save(gw_state_t *st)
 {
-	save_ctx_t sc = {.devices = json_object()};
-	if (sc.devices == NULL)
-		return NULL;
-	cg_strmap_foreach(st->devices, save_one, &sc);
-	if (sc.failed) {
-		json_decref(sc.devices);
-		return NULL;
-	}
-	return json_pack("{s:o}", "devices", sc.devices);
+	return gw_state_map_save(st->devices, device_encode);
 }
 
 /* A member that is a string or null: false for anything else. */

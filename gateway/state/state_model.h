@@ -148,6 +148,9 @@ void gw_state_changed(gw_state_t *st, unsigned kind);
  * same one, and none has to ask). False when no randomness could be had
  * or buf is too small. */
 bool gw_state_new_id(gw_state_t *st, const char *prefix, uint64_t *counter, char *buf, size_t len);
+/* A keyed kind's saved form, {"devices": {KEY: encode(value), ...}}; NULL
+ * when memory ran out. */
+json_t *gw_state_map_save(const cg_strmap_t *map, json_t *(*encode)(const void *value));
 /* Tells the observer about a change another gateway made (no-op without
  * an observer, or when change->tightens is false). */
 void gw_state_observe(gw_state_t *st, const gw_state_change_t *change);

@@ -83,8 +83,9 @@ bool gw_state_trust_clear(gw_state_t *st, const char *device_id)
 
 /* --- a device's record ------------------------------------------------------- */
 
-static json_t *entry_encode(const gw_trust_entry_t *e)
+static json_t *entry_encode(const void *value)
 {
+	const gw_trust_entry_t *e = value;
 	return json_pack("{s:s, s:I, s:I, s:s}", "level", pol_trust_name(e->level), "set",
 	                 (json_int_t)e->set_ms, "expires", (json_int_t)e->expires_ms, "by", e->by);
 }
@@ -142,31 +143,9 @@ static void trust_keys(gw_state_t *st, void (*fn)(void *ctx, const char *key), v
 
 /* --- the saved form --------------------------------------------------------- */
 
-typedef struct save_ctx {
-	json_t *devices;
-	bool failed;
-} save_ctx_t;
-
-static bool save_one(const char *device, void *value, void *ctx)
-{
-	save_ctx_t *sc = ctx;
-	json_t *j = entry_encode(value);
-	if (j == NULL || json_object_set_new(sc->devices, device, j) != 0)
-		sc->failed = true;
-	return !sc->failed;
-}
-
 static json_t *trust_save(gw_state_t *st)
 {
-	save_ctx_t sc = {.devices = json_object()};
-	if (sc.devices == NULL)
-		return NULL;
-	cg_strmap_foreach(st->trust, save_one, &sc);
-	if (sc.failed) {
-		json_decref(sc.devices);
-		return NULL;
-	}
-	return json_pack("{s:o}", "devices", sc.devices);
+	return gw_state_map_save(st->trust, entry_encode);
 }
 
 static bool trust_load(gw_state_t *st, const json_t *doc, char *err, size_t errlen)
