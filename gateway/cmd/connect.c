@@ -572,7 +572,15 @@ int gw_connect_main(int argc, char **argv)
 	if (rc >= 0)
 		return rc;
 	c.loop = uv_default_loop();
+	/* a SIGTERM that comes once "listening" is printed but before the
+	   handlers below exist must still stop us cleanly: hold it until then */
+	sigset_t stop_signals, old_mask;
+	sigemptyset(&stop_signals);
+	sigaddset(&stop_signals, SIGTERM);
+	sigaddset(&stop_signals, SIGINT);
+	sigprocmask(SIG_BLOCK, &stop_signals, &old_mask);
 	if ((rc = start(&c, &o)) != 0) {
+		sigprocmask(SIG_SETMASK, &old_mask, NULL);
 		while (c.listeners != NULL)
 			listener_close(&c, c.listeners);
 		uv_run(c.loop, UV_RUN_DEFAULT);
@@ -588,6 +596,7 @@ int gw_connect_main(int argc, char **argv)
 	c.sig_term.data = c.sig_int.data = &c;
 	uv_signal_start(&c.sig_term, on_signal, SIGTERM);
 	uv_signal_start(&c.sig_int, on_signal, SIGINT);
+	sigprocmask(SIG_SETMASK, &old_mask, NULL);
 	uv_run(c.loop, UV_RUN_DEFAULT);
 	uv_loop_close(c.loop);
 	notes_free(&c);

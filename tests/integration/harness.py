@@ -308,9 +308,11 @@ class Gateway(Process):
         """Audit events so far (every line must parse), optionally filtered."""
         try:
             with open(self.audit_path) as f:
-                lines = f.read().splitlines()
+                text = f.read()
         except FileNotFoundError:
             return []
+        # a line being written may be read half-way: only whole lines count
+        lines = text[:text.rfind("\n") + 1].splitlines()
         events = [json.loads(line) for line in lines if line]
         return [e for e in events
                 if (name is None or e["event"] == name)
