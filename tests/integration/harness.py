@@ -56,6 +56,12 @@ def wait_for(predicate, timeout=10.0, what="condition", interval=0.02):
         time.sleep(interval)
 
 
+def whole_lines(text):
+    """The complete lines of a file being appended to: a line being written
+    may be read half-way, so a last line without its newline is left out."""
+    return text[:text.rfind("\n") + 1].splitlines()
+
+
 def free_port():
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -311,9 +317,7 @@ class Gateway(Process):
                 text = f.read()
         except FileNotFoundError:
             return []
-        # a line being written may be read half-way: only whole lines count
-        lines = text[:text.rfind("\n") + 1].splitlines()
-        events = [json.loads(line) for line in lines if line]
+        events = [json.loads(line) for line in whole_lines(text) if line]
         return [e for e in events
                 if (name is None or e["event"] == name)
                 and all(e.get(k) == v for k, v in match.items())]

@@ -29,7 +29,7 @@ import time
 import urllib.error
 import urllib.request
 
-from harness import HoldUpstream, BIN, SLOW, Fixture, free_port, run, tls_client, wait_for
+from harness import HoldUpstream, BIN, SLOW, Fixture, free_port, run, tls_client, wait_for, whole_lines
 
 BANNER = b"upstream says hello\n"
 
@@ -112,7 +112,7 @@ def session_ok(fx, gw):
 
 def read_events(path):
     with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+        return [json.loads(line) for line in whole_lines(f.read()) if line.strip()]
 
 
 def wait_unhealthy(fx, gw):

@@ -37,7 +37,7 @@ import time
 
 import yaml
 
-from harness import HoldUpstream, BIN, CA, SLOW, certgate, free_port, run, tls_client, wait_for
+from harness import HoldUpstream, BIN, CA, SLOW, certgate, free_port, run, tls_client, wait_for, whole_lines
 
 SRC = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BUILD = os.path.dirname(os.path.dirname(os.path.abspath(BIN)))  # <build>/gateway/certgate
@@ -297,7 +297,7 @@ class Serve:
 
     def events(self, path=None):
         text = read(path) if path else self.stdout()
-        return [json.loads(l) for l in text.splitlines() if l.startswith("{")]
+        return [json.loads(l) for l in whole_lines(text) if l.startswith("{")]
 
     def wait_event(self, name, path=None, timeout=10, **match):
         def find():

@@ -34,7 +34,7 @@ import textwrap
 import time
 import traceback
 
-from harness import BIN, SLOW, Fixture, wait_for
+from harness import BIN, SLOW, Fixture, wait_for, whole_lines
 
 SRC = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 GUIDE = os.path.join(SRC, "docs/postgres-setup.md")
@@ -272,7 +272,7 @@ def test_gateway_user_tunnels_under_the_rule(fx):
                                                                            f.read()))
             try:
                 with open(audit) as f:
-                    return [json.loads(l) for l in f if l.strip()]
+                    return [json.loads(l) for l in whole_lines(f.read()) if l.strip()]
             except FileNotFoundError:
                 return []
         wait_for(lambda: [e for e in events() if e["event"] == "gateway.start"], 20,
