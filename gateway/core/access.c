@@ -9,6 +9,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include <openssl/evp.h>
+
 #include "cg_duration.h"
 #include "cg_time.h"
 #include "core/control.h"
@@ -238,10 +240,53 @@ void gw_access_decide(gw_gateway_t *gw, const char *id, bool approve, const char
 
 /* --- expiry --------------------------------------------------------------- */
 
+/* An access.expired line waiting for its claim. */
+typedef struct expiry {
+	gw_gateway_t *gw;
+	json_t *fields;
+} expiry_t;
+
+static void on_expiry_claimed(void *ctx, gw_token_claim_t result)
+{
+	expiry_t *e = ctx;
+	/* replayed: another gateway wrote it; the store away: better twice than
+	   never */
+	if (result != GW_TOKEN_REPLAYED)
+		(void)gw_audit(e->gw, "access.expired", e->fields);
+	else
+		json_decref(e->fields);
+	free(e);
+}
+
+/* Every gateway sharing a store expires the grant on its own timer; the
+ * first to claim "access.expired:ID" writes the line, so it is written
+ * once per grant across them all. */
+static void audit_expired(gw_gateway_t *gw, const gw_access_request_t *r)
+{
+	json_t *fields = event_fields(r, r->decided_by, "grant ended");
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned int n = 0;
+	char what[128], hash[65];
+	int len = snprintf(what, sizeof(what), "access.expired:%s", r->id);
+	expiry_t *e = NULL;
+	if (!gw_state_shared(gw->state) || len <= 0 || (size_t)len >= sizeof(what) ||
+	    EVP_Digest(what, (size_t)len, md, &n, EVP_sha256(), NULL) != 1 || n != 32 ||
+	    (e = malloc(sizeof(*e))) == NULL) {
+		(void)gw_audit(gw, "access.expired", fields);
+		return;
+	}
+	for (unsigned i = 0; i < 32; i++)
+		snprintf(hash + 2 * i, 3, "%02x", md[i]);
+	*e = (expiry_t){.gw = gw, .fields = fields};
+	/* remembered as long as a removed record is (a week) */
+	gw_state_token_claim(gw->state, hash, r->until_ms + 7 * 86400 * (int64_t)1000, cg_wall_ms(),
+	                     on_expiry_claimed, e);
+}
+
 static void on_expired(void *arg, const gw_access_request_t *r)
 {
 	gw_gateway_t *gw = arg;
-	(void)gw_audit(gw, "access.expired", event_fields(r, r->decided_by, "grant ended"));
+	audit_expired(gw, r);
 	/* the session timers end those it admitted; this catches any other */
 	gw_reauthorize_matching(gw, r->user, NULL, "revoked: policy");
 }

@@ -154,6 +154,11 @@ const char *gw_state_backend(const gw_state_t *st)
 	return names[st->backend];
 }
 
+bool gw_state_shared(const gw_state_t *st)
+{
+	return st->backend == GW_STATE_POSTGRES;
+}
+
 const char *gw_state_problem(const gw_state_t *st)
 {
 	return st->problem[0] != '\0' ? st->problem : NULL;

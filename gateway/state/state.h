@@ -74,6 +74,9 @@ void gw_state_close(gw_state_t *st);
 
 /* "memory", "file" or "postgres", for /v1/status and /readyz. */
 const char *gw_state_backend(const gw_state_t *st);
+/* Other gateways share this model (a store): what must happen once across
+ * them all is claimed first (gw_state_token_claim). */
+bool gw_state_shared(const gw_state_t *st);
 /* NULL while every change so far was persisted and the store (if any) is
  * reachable, else the last failure ("cannot write
  * /var/lib/certgate/locks.json: No space left on device", "state store
@@ -194,7 +197,8 @@ bool gw_state_grant_until(gw_state_t *st, const char *user, const char *service,
 
 #define GW_STATE_TOKENS_MAX 100000
 
-/* Claims the token whose SHA-256 (hex) is hash, valid until expires_ms,
+/* Claims the token whose SHA-256 (hex) is hash, valid until expires_ms
+ * (or anything else that must happen once across gateways: access.expired),
  * atomically across every gateway sharing the store: done is called
  * exactly once with the answer, on the loop — before this returns for
  * memory and file, when the store answered (or could not, within 5 s) for

@@ -481,6 +481,12 @@ def test_grant_approved_on_one_admits_through_another(fx):
     for gw in fx.gws:
         wait_for(lambda: (access(gw, rid) or {}).get("state") == "expired", 2 * SLOW,
                  "expired on %s" % gw.name)
+    # every gateway's timer expired it; one of them claimed the audit line
+    time.sleep(1 * SLOW)
+    lines = [(gw.name, e) for gw in fx.gws for e in gw.events("access.expired", id=rid)]
+    assert len(lines) == 1, "access.expired %d times: %s" % (len(lines), lines)
+    assert lines[0][1]["by"] == "carol@example.com" and lines[0][1]["reason"] == "grant ended"
+    print("# access.expired written once, by %s" % lines[0][0], flush=True)
     refused_everywhere(fx, "frank")
 
 
