@@ -264,6 +264,27 @@ static int alpn_cb(SSL *ssl, const unsigned char **out, unsigned char *outlen,
 	return SSL_TLSEXT_ERR_NOACK;
 }
 
+/* OpenSSL decodes a certificate's extensions on first use and caches them
+ * under a lock that not every reader takes (openssl#25202: two workers'
+ * handshakes checking one CA race there, ThreadSanitizer saw it). Decoded
+ * here, on one thread, before any worker shares the context. */
+static void settle_certificates(SSL_CTX *ctx)
+{
+	STACK_OF(X509_OBJECT) *objs = X509_STORE_get0_objects(SSL_CTX_get_cert_store(ctx));
+	for (int i = 0; i < sk_X509_OBJECT_num(objs); i++) {
+		X509 *x = X509_OBJECT_get0_X509(sk_X509_OBJECT_value(objs, i));
+		if (x != NULL)
+			(void)X509_get_extension_flags(x);
+	}
+	X509 *own = SSL_CTX_get0_certificate(ctx);
+	STACK_OF(X509) *chain = NULL;
+	if (own != NULL)
+		(void)X509_get_extension_flags(own);
+	if (SSL_CTX_get0_chain_certs(ctx, &chain) == 1)
+		for (int i = 0; i < sk_X509_num(chain); i++)
+			(void)X509_get_extension_flags(sk_X509_value(chain, i));
+}
+
 static SSL_CTX *build_server_ctx(const pol_snapshot_t *snap, cg_errors_t *errs)
 {
 	const pol_gateway_t *g = &snap->gateway;
@@ -309,6 +330,7 @@ static SSL_CTX *build_server_ctx(const pol_snapshot_t *snap, cg_errors_t *errs)
 	gw_tls_ctx_allow_offload(ctx);
 	SSL_CTX_set_tlsext_servername_callback(ctx, sni_cb);
 	SSL_CTX_set_alpn_select_cb(ctx, alpn_cb, NULL);
+	settle_certificates(ctx);
 	ERR_clear_error();
 	if (errs->count != before) {
 		SSL_CTX_free(ctx);
@@ -355,6 +377,7 @@ static void build_pg_upstream(gw_pg_upstream_t *pg, const pol_upstream_tls_t *u,
 		                           .ctx = &r};
 		pg->minter = gw_minter_load(&files);
 	}
+	settle_certificates(pg->ctx);
 	ERR_clear_error();
 }
 

@@ -745,6 +745,27 @@ def test_admin_lock_ends_postgres_session(fx):
     gw.stop()
 
 
+def test_first_logins_at_once_on_every_worker(fx):
+    """Each reload builds new TLS contexts; the first logins after it check
+    PostgreSQL's certificate against the new CA objects on several workers at
+    once. OpenSSL caches a certificate's extensions on first use under a lock
+    not every reader takes (openssl#25202): the gateway decodes them before
+    the workers share the context. Under ThreadSanitizer a race there stops
+    the gateway."""
+    gw = start(fx, gateway={"workers": 4})
+    for round_ in range(4):
+        if round_ > 0:
+            gw.reload()
+            wait_for(lambda: len(gw.events("admin.reload", ok=True)) == round_, 10,
+                     "reload %d" % round_)
+        procs = [pgq(fx, gw, fx.alice, "select 1", background=True) for _ in range(8)]
+        for p in procs:
+            code, out, err = finish(p, 30)
+            assert code == 0 and out.strip() == "1", (round_, code, err, gw.output())
+        assert gw.alive(), gw.output()
+    gw.stop()
+
+
 def test_minted_certificates_stay_in_memory(fx):
     def listing():
         found = set()
@@ -776,7 +797,7 @@ if __name__ == "__main__":
     tests = [test_psql_straight_to_gateway, test_db_users_and_db_names,
              test_plaintext_startup_refused, test_first_packet_edge_cases,
              test_direct_tls_alpn, test_cancel_request, test_cancel_key_checked,
-             test_query_audit_pgbench,
+             test_query_audit_pgbench, test_first_logins_at_once_on_every_worker,
              test_upstream_certificate_checked, test_reload_revokes_postgres_session,
              test_reload_between_tls_and_startup,
              test_admin_lock_ends_postgres_session, test_minted_certificates_stay_in_memory]
