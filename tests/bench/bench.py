@@ -738,6 +738,9 @@ def main():
                     "default 1); the workers phase adds max(2, N) or 1")
     ap.add_argument("--build", help="build folder to use and update (default build-release)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder (configs, logs)")
+    ap.add_argument("--count-openssl", action="store_true", help="stock phase: count each "
+                    "peer's client certificates decoded and chains verified per handshake "
+                    "(perf uprobes on libcrypto; root)")
     ap.add_argument("--report", metavar="DIR", help="only rewrite DIR/results.md and the chart "
                     "from DIR/results.json (no measurement)")
     args = ap.parse_args()

@@ -78,6 +78,10 @@ def table_rows(res):
             row(stock + "handshakes per second (wall)", "stock_hs_per_s_" + v, False),
             row(stock + "upstream connections per handshake", "stock_upstream_per_hs_" + v,
                 True, no_ratio=True),
+            row(stock + "client certificates decoded per handshake (uprobes)",
+                "stock_d2i_X509_per_hs_" + v, True, no_ratio=True),
+            row(stock + "chains verified per handshake (uprobes)",
+                "stock_X509_verify_cert_per_hs_" + v, True, no_ratio=True),
         ]
     for n in (1, wn):
         tgt = ("≥ 1.2×", 1.2) if n > 1 else ("", None)

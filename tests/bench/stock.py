@@ -12,8 +12,17 @@ TLS settings. Two variants on the same fresh peer:
 Per variant and peer: the peer's CPU over the load divided by the
 handshakes the clients completed, the handshakes per second (wall), and the
 upstream connections the peer opened (upstream.c's counter) per handshake.
-For certgate also its session.start / session.abandoned audit lines."""
+For certgate also its session.start / session.abandoned audit lines.
 
+With --count-openssl (root, perf): how many client certificates each peer
+decoded (d2i_X509) and chains it verified (X509_verify_cert) per handshake,
+counted with perf uprobes on libcrypto while the clients run. It shows
+whether a peer did the whole handshake's work for every client: for
+dropping clients HAProxy frees most connections before reading the
+client's last flight (docs/performance.md). The probes add a few µs per
+counted call to the CPU figures of that run."""
+
+import collections
 import os
 import random
 import re
@@ -25,6 +34,57 @@ import benchlib
 from benchlib import log, settle
 
 STOCK_PEERS = ("haproxy", "certgate")
+PROBED = ("d2i_X509", "X509_verify_cert")  # per handshake: certificates decoded, chains verified
+
+
+def libcrypto_path():
+    """The libcrypto the peers load (both link the system OpenSSL)."""
+    out = subprocess.run(["ldconfig", "-p"], capture_output=True, text=True).stdout
+    for line in out.splitlines():
+        name, _, path = line.strip().partition(" => ")
+        if name.startswith("libcrypto.so.3 ") and path:
+            return path
+    raise AssertionError("--count-openssl: ldconfig -p lists no libcrypto.so.3")
+
+
+class OpensslCalls:
+    """perf uprobes on a few libcrypto functions, counted per process."""
+
+    def __init__(self, folder):
+        self.lib = libcrypto_path()
+        self.data = os.path.join(folder, "openssl-calls.data")
+        self.added = []
+        listed = subprocess.run(["perf", "probe", "-l"], capture_output=True, text=True).stdout
+        for f in PROBED:
+            if "probe_libcrypto:%s " % f in listed:
+                continue
+            r = subprocess.run(["perf", "probe", "-q", "-x", self.lib, "-a", f],
+                               capture_output=True, text=True)
+            if r.returncode != 0:
+                raise AssertionError("--count-openssl: perf probe %s: %s" % (f, r.stderr.strip()))
+            self.added.append(f)
+        self.proc = None
+
+    def start(self, pids):
+        args = ["perf", "record", "-q", "-o", self.data, "-p", ",".join(str(p) for p in pids)]
+        for f in PROBED:
+            args += ["-e", "probe_libcrypto:" + f]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(1)  # perf attaches
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGINT)
+        self.proc.wait(60)
+        out = subprocess.run(["perf", "script", "-i", self.data, "-F", "event"],
+                             capture_output=True, text=True).stdout
+        counts = collections.Counter(l.strip().rstrip(":").split(":")[-1]
+                                     for l in out.splitlines() if l.strip())
+        return {f: counts.get(f, 0) for f in PROBED}
+
+    def close(self):
+        for f in self.added:
+            subprocess.run(["perf", "probe", "-q", "-d", "probe_libcrypto:" + f],
+                           capture_output=True)
 STOCK_CLIENTS = 3
 HTTP_ANSWER_BYTES = 213  # upstream.c's answer: 85-byte head + 128-byte body
 
@@ -49,6 +109,14 @@ class StockClient:
         return ["drop", "whole"]
 
     def bench_stock(self):
+        self.openssl_calls = OpensslCalls(self.dir) if self.args.count_openssl else None
+        try:
+            self.stock_runs()
+        finally:
+            if self.openssl_calls is not None:
+                self.openssl_calls.close()
+
+    def stock_runs(self):
         peers = [p for p in STOCK_PEERS if p in self.peers]
         for run in range(self.runs):
             order = list(peers)
@@ -75,6 +143,8 @@ class StockClient:
         starts0 = peer.count_events("session.start") if name == "certgate" else 0
         abandoned0 = peer.count_events("session.abandoned") if name == "certgate" else 0
         up0 = self.upstream_count()
+        if self.openssl_calls is not None:
+            self.openssl_calls.start(peer.pids())
         c0 = peer.cpu()
         t0 = time.monotonic()
         procs = [subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -84,6 +154,7 @@ class StockClient:
         wall = time.monotonic() - t0
         settle(0.3)  # the peer's closing work for the last connections
         c1 = peer.cpu()
+        calls = self.openssl_calls.stop() if self.openssl_calls is not None else None
         up1 = self.upstream_count()
         hs, read = 0, 0
         for p, (out, err) in zip(procs, outs):
@@ -103,6 +174,10 @@ class StockClient:
         self.record(name, "stock_upstream_per_hs_" + variant, (up1 - up0) / hs)
         detail = {"handshakes": hs, "upstream_connections": up1 - up0,
                   "cpu_s": round(c1 - c0, 3), "wall_s": round(wall, 2)}
+        if calls is not None:
+            for f, n in calls.items():
+                self.record(name, "stock_%s_per_hs_%s" % (f, variant), n / hs)
+            detail["openssl_calls"] = calls
         if name == "certgate":
             settle(0.2)
             detail["session_start"] = peer.count_events("session.start") - starts0
