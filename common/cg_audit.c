@@ -240,24 +240,43 @@ const char *cg_audit_path(const cg_audit_t *audit)
 	return audit->path;
 }
 
+/* The writer's own lock, for the getters: the fields they read change
+ * under it on whichever thread writes a line (the admin API and the
+ * control loop read them from another). */
+static pthread_mutex_t *lock_of(const cg_audit_t *audit)
+{
+	return &((cg_audit_t *)audit)->lock;
+}
+
 void cg_audit_set_on_failure(cg_audit_t *audit, cg_audit_on_failure_t on_failure)
 {
+	pthread_mutex_lock(&audit->lock);
 	audit->on_failure = on_failure;
+	pthread_mutex_unlock(&audit->lock);
 }
 
 cg_audit_on_failure_t cg_audit_on_failure(const cg_audit_t *audit)
 {
-	return audit->on_failure;
+	pthread_mutex_lock(lock_of(audit));
+	cg_audit_on_failure_t on_failure = audit->on_failure;
+	pthread_mutex_unlock(lock_of(audit));
+	return on_failure;
 }
 
 bool cg_audit_healthy(const cg_audit_t *audit)
 {
-	return audit->healthy;
+	pthread_mutex_lock(lock_of(audit));
+	bool healthy = audit->healthy;
+	pthread_mutex_unlock(lock_of(audit));
+	return healthy;
 }
 
 uint64_t cg_audit_written(const cg_audit_t *audit)
 {
-	return audit->written;
+	pthread_mutex_lock(lock_of(audit));
+	uint64_t written = audit->written;
+	pthread_mutex_unlock(lock_of(audit));
+	return written;
 }
 
 void cg_audit_carry_counts(cg_audit_t *to, const cg_audit_t *from)
@@ -286,7 +305,10 @@ void cg_audit_carry(cg_audit_t *to, const cg_audit_t *from)
 
 uint64_t cg_audit_lost(const cg_audit_t *audit)
 {
-	return audit->lost;
+	pthread_mutex_lock(lock_of(audit));
+	uint64_t lost = audit->lost;
+	pthread_mutex_unlock(lock_of(audit));
+	return lost;
 }
 
 void cg_audit_set_tap(cg_audit_t *audit, cg_audit_tap_fn fn, void *ctx)
@@ -324,11 +346,10 @@ int cg_audit_set_state_path(cg_audit_t *audit, const char *state_path)
 
 uint64_t cg_audit_chain_head(const cg_audit_t *audit, char hash[65])
 {
-	cg_audit_t *a = (cg_audit_t *)audit;
-	pthread_mutex_lock(&a->lock);
-	uint64_t seq = a->seq;
-	memcpy(hash, a->prev, CG_CHAIN_HEX);
-	pthread_mutex_unlock(&a->lock);
+	pthread_mutex_lock(lock_of(audit));
+	uint64_t seq = audit->seq;
+	memcpy(hash, audit->prev, CG_CHAIN_HEX);
+	pthread_mutex_unlock(lock_of(audit));
 	return seq;
 }
 

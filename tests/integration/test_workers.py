@@ -221,10 +221,24 @@ def test_drain_ends_every_worker(fx):
 
 def test_audit_lines_whole_under_load(fx):
     """Eight threads, 200 sessions over four workers: every audit line is
-    one whole JSON object, each session has exactly one start and one end."""
+    one whole JSON object, each session has exactly one start and one end.
+    Meanwhile /v1/status reads the writer's counts (on the control loop, as
+    the workers write): they only grow (ThreadSanitizer checks the reads)."""
     gw = gateway(fx, 4)
     gw.ca = fx.ca.crt
     errors = []
+    polling = threading.Event()
+    seen = []
+
+    def poll_status():
+        try:
+            while not polling.is_set():
+                body = api(gw, "GET", "/v1/status").json
+                seen.append(body["audit"]["written"])
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+    poller = threading.Thread(target=poll_status)
+    poller.start()
 
     def worker():
         try:
@@ -239,7 +253,10 @@ def test_audit_lines_whole_under_load(fx):
         t.start()
     for t in threads:
         t.join()
+    polling.set()
+    poller.join()
     assert not errors, errors
+    assert len(seen) > 1 and seen == sorted(seen), seen
     def all_ended():
         counts = {e: len(gw.events(e)) for e in ("session.start", "session.end",
                                                    "session.abandoned", "tls.rejected")}
