@@ -7,7 +7,7 @@ import socket
 import ssl
 import sys
 
-from harness import Fixture, psql, run, tls_client, wait_for
+from harness import SLOW, Fixture, psql, run, tls_client, wait_for
 
 SSL_REQUEST = b"\x00\x00\x00\x08\x04\xd2\x16\x2f"
 GSSENC_REQUEST = b"\x00\x00\x00\x08\x04\xd2\x16\x30"
@@ -193,16 +193,20 @@ def test_rsa_server_key_and_tls12(fx):
     ctx = ssl.create_default_context(cafile=fx.ca.crt)
     ctx.maximum_version = ssl.TLSVersion.TLSv1_2
     ctx.load_cert_chain(fx.alice.crt, fx.alice.key)
-    raw = socket.create_connection(("127.0.0.1", port), timeout=5)
+    raw = socket.create_connection(("127.0.0.1", port), timeout=5 * SLOW)
     with ctx.wrap_socket(raw, server_hostname="orders-db.internal") as tls12:
         assert tls12.version() == "TLSv1.2"
         assert "ECDHE-RSA" in tls12.cipher()[0], tls12.cipher()
         # the upstream is PostgreSQL: an SSLRequest gets its one-byte answer
         tls12.sendall(b"\x00\x00\x00\x08\x04\xd2\x16\x2f")
         assert tls12.recv(1) == b"S"
-    # the first client closed right after its handshake: no upstream for it
-    assert len(gw.events("session.start")) == 1
-    assert len(gw.events("session.abandoned")) == 1
+    # the first client closed right after its handshake: as a rule no
+    # upstream for it (test_abandoned.py times that; a loaded machine may
+    # see its close only once the session began): each client has one line
+    wait_for(lambda: len(gw.events("session.start")) + len(gw.events("session.abandoned")) >= 2,
+             5, "a line for each client")
+    assert len(gw.events("session.start")) in (1, 2), gw.events()
+    assert len(gw.events("session.start")) + len(gw.events("session.abandoned")) == 2, gw.events()
     gw.stop()
 
 
