@@ -24,6 +24,7 @@ import pwd
 import shlex
 import shutil
 import signal
+import random
 import socket
 import socketserver
 import ssl
@@ -62,7 +63,36 @@ def whole_lines(text):
     return text[:text.rfind("\n") + 1].splitlines()
 
 
+def _ephemeral_start():
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+_PORTS_GIVEN = set()
+
+
 def free_port():
+    """A port free now, chosen below the kernel's ephemeral range: a port
+    the kernel handed out (bind to 0) is the next outgoing connection's
+    too, and another test running meanwhile took one before its gateway
+    bound it ("address already in use"). Never the same twice here."""
+    top = _ephemeral_start()
+    low = max(1024, top - 12000)
+    rnd = random.SystemRandom()
+    for _ in range(200):
+        port = rnd.randrange(low, top)
+        if port in _PORTS_GIVEN:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _PORTS_GIVEN.add(port)
+        return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
