@@ -9,8 +9,6 @@
 #include <string.h>
 #include <strings.h>
 
-#include <openssl/evp.h>
-
 #include "cg_duration.h"
 #include "cg_time.h"
 #include "core/control.h"
@@ -264,19 +262,14 @@ static void on_expiry_claimed(void *ctx, gw_token_claim_t result)
 static void audit_expired(gw_gateway_t *gw, const gw_access_request_t *r)
 {
 	json_t *fields = event_fields(r, r->decided_by, "grant ended");
-	unsigned char md[EVP_MAX_MD_SIZE];
-	unsigned int n = 0;
 	char what[128], hash[65];
 	int len = snprintf(what, sizeof(what), "access.expired:%s", r->id);
 	expiry_t *e = NULL;
 	if (!gw_state_shared(gw->state) || len <= 0 || (size_t)len >= sizeof(what) ||
-	    EVP_Digest(what, (size_t)len, md, &n, EVP_sha256(), NULL) != 1 || n != 32 ||
-	    (e = malloc(sizeof(*e))) == NULL) {
+	    !gw_state_claim_key(what, (size_t)len, hash) || (e = malloc(sizeof(*e))) == NULL) {
 		(void)gw_audit(gw, "access.expired", fields);
 		return;
 	}
-	for (unsigned i = 0; i < 32; i++)
-		snprintf(hash + 2 * i, 3, "%02x", md[i]);
 	*e = (expiry_t){.gw = gw, .fields = fields};
 	/* remembered as long as a removed record is (a week) */
 	gw_state_token_claim(gw->state, hash, r->until_ms + 7 * 86400 * (int64_t)1000, cg_wall_ms(),

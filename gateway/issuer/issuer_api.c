@@ -296,15 +296,11 @@ static void on_claimed(void *ctx, gw_token_claim_t result)
  * still the caller's). */
 static bool claim_token(login_t *l, const char *token)
 {
-	unsigned char md[32];
-	unsigned int n = 0;
 	char hash[65];
-	if (EVP_Digest(token, strlen(token), md, &n, EVP_sha256(), NULL) != 1 || n != 32) {
+	if (!gw_state_claim_key(token, strlen(token), hash)) {
 		deny(l, 500, "internal error", "internal error");
 		return false;
 	}
-	for (int i = 0; i < 32; i++)
-		snprintf(hash + 2 * i, 3, "%02x", md[i]);
 	l->pending = gw_http_defer(l->req);
 	if (l->pending == NULL) {
 		deny(l, 500, "internal error", "internal error");

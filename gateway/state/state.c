@@ -10,6 +10,8 @@
 #include <string.h>
 #include <sys/random.h>
 
+#include <openssl/evp.h>
+
 #include "state/state_model.h"
 #include "state/state_pg.h"
 
@@ -205,6 +207,17 @@ void gw_state_observe(gw_state_t *st, const gw_state_change_t *change)
 {
 	if (st->observer != NULL && change->tightens)
 		st->observer(st->observer_ctx, change);
+}
+
+bool gw_state_claim_key(const void *data, size_t len, char hash[65])
+{
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned int n = 0;
+	if (EVP_Digest(data, len, md, &n, EVP_sha256(), NULL) != 1 || n != 32)
+		return false;
+	for (unsigned i = 0; i < 32; i++)
+		snprintf(hash + 2 * i, 3, "%02x", md[i]);
+	return true;
 }
 
 void gw_state_token_claim(gw_state_t *st, const char *hash, int64_t expires_ms, int64_t now_ms,

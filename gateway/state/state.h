@@ -197,6 +197,10 @@ bool gw_state_grant_until(gw_state_t *st, const char *user, const char *service,
 
 #define GW_STATE_TOKENS_MAX 100000
 
+/* The key a claim goes by: the SHA-256 of data as lower-case hex (an ID
+ * token's, or "access.expired:ID"). False only if OpenSSL fails. */
+bool gw_state_claim_key(const void *data, size_t len, char hash[65]);
+
 /* Claims the token whose SHA-256 (hex) is hash, valid until expires_ms
  * (or anything else that must happen once across gateways: access.expired),
  * atomically across every gateway sharing the store: done is called
