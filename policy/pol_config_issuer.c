@@ -139,7 +139,7 @@ static void load_oidc(loader_t *ld, const cg_jdoc_t *doc, const json_t *obj, con
 	pol_ld_get_bool(ld, doc, obj, "issuer.oidc", "require_email_verified", true,
 	                &o->require_email_verified);
 	pol_ld_get_duration(ld, doc, obj, "issuer.oidc", "leeway", true, &o->leeway_ms);
-	if (o->leeway_ms > 10 * 60 * 1000)
+	if (o->leeway_ms > POL_OIDC_LEEWAY_MAX_MS)
 		pol_ld_err(ld, doc, "issuer.oidc.leeway", "at most 10m");
 }
 

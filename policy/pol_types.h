@@ -171,8 +171,12 @@ typedef struct pol_oidc {
 	bool require_email_verified; /* default true */
 	char **algorithms;           /* default RS256 ES256 EdDSA */
 	size_t n_algorithms;
-	uint64_t leeway_ms; /* default 60s */
+	uint64_t leeway_ms; /* default 60s, at most POL_OIDC_LEEWAY_MAX_MS */
 } pol_oidc_t;
+
+/* The longest clock leeway issuer.oidc.leeway may set: a used ID token is
+ * remembered this long past its exp, whatever a reload sets. */
+#define POL_OIDC_LEEWAY_MAX_MS (10 * 60 * 1000)
 
 typedef struct pol_issuer {
 	bool enabled; /* the "issuer" object is present */

@@ -6,12 +6,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <openssl/ecdsa.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/rsa.h>
 
+#include "pol_claims.h"
+#include "pol_types.h"
 #include "tls/device_id.h"
 
 #define MAX_CLAIM  320 /* bytes of a user claim */
@@ -58,12 +61,22 @@ static json_t *decode_json(const char *b64, size_t len)
 	return j;
 }
 
+/* RFC 9068's JWT access tokens say so in typ; one must not pass for an
+ * ID token of the same provider and client (RFC 8725 3.11). */
+static bool access_token_typ(const char *typ)
+{
+	return strcasecmp(typ, "at+jwt") == 0 || strcasecmp(typ, "application/at+jwt") == 0;
+}
+
 static bool read_header(const parts_t *p, char alg[8], char kid[128])
 {
 	json_t *h = decode_json(p->header, p->header_len);
 	const char *a = json_string_value(json_object_get(h, "alg"));
 	json_t *k = json_object_get(h, "kid");
+	json_t *typ = json_object_get(h, "typ");
 	bool ok = a != NULL && strlen(a) < 8 && (k == NULL || json_is_string(k)) &&
+	          (typ == NULL ||
+	           (json_is_string(typ) && !access_token_typ(json_string_value(typ)))) &&
 	          (k == NULL || strlen(json_string_value(k)) < 128) &&
 	          /* critical extensions we cannot know: refuse (RFC 7515 4.1.11) */
 	          json_object_get(h, "crit") == NULL;
@@ -100,10 +113,24 @@ static const EVP_MD *digest_of(const char *alg)
 	return NULL;
 }
 
-/* ES256/ES384 signatures are R || S; OpenSSL verifies DER. */
-static unsigned char *ecdsa_der(const unsigned char *raw, size_t len, size_t *der_len)
+/* The length of an ES* signature, R || S (RFC 7518 3.4): exact, so one
+ * signature has one spelling (a padded R and S verify alike). */
+static size_t ecdsa_raw_len(const char *alg)
 {
-	if (len != 64 && len != 96)
+	if (strcmp(alg, "ES256") == 0)
+		return 64;
+	if (strcmp(alg, "ES384") == 0)
+		return 96;
+	if (strcmp(alg, "ES512") == 0)
+		return 132;
+	return 0;
+}
+
+/* ES* signatures are R || S; OpenSSL verifies DER. */
+static unsigned char *ecdsa_der(const char *alg, const unsigned char *raw, size_t len,
+                                size_t *der_len)
+{
+	if (len == 0 || len != ecdsa_raw_len(alg))
 		return NULL;
 	ECDSA_SIG *sig = ECDSA_SIG_new();
 	BIGNUM *r = BN_bin2bn(raw, (int)len / 2, NULL),
@@ -134,7 +161,7 @@ static bool signature_ok(const parts_t *p, const char *alg, EVP_PKEY *key)
 	size_t check_len = sig_len;
 	unsigned char *der = NULL;
 	if (alg[0] == 'E' && alg[1] == 'S') {
-		der = ecdsa_der(sig, sig_len, &check_len);
+		der = ecdsa_der(alg, sig, sig_len, &check_len);
 		check = der;
 	}
 	const EVP_MD *md = strcmp(alg, "EdDSA") == 0 ? NULL : digest_of(alg);
@@ -168,41 +195,43 @@ static int64_t seconds_ms(json_t *claims, const char *name)
 	return (int64_t)(s * 1000.0);
 }
 
-static bool audience_ok(json_t *claims, const char *client_id)
+/* NULL when the token was issued to client_id: aud contains it and, with
+ * several audiences, azp names it (OIDC Core 3.1.3.7); azp, when present,
+ * must name it anyway. Else the reason. */
+static const char *audience_check(json_t *claims, const char *client_id)
 {
 	json_t *aud = json_object_get(claims, "aud");
-	const char *azp = json_string_value(json_object_get(claims, "azp"));
-	if (json_object_get(claims, "azp") != NULL && (azp == NULL || strcmp(azp, client_id) != 0))
-		return false;
-	if (json_is_string(aud))
-		return strcmp(json_string_value(aud), client_id) == 0;
-	if (!json_is_array(aud))
-		return false;
+	json_t *azp_v = json_object_get(claims, "azp");
+	const char *azp = json_string_value(azp_v);
 	bool found = false;
-	size_t i;
-	json_t *a;
-	json_array_foreach(aud, i, a)
-	{
-		if (!json_is_string(a))
-			return false;
-		found = found || strcmp(json_string_value(a), client_id) == 0;
+	if (json_is_string(aud)) {
+		found = strcmp(json_string_value(aud), client_id) == 0;
+	} else if (json_is_array(aud)) {
+		size_t i;
+		json_t *a;
+		json_array_foreach(aud, i, a)
+		{
+			if (!json_is_string(a))
+				return "wrong audience";
+			found = found || strcmp(json_string_value(a), client_id) == 0;
+		}
 	}
-	/* several audiences: the one it was issued to must be said (OIDC
-	 * Core 3.1.3.7) */
-	return found && (json_array_size(aud) == 1 || azp != NULL);
+	if (!found)
+		return "wrong audience";
+	if (azp_v != NULL && (azp == NULL || strcmp(azp, client_id) != 0))
+		return "wrong authorized party";
+	if (json_is_array(aud) && json_array_size(aud) > 1 && azp == NULL)
+		return "wrong audience"; /* which of them it is for is not said */
+	return NULL;
 }
 
-/* Printable UTF-8 without control characters (jansson already checked the
- * encoding), and bounded. */
+/* Bounded, and text the gateway will read back from the certificate:
+ * pol_claims_text_ok's rule (no C0 or C1 control, no DEL), so no value
+ * signed here is one the gateway would ignore. */
 static bool clean(const char *s, size_t max)
 {
 	size_t n = strlen(s);
-	if (n == 0 || n > max)
-		return false;
-	for (const unsigned char *p = (const unsigned char *)s; *p != '\0'; p++)
-		if (*p < 0x20 || *p == 0x7f)
-			return false;
-	return true;
+	return n > 0 && n <= max && pol_claims_text_ok(s, n);
 }
 
 static const char *check_claims(json_t *c, const gw_id_token_rules_t *rules, int64_t now,
@@ -211,9 +240,9 @@ static const char *check_claims(json_t *c, const gw_id_token_rules_t *rules, int
 	const char *iss = json_string_value(json_object_get(c, "iss"));
 	if (iss == NULL || strcmp(iss, rules->issuer) != 0)
 		return "wrong issuer";
-	if (!audience_ok(c, rules->client_id))
-		return json_object_get(c, "azp") != NULL ? "wrong authorized party"
-		                                         : "wrong audience";
+	const char *audience = audience_check(c, rules->client_id);
+	if (audience != NULL)
+		return audience;
 	int64_t exp = seconds_ms(c, "exp"), iat = seconds_ms(c, "iat"), nbf = seconds_ms(c, "nbf");
 	if (exp < 0 || iat < 0)
 		return "malformed token";
@@ -224,6 +253,7 @@ static const char *check_claims(json_t *c, const gw_id_token_rules_t *rules, int
 	if (iat > now + rules->leeway_ms)
 		return "token issued in the future";
 	out->expires_ms = exp;
+	out->replay_until_ms = exp + (int64_t)POL_OIDC_LEEWAY_MAX_MS;
 	out->subject = json_string_value(json_object_get(c, "sub"));
 	json_t *user = json_object_get(c, rules->user_claim);
 	if (user == NULL || json_is_null(user))
@@ -274,6 +304,7 @@ gw_id_token_result_t gw_id_token_verify(const char *token, const gw_jwks_t *keys
 		*reason = "bad signature";
 		return GW_ID_TOKEN_REFUSED;
 	}
+	out->signed_len = p.header_len + 1 + p.payload_len;
 	out->claims = decode_json(p.payload, p.payload_len);
 	if (out->claims == NULL) {
 		*reason = "malformed token";

@@ -38,6 +38,12 @@ typedef struct gw_id_token {
 	const char *subject; /* "sub", may be NULL; in claims */
 	json_t *groups;      /* an array of strings, in claims; NULL when absent */
 	int64_t expires_ms;
+	/* The replay check's key is the signed bytes, token[0, signed_len)
+	 * (header.payload): a signature has more than one valid spelling (an
+	 * ECDSA S or n - S), the signed bytes one. Refused as used until
+	 * replay_until_ms, past the longest leeway any reload may allow. */
+	size_t signed_len;
+	int64_t replay_until_ms;
 	char alg[8];
 	char kid[128]; /* "" when the header names none */
 } gw_id_token_t;

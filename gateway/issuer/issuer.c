@@ -18,6 +18,9 @@
 #include "tls/tls_engine.h"
 
 #define MAX_CONNECTIONS 1024
+/* one host's share: a login takes one or two connections; a NAT of many
+ * users still gets 64 at once, and 16 sources are needed to take all */
+#define MAX_PER_SOURCE (MAX_CONNECTIONS / 16)
 
 struct gw_issuer {
 	gw_extension_t ext; /* first: the extension is the issuer */
@@ -32,6 +35,7 @@ struct gw_issuer {
 	char *next_listen;
 	bool prepared;
 	gw_conn_slots_t slots;
+	uint64_t generations; /* serials handed out */
 };
 
 static const gw_http_options_t http_options = {
@@ -270,6 +274,7 @@ static void prepare(gw_extension_t *ext, const gw_runtime_t *rt, cg_errors_t *er
 		return;
 	}
 	gen->snap = pol_snapshot_ref((pol_snapshot_t *)rt->snap);
+	gen->serial = ++issuer->generations;
 	if (issuer->cur != NULL && same_idp(issuer->cur, cfg))
 		gen->idp = issuer->cur->idp; /* the keys fetched stay */
 	else
@@ -355,6 +360,7 @@ static void destroy(gw_extension_t *ext)
 	gw_issuer_t *issuer = (gw_issuer_t *)ext;
 	stop(ext);
 	free(issuer->listen);
+	cg_strmap_destroy(issuer->slots.per_source, NULL);
 	free(issuer);
 }
 
@@ -374,11 +380,15 @@ gw_issuer_t *gw_issuer_create(gw_gateway_t *gw)
 	issuer->ext.ops = &issuer_ops;
 	issuer->gw = gw;
 	issuer->slots.max = MAX_CONNECTIONS;
+	issuer->slots.max_per_source = MAX_PER_SOURCE;
+	issuer->slots.per_source = cg_strmap_create();
 	char err[256];
 	issuer->http = gw_http_start(gw->loop, NULL, &http_options, gw_issuer_handle, issuer, err,
 	                             sizeof(err));
-	if (issuer->http == NULL) {
-		cg_log(CG_LOG_ERROR, "issuer: %s", err);
+	if (issuer->http == NULL || issuer->slots.per_source == NULL) {
+		cg_log(CG_LOG_ERROR, "issuer: %s", issuer->http == NULL ? err : "out of memory");
+		gw_http_stop(issuer->http);
+		cg_strmap_destroy(issuer->slots.per_source, NULL);
 		free(issuer);
 		return NULL;
 	}

@@ -38,8 +38,9 @@ typedef struct gw_issuer_gen {
 	SSL_CTX *server_ctx;        /* the listener's TLS: no client certificate */
 	X509 *ca_cert;              /* the login CA */
 	EVP_PKEY *ca_key;
-	char *ca_pem;  /* what a login's reply gives as "ca": server_ca, or the login CA */
-	gw_idp_t *idp; /* shared with the generation before when the IdP is the same */
+	char *ca_pem;    /* what a login's reply gives as "ca": server_ca, or the login CA */
+	gw_idp_t *idp;   /* shared with the generation before when the IdP is the same */
+	uint64_t serial; /* 1, 2, ...: which generation (a pointer may be reused) */
 } gw_issuer_gen_t;
 
 /* The issuer of gw: registers itself as an extension; serves once a

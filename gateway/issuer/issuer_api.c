@@ -35,6 +35,7 @@
 #include "issuer/csr.h"
 #include "issuer/id_token.h"
 #include "issuer/issuer.h"
+#include "pol_claims.h"
 #include "state/state.h"
 #include "tls/device_id.h"
 #include "tls/pem_io.h"
@@ -52,6 +53,8 @@ typedef struct login {
 	gw_http_reply_t *reply;
 	gw_http_pending_t *pending; /* the request, deferred for the token claim */
 	gw_id_token_t token;
+	char *token_text; /* a copy while the claim is answered (a reload re-checks it) */
+	uint64_t checked; /* the serial of the generation that checked the token */
 	json_t *body;
 	EVP_PKEY *key;    /* from the CSR */
 	EVP_PKEY *device; /* the device key, when one was sent */
@@ -151,29 +154,31 @@ static bool user_allowed(const login_t *l)
 	return false;
 }
 
+/* Characters of UTF-8 text (jansson checked the encoding): the bytes that
+ * do not continue a sequence. */
+static size_t utf8_chars(const char *s)
+{
+	size_t n = 0;
+	for (const unsigned char *p = (const unsigned char *)s; *p != '\0'; p++)
+		n += (*p & 0xc0) != 0x80;
+	return n;
+}
+
 /* What a certificate can carry: CN and OU hold at most 64 characters. A
  * group that does not fit is refused, never dropped (a deny rule may name
  * it). */
 static const char *fits_certificate(const login_t *l)
 {
-	if (strlen(l->token.user) > CN_MAX)
+	if (utf8_chars(l->token.user) > CN_MAX)
 		return "user claim longer than 64 characters";
 	size_t i;
 	json_t *g;
 	json_array_foreach(l->token.groups, i, g)
 	{
-		if (json_string_length(g) > CN_MAX)
+		if (utf8_chars(json_string_value(g)) > CN_MAX)
 			return "group name longer than 64 characters";
 	}
 	return NULL;
-}
-
-static bool printable_utf8(const char *s)
-{
-	for (const unsigned char *p = (const unsigned char *)s; *p != '\0'; p++)
-		if (*p < 0x20 || *p == 0x7f)
-			return false;
-	return true;
 }
 
 static bool check_request(login_t *l)
@@ -223,7 +228,7 @@ static bool check_request(login_t *l)
 	}
 	if (pf != NULL) {
 		if (!json_is_string(pf) || json_string_length(pf) > MAX_PLATFORM ||
-		    !printable_utf8(json_string_value(pf))) {
+		    !pol_claims_text_ok(json_string_value(pf), strlen(json_string_value(pf)))) {
 			bad_request(l, "bad platform");
 			return false;
 		}
@@ -245,6 +250,7 @@ static pol_trust_t device_trust(const login_t *l)
 static void login_free(login_t *l)
 {
 	gw_id_token_finish(&l->token);
+	free(l->token_text);
 	json_decref(l->body);
 	EVP_PKEY_free(l->key);
 	EVP_PKEY_free(l->device);
@@ -254,9 +260,20 @@ static void login_free(login_t *l)
 
 static void issue(login_t *l);
 
+/* The token again, under the generation in force now (a reload came
+ * between the check and the store's answer: another provider, client,
+ * algorithms or claims). The same checks as the first time, so the same
+ * reasons. */
+static bool recheck_token(login_t *l)
+{
+	gw_id_token_finish(&l->token);
+	return check_token(l, l->token_text) && fits_certificate(l) == NULL;
+}
+
 /* The store's answer to the token claim: sign, or refuse. The generation
  * the request was checked under may have been replaced meanwhile (a
- * reload): the one in force now signs, after its own user check. */
+ * reload): the one in force now checks the token again and signs, after
+ * its own user check. */
 static void on_claimed(void *ctx, gw_token_claim_t result)
 {
 	login_t *l = ctx;
@@ -268,6 +285,10 @@ static void on_claimed(void *ctx, gw_token_claim_t result)
 	case GW_TOKEN_FRESH:
 		if (l->gen == NULL) {
 			deny(l, 503, "the issuer is not serving", "issuer stopped");
+		} else if (l->gen->serial != l->checked && !recheck_token(l)) {
+			if (l->reply->json == NULL) /* it fit the old generation only */
+				deny(l, 403, "this identity does not fit a certificate",
+				     fits_certificate(l));
 		} else if (!user_allowed(l)) {
 			deny(l, 403, "this user may not log in here", "user not allowed");
 		} else {
@@ -297,7 +318,8 @@ static void on_claimed(void *ctx, gw_token_claim_t result)
 static bool claim_token(login_t *l, const char *token)
 {
 	char hash[65];
-	if (!gw_state_claim_key(token, strlen(token), hash)) {
+	l->token_text = strdup(token);
+	if (l->token_text == NULL || !gw_state_claim_key(token, l->token.signed_len, hash)) {
 		deny(l, 500, "internal error", "internal error");
 		return false;
 	}
@@ -310,8 +332,10 @@ static bool claim_token(login_t *l, const char *token)
 	l->request = *l->req;
 	l->request.method = l->request.path = l->request.raw_path = l->request.body = NULL;
 	l->request.body_len = 0;
+	l->checked = l->gen->serial;
 	gw_gateway_t *gw = gw_issuer_gateway(l->issuer);
-	gw_state_token_claim(gw->state, hash, l->token.expires_ms, cg_wall_ms(), on_claimed, l);
+	gw_state_token_claim(gw->state, hash, l->token.replay_until_ms, cg_wall_ms(), on_claimed,
+	                     l);
 	return true;
 }
 

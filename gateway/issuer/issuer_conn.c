@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "cg_log.h"
+#include "core/gateway.h"
 #include "core/link.h"
 
 #define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
@@ -19,8 +20,42 @@ typedef struct conn {
 	gw_conn_slots_t *slots;
 	struct sockaddr_storage peer;
 	socklen_t peer_len;
-	bool counted; /* holds one of the issuer's connection slots */
+	bool counted;                   /* holds one of the issuer's connection slots */
+	char source[GW_SOURCE_KEY_LEN]; /* counted in slots->per_source when not "" */
 } conn_t;
+
+static cg_log_limit_t source_full_log;
+
+/* One more connection from c's source, unless it has its share already. */
+static bool take_source(conn_t *c)
+{
+	gw_conn_slots_t *slots = c->slots;
+	char key[GW_SOURCE_KEY_LEN];
+	gw_source_key((const struct sockaddr *)&c->peer, key, sizeof(key));
+	uintptr_t n = (uintptr_t)cg_strmap_get(slots->per_source, key);
+	if (n >= slots->max_per_source) {
+		cg_log_limited(&source_full_log, CG_LOG_WARN,
+		               "issuer: %s has %u connections open, the most one source may hold: "
+		               "refused",
+		               key, slots->max_per_source);
+		return false;
+	}
+	cg_strmap_put(slots->per_source, key, (void *)(n + 1));
+	memcpy(c->source, key, sizeof(key));
+	return true;
+}
+
+static void give_source(conn_t *c)
+{
+	if (c->source[0] == '\0')
+		return;
+	uintptr_t n = (uintptr_t)cg_strmap_get(c->slots->per_source, c->source);
+	if (n <= 1)
+		cg_strmap_remove(c->slots->per_source, c->source);
+	else
+		cg_strmap_put(c->slots->per_source, c->source, (void *)(n - 1));
+	c->source[0] = '\0';
+}
 
 static void conn_close(conn_t *c, bool graceful)
 {
@@ -94,6 +129,7 @@ static void on_freed(gw_link_t *link)
 	conn_t *c = container_of(link, conn_t, link);
 	if (c->counted)
 		c->slots->used--;
+	give_source(c);
 	free(c);
 }
 
@@ -128,6 +164,8 @@ void gw_issuer_conn_accept(uv_stream_t *server, SSL_CTX *ctx, gw_http_server_t *
 	int len = sizeof(c->peer);
 	if (rc == 0)
 		rc = uv_tcp_getpeername(&client->tcp, (struct sockaddr *)&c->peer, &len);
+	if (rc == 0 && !take_source(c))
+		rc = UV_EBUSY;
 	if (rc == 0)
 		rc = gw_tls_init(&client->tls, ctx, true);
 	if (rc < 0) {
