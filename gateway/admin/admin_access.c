@@ -9,6 +9,7 @@
 
 #include "admin/admin.h"
 #include "core/access.h"
+#include "cg_utf8.h"
 
 static unsigned status_of(gw_access_verdict_t verdict)
 {
@@ -37,12 +38,16 @@ static unsigned status_of(gw_access_verdict_t verdict)
  * (the one pending already, or how it was decided). */
 static void reply_refusal(gw_http_reply_t *reply, const gw_access_outcome_t *out)
 {
-	if (out->verdict == GW_ACCESS_CONFLICT && out->req != NULL)
-		gw_http_json(reply, 409,
-		             json_pack("{s:s, s:o}", "error", out->why, "request",
-		                       gw_access_request_json(out->req)));
-	else
+	if (out->verdict == GW_ACCESS_CONFLICT && out->req != NULL) {
+		json_t *j = json_pack("{s:o}", "request", gw_access_request_json(out->req));
+		if (j != NULL && cg_json_set_lossy_str(j, "error", out->why) != 0) {
+			json_decref(j);
+			j = NULL;
+		}
+		gw_http_json(reply, 409, j);
+	} else {
 		gw_http_error(reply, status_of(out->verdict), "%s", out->why);
+	}
 }
 
 /* body.key: a string, or NULL when absent or null; false (400 sent) when

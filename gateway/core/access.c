@@ -11,6 +11,7 @@
 
 #include "cg_duration.h"
 #include "cg_time.h"
+#include "cg_utf8.h"
 #include "core/control.h"
 #include "pol_claims.h"
 #include "pol_config.h"
@@ -56,9 +57,14 @@ static void refuse(gw_access_outcome_t *out, gw_access_verdict_t verdict, const 
 	va_list ap;
 	va_start(ap, fmt);
 	out->verdict = verdict;
-	vsnprintf(out->why, sizeof(out->why), fmt, ap);
+	int n = vsnprintf(out->why, sizeof(out->why), fmt, ap);
 	va_end(ap);
+	if (n >= (int)sizeof(out->why)) /* cut: never inside a character */
+		out->why[cg_utf8_complete(out->why, sizeof(out->why) - 1)] = '\0';
 }
+
+/* "%.*s" arguments: at most 128 bytes of s, cut between characters */
+#define CUT128(s) (int)cg_utf8_cut((s), strlen(s), 128), (s)
 
 /* Text an operator will read in the audit log and the listing: UTF-8
  * without control characters, 1 to max bytes. */
@@ -109,15 +115,17 @@ static void ask_checked(gw_gateway_t *gw, const char *user, const char *service,
 		return;
 	}
 	if (service == NULL || pol_snapshot_service(gw->rt->snap, service) == NULL) {
-		refuse(out, GW_ACCESS_INVALID, "service: no service %.128s in the policy in force",
-		       service != NULL && text_ok(service, 128) ? service : "(unprintable)");
+		refuse(out, GW_ACCESS_INVALID, "service: no service %.*s in the policy in force",
+		       CUT128(service != NULL && text_ok(service, POL_CLAIM_MAX_LEN)
+		                      ? service
+		                      : "(unprintable)"));
 		return;
 	}
 	if (!gw_access_possible(gw->rt->snap, service)) {
 		refuse(out, GW_ACCESS_INVALID,
-		       "service: no rule of the policy in force requires approval for %.128s: "
+		       "service: no rule of the policy in force requires approval for %.*s: "
 		       "there is nothing to ask for",
-		       service);
+		       CUT128(service));
 		return;
 	}
 	if (!text_ok(reason, GW_ACCESS_REASON_MAX)) {
@@ -140,13 +148,13 @@ static void ask_checked(gw_gateway_t *gw, const char *user, const char *service,
 	case GW_ACCESS_OK:
 		break;
 	case GW_ACCESS_DUPLICATE:
-		refuse(out, GW_ACCESS_CONFLICT, "%s is pending already for %.128s on %.128s",
-		       out->req->id, user, service);
+		refuse(out, GW_ACCESS_CONFLICT, "%s is pending already for %.*s on %.*s",
+		       out->req->id, CUT128(user), CUT128(service));
 		return;
 	case GW_ACCESS_LIMIT_USER:
 		refuse(out, GW_ACCESS_LIMITED,
-		       "%.128s has %d requests pending, the most allowed: wait for a decision",
-		       user, GW_ACCESS_PENDING_PER_USER);
+		       "%.*s has %d requests pending, the most allowed: wait for a decision",
+		       CUT128(user), GW_ACCESS_PENDING_PER_USER);
 		return;
 	case GW_ACCESS_LIMIT_TOTAL:
 		refuse(out, GW_ACCESS_LIMITED,
@@ -202,14 +210,14 @@ void gw_access_decide(gw_gateway_t *gw, const char *id, bool approve, const char
 	if (r->state != GW_ACCESS_PENDING) {
 		char when[CG_RFC3339_LEN];
 		cg_rfc3339_ms(r->decided_ms, when);
-		refuse(out, GW_ACCESS_CONFLICT, "%s was %s already (by %.128s at %s)", r->id,
+		refuse(out, GW_ACCESS_CONFLICT, "%s was %s already (by %.*s at %s)", r->id,
 		       r->state == GW_ACCESS_DENIED ? "denied" : "approved",
-		       r->decided_by != NULL ? r->decided_by : "?", when);
+		       CUT128(r->decided_by != NULL ? r->decided_by : "?"), when);
 		return;
 	}
 	/* users compare case-insensitively everywhere: so does the approver */
 	if (approve && strcasecmp(by, r->user) == 0) {
-		refuse(out, GW_ACCESS_SELF, "%.128s cannot approve their own request %s", by,
+		refuse(out, GW_ACCESS_SELF, "%.*s cannot approve their own request %s", CUT128(by),
 		       r->id);
 		return;
 	}

@@ -44,6 +44,7 @@
 
 #include "cg_addr.h"
 #include "cg_log.h"
+#include "cg_utf8.h"
 
 /* The longest the loop leaves MHD alone, whatever MHD_get_timeout says. */
 #define SAFETY_TICK_MS 1000
@@ -131,9 +132,18 @@ void gw_http_error(gw_http_reply_t *reply, unsigned status, const char *fmt, ...
 	char msg[512];
 	va_list ap;
 	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
+	int n = vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	gw_http_json(reply, status, json_pack("{s:s}", "error", msg));
+	size_t len = n < 0 ? 0 : (size_t)n < sizeof(msg) ? (size_t)n : sizeof(msg) - 1;
+	/* the message may quote the request: never a character cut in two,
+	 * and bytes that are not UTF-8 escaped, so the reply is always JSON */
+	len = cg_utf8_complete(msg, len);
+	json_t *body = json_object();
+	if (body != NULL && cg_json_set_lossy(body, "error", msg, len) != 0) {
+		json_decref(body);
+		body = NULL;
+	}
+	gw_http_json(reply, status, body);
 }
 
 const char *gw_http_query(const gw_http_request_t *req, const char *name)
