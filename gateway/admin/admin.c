@@ -105,6 +105,47 @@ static bool token_ok(const char *expected, const char *header)
 
 /* --- requests ------------------------------------------------------------- */
 
+/* A Host that names this machine by address or as localhost: what a client
+ * on loopback uses. Anything else, without a token, may be a web page's
+ * own name rebound to 127.0.0.1 (DNS rebinding). */
+static bool host_is_local(const char *host)
+{
+	if (host == NULL)
+		return true; /* HTTP/1.0: no name to rebind */
+	const char *end = host + strlen(host);
+	if (host[0] == '[') { /* [::1]:port */
+		const char *close = strchr(host, ']');
+		return close != NULL && (close[1] == '\0' || close[1] == ':');
+	}
+	const char *colon = strchr(host, ':');
+	size_t n = (size_t)((colon != NULL ? colon : end) - host);
+	if (n == 9 && strncasecmp(host, "localhost", 9) == 0)
+		return true;
+	if (n == 0 || n > 15)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if ((host[i] < '0' || host[i] > '9') && host[i] != '.')
+			return false;
+	return true;
+}
+
+/* Why a request that a browser made for a web page is refused, or NULL.
+ * The admin API serves programs, never pages: a page opened on an
+ * operator's machine must not approve, lock or reload through it
+ * (cross-site request forgery), nor read it through a rebound name. */
+static const char *browser_refusal(const gw_admin_t *admin, const gw_http_request_t *http)
+{
+	const char *site = gw_http_header(http, "Sec-Fetch-Site");
+	if (gw_http_header(http, "Origin") != NULL ||
+	    (site != NULL && strcasecmp(site, "none") != 0))
+		return "the admin API does not answer requests made by web pages (Origin or "
+		       "Sec-Fetch-Site header)";
+	if (admin->token == NULL && !host_is_local(gw_http_header(http, "Host")))
+		return "without admin.token_file the Host header must be an address or "
+		       "localhost";
+	return NULL;
+}
+
 static void on_request(void *ctx, const gw_http_request_t *http, gw_http_reply_t *reply)
 {
 	gw_admin_t *admin = ctx;
@@ -118,6 +159,11 @@ static void on_request(void *ctx, const gw_http_request_t *http, gw_http_reply_t
 	        .body_len = http->body_len,
 	        .by = http->client,
 	};
+	const char *refusal = browser_refusal(admin, http);
+	if (refusal != NULL) {
+		gw_http_error(reply, 403, "%s", refusal);
+		return;
+	}
 	const char *authorization = gw_http_header(http, "Authorization");
 	if (admin->token != NULL && !adm_is_open_path(http->raw_path) &&
 	    !token_ok(admin->token, authorization)) {
