@@ -55,6 +55,12 @@ static bool optional_string(json_t *body, const char *key, const char **out, gw_
 		gw_http_error(reply, 400, "%s: expected a non-empty string", key);
 		return false;
 	}
+	/* shown in refusals, listings and the audit: text, no control bytes */
+	if (!pol_claims_text_ok(json_string_value(v), json_string_length(v))) {
+		gw_http_error(reply, 400, "%s: expected UTF-8 text without control characters",
+		              key);
+		return false;
+	}
 	*out = json_string_value(v);
 	return true;
 }

@@ -5,6 +5,7 @@
  * state_pg*.c). */
 #include "state/state.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +13,7 @@
 
 #include <openssl/evp.h>
 
+#include "cg_utf8.h"
 #include "state/state_model.h"
 #include "state/state_pg.h"
 
@@ -66,6 +68,38 @@ bool gw_state_new_id(gw_state_t *st, const char *prefix, uint64_t *counter, char
 	int n = snprintf(buf, len, "%s-%02x%02x%02x%02x%02x%02x%02x%02x", prefix, r[0], r[1], r[2],
 	                 r[3], r[4], r[5], r[6], r[7]);
 	return n > 0 && (size_t)n < len;
+}
+
+bool gw_state_id_loaded(const char *prefix, const char *id, uint64_t *counter)
+{
+	if (id == NULL || !gw_state_text_ok(id, 128))
+		return false;
+	size_t n = strlen(prefix);
+	if (strncmp(id, prefix, n) != 0 || id[n] != '-' || id[n + 1] < '1' || id[n + 1] > '9')
+		return true; /* another gateway's random id, or a name: nothing to count */
+	char *end = NULL;
+	errno = 0;
+	unsigned long long v = strtoull(id + n + 1, &end, 10);
+	if (errno == 0 && *end == '\0' && v > *counter)
+		*counter = v;
+	return true;
+}
+
+/* No C0 or C1 control character, no DEL (valid UTF-8 assumed). */
+static bool no_controls(const char *s)
+{
+	for (const unsigned char *p = (const unsigned char *)s; *p != '\0'; p++)
+		if (*p < 0x20 || *p == 0x7f || (*p == 0xc2 && p[1] >= 0x80 && p[1] <= 0x9f))
+			return false;
+	return true;
+}
+
+bool gw_state_text_ok(const char *s, size_t max)
+{
+	if (s == NULL)
+		return true;
+	size_t n = strlen(s);
+	return n > 0 && n <= max && cg_utf8_valid(s, n) && no_controls(s);
 }
 
 /* An empty model on loop, kept in memory. */

@@ -178,12 +178,22 @@ static gw_lock_t *lock_decode(const char *id, const json_t *j, char *err, size_t
 		snprintf(err, errlen, "lock id longer than %zu bytes", LOCK_ID_MAX - 1);
 		return NULL;
 	}
+	if (!gw_state_text_ok(id, LOCK_ID_MAX)) {
+		snprintf(err, errlen, "lock id: expected UTF-8 text without control characters");
+		return NULL;
+	}
 	if (json_unpack_ex((json_t *)j, &jerr, JSON_STRICT, "{s?s, s?s, s?s, s:I, s:I, s:s}",
 	                   "user", &user, "device", &device, "reason", &reason, "created", &created,
 	                   "expires", &expires, "by", &by) != 0 ||
 	    (user == NULL) == (device == NULL)) {
 		snprintf(err, errlen, "%s",
 		         jerr.text[0] != '\0' ? jerr.text : "expected one of user or device");
+		return NULL;
+	}
+	if (!gw_state_text_ok(user, 1024) || !gw_state_text_ok(device, 1024) ||
+	    !gw_state_text_ok(reason, 1024) || !gw_state_text_ok(by, 1024)) {
+		snprintf(err, errlen, "%s: a field is not UTF-8 text without control characters",
+		         id);
 		return NULL;
 	}
 	gw_lock_t *lock = lock_new(user, device, reason);
@@ -281,6 +291,13 @@ static bool locks_load(gw_state_t *st, const json_t *doc, char *err, size_t errl
 		if (lock == NULL) {
 			snprintf(err, errlen, "locks[%zu]: %s", i,
 			         id == NULL ? "expected an object with an \"id\"" : why);
+			return false;
+		}
+		if (find_id(st, lock->id, NULL) != NULL ||
+		    !gw_state_id_loaded("lock", lock->id, &st->next_lock)) {
+			snprintf(err, errlen, "locks[%zu]: %s: a second lock with this id", i,
+			         lock->id);
+			lock_free(lock);
 			return false;
 		}
 		/* the file's order is creation order */

@@ -148,6 +148,13 @@ void gw_state_changed(gw_state_t *st, unsigned kind);
  * same one, and none has to ask). False when no randomness could be had
  * or buf is too small. */
 bool gw_state_new_id(gw_state_t *st, const char *prefix, uint64_t *counter, char *buf, size_t len);
+/* An id read back (a state file, the shared store): text the gateway could
+ * have written (no control characters), and when it is prefix-N the
+ * counter moves past N, so a new id never repeats a loaded one. */
+bool gw_state_id_loaded(const char *prefix, const char *id, uint64_t *counter);
+/* Text read back: NULL (an optional field), or what the gateway writes:
+ * UTF-8 without control characters, 1 to max bytes. */
+bool gw_state_text_ok(const char *s, size_t max);
 /* A keyed kind's saved form, {"devices": {KEY: encode(value), ...}}; NULL
  * when memory ran out. */
 json_t *gw_state_map_save(const cg_strmap_t *map, json_t *(*encode)(const void *value));

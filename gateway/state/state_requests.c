@@ -168,7 +168,7 @@ static void append(gw_state_t *st, gw_access_request_t *r)
 }
 
 /* Forgets the oldest decided requests past GW_ACCESS_HISTORY_MAX. */
-static void trim_history(gw_state_t *st)
+static void trim_history(gw_state_t *st, const gw_access_request_t *keep)
 {
 	size_t decided = 0;
 	for (const gw_access_request_t *r = st->requests; r != NULL; r = r->next)
@@ -176,7 +176,7 @@ static void trim_history(gw_state_t *st)
 	for (gw_access_request_t **at = &st->requests;
 	     *at != NULL && decided > GW_ACCESS_HISTORY_MAX;) {
 		gw_access_request_t *r = *at;
-		if (r->state == GW_ACCESS_DENIED || r->state == GW_ACCESS_EXPIRED) {
+		if (r != keep && (r->state == GW_ACCESS_DENIED || r->state == GW_ACCESS_EXPIRED)) {
 			*at = r->next;
 			request_free(r);
 			decided--;
@@ -251,7 +251,7 @@ static bool apply_decision(gw_state_t *st, gw_access_request_t *r, bool approve,
 		return false;
 	}
 	if (!approve)
-		trim_history(st); /* r stays: it is the newest decided */
+		trim_history(st, r); /* r stays: it is the newest decided */
 	return true;
 }
 
@@ -328,7 +328,7 @@ size_t gw_state_access_expire(gw_state_t *st, int64_t now_ms,
 			fn(arg, r); /* reads only: the list stays as it is */
 	}
 	if (n > 0) {
-		GW_STATE_WRITING(st, trim_history(st));
+		GW_STATE_WRITING(st, trim_history(st, NULL));
 		gw_state_changed(st, GW_STATE_REQUESTS);
 	}
 	return n;
@@ -367,6 +367,13 @@ static gw_access_request_t *request_load(const json_t *j, char *err, size_t errl
 	}
 	if (!gw_access_state_parse(state, &st)) {
 		snprintf(err, errlen, "state: expected pending, approved, denied or expired");
+		return NULL;
+	}
+	if (!gw_state_text_ok(id, 127) || !gw_state_text_ok(user, 1024) ||
+	    !gw_state_text_ok(service, 1024) || !gw_state_text_ok(reason, 4096) ||
+	    !gw_state_text_ok(requested_by, 1024) || !gw_state_text_ok(decided_by, 1024) ||
+	    !gw_state_text_ok(decided_reason, 4096)) {
+		snprintf(err, errlen, "a field is not UTF-8 text without control characters");
 		return NULL;
 	}
 	if (strlen(id) >= sizeof(((gw_access_request_t *)0)->id) || duration <= 0 ||
@@ -427,6 +434,13 @@ static bool requests_load(gw_state_t *st, const json_t *doc, char *err, size_t e
 		gw_access_request_t *r = request_load(j, why, sizeof(why));
 		if (r == NULL) {
 			snprintf(err, errlen, "requests[%zu]: %s", i, why);
+			return false;
+		}
+		if (find(st, r->id) != NULL ||
+		    !gw_state_id_loaded("req", r->id, &st->next_request)) {
+			snprintf(err, errlen, "requests[%zu]: %s: a second request with this id", i,
+			         r->id);
+			request_free(r);
 			return false;
 		}
 		append(st, r);
