@@ -47,7 +47,18 @@ static bool put_text(json_t *f, const char *key, const char *kept, size_t kept_l
 	return n < total;
 }
 
-static void audit_query(gw_session_t *s, const pgw_fe_msg_t *m)
+/* A statement runs only once its line is written: with audit.on_failure
+ * refuse, a line that cannot be written ends the session before the read
+ * holding the message is forwarded. False: the session was ended. */
+static bool audited(gw_session_t *s, pga_t *a, json_t *f)
+{
+	if (gw_audit_or_refuse(s->gw, "query", f))
+		return true;
+	pga_end(s, a, "audit unavailable", "57P03", "certgate: audit unavailable, try again later");
+	return false;
+}
+
+static bool audit_query(gw_session_t *s, pga_t *a, const pgw_fe_msg_t *m)
 {
 	json_t *f = query_fields(s);
 	bool cut = put_text(f, "sql", m->sql, m->sql_len, m->sql_total, PGW_SQL_MAX);
@@ -59,10 +70,10 @@ static void audit_query(gw_session_t *s, const pgw_fe_msg_t *m)
 	if (m->type == 'P' && m->stmt_total > 0 &&
 	    put_text(f, "statement", m->stmt, m->stmt_len, m->stmt_total, PGW_STMT_MAX))
 		json_object_set_new(f, "statement_truncated", json_true());
-	(void)gw_audit(s->gw, "query", f);
+	return audited(s, a, f);
 }
 
-static void audit_call(gw_session_t *s, const pgw_fe_msg_t *m, bool refused)
+static bool audit_call(gw_session_t *s, pga_t *a, const pgw_fe_msg_t *m, bool refused)
 {
 	json_t *f = query_fields(s);
 	json_object_set_new(f, "sql", json_null());
@@ -71,7 +82,7 @@ static void audit_call(gw_session_t *s, const pgw_fe_msg_t *m, bool refused)
 	json_object_set_new(f, "args", json_integer(m->fn_nargs));
 	if (refused)
 		json_object_set_new(f, "refused", json_true());
-	(void)gw_audit(s->gw, "query", f);
+	return audited(s, a, f);
 }
 
 /* A whole message has been read. False: the session was ended. */
@@ -81,22 +92,18 @@ static bool message_done(gw_session_t *s, pga_t *a, const pgw_fe_msg_t *m)
 	switch (m->type) {
 	case 'Q':
 	case 'P':
-		if (svc->audit_queries)
-			audit_query(s, m);
-		return true;
+		return !svc->audit_queries || audit_query(s, a, m);
 	case 'F':
 		if (svc->function_calls == POL_FCALL_REFUSE) {
-			if (svc->audit_queries)
-				audit_call(s, m, true);
+			if (svc->audit_queries && !audit_call(s, a, m, true))
+				return false;
 			pga_end(s, a, "refused: function call", "42501",
 			        "certgate: function calls (FunctionCall messages) are refused on "
 			        "this "
 			        "service");
 			return false;
 		}
-		if (svc->audit_queries)
-			audit_call(s, m, false);
-		return true;
+		return !svc->audit_queries || audit_call(s, a, m, false);
 	case 'p':
 		/* PasswordMessage, SASLInitialResponse, SASLResponse: which one
 		 * follows from the server's last request */

@@ -361,6 +361,15 @@ static void startup_packet(gw_session_t *s)
 	const char *too_long = strlen(pg->db_user) > PGW_NAME_MAX   ? "db user"
 	                       : strlen(pg->db_name) > PGW_NAME_MAX ? "database name"
 	                                                            : NULL;
+	if (!pgw_replication_off(params.replication)) {
+		/* a walsender is not a session on one database: the rules could
+		 * not judge what it streams (a base backup is every database) */
+		s->decision.rule = "replication";
+		s->decision.effective_trust = s->claims.device_trust;
+		gw_session_deny(s, "replication connections are not forwarded in postgres mode",
+		                "replication");
+		return;
+	}
 	if (too_long != NULL) {
 		char reason[128];
 		snprintf(reason, sizeof(reason),
@@ -369,6 +378,24 @@ static void startup_packet(gw_session_t *s)
 		s->decision.rule = "name_too_long";
 		s->decision.effective_trust = s->claims.device_trust;
 		gw_session_deny(s, reason, "name_too_long");
+		return;
+	}
+	/* nothing may follow it before the server answers: not in its TLS
+	 * record, nor in the records already received after it */
+	gw_end_t *c = client_end(s);
+	uint8_t more;
+	ssize_t n = gw_tls_read(&c->tls, &more, 1);
+	if (n > 0) {
+		gw_session_reject(s, "invalid startup packet", "data after the StartupMessage");
+		return;
+	}
+	if (n != GW_TLS_READ_WANT) {
+		if (c->tls.abuse != NULL) {
+			(void)gw_end_flush_control(c); /* its alert */
+			gw_session_reject(s, c->tls.abuse, NULL);
+		} else {
+			gw_session_drop(s, false); /* the client left after its startup */
+		}
 		return;
 	}
 	pg->startup = pg->buf;
@@ -509,7 +536,11 @@ static void upstream_tls_step(gw_session_t *s)
 	if (st != GW_TLS_DONE)
 		return;
 	gw_end_read_stop(up); /* the relay reads it from here on */
-	if (gw_end_send_tls(up, pg->startup, pg->startup_len) < 0) {
+	int sent = gw_end_send_tls(up, pg->startup, pg->startup_len);
+	free(pg->startup); /* up to 10 KB a session need not keep */
+	pg->startup = NULL;
+	pg->startup_len = 0;
+	if (sent < 0) {
 		gw_session_upstream_error(s, "cannot write to the upstream");
 		return;
 	}
@@ -726,6 +757,11 @@ static bool prelude(gw_session_t *s, const char *data, size_t len)
 			gw_session_end(s, "client closed");
 			return false;
 		}
+		pg->len = 0;
+	}
+	if (pg->prelude_done) { /* the buffer served the prelude only */
+		free(pg->buf);
+		pg->buf = NULL;
 		pg->len = 0;
 	}
 	return true;

@@ -6,6 +6,9 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+
+#include "cg_utf8.h"
 
 static size_t put_field(uint8_t *buf, size_t at, char type, const char *value, size_t len)
 {
@@ -16,9 +19,31 @@ static size_t put_field(uint8_t *buf, size_t at, char type, const char *value, s
 	return at;
 }
 
-size_t pgw_error_response(uint8_t *buf, size_t cap, const char *sqlstate, const char *message)
+/* The message as the client's terminal will show it: it may quote the
+ * client's own db user or database name, so control characters (C0, DEL,
+ * C1) become '?' and a cut never splits a character. */
+static size_t printable_copy(char out[512], const char *message)
 {
-	size_t mlen = strnlen(message, 512);
+	size_t n = cg_utf8_cut(message, strnlen(message, 512), 511);
+	size_t at = 0;
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)message[i];
+		if (c == 0xc2 && i + 1 < n && (unsigned char)message[i + 1] >= 0x80 &&
+		    (unsigned char)message[i + 1] <= 0x9f) {
+			out[at++] = '?';
+			i++;
+		} else {
+			out[at++] = c < 0x20 || c == 0x7f ? '?' : (char)c;
+		}
+	}
+	out[at] = '\0';
+	return at;
+}
+
+size_t pgw_error_response(uint8_t *buf, size_t cap, const char *sqlstate, const char *raw)
+{
+	char message[512];
+	size_t mlen = printable_copy(message, raw);
 	size_t slen = strnlen(sqlstate, 5);
 	/* 'E' len 'S'FATAL\0 'V'FATAL\0 'C'xxxxx\0 'M'msg\0 \0 */
 	size_t need = 1 + 4 + (1 + 6) * 2 + (1 + slen + 1) + (1 + mlen + 1) + 1;
@@ -92,6 +117,8 @@ bool pgw_parse_startup(const uint8_t *p, size_t len, pgw_startup_t *out)
 			out->database = value;
 		else if (strcmp(name, "application_name") == 0)
 			out->application_name = value;
+		else if (strcmp(name, "replication") == 0)
+			out->replication = value;
 	}
 	/* the list ends with one more NUL, the last byte of the packet */
 	if (at + 1 != len || out->user == NULL || out->user[0] == '\0')
@@ -99,6 +126,19 @@ bool pgw_parse_startup(const uint8_t *p, size_t len, pgw_startup_t *out)
 	if (out->database == NULL || out->database[0] == '\0')
 		out->database = out->user;
 	return true;
+}
+
+/* value is a prefix of word, at least min bytes long, in any case */
+static bool prefix_of(const char *value, const char *word, size_t min)
+{
+	size_t n = strlen(value);
+	return n >= min && n <= strlen(word) && strncasecmp(value, word, n) == 0;
+}
+
+bool pgw_replication_off(const char *value)
+{
+	return value == NULL || strcmp(value, "0") == 0 || prefix_of(value, "false", 1) ||
+	       prefix_of(value, "no", 1) || prefix_of(value, "off", 2);
 }
 
 /* --- the client's messages ----------------------------------------------- */

@@ -53,8 +53,16 @@ typedef struct pgw_startup {
 	const char *user;
 	const char *database;
 	const char *application_name; /* NULL when absent */
+	const char *replication;      /* NULL when absent */
 } pgw_startup_t;
 bool pgw_parse_startup(const uint8_t *p, size_t len, pgw_startup_t *out);
+
+/* Whether a StartupMessage's replication value asks for an ordinary
+ * session: PostgreSQL's parse_bool false ("false", "no", "off", "0" and
+ * their unique prefixes, any case). Anything else is a walsender
+ * ("database": logical; true: physical, tied to no database, which a rule
+ * on database names could not judge) or refused by PostgreSQL. */
+bool pgw_replication_off(const char *value);
 
 /* PostgreSQL cuts longer user and database names to NAMEDATALEN - 1
  * bytes without a word (ProcessStartupPacket): the gateway refuses them. */
