@@ -443,14 +443,28 @@ static void proxy_input(gw_session_t *s, const char *data, size_t len)
 	if (!count_handshake(s))
 		return;
 	s->state = s->front != NULL ? GW_SESSION_PG_FIRST : GW_SESSION_HANDSHAKE;
-	gw_session_state_t state = s->state;
-	/* what followed the header in this read, then what was buffered */
+	/* what followed the header: the buffered rest, then the rest of this
+	 * read, as one input (a front judges its first packet whole: a TLS
+	 * ClientHello, or an SSLRequest with nothing after it) */
 	size_t rest_buffered = s->proxy_len - pp.header_len;
-	if (rest_buffered > 0)
-		on_setup_input(&s->link, client_end(s), (const char *)s->proxy_buf + pp.header_len,
-		               (ssize_t)rest_buffered);
-	if (take < len && s->state == state)
-		on_setup_input(&s->link, client_end(s), data + take, (ssize_t)(len - take));
+	size_t rest_read = take < len ? len - take : 0;
+	if (rest_buffered == 0 && rest_read == 0)
+		return;
+	if (rest_buffered == 0 || rest_read == 0) {
+		const char *rest =
+		        rest_read == 0 ? (const char *)s->proxy_buf + pp.header_len : data + take;
+		on_setup_input(&s->link, client_end(s), rest, (ssize_t)(rest_buffered + rest_read));
+		return;
+	}
+	char *joined = malloc(rest_buffered + rest_read);
+	if (joined == NULL) {
+		gw_session_drop(s, false);
+		return;
+	}
+	memcpy(joined, s->proxy_buf + pp.header_len, rest_buffered);
+	memcpy(joined + rest_buffered, data + take, rest_read);
+	on_setup_input(&s->link, client_end(s), joined, (ssize_t)(rest_buffered + rest_read));
+	free(joined);
 }
 
 static void on_setup_input(gw_link_t *link, gw_end_t *end, const char *data, ssize_t nread)
