@@ -8,9 +8,11 @@ data path; 200 logins in parallel do not stall live sessions."""
 
 import base64
 import concurrent.futures
+import http.client
 import json
 import os
 import secrets
+import socket
 import ssl
 import subprocess
 import sys
@@ -19,12 +21,15 @@ import urllib.error
 import urllib.request
 
 from harness import SLOW, Fixture, certgate, free_port, port_open, psql, run, wait_for
-from oidc_fixture import OpenIDProvider, b64url
+from oidc_fixture import OpenIDProvider, b64url, b64url_decode
 from test_admin import api, wait_admin
 
 RULES = [
     {"name": "dba", "effect": "allow", "services": ["*"], "groups": ["dba"]},
 ]
+
+# The order of the P-256 group: an ECDSA signature (R, S) is also (R, n - S).
+P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 
 
 def setup():
@@ -212,6 +217,9 @@ def test_real_login_then_psql_through_the_gateway(fx):
     assert start_ev["device_id"] == body["device_id"], start_ev
     metrics = api(gw, "GET", "/metrics").text
     assert 'certgate_logins_total{result="issued"} 1' in metrics, metrics
+    # MHD serves the issuer over a socketpair, where TCP options cannot
+    # apply: its complaint about them is no news to the operator
+    assert "TCP_NODELAY" not in gw.output(), gw.output()
     conn.stop()
     gw.stop()
 
@@ -290,6 +298,223 @@ def test_replay_and_device_proof(fx):
         == 200
     status, body = post(gw, id_token(fx), csr, device_key=dpub, device_proof=prove(dkey, csr))
     assert status == 201 and body["device_trust"] == "always_deny", body
+    gw.stop()
+
+
+def test_es256_signature_respelling_is_a_replay(fx):
+    """A used ES256 token with its signature spelled another way is the same
+    token: S as n - S is a valid signature of the same header.payload, so it
+    is refused as replayed (the used-token key is the signed bytes, not the
+    whole token), and R and S zero-padded to 48 bytes (a 96-byte signature)
+    are no ES256 signature at all."""
+    gw = start(fx, issuer_config(fx))
+    gw.ca_file = fx.ca.crt
+    wait_keys(gw)
+    op = fx.op
+    token = op.sign(op.id_token_claims("alice", jti=secrets.token_hex(8)), key="ec")
+    header, payload, signature = token.split(".")
+    sig = b64url_decode(signature)
+    assert len(sig) == 64, token
+    r, s = sig[:32], int.from_bytes(sig[32:], "big")
+    low_high = ".".join([header, payload, b64url(r + (P256_ORDER - s).to_bytes(32, "big"))])
+    padded = ".".join([header, payload, b64url(b"\0" * 16 + r + b"\0" * 16 + sig[32:])])
+    csr = csr_for(fx, keypair(fx, "es256-respelled"))
+    status, body = post(gw, token, csr)
+    assert status == 201 and body["user"] == "alice@example.com", (status, body)
+    status, body = post(gw, low_high, csr)
+    assert status == 401 and body.get("reason") == "token replayed", \
+        ("S as n - S", status, body)
+    denied(gw, "token replayed")
+    status, body = post(gw, padded, csr)
+    assert status == 401 and body.get("reason") == "bad signature", \
+        ("96-byte R || S", status, body)
+    denied(gw, "bad signature")
+    # a fresh token padded the same way: refused too, and not burnt by it
+    fresh = op.sign(op.id_token_claims("alice", jti=secrets.token_hex(8)), key="ec")
+    header, payload, signature = fresh.split(".")
+    sig = b64url_decode(signature)
+    padded = ".".join([header, payload, b64url(b"\0" * 16 + sig[:32] + b"\0" * 16 + sig[32:])])
+    status, body = post(gw, padded, csr)
+    assert status == 401 and body.get("reason") == "bad signature", \
+        ("fresh 96-byte R || S", status, body)
+    status, body = post(gw, fresh, csr)
+    assert status == 201, ("fresh token after its padded form", status, body)
+    gw.stop()
+
+
+def test_replay_between_exp_and_leeway(fx):
+    """A token stays used past its exp: the issuer accepts it until exp +
+    leeway (60 s by default), so the used-mark must not lapse at exp. Before,
+    a token used once was accepted again as soon as its exp had passed."""
+    gw = start(fx, issuer_config(fx))
+    gw.ca_file = fx.ca.crt
+    wait_keys(gw)
+    op = fx.op
+    csr = csr_for(fx, keypair(fx, "late-replay"))
+    now = int(time.time())
+    # already past exp, within the leeway: accepted once, then replayed
+    late = op.sign(op.id_token_claims("alice", now=now - 70, lifetime=60,
+                                      jti=secrets.token_hex(8)))
+    status, body = post(gw, late, csr)
+    assert status == 201, ("expired 10 s ago, first use", status, body)
+    status, body = post(gw, late, csr)
+    assert status == 401 and body.get("reason") == "token replayed", \
+        ("expired 10 s ago, second use", status, body)
+    # a 2 s token: used before its exp, then again after it
+    claims = op.id_token_claims("alice", lifetime=2, jti=secrets.token_hex(8))
+    short = op.sign(claims)
+    status, body = post(gw, short, csr)
+    assert status == 201, ("2 s token, first use", status, body)
+    while time.time() < claims["exp"] + 1:
+        time.sleep(0.1)
+    status, body = post(gw, short, csr)
+    assert status == 401 and body.get("reason") == "token replayed", \
+        ("2 s token, again after its exp", status, body)
+    denied(gw, "token replayed")
+    gw.stop()
+
+
+def test_one_source_cannot_hold_every_issuer_connection(fx):
+    """The issuer's HTTPS listener gives one source (an IPv4 address) 64
+    connections: 64 idle TCP connections from 127.0.0.1 are held (until the
+    10 s handshake timeout), a 65th is closed at once, and another source
+    (127.0.0.2) is still served. Before, one host could take all 1024 slots
+    with idle connections and stop every login."""
+    gw = start(fx, issuer_config(fx))
+    gw.ca_file = fx.ca.crt
+    port = int(gw.config["issuer"]["listen"].rsplit(":", 1)[1])
+    ctx = ssl.create_default_context(cafile=fx.ca.crt)
+
+    def config_from(source):
+        conn = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=5 * SLOW,
+                                           source_address=(source, 0))
+        try:
+            conn.request("GET", "/v1/login/config")
+            r = conn.getresponse()
+            return r.status, r.read().decode()
+        finally:
+            conn.close()
+
+    # served (from a third source: a connection of 127.0.0.1's own would
+    # count against its share until the gateway has seen it close)
+    status, body = config_from("127.0.0.3")
+    assert status == 200, body
+    held = []
+    try:
+        for _ in range(64):
+            held.append(socket.create_connection(("127.0.0.1", port), timeout=5 * SLOW,
+                                                 source_address=("127.0.0.1", 0)))
+        extra = socket.create_connection(("127.0.0.1", port), timeout=5 * SLOW,
+                                         source_address=("127.0.0.1", 0))
+        held.append(extra)
+        # well under the 10 s handshake timeout that ends idle connections anyway
+        wait = min(2 * SLOW, 5)
+        extra.settimeout(wait)
+        t0 = time.monotonic()
+        try:
+            got = extra.recv(1)
+        except ConnectionResetError:
+            got = b""
+        except socket.timeout:
+            got = None
+        took = time.monotonic() - t0
+        assert got == b"", "the 65th connection from 127.0.0.1 still open after %.1f s (%r)" \
+            % (took, got)
+        # the 64 before it are still held: the share refused only the one past it
+        for i, s in enumerate(held[:64]):
+            s.setblocking(False)
+            try:
+                data = s.recv(1)
+                raise AssertionError("held connection %d closed (%r)" % (i, data))
+            except BlockingIOError:
+                pass
+            finally:
+                s.setblocking(True)
+        # another source: served, over TLS
+        status, body = config_from("127.0.0.2")
+        assert status == 200 and json.loads(body)["client_id"] == "certgate", (status, body)
+        with socket.create_connection(("127.0.0.1", port), timeout=5 * SLOW,
+                                      source_address=("127.0.0.2", 0)) as raw:
+            with ctx.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+                assert tls.version() is not None
+    finally:
+        for s in held:
+            s.close()
+
+    # the share comes back as its connections close
+    def served():
+        try:
+            return config_from("127.0.0.1")[0] == 200
+        except OSError:
+            return False
+    wait_for(served, 5, "127.0.0.1 served again once its connections closed")
+    gw.stop()
+
+
+def test_cn_limit_counts_characters(fx):
+    """CN and OU hold 64 characters (RFC 5280 upper bounds count characters):
+    a user claim of 40 CJK characters + "@example.com" (52 characters, 132
+    bytes) gets a certificate, as does a group of 64 CJK characters; 65
+    characters are still refused. Before, the limit counted bytes."""
+    gw = start(fx, issuer_config(fx, allow={"users": ["*@example.com"]}))
+    gw.ca_file = fx.ca.crt
+    wait_keys(gw)
+    op = fx.op
+    key = keypair(fx, "cjk")
+    csr = csr_for(fx, key)
+    user = "\u540d" * 40 + "@example.com"
+    group = "\u7ec4" * 64
+    token = op.sign(op.id_token_claims("alice", email=user, groups=["dba", group],
+                                       jti=secrets.token_hex(8)))
+    status, body = post(gw, token, csr)
+    assert status == 201, (status, body)
+    assert body["user"] == user and body["groups"] == ["dba", group], body
+    cert = fx.path("cjk.crt")
+    with open(cert, "w") as f:
+        f.write(body["certificate"])
+    subject = openssl("x509", "-in", cert, "-noout", "-subject", "-nameopt",
+                      "utf8,sep_comma_plus_space").decode("utf-8")
+    assert "CN=" + user in subject and "OU=" + group in subject, subject
+    cases = [
+        ("user claim longer than 64 characters",
+         dict(email="\u540d" * 53 + "@example.com")),
+        ("group name longer than 64 characters", dict(groups=["dba", "\u7ec4" * 65])),
+    ]
+    for reason, claims in cases:
+        token = op.sign(op.id_token_claims("alice", jti=secrets.token_hex(8), **claims))
+        status, body = post(gw, token, csr)
+        assert status == 403 and body.get("reason") == reason, (reason, status, body)
+    gw.stop()
+
+
+def test_claim_text_typ_and_azp_refused(fx):
+    """What the issuer refuses since the gateway's own rules apply: a user
+    claim or a group with a C1 control (U+0085), a JWT access token (typ
+    at+jwt, RFC 9068) of the same provider and client, and a token for
+    another audience whose azp names certgate (a wrong audience, not hidden
+    as a wrong authorized party)."""
+    gw = start(fx, issuer_config(fx))
+    gw.ca_file = fx.ca.crt
+    wait_keys(gw)
+    op = fx.op
+
+    def claims(**kw):
+        return op.id_token_claims("alice", jti=secrets.token_hex(8), **kw)
+    cases = [
+        ("user claim not a clean string", op.sign(claims(email="al\u0085ice@example.com"))),
+        ("groups not an array of strings", op.sign(claims(groups=["dba", "st\u0085aff"]))),
+        ("malformed token", op.sign(claims(), typ="at+jwt")),
+        ("malformed token", op.sign(claims(), key="ec", typ="application/at+jwt")),
+        ("wrong audience", op.sign(claims(aud="other-app", azp="certgate"))),
+    ]
+    csr = csr_for(fx, keypair(fx, "claim-text"))
+    for reason, token in cases:
+        status, body = post(gw, token, csr)
+        assert status == 401 and body.get("reason") == reason, (reason, status, body)
+        denied(gw, reason)
+    # the same claims, clean and typed as an ID token: accepted
+    status, body = post(gw, op.sign(claims(email="al\u00e9ice@example.com"), typ="JWT"), csr)
+    assert status == 201 and body["user"] == "al\u00e9ice@example.com", (status, body)
     gw.stop()
 
 

@@ -125,12 +125,16 @@ static json_t *claims(void)
 	                 "email_verified", 1, "groups", "dba", "staff");
 }
 
-/* A compact JWS over header and payload, signed with key as alg asks. */
-static char *sign(const char *alg, const char *kid, json_t *payload, EVP_PKEY *key)
+/* A compact JWS over header and payload, signed with key as alg asks;
+ * typ in the header when not NULL. */
+static char *sign_typ(const char *alg, const char *kid, const char *typ, json_t *payload,
+                      EVP_PKEY *key)
 {
 	json_t *h = json_pack("{s:s}", "alg", alg);
 	if (kid != NULL)
 		json_object_set_new(h, "kid", json_string(kid));
+	if (typ != NULL)
+		json_object_set_new(h, "typ", json_string(typ));
 	char *hj = json_dumps(h, JSON_COMPACT), *pj = json_dumps(payload, JSON_COMPACT);
 	char *hb = gw_b64url_encode((unsigned char *)hj, strlen(hj));
 	char *pb = gw_b64url_encode((unsigned char *)pj, strlen(pj));
@@ -174,13 +178,20 @@ static char *sign(const char *alg, const char *kid, json_t *payload, EVP_PKEY *k
 	return token;
 }
 
+static char *sign(const char *alg, const char *kid, json_t *payload, EVP_PKEY *key)
+{
+	return sign_typ(alg, kid, NULL, payload, key);
+}
+
 static const char *verify(const char *token, gw_id_token_result_t want)
 {
 	gw_id_token_t t;
 	const char *reason = NULL;
 	gw_id_token_result_t got = gw_id_token_verify(token, keys, &rules, NOW, &t, &reason);
 	gw_id_token_finish(&t);
-	assert_int_equal(got, want);
+	if (got != want)
+		fail_msg("gw_id_token_verify: %d (reason %s), expected %d, for %.120s...", got,
+		         reason != NULL ? reason : "none", want, token);
 	return reason;
 }
 
@@ -288,12 +299,188 @@ static void test_claim_rules(void **state)
 	claim_case("groups", NULL, NULL);
 }
 
+/* Claims changed as in the JSON object changes (members set, null ones
+ * removed), the reason expected (NULL: accepted). */
+static void claims_case(const char *changes, const char *reason)
+{
+	json_t *c = claims();
+	json_error_t err;
+	json_t *ch = json_loads(changes, 0, &err);
+	assert_non_null(ch);
+	const char *name;
+	json_t *v;
+	json_object_foreach(ch, name, v)
+	{
+		if (json_is_null(v))
+			json_object_del(c, name);
+		else
+			json_object_set(c, name, v);
+	}
+	char *token = sign("RS256", "r1", c, rsa);
+	const char *got = verify(token, reason == NULL ? GW_ID_TOKEN_OK : GW_ID_TOKEN_REFUSED);
+	if (reason != NULL)
+		assert_string_equal(got, reason);
+	free(token);
+	json_decref(ch);
+	json_decref(c);
+}
+
+/* The token split at its dots: header.payload (the signed bytes) and the
+ * signature's raw bytes. */
+static size_t split_signature(const char *token, char *signed_part, size_t cap, unsigned char *sig,
+                              size_t sig_cap)
+{
+	const char *dot = strrchr(token, '.');
+	assert_non_null(dot);
+	assert_true((size_t)(dot - token) < cap);
+	memcpy(signed_part, token, (size_t)(dot - token));
+	signed_part[dot - token] = '\0';
+	size_t len = 0;
+	unsigned char *raw = gw_b64url_decode(dot + 1, strlen(dot + 1), &len);
+	assert_non_null(raw);
+	assert_true(len <= sig_cap);
+	memcpy(sig, raw, len);
+	free(raw);
+	return len;
+}
+
+static char *with_signature(const char *signed_part, const unsigned char *sig, size_t len)
+{
+	char *sb = gw_b64url_encode(sig, len);
+	char *token = malloc(strlen(signed_part) + strlen(sb) + 2);
+	sprintf(token, "%s.%s", signed_part, sb);
+	free(sb);
+	return token;
+}
+
+/* An ES256 signature (RFC 7518 3.4) is R || S, 32 bytes each: R and S
+ * zero-padded to 48 bytes (a 96-byte signature, ES384's length) verify
+ * alike in DER, so they were a second spelling of one signature and the
+ * used-token check, keyed on the whole token, took the token for a new one.
+ * Only the exact length is a signature. S as n - S is valid ECDSA too: the
+ * signature check cannot refuse it, which is why the replay key is the
+ * signed bytes (tests/integration/test_login.py
+ * test_es256_signature_respelling_is_a_replay). */
+static void test_es256_signature_has_one_spelling(void **state)
+{
+	(void)state;
+	static const char order_hex[] =
+	        "FFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551";
+	json_t *c = claims();
+	char *token = sign("ES256", "e1", c, ec);
+	assert_null(verify(token, GW_ID_TOKEN_OK));
+	char signed_part[8192];
+	unsigned char sig[64];
+	assert_int_equal(split_signature(token, signed_part, sizeof(signed_part), sig, sizeof(sig)),
+	                 64);
+
+	/* R and S zero-padded to 48 bytes each */
+	unsigned char padded[96] = {0};
+	memcpy(padded + 16, sig, 32);
+	memcpy(padded + 48 + 16, sig + 32, 32);
+	char *t96 = with_signature(signed_part, padded, sizeof(padded));
+	assert_string_equal(verify(t96, GW_ID_TOKEN_REFUSED), "bad signature");
+	/* the same 64 bytes with one zero byte more or less */
+	unsigned char longer[65] = {0};
+	memcpy(longer + 1, sig, 64);
+	char *t65 = with_signature(signed_part, longer, sizeof(longer));
+	assert_string_equal(verify(t65, GW_ID_TOKEN_REFUSED), "bad signature");
+	char *t63 = with_signature(signed_part, sig, 63);
+	assert_string_equal(verify(t63, GW_ID_TOKEN_REFUSED), "bad signature");
+
+	/* S as n - S: a valid signature of the same bytes, another spelling */
+	BIGNUM *n = NULL, *s = BN_bin2bn(sig + 32, 32, NULL);
+	assert_true(BN_hex2bn(&n, order_hex) > 0);
+	assert_int_equal(BN_sub(s, n, s), 1);
+	unsigned char flipped[64];
+	memcpy(flipped, sig, 32);
+	assert_int_equal(BN_bn2binpad(s, flipped + 32, 32), 32);
+	assert_memory_not_equal(flipped, sig, 64);
+	char *tneg = with_signature(signed_part, flipped, sizeof(flipped));
+	assert_null(verify(tneg, GW_ID_TOKEN_OK));
+	BN_free(n);
+	BN_free(s);
+	free(t96);
+	free(t65);
+	free(t63);
+	free(tneg);
+	free(token);
+	json_decref(c);
+}
+
+/* Claim text follows the gateway's own rule (pol_claims_text_ok): no C1
+ * control either (U+0080..U+009F, two bytes in UTF-8, which a byte check
+ * below 0x20 let through), so no value signed here is one the gateway
+ * would ignore when it reads the certificate back. Other non-ASCII text
+ * stays accepted. */
+static void test_claim_text_has_no_c1_control(void **state)
+{
+	(void)state;
+	claims_case("{\"email\": \"al\\u0085ice@example.com\"}", "user claim not a clean string");
+	claims_case("{\"email\": \"alice\\u009f@example.com\"}", "user claim not a clean string");
+	claims_case("{\"email\": \"alice\\u0080@example.com\"}", "user claim not a clean string");
+	claims_case("{\"groups\": [\"dba\", \"st\\u0085aff\"]}", "groups not an array of strings");
+	claims_case("{\"groups\": [\"\\u009b31m\"]}", "groups not an array of strings");
+	claims_case("{\"email\": \"al\\u00e9ice@example.com\"}", NULL);
+	claims_case("{\"email\": \"alice\\u00a0@example.com\"}", NULL);
+	claims_case("{\"groups\": [\"dba\", \"\\u540d\\u524d\"]}", NULL);
+}
+
+/* A JWT access token (RFC 9068: typ "at+jwt") of the same provider and
+ * client must not pass for an ID token (RFC 8725 3.11): refused whatever
+ * the case of its typ; "JWT" and no typ stay accepted. */
+static void test_access_tokens_refused(void **state)
+{
+	(void)state;
+	const struct {
+		const char *typ, *reason;
+	} cases[] = {
+	        {"at+jwt", "malformed token"},
+	        {"application/at+jwt", "malformed token"},
+	        {"AT+JWT", "malformed token"},
+	        {"Application/At+Jwt", "malformed token"},
+	        {"JWT", NULL},
+	        {NULL, NULL},
+	};
+	json_t *c = claims();
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char *token = sign_typ("ES256", "e1", cases[i].typ, c, ec);
+		const char *got = verify(token, cases[i].reason == NULL ? GW_ID_TOKEN_OK
+		                                                        : GW_ID_TOKEN_REFUSED);
+		if (cases[i].reason != NULL)
+			assert_string_equal(got, cases[i].reason);
+		free(token);
+	}
+	json_decref(c);
+}
+
+/* An azp naming this client does not make up for an aud that does not
+ * contain it: the token was issued to someone else ("wrong audience", not
+ * "wrong authorized party", which hid the reason). */
+static void test_azp_does_not_hide_a_wrong_audience(void **state)
+{
+	(void)state;
+	claims_case("{\"aud\": \"other-app\", \"azp\": \"certgate\"}", "wrong audience");
+	claims_case("{\"aud\": [\"other-app\", \"more\"], \"azp\": \"certgate\"}",
+	            "wrong audience");
+	claims_case("{\"aud\": \"other-app\", \"azp\": \"other-app\"}", "wrong audience");
+	claims_case("{\"aud\": [\"certgate\", \"other-app\"], \"azp\": \"other-app\"}",
+	            "wrong authorized party");
+	claims_case("{\"aud\": \"certgate\", \"azp\": \"other-app\"}", "wrong authorized party");
+	claims_case("{\"aud\": [\"certgate\", \"other-app\"], \"azp\": \"certgate\"}", NULL);
+	claims_case("{\"aud\": \"certgate\", \"azp\": \"certgate\"}", NULL);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	        cmocka_unit_test(test_each_algorithm_verifies),
 	        cmocka_unit_test(test_algorithm_and_key_refusals),
 	        cmocka_unit_test(test_claim_rules),
+	        cmocka_unit_test(test_es256_signature_has_one_spelling),
+	        cmocka_unit_test(test_claim_text_has_no_c1_control),
+	        cmocka_unit_test(test_access_tokens_refused),
+	        cmocka_unit_test(test_azp_does_not_hide_a_wrong_audience),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
