@@ -4,6 +4,7 @@
  * admin_api.c. */
 #include "admin/admin.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -112,34 +113,42 @@ static bool host_is_local(const char *host)
 {
 	if (host == NULL)
 		return true; /* HTTP/1.0: no name to rebind */
-	const char *end = host + strlen(host);
-	if (host[0] == '[') { /* [::1]:port */
-		const char *close = strchr(host, ']');
-		return close != NULL && (close[1] == '\0' || close[1] == ':');
-	}
-	const char *colon = strchr(host, ':');
-	size_t n = (size_t)((colon != NULL ? colon : end) - host);
-	if (n == 9 && strncasecmp(host, "localhost", 9) == 0)
-		return true;
-	if (n == 0 || n > 15)
-		return false;
-	for (size_t i = 0; i < n; i++)
-		if ((host[i] < '0' || host[i] > '9') && host[i] != '.')
+	char name[64];
+	const char *end;
+	if (host[0] == '[') { /* [v6]:port */
+		end = strchr(host, ']');
+		if (end == NULL || (end[1] != '\0' && end[1] != ':'))
 			return false;
-	return true;
+		host++;
+	} else {
+		end = strchr(host, ':');
+		if (end == NULL)
+			end = host + strlen(host);
+	}
+	size_t n = (size_t)(end - host);
+	if (n == 0 || n >= sizeof(name))
+		return false;
+	memcpy(name, host, n);
+	name[n] = '\0';
+	unsigned char addr[16];
+	return strcasecmp(name, "localhost") == 0 || inet_pton(AF_INET, name, addr) == 1 ||
+	       inet_pton(AF_INET6, name, addr) == 1;
 }
 
 /* Why a request that a browser made for a web page is refused, or NULL.
  * The admin API serves programs, never pages: a page opened on an
  * operator's machine must not approve, lock or reload through it
  * (cross-site request forgery), nor read it through a rebound name. */
-static const char *browser_refusal(const gw_admin_t *admin, const gw_http_request_t *http)
+static const char *browser_refusal(const gw_admin_t *admin, const gw_http_request_t *http,
+                                   gw_admin_denial_t *why)
 {
 	const char *site = gw_http_header(http, "Sec-Fetch-Site");
+	*why = GW_ADMIN_WEB_PAGE;
 	if (gw_http_header(http, "Origin") != NULL ||
 	    (site != NULL && strcasecmp(site, "none") != 0))
 		return "the admin API does not answer requests made by web pages (Origin or "
 		       "Sec-Fetch-Site header)";
+	*why = GW_ADMIN_REBOUND_HOST;
 	if (admin->token == NULL && !host_is_local(gw_http_header(http, "Host")))
 		return "without admin.token_file the Host header must be an address or "
 		       "localhost";
@@ -159,15 +168,19 @@ static void on_request(void *ctx, const gw_http_request_t *http, gw_http_reply_t
 	        .body_len = http->body_len,
 	        .by = http->client,
 	};
-	const char *refusal = browser_refusal(admin, http);
+	gw_admin_denial_t why;
+	const char *refusal = browser_refusal(admin, http, &why);
 	if (refusal != NULL) {
+		adm_denied_record(admin->denied, http, why);
 		gw_http_error(reply, 403, "%s", refusal);
 		return;
 	}
 	const char *authorization = gw_http_header(http, "Authorization");
 	if (admin->token != NULL && !adm_is_open_path(http->raw_path) &&
 	    !token_ok(admin->token, authorization)) {
-		adm_denied_record(admin->denied, http, authorization != NULL);
+		adm_denied_record(admin->denied, http,
+		                  authorization != NULL ? GW_ADMIN_WRONG_TOKEN
+		                                        : GW_ADMIN_MISSING_TOKEN);
 		gw_http_error(reply, 401,
 		              "a valid bearer token is required (Authorization: Bearer ...)");
 		reply->challenge = "Bearer realm=\"certgate\"";

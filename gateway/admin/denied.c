@@ -88,13 +88,13 @@ static void shown(const char *in, char *out, size_t len)
 	out[o] = '\0';
 }
 
-static json_t *fields(const gw_http_request_t *req, bool token_given)
+static json_t *fields(const gw_http_request_t *req, gw_admin_denial_t why)
 {
 	char path[SHOWN_PATH], method[SHOWN_METHOD];
 	shown(req->raw_path != NULL ? req->raw_path : req->path, path, sizeof(path));
 	shown(req->method, method, sizeof(method));
 	return json_pack("{s:s, s:s, s:s, s:s}", "by", req->client, "method", method, "path", path,
-	                 "reason", token_given ? "wrong token" : "missing token");
+	                 "reason", gw_admin_denial_name(why));
 }
 
 static void write_line(adm_denied_t *d, json_t *f, uint64_t suppressed)
@@ -105,10 +105,10 @@ static void write_line(adm_denied_t *d, json_t *f, uint64_t suppressed)
 	(void)gw_audit(d->gw, "admin.denied", f);
 }
 
-void adm_denied_record(adm_denied_t *d, const gw_http_request_t *req, bool token_given)
+void adm_denied_record(adm_denied_t *d, const gw_http_request_t *req, gw_admin_denial_t why)
 {
 	uint64_t now = uv_now(d->gw->loop);
-	gw_metrics_admin_denied(d->metrics, token_given);
+	gw_metrics_admin_denied(d->metrics, why);
 	const char *key = req->source;
 	source_t *s = cg_strmap_get(d->sources, key);
 	if (s == NULL && cg_strmap_count(d->sources) >= ADM_DENIED_SOURCES) {
@@ -118,13 +118,13 @@ void adm_denied_record(adm_denied_t *d, const gw_http_request_t *req, bool token
 	if (s == NULL) {
 		s = calloc(1, sizeof(*s));
 		if (s == NULL) {
-			write_line(d, fields(req, token_given), 0); /* unthrottled, not lost */
+			write_line(d, fields(req, why), 0); /* unthrottled, not lost */
 			return;
 		}
 		cg_strmap_put(d->sources, key, s);
 	} else if (now - s->last_ms < WINDOW_MS) {
 		json_decref(s->latest);
-		s->latest = fields(req, token_given);
+		s->latest = fields(req, why);
 		s->pending++;
 		return;
 	}
@@ -132,7 +132,7 @@ void adm_denied_record(adm_denied_t *d, const gw_http_request_t *req, bool token
 	 * count of those not written since its previous line */
 	json_decref(s->latest);
 	s->latest = NULL;
-	write_line(d, fields(req, token_given), s->pending);
+	write_line(d, fields(req, why), s->pending);
 	s->pending = 0;
 	s->last_ms = now;
 }

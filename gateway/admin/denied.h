@@ -1,4 +1,5 @@
-/* Refused admin requests (a missing or wrong bearer token): every one is
+/* Refused admin requests (a missing or wrong bearer token, a request made
+ * by a web page, a rebound Host): every one is
  * counted in /metrics and audited as admin.denied, at most one line a
  * second for each source address so a caller hammering the API cannot
  * flood the audit log. A line's "suppressed" is the number of refusals from
@@ -25,8 +26,8 @@ typedef struct adm_denied adm_denied_t;
 adm_denied_t *adm_denied_create(gw_gateway_t *gw, gw_metrics_t *metrics);
 void adm_denied_destroy(adm_denied_t *d);
 
-/* One refused request; token_given: it had an Authorization header. */
-void adm_denied_record(adm_denied_t *d, const gw_http_request_t *req, bool token_given);
+/* One refused request, and why. */
+void adm_denied_record(adm_denied_t *d, const gw_http_request_t *req, gw_admin_denial_t why);
 
 /* Writes the counts whose second is over and forgets quiet addresses.
  * Called at least once a second (the HTTP server's tick). */

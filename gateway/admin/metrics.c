@@ -68,13 +68,23 @@ void gw_metrics_handshake(gw_metrics_t *m, double seconds)
 	uv_mutex_unlock(&m->lock);
 }
 
-void gw_metrics_admin_denied(gw_metrics_t *m, bool token_given)
+const char *gw_admin_denial_name(gw_admin_denial_t why)
 {
+	static const char *const names[GW_ADMIN_DENIALS] = {
+	        [GW_ADMIN_MISSING_TOKEN] = "missing token",
+	        [GW_ADMIN_WRONG_TOKEN] = "wrong token",
+	        [GW_ADMIN_WEB_PAGE] = "web page",
+	        [GW_ADMIN_REBOUND_HOST] = "host not local",
+	};
+	return why < GW_ADMIN_DENIALS ? names[why] : "?";
+}
+
+void gw_metrics_admin_denied(gw_metrics_t *m, gw_admin_denial_t why)
+{
+	if (why >= GW_ADMIN_DENIALS)
+		return;
 	uv_mutex_lock(&m->lock);
-	if (token_given)
-		m->admin_denied_wrong++;
-	else
-		m->admin_denied_missing++;
+	m->admin_denied[why]++;
 	uv_mutex_unlock(&m->lock);
 }
 
@@ -383,11 +393,11 @@ char *gw_metrics_render(gw_metrics_t *m, gw_gateway_t *gw, size_t *len)
 		put(&o, "certgate_access_requests{state=\"%s\"} %zu\n",
 		    gw_access_state_name((gw_access_state_t)i), counts[i]);
 	family(&o, "certgate_admin_denied_total", "counter",
-	       "Admin API requests refused for a missing or wrong bearer token.");
-	put(&o, "certgate_admin_denied_total{reason=\"missing token\"} %" PRIu64 "\n",
-	    m->admin_denied_missing);
-	put(&o, "certgate_admin_denied_total{reason=\"wrong token\"} %" PRIu64 "\n",
-	    m->admin_denied_wrong);
+	       "Admin API requests refused: a missing or wrong bearer token, a request "
+	       "made by a web page, a rebound Host.");
+	for (unsigned i = 0; i < GW_ADMIN_DENIALS; i++)
+		put(&o, "certgate_admin_denied_total{reason=\"%s\"} %" PRIu64 "\n",
+		    gw_admin_denial_name((gw_admin_denial_t)i), m->admin_denied[i]);
 	family(&o, "certgate_start_time_seconds", "gauge", "Start time, seconds since the epoch.");
 	put(&o, "certgate_start_time_seconds %.3f\n", (double)gw->started_ms / 1000.0);
 	uv_mutex_unlock(&m->lock);
