@@ -6,6 +6,7 @@
 #include "state/state.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -80,7 +81,12 @@ bool gw_state_id_loaded(const char *prefix, const char *id, uint64_t *counter)
 	char *end = NULL;
 	errno = 0;
 	unsigned long long v = strtoull(id + n + 1, &end, 10);
-	if (errno == 0 && *end == '\0' && v > *counter)
+	if (*end != '\0')
+		return true; /* not a number: not one of ours to count */
+	/* the counter is saved as a JSON integer (signed 64 bits) */
+	if (errno != 0 || v > (unsigned long long)INT64_MAX - 1)
+		return false;
+	if (v > *counter)
 		*counter = v;
 	return true;
 }

@@ -293,10 +293,12 @@ static bool locks_load(gw_state_t *st, const json_t *doc, char *err, size_t errl
 			         id == NULL ? "expected an object with an \"id\"" : why);
 			return false;
 		}
-		if (find_id(st, lock->id, NULL) != NULL ||
-		    !gw_state_id_loaded("lock", lock->id, &st->next_lock)) {
-			snprintf(err, errlen, "locks[%zu]: %s: a second lock with this id", i,
-			         lock->id);
+		const char *bad = find_id(st, lock->id, NULL) != NULL ? "a second lock with this id"
+		                  : !gw_state_id_loaded("lock", lock->id, &st->next_lock)
+		                          ? "not an id this gateway writes"
+		                          : NULL;
+		if (bad != NULL) {
+			snprintf(err, errlen, "locks[%zu]: %s: %s", i, lock->id, bad);
 			lock_free(lock);
 			return false;
 		}

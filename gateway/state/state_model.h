@@ -150,7 +150,8 @@ void gw_state_changed(gw_state_t *st, unsigned kind);
 bool gw_state_new_id(gw_state_t *st, const char *prefix, uint64_t *counter, char *buf, size_t len);
 /* An id read back (a state file, the shared store): text the gateway could
  * have written (no control characters), and when it is prefix-N the
- * counter moves past N, so a new id never repeats a loaded one. */
+ * counter moves past N, so a new id never repeats a loaded one. False for
+ * other text, or an N past what the counter can count. */
 bool gw_state_id_loaded(const char *prefix, const char *id, uint64_t *counter);
 /* Text read back: NULL (an optional field), or what the gateway writes:
  * UTF-8 without control characters, 1 to max bytes. */
