@@ -22,6 +22,7 @@ state folder.
   keeps its request and its grant."""
 
 import calendar
+import http.client
 import json
 import os
 import secrets
@@ -32,7 +33,7 @@ import sys
 import time
 
 from harness import BIN, SLOW, Fixture, certgate, psql, run, wait_for
-from test_admin import admin_config, api, live_psql, psql_ok, wait_admin
+from test_admin import admin_config, admin_port, api, live_psql, psql_ok, wait_admin
 
 RULES = [
     {"name": "oncall-jit", "effect": "allow", "services": ["orders-db", "s1", "s2", "s3",
@@ -335,6 +336,128 @@ def test_input_and_bounds(fx):
     assert r.status == 429 and "1000 requests are pending" in r.json["error"], r
     assert metric(gw, 'certgate_access_requests{state="pending"}') == 1000
     assert len(listed(gw, "?state=pending")) == 1000
+    gw.stop()
+
+
+def test_long_non_ascii_names_in_refusals(fx):
+    """A refusal quotes the user or the approver cut to 128 bytes: cut
+    between characters, the reply is its 409/403/429 with a JSON body (cut
+    inside an "é", it was 500 {"error": "no reply"}, commit 27705c3)."""
+    gw = start(fx)
+    user = "a" + "\u00e9" * 100  # 201 bytes: 128 would end inside the 64th "é"
+    cut = "a" + "\u00e9" * 63
+    first = ask(gw, user=user)
+    assert first.status == 201 and first.json["user"] == user, first
+    rid = first.json["id"]
+    r = ask(gw, user=user, reason="again")
+    assert r.status == 409, r
+    assert r.json["request"]["id"] == rid, r
+    assert r.json["error"] == "%s is pending already for %s on orders-db" % (rid, cut), r
+    # users compare case-insensitively: "A..." is "a..."
+    r = approve(gw, rid, by="A" + "\u00e9" * 100)
+    assert r.status == 403, r
+    assert r.json["error"] == "A%s cannot approve their own request %s" % (cut[1:], rid), r
+    assert api(gw, "GET", "/v1/access-requests/" + rid).json["state"] == "pending"
+    for i in range(1, 5):
+        assert ask(gw, user=user, service="s%d" % i).status == 201
+    r = ask(gw, user=user, service="s5")
+    assert r.status == 429, r
+    assert r.json["error"].startswith(cut + " has 5 requests pending, the most allowed"), r
+    approver = "b" + "\u00e9" * 100
+    r = approve(gw, rid, by=approver)
+    assert r.status == 200 and r.json["decided_by"] == approver, r
+    for fn in (approve, deny):
+        r = fn(gw, rid)
+        assert r.status == 409, r
+        assert r.json["error"].startswith(
+            "%s was approved already (by b%s at " % (rid, "\u00e9" * 63)), r
+        assert r.json["request"]["decided_by"] == approver, r
+    assert not gw.events("access.denied")
+    gw.stop()
+
+
+class KeepAlive:
+    """Admin API calls over one HTTP/1.1 connection (thousands of them)."""
+
+    def __init__(self, gw):
+        self.gw = gw
+        self.conn = None
+
+    def call(self, method, path, body=None):
+        headers = {"Authorization": "Bearer " + self.gw.token}
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        for attempt in (1, 2):
+            if self.conn is None:
+                self.conn = http.client.HTTPConnection("127.0.0.1", admin_port(self.gw),
+                                                       timeout=10 * SLOW)
+            try:
+                self.conn.request(method, path, body=data, headers=headers)
+                resp = self.conn.getresponse()
+                text = resp.read().decode()
+                if resp.getheader("Connection", "").lower() == "close":
+                    self.close()
+                return resp.status, json.loads(text) if text else None
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+                # the server closed the kept connection before this request
+                self.close()
+                if attempt == 2:
+                    raise
+
+    def close(self):
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+
+def test_denying_the_oldest_pending_after_the_history_is_full(fx):
+    """req-1 pending while 1000 others are denied (GW_ACCESS_HISTORY_MAX
+    decided requests kept), then req-1 denied: the trim after that denial
+    forgets the oldest decided one other than req-1. It used to free req-1
+    itself, then answer and audit from freed memory (500, an access.denied
+    without id; under ASan a heap use after free), commit e3bfdb7."""
+    gw = start(fx)
+    c = KeepAlive(gw)
+    t0 = time.monotonic()
+    try:
+        status, old = c.call("POST", "/v1/access-requests",
+                             {"user": "alice@example.com", "service": "orders-db",
+                              "reason": "INC-1", "duration": "1h"})
+        assert status == 201 and old["id"] == "req-1", (status, old)
+        for i in range(1000):
+            status, body = c.call("POST", "/v1/access-requests",
+                                  {"user": "bob@example.com", "service": "orders-db",
+                                   "reason": "INC-%d" % i, "duration": "1h"})
+            assert status == 201, (i, status, body)
+            status, body = c.call("POST", "/v1/access-requests/%s/deny" % body["id"],
+                                  {"by": "carol@example.com"})
+            assert status == 200, (i, status, body)
+        took = time.monotonic() - t0
+        status, body = c.call("POST", "/v1/access-requests/req-1/deny",
+                              {"by": "carol@example.com", "reason": "too late"})
+        assert status == 200, (status, body)
+        assert body["id"] == "req-1" and body["state"] == "denied", body
+        assert body["user"] == "alice@example.com" and body["service"] == "orders-db", body
+        assert body["decided_by"] == "carol@example.com", body
+        assert body["decided_reason"] == "too late" and body["reason"] == "INC-1", body
+        status, body = c.call("GET", "/v1/access-requests/req-1")
+        assert status == 200 and body["state"] == "denied", (status, body)
+        # the oldest other decided request went instead
+        status, _ = c.call("GET", "/v1/access-requests/req-2")
+        assert status == 404, status
+        status, body = c.call("GET", "/v1/access-requests?state=denied")
+        ids = {x["id"] for x in body["requests"]}
+        assert len(ids) == 1000 and "req-1" in ids and "req-1001" in ids, len(ids)
+    finally:
+        c.close()
+    print("# 2000 requests on one connection in %.2fs" % took)
+    ev = gw.wait_event("access.denied", id="req-1")
+    assert ev["user"] == "alice@example.com" and ev["service"] == "orders-db", ev
+    assert ev["by"] == "carol@example.com" and ev["reason"] == "too late", ev
+    assert ev["requested_reason"] == "INC-1", ev
+    assert len(gw.events("access.denied")) == 1001
     gw.stop()
 
 

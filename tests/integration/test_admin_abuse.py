@@ -494,6 +494,154 @@ def test_device_ids_in_paths(fx):
         upstream.stop()
 
 
+# --- error replies quote what was asked, cut between characters (commit 27705c3) -------
+
+def test_error_replies_never_cut_a_character(fx):
+    """A 404 or 400 that quotes a long non-ASCII id or key is cut to fit its
+    512-byte message between two characters: the reply is its 404/400 with a
+    JSON body. Cut inside one, json_pack refused it and the reply was 500
+    {"error": "no reply"}. Every offset of the cut inside a 2- and a 4-byte
+    character is tried."""
+    gw = new_gateway(fx)
+    ids = ["\u00e9" * 511, "x" + "\u00e9" * 510] + \
+        [pad + "\U0001f600" * 255 for pad in ("", "x", "xx", "xxx")]
+    for rid in ids:
+        escaped = "".join("%%%02X" % b for b in rid.encode())
+        for method, path, said in (
+                ("GET", "/v1/access-requests/%s", "no access request "),
+                ("DELETE", "/v1/locks/%s", "no lock "),
+                ("DELETE", "/v1/sessions/%s", "no live session "),
+                ("GET", "/v1/devices/%s/trust", "no trust feed value for device ")):
+            status, body = api(gw, method, path % escaped)
+            assert status == 404, (method, path, len(rid.encode()), status, body)
+            assert isinstance(body, dict) and body["error"].startswith(said), body
+            quoted = body["error"][len(said):]
+            # a whole-character prefix of the id, and the message within 511 bytes
+            assert len(quoted) >= 100 and rid.startswith(quoted), (method, path, body)
+            assert len(body["error"].encode()) <= 511, body
+    key = "a" + "\u00e9" * 300
+    for method, path in (("POST", "/v1/locks"), ("POST", "/v1/access-requests"),
+                         ("PUT", "/v1/devices/d1/trust"),
+                         ("POST", "/v1/access-requests/req-1/approve")):
+        status, body = api(gw, method, path, {key: 1})
+        assert status == 400, (method, path, status, body)
+        assert body["error"].startswith('unknown field "a\u00e9\u00e9'), body
+        assert "\ufffd" not in body["error"], body
+    assert gw.alive()
+    gw.stop()
+
+
+# --- the admin API answers programs, not web pages (commit 211bae0) --------------------
+
+def exchange(port, method, path, headers, body=None, version="HTTP/1.1"):
+    """One request with exactly these header lines (no Host unless given);
+    returns (status, JSON body or text)."""
+    head = "%s %s %s\r\n" % (method, path, version)
+    head += "".join("%s: %s\r\n" % kv for kv in headers)
+    head += "Connection: close\r\n"
+    if body is not None:
+        head += "Content-Length: %d\r\n" % len(body)
+    with socket.create_connection(("127.0.0.1", port), timeout=10 * SLOW) as s:
+        s.sendall((head + "\r\n").encode() + (body or b""))
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    m = re.match(rb"HTTP/1\.[01] (\d{3})", data)
+    assert m, data[:200]
+    text = data.partition(b"\r\n\r\n")[2].decode("utf-8", "replace")
+    try:
+        return int(m.group(1)), json.loads(text)
+    except ValueError:
+        return int(m.group(1)), text
+
+
+def test_requests_made_by_web_pages_are_refused(fx):
+    """A browser adds Origin (every cross-site POST) or Sec-Fetch-Site to
+    what a page makes it send: refused (403) even with the right token, and
+    nothing done. Sec-Fetch-Site: none (typed in the address bar) is fine."""
+    gw = new_gateway(fx)
+    port = gw.admin_port
+    auth = ("Authorization", "Bearer " + fx.token)
+    host = ("Host", "127.0.0.1:%d" % port)
+    lock = json.dumps({"user": "ceo@example.com"}).encode()
+    for extra in ([("Origin", "http://evil.example")], [("Origin", "null")],
+                  [("Sec-Fetch-Site", "cross-site")], [("Sec-Fetch-Site", "same-site")],
+                  [("Sec-Fetch-Site", "same-origin")],
+                  [("Origin", "http://evil.example"), ("Sec-Fetch-Site", "cross-site"),
+                   ("Sec-Fetch-Mode", "no-cors")]):
+        status, body = exchange(port, "GET", "/v1/status", [host, auth] + extra)
+        assert status == 403, (extra, status, body)
+        assert "requests made by web pages" in body["error"], body
+        status, body = exchange(port, "POST", "/v1/locks",
+                                [host, auth, ("Content-Type", "text/plain;charset=UTF-8")]
+                                + extra, lock)
+        assert status == 403, (extra, status, body)
+    assert not gw.events("admin.lock")
+    assert api(gw, "GET", "/v1/locks") == (200, {"locks": []})
+    for site in ("none", "None"):
+        status, body = exchange(port, "GET", "/v1/status", [host, auth,
+                                                            ("Sec-Fetch-Site", site)])
+        assert status == 200 and "counts" in body, (site, status, body)
+    # with a token the Host is not looked at: a rebound name has no token
+    status, body = exchange(port, "GET", "/v1/status", [("Host", "rebind.evil.example"), auth])
+    assert status == 200, (status, body)
+    # every refusal is audited and counted, like a wrong token
+    status, metrics = exchange(port, "GET", "/metrics", [host, auth])
+    assert 'certgate_admin_denied_total{reason="web page"} 12' in metrics, metrics
+    lines = wait_for(lambda: [e for e in gw.events("admin.denied") if e["reason"] == "web page"],
+                     10, "admin.denied lines for the web pages")
+    assert lines[0]["by"].startswith("127.0.0.1:") and lines[0]["path"] == "/v1/status", lines
+    assert sum(1 + e["suppressed"] for e in lines) <= 12, lines
+    gw.stop()
+
+
+def test_rebound_host_refused_without_token(fx):
+    """Without admin.token_file (loopback only) the Host must be an address or
+    localhost: a page's own name rebound to 127.0.0.1 (DNS rebinding) is
+    refused (403) and changes nothing; what a local client sends is fine."""
+    port = free_port()
+    cfg = fx.config([{"name": "db", "upstream": ["127.0.0.1:%d" % free_port()]}], [],
+                    admin={"listen": "127.0.0.1:%d" % port})
+    gw = fx.gateway(cfg)
+    wait_for(lambda: port_open(port), 10, "the admin listener")
+    for name in ("rebind.evil.example", "rebind.evil.example:%d" % port,
+                 "localhost.evil.example:%d" % port, "127.0.0.1.nip.io:%d" % port,
+                 "evil:%d" % port, ""):
+        status, body = exchange(port, "GET", "/v1/status", [("Host", name)])
+        assert status == 403, (name, status, body)
+        assert "the Host header must be an address or localhost" in body["error"], body
+        status, body = exchange(port, "POST", "/v1/locks", [("Host", name), (
+            "Content-Type", "application/json")], json.dumps({"user": "ceo@example.com"})
+            .encode())
+        assert status == 403, (name, status, body)
+    for name in ("127.0.0.1:%d" % port, "127.0.0.1", "localhost:%d" % port, "localhost",
+                 "LOCALHOST:%d" % port, "[::1]:%d" % port, "[::1]"):
+        status, body = exchange(port, "GET", "/v1/status", [("Host", name)])
+        assert status == 200 and "counts" in body, (name, status, body)
+    # HTTP/1.0 without a Host: no name to rebind
+    status, body = exchange(port, "GET", "/v1/status", [], version="HTTP/1.0")
+    assert status == 200, (status, body)
+    assert not gw.events("admin.lock")
+    status, body = exchange(port, "GET", "/v1/locks", [("Host", "127.0.0.1:%d" % port)])
+    assert status == 200 and body["locks"] == [], body
+    # a local name does not excuse a web page
+    status, body = exchange(port, "POST", "/v1/locks", [
+        ("Host", "127.0.0.1:%d" % port), ("Origin", "http://127.0.0.1:%d" % port),
+        ("Content-Type", "application/json")], json.dumps({"user": "ceo@example.com"}).encode())
+    assert status == 403 and "web pages" in body["error"], (status, body)
+    status, body = exchange(port, "POST", "/v1/locks", [("Host", "localhost:%d" % port),
+                                                        ("Content-Type", "application/json")],
+                            json.dumps({"user": "ceo@example.com"}).encode())
+    assert status == 201, (status, body)
+    status, metrics = exchange(port, "GET", "/metrics", [("Host", "127.0.0.1:%d" % port)])
+    assert 'certgate_admin_denied_total{reason="host not local"} 12' in metrics, metrics
+    assert 'certgate_admin_denied_total{reason="web page"} 1' in metrics, metrics
+    gw.stop()
+
+
 if __name__ == "__main__":
     tests = [v for k, v in globals().items() if k.startswith("test_")
              and (len(sys.argv) < 2 or any(a in k for a in sys.argv[1:]))]
