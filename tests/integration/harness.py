@@ -59,8 +59,12 @@ def wait_for(predicate, timeout=10.0, what="condition", interval=0.02):
 
 def whole_lines(text):
     """The complete lines of a file being appended to: a line being written
-    may be read half-way, so a last line without its newline is left out."""
-    return text[:text.rfind("\n") + 1].splitlines()
+    may be read half-way, so a last line without its newline is left out.
+    Split on "\n" only: str.splitlines() also breaks at U+0085, U+2028 and
+    U+001C-U+001E, which a JSON line may hold as they are (a client's
+    db user, say)."""
+    end = text.rfind("\n") + 1
+    return text[:end].split("\n")[:-1] if end else []
 
 
 def _ephemeral_start():
