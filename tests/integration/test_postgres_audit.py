@@ -6,12 +6,15 @@ Raw protocol clients speak to the gateway in front of a real PostgreSQL 15
 (the fixture of test_postgres_mode: the database trusts only the gateway's
 minted certificates)."""
 
+import json
 import os
+import signal
+import socket
 import struct
 import subprocess
 import sys
 
-from harness import Cert, run
+from harness import SLOW, Cert, run, wait_for, whole_lines
 from test_postgres_mode import (client_ctx, direct_tls, error_fields, pg_service, pgq, query_message,
                                 raw_connect, read_message, read_until_ready, setup, start,
                                 svc_port)
@@ -317,8 +320,74 @@ def test_tls_rejected_fields_kept(fx):
     gw.stop()
 
 
+# --- the query line is written before the statement runs ------------------------------
+
+def switch_link(link, target):
+    tmp = link + ".new"
+    os.symlink(target, tmp)
+    os.replace(tmp, link)
+
+
+def read_events(path):
+    with open(path) as f:
+        return [json.loads(line) for line in whole_lines(f.read()) if line.strip()]
+
+
+def test_query_not_forwarded_when_its_line_cannot_be_written(fx):
+    """audit_queries with audit.on_failure "refuse": a statement whose query
+    line cannot be written (a full disk: audit.path switched to /dev/full,
+    then SIGUSR1) never reaches PostgreSQL; the session ends with 57P03."""
+    fx.pg.sql("CREATE TABLE audited_marks (x int)")
+    fx.pg.sql("GRANT INSERT, SELECT ON audited_marks TO alice")
+    d = fx.path(fx.unique("full"))
+    os.mkdir(d)
+    real, link = os.path.join(d, "audit.real.jsonl"), os.path.join(d, "audit.jsonl")
+    os.symlink(real, link)
+    gw = start(fx, [pg_service(fx, audit_queries=True)], rules=RULES,
+               audit={"path": link, "on_failure": "refuse"})
+    try:
+        tls, client = session(fx, gw)
+        tls.sendall(query_message("insert into audited_marks values (1)"))
+        assert read_until_ready(tls)[-1][0] == b"Z"
+        gw.wait_event("query", client=client, sql="insert into audited_marks values (1)")
+
+        switch_link(link, "/dev/full")  # gw.events() must not read it from here on
+        gw.signal(signal.SIGUSR1)
+
+        def failing():  # a refused connection makes the gateway write a line
+            with socket.create_connection(("127.0.0.1", gw.ports()[0]),
+                                          timeout=5 * SLOW) as s:
+                s.sendall(b"not tls at all\r\n")
+                try:
+                    s.recv(16)
+                except OSError:
+                    pass
+            return "audit: cannot write to" in gw.output()
+        wait_for(failing, 10, "the audit writes to fail", interval=0.05)
+
+        tls.sendall(query_message("insert into audited_marks values (2)"))
+        msgs = read_until_ready(tls)  # up to the first E (or Z: it ran)
+        assert not [m for m in msgs if m[0] in (b"C", b"Z")], msgs  # no INSERT 0 1
+        errors = [error_fields(m[1]) for m in msgs if m[0] == b"E"]
+        assert errors, msgs
+        assert errors[-1]["S"] == "FATAL" and errors[-1]["C"] == "57P03", errors
+        assert errors[-1]["M"] == "certgate: audit unavailable, try again later", errors
+        assert read_message(tls) is None  # the session ended
+        tls.close()
+        assert fx.pg.sql("SELECT x FROM audited_marks ORDER BY x") == "1"
+    finally:
+        switch_link(link, real)
+        gw.signal(signal.SIGUSR1)
+    wait_for(lambda: [e for e in read_events(real) if e["event"] == "audit.resumed"], 10,
+             "audit.resumed")
+    assert not [e for e in read_events(real) if e["event"] == "query" and "(2)" in e["sql"]]
+    assert fx.pg.sql("SELECT x FROM audited_marks ORDER BY x") == "1"
+    gw.stop()
+
+
 if __name__ == "__main__":
     tests = [test_long_statement_name_is_audited, test_malformed_messages_are_refused,
              test_function_calls, test_names_over_63_bytes_refused, test_non_utf8_fields_kept,
-             test_tls_rejected_fields_kept]
+             test_tls_rejected_fields_kept,
+             test_query_not_forwarded_when_its_line_cannot_be_written]
     sys.exit(run(tests, setup=setup, teardown=lambda fx: fx.close()))

@@ -793,6 +793,149 @@ def test_minted_certificates_stay_in_memory(fx):
     gw.stop()
 
 
+# --- the StartupMessage: replication, pipelining, echoed names ---------------------
+
+def tls_after_ssl_request(fx, port, cert):
+    """libpq's sslmode path: SSLRequest, 'S', then TLS with cert."""
+    sock, client = raw_connect(port)
+    sock.sendall(SSL_REQUEST)
+    assert recv_exact(sock, 1) == b"S"
+    return client_ctx(fx, cert).wrap_socket(sock, server_hostname="localhost"), client
+
+
+def test_replication_connections_refused(fx):
+    """replication=true makes PostgreSQL start a walsender, which streams
+    every database whatever the rule's db_names (a base backup): refused
+    before the database is reached, unless the value is PostgreSQL's false
+    (parse_bool: false, no, off, 0 and their prefixes, any case)."""
+    gw = start(fx)
+    port = svc_port(gw)
+    for value in ("true", "database", "on", "yes", "1"):
+        tls, client = tls_after_ssl_request(fx, port, fx.alice)
+        msgs = login(tls, application_name="repl-" + value, replication=value)
+        tls.close()
+        assert msgs and msgs[-1][0] == b"E", (value, msgs)
+        assert not any(m[0] == b"R" for m in msgs), (value, msgs)
+        fields = error_fields(msgs[-1][1])
+        assert fields.get("S") == "FATAL" and fields.get("C") == "28000", (value, fields)
+        assert fields.get("M") == ("certgate: access denied: replication connections are not "
+                                   "forwarded in postgres mode"), (value, fields)
+        denied = gw.wait_event("authz.denied", client=client)
+        assert denied["rule"] == "replication", (value, denied)
+        assert denied["db_user"] == "alice" and denied["db_name"] == "postgres", denied
+    assert not gw.events("session.start"), gw.events("session.start")
+    # an ordinary session, said in any of PostgreSQL's ways
+    for value in ("false", "off", "OFF", "0", "no"):
+        tls, client = tls_after_ssl_request(fx, port, fx.alice)
+        msgs = login(tls, application_name="not-repl", replication=value)
+        assert msgs and msgs[-1][0] == b"Z", (value, msgs)
+        tls.sendall(query_message("select backend_type from pg_stat_activity "
+                                  "where pid = pg_backend_pid()"))
+        reply = read_until_ready(tls)
+        rows = [m[1] for m in reply if m[0] == b"D"]
+        assert rows and rows[0].endswith(b"client backend"), (value, reply)
+        tls.sendall(b"X" + struct.pack("!I", 4))
+        tls.close()
+        ev = gw.wait_event("session.start", client=client)
+        assert ev["rule"] == "self", ev
+    assert len(gw.events("authz.denied")) == 5, gw.events("authz.denied")
+    gw.stop()
+
+
+def test_data_after_startup_in_a_later_tls_record(fx):
+    """The StartupMessage and a Query in two TLS records sent together,
+    before any answer: refused like the two in one record (PostgreSQL reads
+    nothing after the StartupMessage until it has answered); the Query runs
+    nowhere."""
+    fx.pg.sql("CREATE TABLE pipelined_marks (x int)")
+    fx.pg.sql("GRANT INSERT, SELECT ON pipelined_marks TO alice")
+    gw = start(fx, [pg_service(fx, audit_queries=True)])
+    port = svc_port(gw)
+    for direct in (False, True):
+        sock, client = raw_connect(port)
+        if not direct:
+            sock.sendall(SSL_REQUEST)
+            assert recv_exact(sock, 1) == b"S"
+        inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+        obj = client_ctx(fx, fx.alice, ["postgresql"] if direct else None).wrap_bio(
+            inc, out, server_hostname="localhost")
+        while True:
+            try:
+                obj.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                data = out.read()
+                if data:
+                    sock.sendall(data)
+                chunk = sock.recv(65536)
+                assert chunk, "closed during the handshake"
+                inc.write(chunk)
+        first = out.read()  # TLS 1.3: the client's Finished
+        obj.write(startup_message("alice", application_name="pipelined"))
+        one = out.read()
+        obj.write(query_message("insert into pipelined_marks values (%d)" % direct))
+        two = out.read()
+        assert one and two and one[0] == two[0] == 0x17, (one[:5], two[:5])  # two records
+        sock.sendall(first + one + two)
+        # the gateway closes; whatever it sends is no session
+        got = b""
+        while True:
+            try:
+                chunk = sock.recv(65536)
+            except (ConnectionError, socket.timeout):
+                break
+            if not chunk:
+                break
+            inc.write(chunk)
+            try:
+                while True:
+                    plain = obj.read(65536)
+                    if not plain:
+                        break
+                    got += plain
+            except (ssl.SSLWantReadError, ssl.SSLZeroReturnError, ssl.SSLError):
+                pass
+        sock.close()
+        assert b"R\0\0\0\x08\0\0\0\0" not in got, got  # no AuthenticationOk
+        ev = gw.wait_event("tls.rejected", client=client)
+        assert ev["reason"] == "invalid startup packet", ev
+        assert ev["detail"] == "data after the StartupMessage", ev
+    time.sleep(0.3 * SLOW)  # a forwarded Query would have run by now
+    assert fx.pg.sql("SELECT count(*) FROM pipelined_marks") == "0"
+    assert not gw.events("session.start"), gw.events("session.start")
+    assert not gw.events("query"), gw.events("query")
+    # one record after the other, each waiting for its answer: served
+    tls, client = tls_after_ssl_request(fx, port, fx.alice)
+    assert login(tls, application_name="in-turn")[-1][0] == b"Z"
+    tls.sendall(query_message("insert into pipelined_marks values (7)"))
+    assert read_until_ready(tls)[-1][0] == b"Z"
+    tls.sendall(b"X" + struct.pack("!I", 4))
+    tls.close()
+    assert fx.pg.sql("SELECT x FROM pipelined_marks") == "7"
+    gw.stop()
+
+
+def test_error_response_hides_control_characters(fx):
+    """A refusal quotes the db user the client sent: its control characters
+    reach the client's terminal as '?', never as escape sequences."""
+    gw = start(fx)
+    port = svc_port(gw)
+    for user, shown in (("\x1b[2Jevil", "?[2Jevil"), ("a\x07b\x7fc\u009b2Jd", "a?b?c?2Jd")):
+        tls, client = tls_after_ssl_request(fx, port, fx.alice)
+        msgs = login(tls, user=user)
+        tls.close()
+        assert msgs and msgs[-1][0] == b"E", msgs
+        raw = msgs[-1][1]
+        fields = error_fields(raw)
+        assert fields.get("C") == "28000", fields
+        assert "db user %s on database postgres" % shown in fields.get("M", ""), fields
+        assert b"\x1b" not in raw and b"\x07" not in raw and b"\x7f" not in raw, raw
+        assert "\u009b".encode() not in raw, raw  # the 8-bit CSI
+        denied = gw.wait_event("authz.denied", client=client)
+        assert denied["db_user"] == user and denied["rule"] == "default-deny", denied
+    gw.stop()
+
+
 if __name__ == "__main__":
     tests = [test_psql_straight_to_gateway, test_db_users_and_db_names,
              test_plaintext_startup_refused, test_first_packet_edge_cases,
@@ -800,5 +943,7 @@ if __name__ == "__main__":
              test_query_audit_pgbench, test_first_logins_at_once_on_every_worker,
              test_upstream_certificate_checked, test_reload_revokes_postgres_session,
              test_reload_between_tls_and_startup,
-             test_admin_lock_ends_postgres_session, test_minted_certificates_stay_in_memory]
+             test_admin_lock_ends_postgres_session, test_minted_certificates_stay_in_memory,
+             test_replication_connections_refused, test_data_after_startup_in_a_later_tls_record,
+             test_error_response_hides_control_characters]
     sys.exit(run(tests, setup=setup, teardown=lambda fx: fx.close()))

@@ -356,8 +356,9 @@ def read_until(sock, kinds):
             return msgs
 
 
-def test_postgres_mode_listener_with_proxy_header(fx):
-    pg_port = free_port()
+def postgres_mode(fx, pg_port):
+    """A postgres-mode service on its own listener, and a rule admitting
+    alice as her local part from the headers' 203.0.113.0/24 only."""
     svc = {"name": "billing-db", "listen": "127.0.0.1:%d" % pg_port, "mode": "postgres",
            "upstream": ["127.0.0.1:%d" % fx.pg.port],
            "upstream_tls": {"ca": fx.ca.crt, "server_name": "db.internal",
@@ -365,6 +366,12 @@ def test_postgres_mode_listener_with_proxy_header(fx):
     rules = [{"name": "self", "effect": "allow", "services": ["billing-db"],
               "db_users": ["{user.local}"], "db_names": ["postgres"],
               "sources": ["203.0.113.0/24"]}]
+    return svc, rules
+
+
+def test_postgres_mode_listener_with_proxy_header(fx):
+    pg_port = free_port()
+    svc, rules = postgres_mode(fx, pg_port)
     gw = start(fx, services=[svc], rules=rules)
     for what, header, client, together in (
             ("v1, then SSLRequest", v1("TCP4", "203.0.113.7", "127.0.0.1", 40050, pg_port),
@@ -405,6 +412,71 @@ def test_postgres_mode_listener_with_proxy_header(fx):
     assert msgs and msgs[-1][0] == b"E", msgs
     denied = gw.wait_event("authz.denied", client=me)
     assert denied["rule"] == "default-deny", denied
+    gw.stop()
+
+
+def test_postgres_mode_header_and_direct_tls_hello_in_one_write(fx):
+    """A balancer that forwards all it has at once: the PROXY header and
+    PostgreSQL 17's direct-TLS ClientHello (ALPN "postgresql") in one
+    write, together longer than the header buffer (536 bytes). All of the
+    ClientHello must reach the handshake (what the 536-byte buffer did not
+    hold was dropped: the handshake timed out)."""
+    pg_port = free_port()
+    svc, rules = postgres_mode(fx, pg_port)
+    gw = fx.gateway(fx.config([svc], rules, gateway={
+        "proxy_protocol_from": ["127.0.0.2/32"], "handshake_timeout": "2s"}))
+    for what, header, client in (
+            ("v1", v1("TCP4", "203.0.113.7", "127.0.0.1", 40060, pg_port), "203.0.113.7:40060"),
+            ("v2", v2_tcp4("203.0.113.8", "127.0.0.1", 40061, pg_port), "203.0.113.8:40061")):
+        ctx = ctx_for(fx)
+        ctx.set_alpn_protocols(["postgresql", "x-padding-" + "p" * 100])
+        inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+        obj = ctx.wrap_bio(inc, out, server_hostname="localhost")
+        raw = socket.socket()
+        raw.settimeout(10 * SLOW)
+        raw.bind(("127.0.0.2", 0))
+        raw.connect(("127.0.0.1", pg_port))
+        first = True
+        try:
+            while True:
+                try:
+                    obj.do_handshake()
+                    break
+                except ssl.SSLWantReadError:
+                    data = out.read()
+                    if first:
+                        assert len(header + data) > 536, len(header + data)
+                        data = header + data
+                        first = False
+                    if data:
+                        raw.sendall(data)
+                    chunk = raw.recv(65536)
+                    if not chunk:
+                        ev = gw.wait_event("tls.rejected", client=client)
+                        raise AssertionError("%s: closed during the handshake: %s" % (what, ev))
+                    inc.write(chunk)
+            assert obj.selected_alpn_protocol() == "postgresql", what
+            raw.sendall(out.read())
+            obj.write(startup_message("alice", "postgres"))
+            raw.sendall(out.read())
+            plain, kinds = b"", []
+            while not kinds or kinds[-1] not in (b"Z", b"E"):
+                try:
+                    plain += obj.read(65536)
+                except ssl.SSLWantReadError:
+                    chunk = raw.recv(65536)
+                    assert chunk, (what, kinds)
+                    inc.write(chunk)
+                # whole messages: type, length, body
+                while len(plain) >= 5 and len(plain) >= 1 + struct.unpack("!I", plain[1:5])[0]:
+                    kinds.append(plain[:1])
+                    plain = plain[1 + struct.unpack("!I", plain[1:5])[0]:]
+            assert kinds[-1] == b"Z", (what, kinds, gw.events("authz.denied"))
+        finally:
+            raw.close()
+        ev = gw.wait_event("session.start", client=client)
+        assert ev["rule"] == "self" and ev["db_user"] == "alice", ev
+    assert not gw.events("tls.rejected"), gw.events("tls.rejected")
     gw.stop()
 
 

@@ -413,6 +413,118 @@ static void test_sasl_initial(void **state)
 	assert_int_equal(pgw_sasl_initial((const uint8_t *)"", 0), PGW_SASL_UNBOUND);
 }
 
+/* --- the StartupMessage's replication value ---------------------------------- */
+
+static void test_replication_off(void **state)
+{
+	(void)state;
+	/* PostgreSQL's parse_bool false: false, no, off, 0, unique prefixes, any case */
+	const char *off[] = {"false", "f", "FaLs", "No", "n", "OFF", "of", "0"};
+	for (size_t i = 0; i < sizeof(off) / sizeof(off[0]); i++) {
+		if (!pgw_replication_off(off[i]))
+			fail_msg("replication=%s must be an ordinary session", off[i]);
+	}
+	assert_true(pgw_replication_off(NULL)); /* no replication parameter */
+	/* a walsender ("database": logical; true: physical), or a value
+	 * PostgreSQL refuses ("o" is on or off, "" nothing): never off */
+	const char *walsender[] = {"true", "on", "1",      "yes",  "database", "DATABASE", "o",
+	                           "",     "00", "falsey", "offf", " off",     "nope",     "t"};
+	for (size_t i = 0; i < sizeof(walsender) / sizeof(walsender[0]); i++) {
+		if (pgw_replication_off(walsender[i]))
+			fail_msg("replication=\"%s\" taken for an ordinary session", walsender[i]);
+	}
+}
+
+static size_t startup_packet(uint8_t *out, size_t cap, const char *const *kv, size_t n)
+{
+	buf_t b = {0};
+	put32(&b, 0);
+	put32(&b, 196608);
+	for (size_t i = 0; i < n; i++)
+		put_str(&b, kv[i]);
+	put(&b, "", 1);
+	pgw_put32(b.p, (uint32_t)b.len);
+	assert_true(b.len <= cap);
+	memcpy(out, b.p, b.len);
+	size_t len = b.len;
+	free(b.p);
+	return len;
+}
+
+static void test_startup_replication_parsed(void **state)
+{
+	(void)state;
+	uint8_t p[256];
+	pgw_startup_t st;
+	const char *with[] = {"user", "alice", "replication", "database", "database", "postgres"};
+	size_t n = startup_packet(p, sizeof(p), with, 6);
+	assert_true(pgw_parse_startup(p, n, &st));
+	assert_string_equal(st.user, "alice");
+	assert_string_equal(st.database, "postgres");
+	assert_non_null(st.replication);
+	assert_string_equal(st.replication, "database");
+	assert_false(pgw_replication_off(st.replication));
+	const char *without[] = {"user", "alice", "database", "postgres"};
+	n = startup_packet(p, sizeof(p), without, 4);
+	assert_true(pgw_parse_startup(p, n, &st));
+	assert_null(st.replication);
+	assert_true(pgw_replication_off(st.replication));
+}
+
+/* --- the gateway's own ErrorResponse ----------------------------------------- */
+
+/* The 'M' field of an ErrorResponse built by pgw_error_response. */
+static const char *error_message(const uint8_t *e, size_t n)
+{
+	assert_true(n > 5);
+	assert_int_equal(e[0], 'E');
+	assert_int_equal(pgw_get32(e + 1), n - 1);
+	assert_int_equal(e[n - 1], '\0');
+	for (size_t at = 5; at < n - 1;) {
+		const char *field = (const char *)e + at;
+		if (field[0] == 'M')
+			return field + 1;
+		at += strlen(field) + 1;
+	}
+	fail_msg("no M field");
+	return NULL;
+}
+
+static void test_error_response_control_characters(void **state)
+{
+	(void)state;
+	uint8_t e[600];
+	/* the client's db user quoted in a refusal: ESC, BEL, CR LF, DEL and the
+	 * C1 CSI (U+009B) become '?'; other UTF-8 (U+00E9, U+00A0) is kept */
+	size_t n = pgw_error_response(e, sizeof(e), "28000",
+	                              "as db user \x1b[2Jevil\a\r\n\x7f \xc2\x9b"
+	                              "31m caf\xc3\xa9\xc2\xa0!");
+	assert_true(n > 0);
+	const char *m = error_message(e, n);
+	assert_string_equal(m, "as db user ?[2Jevil???? ?31m caf\xc3\xa9\xc2\xa0!");
+	for (const char *c = m; *c != '\0'; c++) {
+		if ((unsigned char)*c < 0x20 || (unsigned char)*c == 0x7f)
+			fail_msg("control byte 0x%02x in the message", (unsigned char)*c);
+	}
+	/* a long message: cut to 511 bytes, never inside a character; a
+	 * replaced byte takes one byte */
+	char longer[700];
+	memset(longer, 'a', sizeof(longer));
+	memcpy(longer + 508, "\x1b\xc3\xa9", 3); /* bytes 508, 509-510 */
+	longer[sizeof(longer) - 1] = '\0';
+	n = pgw_error_response(e, sizeof(e), "08P01", longer);
+	assert_true(n > 0);
+	m = error_message(e, n);
+	assert_int_equal(strlen(m), 511);
+	assert_memory_equal(m + 508, "?\xc3\xa9", 3);
+	memset(longer, 'a', sizeof(longer) - 1);
+	memcpy(longer + 510, "\xc3\xa9", 2); /* U+00E9 over bytes 510-511: the cut falls inside */
+	n = pgw_error_response(e, sizeof(e), "08P01", longer);
+	m = error_message(e, n);
+	assert_int_equal(strlen(m), 510);
+	assert_int_equal((unsigned char)m[509], 'a');
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -424,6 +536,9 @@ int main(void)
 	        cmocka_unit_test(test_framing),
 	        cmocka_unit_test(test_sasl_drop_channel_binding),
 	        cmocka_unit_test(test_sasl_initial),
+	        cmocka_unit_test(test_replication_off),
+	        cmocka_unit_test(test_startup_replication_parsed),
+	        cmocka_unit_test(test_error_response_control_characters),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
