@@ -129,21 +129,27 @@ static BIO_METHOD *engine_method(void)
 
 /* --- the engine ---------------------------------------------------------- */
 
-/* OpenSSL answers a KeyUpdate request itself, one answer per request, with
- * no limit of its own (3.0): the messages it reads are counted here, and
- * past the limit the BIO gives it nothing more to read, so SSL_read stops
- * and gw_tls_read reports the abuse. Application data resets the count
- * (gw_tls_read). */
+/* OpenSSL answers some of what a peer sends after the handshake itself,
+ * with no limit of its own (3.0): a KeyUpdate request with a KeyUpdate, a
+ * TLS 1.2 renegotiation attempt with a no_renegotiation alert. Every
+ * handshake, alert and ChangeCipherSpec message it reads once the
+ * handshake is done is counted here, and past the limit the BIO gives it
+ * nothing more to read, so SSL_read stops and gw_tls_read reports the
+ * abuse. Application data resets the count (gw_tls_read). */
 static void msg_cb(int write_p, int version, int content_type, const void *buf, size_t len,
                    SSL *ssl, void *arg)
 {
 	gw_tls_t *tls = arg;
 	const uint8_t *msg = buf;
-	if (write_p || content_type != SSL3_RT_HANDSHAKE || len < 1 || !tls->handshake_done ||
-	    msg[0] != SSL3_MT_KEY_UPDATE)
+	if (write_p || !tls->handshake_done ||
+	    (content_type != SSL3_RT_HANDSHAKE && content_type != SSL3_RT_ALERT &&
+	     content_type != SSL3_RT_CHANGE_CIPHER_SPEC))
 		return;
 	if (++tls->control_run > GW_TLS_MAX_CONTROL_RUN && tls->abuse == NULL)
-		tls->abuse = "key update flood";
+		tls->abuse = content_type == SSL3_RT_HANDSHAKE && len >= 1 &&
+		                             msg[0] == SSL3_MT_KEY_UPDATE
+		                     ? "key update flood"
+		                     : "control message flood";
 }
 
 int gw_tls_init(gw_tls_t *tls, SSL_CTX *ctx, bool server)

@@ -23,6 +23,8 @@ Figures (CPU, RSS, psql times under the flood) are printed as TAP
 comments."""
 
 import copy
+import hashlib
+import hmac
 import json
 import os
 import socket
@@ -224,6 +226,90 @@ def test_keyupdate_flood_is_cut(fx):
     if instrumented(gw.proc.pid) is None:
         assert rss1 - rss0 < 16 * 1024, (rss0, rss1)
     conn.stop()
+    gw.stop()
+
+
+def tls12_prf(secret, label, seed, n):
+    """TLS 1.2's PRF with SHA-256 (RFC 5246 5)."""
+    seed = label + seed
+    a, out = seed, b""
+    while len(out) < n:
+        a = hmac.new(secret, a, hashlib.sha256).digest()
+        out += hmac.new(secret, a + seed, hashlib.sha256).digest()
+    return out[:n]
+
+
+def test_tls12_renegotiation_flood_is_cut(fx):
+    """A TLS 1.2 client (OpenSSL keeps that record layer) that sends
+    ClientHello after ClientHello once the handshake is done: OpenSSL
+    answers each with a no_renegotiation warning, without a limit of its
+    own. The gateway cuts it after 32 such messages in a row, as it cuts a
+    KeyUpdate flood; before, 2,000 got 2,000 answers and no cut."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    gw = fx.gateway(tunnel_config(fx))
+    keylog = fx.path("tls12.keylog")
+    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=fx.ca.crt)
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    ctx.set_ciphers("ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256")
+    ctx.load_cert_chain(fx.alice.crt, fx.alice.key)
+    ctx.keylog_filename = keylog
+    sock = socket.create_connection(("127.0.0.1", gw.ports()[0]), timeout=10 * SLOW)
+    inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+    obj = ctx.wrap_bio(inc, out, server_hostname="localhost")
+    first = None
+    while True:
+        try:
+            obj.do_handshake()
+            break
+        except ssl.SSLWantReadError:
+            sock.sendall(out.read())
+            data = sock.recv(65536)
+            assert data, "closed during the handshake"
+            first = data if first is None else first
+            inc.write(data)
+    sock.sendall(out.read())
+    assert obj.version() == "TLSv1.2", obj.version()
+    # the client's write key: the key block from the master secret and
+    # both randoms (the ServerHello's, after its type, length and version)
+    assert first[0] == 22 and first[5] == 2, first[:8]
+    server_random = first[11:43]
+    line = [l.split() for l in open(keylog) if l.startswith("CLIENT_RANDOM")][-1]
+    client_random, master = bytes.fromhex(line[1]), bytes.fromhex(line[2])
+    block = tls12_prf(master, b"key expansion", server_random + client_random, 40)
+    aead, iv = AESGCM(block[0:16]), block[32:36]
+    seq = [1]  # 0 was the client's Finished
+
+    def record(ctype, plain):
+        explicit = struct.pack("!Q", seq[0])
+        aad = struct.pack("!QBHH", seq[0], ctype, 0x0303, len(plain))
+        seq[0] += 1
+        sealed = aead.encrypt(iv + explicit, plain, aad)
+        return struct.pack("!BHH", ctype, 0x0303, 8 + len(sealed)) + explicit + sealed
+
+    sock.sendall(record(23, b"hello\n"))
+    assert wait_for(lambda: gw.events("session.start", user="alice@example.com"), 10,
+                    "the session")
+    sent, closed = 0, False
+    for _ in range(2000):
+        try:
+            sock.sendall(record(22, b"\x01\x00\x00\x00"))  # an empty ClientHello
+            sent += 1
+        except (BrokenPipeError, ConnectionResetError):
+            closed = True
+            break
+    sock.settimeout(2 * SLOW)
+    try:
+        while not closed:
+            closed = sock.recv(65536) == b""
+    except ConnectionResetError:
+        closed = True
+    except socket.timeout:
+        pass
+    sock.close()
+    assert closed, "still open after %d renegotiation attempts" % sent
+    end = wait_for(lambda: gw.events("session.end", user="alice@example.com"), 10,
+                   "session.end")[0]
+    assert end["reason"] == "tls abuse: control message flood", end
     gw.stop()
 
 
@@ -523,6 +609,7 @@ def test_unknown_cancel_requests_log_rate_limited(fx):
 if __name__ == "__main__":
     sys.exit(run([
         test_keyupdate_flood_is_cut,
+        test_tls12_renegotiation_flood_is_cut,
         test_interleaved_keyupdates_are_bounded,
         test_control_traffic_is_not_activity,
         test_postgres_mode_flood_before_startup,
