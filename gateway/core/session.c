@@ -221,6 +221,9 @@ void gw_session_deny(gw_session_t *s, const char *reason, const char *rule)
 	cg_json_set_lossy_str(f, "reason", reason);
 	gw_count_refusal(s->gw, "authz.denied", rule);
 	(void)gw_audit(s->gw, "authz.denied", f);
+	/* its handshake is over: while the refusal is told (up to 2 s) it
+	 * must not count against its source's max_handshakes_per_source */
+	gw_session_release_handshake(s);
 	gw_session_tell_status(s, reason);
 	if (!say_why_inside(s, reason))
 		gw_session_drop(s, true);
@@ -363,8 +366,25 @@ static void on_timer(gw_link_t *link)
 
 /* --- session start and relay -------------------------------------------- */
 
+bool gw_session_still_admitted(gw_session_t *s)
+{
+	int64_t now = cg_wall_ms();
+	if (now >= gw_valid_until_ms(s->not_after_ms)) {
+		gw_session_deny(s, "certificate expired", "certificate expired");
+		return false;
+	}
+	if (now >= s->decision.valid_until_ms) {
+		gw_session_state_t before = s->state;
+		gw_session_reauthorize(s, s->worker->rt, "revoked: policy");
+		return s->state == before;
+	}
+	return true;
+}
+
 void gw_session_start(gw_session_t *s)
 {
+	if (!gw_session_still_admitted(s))
+		return;
 	gw_end_t *up = upstream_end(s);
 	up->connected = true;
 	uv_tcp_nodelay(&up->tcp, 1);

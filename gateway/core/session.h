@@ -173,6 +173,11 @@ struct gw_front_ops {
 void gw_session_reject(gw_session_t *s, const char *reason, const char *detail);
 /* authz.denied with reason and the rule (or limit) that refused, then close. */
 void gw_session_deny(gw_session_t *s, const char *reason, const char *rule);
+/* Before a session touches its upstream (connected, first bytes sent,
+ * session.start): its certificate or its decision's time window may have
+ * lapsed while it waited for the upstream, when the live timer does not
+ * run yet. False: refused (authz.denied), or ended, already. */
+bool gw_session_still_admitted(gw_session_t *s);
 /* Close without an audit event (the peer left, or nothing started). */
 void gw_session_drop(gw_session_t *s, bool graceful);
 /* Client bytes while handshaking (the TLS record layer). */

@@ -61,6 +61,8 @@ static void on_connect(uv_connect_t *req, int status)
 		return; /* closing: the handle is being torn down */
 	if (status == 0) {
 		upstream_end(s)->connected = true;
+		if (!gw_session_still_admitted(s))
+			return;
 		if (s->front != NULL)
 			s->gw->postgres->upstream_connected(s); /* its own handshake first */
 		else

@@ -536,6 +536,8 @@ static void upstream_tls_step(gw_session_t *s)
 	if (st != GW_TLS_DONE)
 		return;
 	gw_end_read_stop(up); /* the relay reads it from here on */
+	if (!gw_session_still_admitted(s))
+		return; /* no login upstream for a certificate or window that lapsed */
 	int sent = gw_end_send_tls(up, pg->startup, pg->startup_len);
 	free(pg->startup); /* up to 10 KB a session need not keep */
 	pg->startup = NULL;

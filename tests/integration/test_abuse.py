@@ -540,6 +540,27 @@ def try_tls(port, fx, source, prefix=b""):
         return None
 
 
+def test_refused_client_gives_its_handshake_back(fx):
+    """A client the policy refuses is told why for up to 2 s (inside TLS)
+    before it is closed; its handshake is over, so meanwhile it does not
+    count against max_handshakes_per_source: the next client from the same
+    address gets in at once (before, it was refused for those 2 s)."""
+    gw = fx.gateway(tunnel_config(fx, max_handshakes_per_source=1))
+    port = gw.ports()[0]
+    raw = silent(port, "127.0.0.3")
+    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=fx.ca.crt)
+    ctx.load_cert_chain(fx.mallory.crt, fx.mallory.key)
+    refused = ctx.wrap_socket(raw, server_hostname="localhost")
+    try:
+        gw.wait_event("authz.denied", user="mallory@example.com")
+        tls_to(port, fx, "127.0.0.3").close()  # its banner read: a session
+        assert not gw.events("tls.rejected", reason="too many handshakes from this source"), \
+            gw.events("tls.rejected")
+    finally:
+        refused.close()
+    gw.stop()
+
+
 def test_handshakes_counted_by_proxy_header_source(fx):
     """Behind a PROXY header, the address in the header is the source: a
     balancer's clients are not all counted as one."""
@@ -614,6 +635,7 @@ if __name__ == "__main__":
         test_control_traffic_is_not_activity,
         test_postgres_mode_flood_before_startup,
         test_handshakes_per_source,
+        test_refused_client_gives_its_handshake_back,
         test_handshakes_counted_by_proxy_header_source,
         test_unknown_cancel_requests_log_rate_limited,
     ], setup, teardown))

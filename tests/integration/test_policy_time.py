@@ -21,13 +21,15 @@ import re
 import secrets
 import shutil
 import signal
+import socket
+import ssl
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
 
-from harness import (CA, SLOW, Fixture, Postgres, certgate, free_port, port_open, psql, run,
+from harness import (CA, SLOW, Fixture, HoldUpstream, Postgres, certgate, free_port, port_open, psql, run,
                      wait_for)
 
 
@@ -353,7 +355,81 @@ def test_explain_at_windows(fx):
     assert "is not before until " + rfc3339(now + 300) in r.stdout, r.stdout
 
 
+class SilentUpstream:
+    """An address whose listener never completes a connect: its backlog is
+    full, so the kernel drops the SYNs and the gateway waits its
+    connect_timeout before it tries the next upstream."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(0)
+        self.port = self.sock.getsockname()[1]
+        self.fill = []
+        for _ in range(3):
+            c = socket.socket()
+            c.setblocking(False)
+            try:
+                c.connect(("127.0.0.1", self.port))
+            except BlockingIOError:
+                pass
+            self.fill.append(c)
+        time.sleep(0.2)
+
+    def close(self):
+        for c in self.fill + [self.sock]:
+            c.close()
+
+
+def lapse_while_connecting(fx, cert, rules, early):
+    """A tunnel whose first upstream keeps it connecting for 3 s: the
+    client's certificate or its rule's window lapses meanwhile. No
+    session.start, and not one byte reaches the upstream it then reaches."""
+    silent, hold = SilentUpstream(), HoldUpstream()
+    try:
+        svc = {"name": "svc", "sni": ["localhost"], "connect_timeout": "3s",
+               "upstream": ["127.0.0.1:%d" % silent.port, "127.0.0.1:%d" % hold.port]}
+        gw = fx.gateway(fx.config([svc], rules))
+        ctx = ssl.create_default_context(cafile=fx.ca.crt)
+        ctx.load_cert_chain(cert.crt, cert.key)
+        with ctx.wrap_socket(socket.create_connection(("127.0.0.1", gw.ports()[0]),
+                                                      timeout=10 * SLOW),
+                             server_hostname="localhost") as s:
+            s.sendall(early)
+            denied = gw.wait_event("authz.denied", timeout=15 * SLOW)
+        time.sleep(0.3)
+        assert not gw.events("session.start"), gw.events()
+        assert early not in b"".join(hold.received), hold.received
+        gw.stop()
+        return denied
+    finally:
+        hold.stop()
+        silent.close()
+
+
+def test_window_closes_while_connecting(fx):
+    """The window ends while the session waits for its upstream (the live
+    timer does not run yet): refused when the connect completes, instead
+    of a session.start and the client's first bytes sent upstream."""
+    now = time.time()
+    rules = [{"name": "window", "effect": "allow", "services": ["*"], "groups": ["staff"],
+              "when": {"from": rfc3339(now - 60), "until": rfc3339(now + 1.5)}}]
+    denied = lapse_while_connecting(fx, fx.alice, rules, b"EARLY-AFTER-THE-WINDOW")
+    assert denied["user"] == "alice@example.com", denied
+    assert denied["rule"] == "revoked: policy" or "window" in denied["reason"], denied
+
+
+def test_certificate_expires_while_connecting(fx):
+    """The same with a certificate whose notAfter passes meanwhile."""
+    short = fx.ca.issue("alice-short", "alice@example.com", groups=["staff"], ttl="62s",
+                        extra=["--backdate", "60s"])
+    rules = [{"name": "staff", "effect": "allow", "services": ["*"], "groups": ["staff"]}]
+    denied = lapse_while_connecting(fx, short, rules, b"EARLY-AFTER-EXPIRY")
+    assert denied["rule"] == "certificate expired", denied
+
+
 if __name__ == "__main__":
     sys.exit(run([test_window_closes_mid_session, test_permissive_deny_reports_and_admits,
-                  test_permissive_allow_rule_refused_at_load, test_explain_at_windows],
+                  test_permissive_allow_rule_refused_at_load, test_explain_at_windows,
+                  test_window_closes_while_connecting, test_certificate_expires_while_connecting],
                  setup=setup, teardown=lambda fx: fx.close()))
