@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,12 +57,19 @@ int cg_file_write_atomic(const char *path, mode_t mode, const void *data, size_t
 
 int cg_file_replace(const char *path, mode_t mode, const void *data, size_t len, bool durable)
 {
+	/* a temporary name of this writer's own (process, then call): two
+	 * writers of one path (two `certgate login` at once, say) never take
+	 * each other's file, and the last rename wins whole */
+	static atomic_uint calls;
 	char tmp[PATH_MAX];
 	int n = snprintf(tmp, sizeof(tmp), "%s.tmp", path);
 	if (n < 0 || (size_t)n >= sizeof(tmp))
 		return -ENAMETOOLONG;
-	if (unlink(tmp) < 0 && errno != ENOENT)
-		return -errno;
+	(void)unlink(tmp); /* what an older certgate left behind, if anything */
+	n = snprintf(tmp, sizeof(tmp), "%s.tmp.%ld.%u", path, (long)getpid(),
+	             atomic_fetch_add(&calls, 1));
+	if (n < 0 || (size_t)n >= sizeof(tmp))
+		return -ENAMETOOLONG;
 	int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
 	if (fd < 0)
 		return -errno;

@@ -260,10 +260,10 @@ static void test_files_write(void **state)
 	for (size_t i = 0; i < 2; i++) {
 		snprintf(dir2, sizeof(dir2), "%s/files-blocked-%zu", scratch, i);
 		assert_int_equal(login_dir_make(dir2, err, sizeof(err)), 0);
-		/* a non-empty folder where the key's temporary file goes */
-		snprintf(blocker, sizeof(blocker), "%s/%s.tmp", dir2, keys[i]);
+		/* a non-empty folder where the key goes: the rename fails */
+		snprintf(blocker, sizeof(blocker), "%s/%s", dir2, keys[i]);
 		assert_int_equal(mkdir(blocker, 0700), 0);
-		snprintf(blocker, sizeof(blocker), "%s/%s.tmp/x", dir2, keys[i]);
+		snprintf(blocker, sizeof(blocker), "%s/%s/x", dir2, keys[i]);
 		fclose(fopen(blocker, "w"));
 		assert_int_equal(login_files_write(dir2, key, "CERT PEM\n", "CA PEM\n", &r, err,
 		                                   sizeof(err)),
