@@ -82,6 +82,15 @@ int login_dir_make(const char *dir, char *err, size_t errlen)
 			snprintf(err, errlen, "%s: not a folder", dir);
 			return -1;
 		}
+		/* whoever may write here may swap ca.pem (and so pass for the
+		 * gateway) or the key and certificate: only its owner (or root) */
+		if ((st.st_uid != geteuid() && st.st_uid != 0) || (st.st_mode & 022) != 0) {
+			snprintf(err, errlen,
+			         "%s: the folder must be yours and not writable by others (it is "
+			         "uid %ld, mode %04o): chmod go-w it, or use another --dir",
+			         dir, (long)st.st_uid, (unsigned)(st.st_mode & 07777));
+			return -1;
+		}
 		return 0;
 	}
 	char failed[4096];

@@ -41,6 +41,12 @@ bool login_is_https_url(const char *url)
 {
 	if (url == NULL || strncasecmp(url, "https://", 8) != 0)
 		return false;
+	/* a URL is printable ASCII without spaces (RFC 3986): what a server
+	 * sends as one is printed as it is, so nothing else may pass (an
+	 * escape sequence would drive the user's terminal) */
+	for (const unsigned char *p = (const unsigned char *)url; *p != '\0'; p++)
+		if (*p <= 0x20 || *p >= 0x7f)
+			return false;
 	const char *host = url + 8;
 	return *host != '\0' && *host != '/' && *host != ':' && *host != '?' && *host != '#';
 }

@@ -169,6 +169,21 @@ static void test_dir_made_0700(void **state)
 	fclose(fopen(file, "w"));
 	assert_int_equal(login_dir_make(file, err, sizeof(err)), -1);
 	assert_non_null(strstr(err, "not a folder"));
+	/* a folder others may write to is refused: they could swap ca.pem */
+	char open_dir[320];
+	snprintf(open_dir, sizeof(open_dir), "%s/open", scratch);
+	assert_int_equal(mkdir(open_dir, 0700), 0);
+	assert_int_equal(chmod(open_dir, 0777), 0);
+	assert_int_equal(login_dir_make(open_dir, err, sizeof(err)), -1);
+	assert_non_null(strstr(err, "not writable by others"));
+	assert_int_equal(chmod(open_dir, 0775), 0);
+	assert_int_equal(login_dir_make(open_dir, err, sizeof(err)), -1);
+	assert_int_equal(chmod(open_dir, 0755), 0);
+	assert_int_equal(login_dir_make(open_dir, err, sizeof(err)), 0);
+	/* another user's folder is refused too */
+	assert_int_equal(chown(open_dir, 4242, 4242), 0);
+	assert_int_equal(login_dir_make(open_dir, err, sizeof(err)), -1);
+	assert_non_null(strstr(err, "must be yours"));
 }
 
 static void test_device_key_once(void **state)

@@ -51,6 +51,14 @@ static void test_https_only(void **state)
 	assert_false(login_is_https_url("https:///path"));
 	assert_false(login_is_https_url("ftp://gw"));
 	assert_false(login_is_https_url(NULL));
+	/* a URL a server sends is printed: only printable ASCII passes */
+	assert_false(login_is_https_url("https://idp.example/\x1b]0;PWNED\x07"));
+	assert_false(login_is_https_url("https://idp.example/\x1b[31mFAKE"));
+	assert_false(login_is_https_url("https://idp.example/a b"));
+	assert_false(login_is_https_url("https://idp.example/\n"));
+	assert_false(login_is_https_url("https://idp.example/\x7f"));
+	assert_false(login_is_https_url("https://idp.example/\xc3\xa9"));
+	assert_true(login_is_https_url("https://idp.example/auth?x=%1B&y=~"));
 }
 
 static void test_printable(void **state)
