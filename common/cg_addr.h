@@ -29,6 +29,8 @@ void cg_sockaddr_format(const struct sockaddr *sa, char *buf, size_t len);
 
 /* Same, without the port. */
 void cg_sockaddr_format_ip(const struct sockaddr *sa, char *buf, size_t len);
+/* 127.0.0.0/8 or ::1. */
+bool cg_sockaddr_is_loopback(const struct sockaddr *sa);
 
 typedef struct cg_cidr {
 	int family;       /* AF_INET or AF_INET6 */

@@ -174,19 +174,6 @@ static void load_gateway(loader_t *ld, const cg_jdoc_t *doc, const json_t *gw, c
 	                     &g->proxy_protocol_from, &g->n_proxy_protocol_from);
 }
 
-static bool is_loopback(const struct sockaddr_storage *ss)
-{
-	if (ss->ss_family == AF_INET) {
-		const struct sockaddr_in *in = (const struct sockaddr_in *)ss;
-		return (ntohl(in->sin_addr.s_addr) >> 24) == 127;
-	}
-	if (ss->ss_family == AF_INET6) {
-		const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)ss;
-		return IN6_IS_ADDR_LOOPBACK(&in6->sin6_addr);
-	}
-	return false;
-}
-
 static void load_admin(loader_t *ld, const cg_jdoc_t *doc, const json_t *adm, const char *dir)
 {
 	static const char *const keys[] = {"listen", "token_file", NULL};
@@ -216,7 +203,8 @@ static void load_admin(loader_t *ld, const cg_jdoc_t *doc, const json_t *adm, co
 	}
 	pol_ld_get_file(ld, doc, adm, "admin", "token_file", false, dir, &a->token_file);
 	/* ADMIN_API.md: no admin listener beyond loopback without a token */
-	if (listen_ok && !a->token_file.path && !is_loopback(&ss))
+	if (listen_ok && !a->token_file.path &&
+	    !cg_sockaddr_is_loopback((const struct sockaddr *)&ss))
 		pol_ld_err(ld, doc, "admin.listen",
 		           "a non-loopback admin listener needs a token_file");
 }

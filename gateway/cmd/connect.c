@@ -516,6 +516,11 @@ static int open_one(connector_t *c, const char *service, const char *listen)
 		        uv_strerror(rc));
 		return 1;
 	}
+	if (!cg_sockaddr_is_loopback((const struct sockaddr *)&ss))
+		fprintf(stderr,
+		        "certgate connect: warning: --listen %s is not a loopback address: anyone "
+		        "who reaches it uses the service as you, with your login certificate\n",
+		        listen);
 	cg_log(CG_LOG_INFO, "listening on %s, tunnelling to %s:%u (service %s)", listen,
 	       c->tls.gateway.host, c->tls.gateway.port, service);
 	return 0;

@@ -608,10 +608,11 @@ class Connector(Process):
     connection is a tunnel, and would add its own session or refusal to the
     gateway's audit log.)"""
 
-    def __init__(self, fx, gateway_port, cert, ca=None, host="localhost", service="orders-db"):
+    def __init__(self, fx, gateway_port, cert, ca=None, host="localhost", service="orders-db",
+                 listen_ip="127.0.0.1"):
         self.port = free_port()
         super().__init__(["connect", "--gateway", "%s:%d" % (host, gateway_port),
-                          "--service", service, "--listen", "127.0.0.1:%d" % self.port,
+                          "--service", service, "--listen", "%s:%d" % (listen_ip, self.port),
                           "--cert", cert.crt, "--key", cert.key, "--ca", ca or fx.ca.crt],
                          fx.path(fx.unique("connect") + ".log"))
         fx.procs.append(self)
@@ -716,6 +717,22 @@ def test_connect_sigterm_exits_0(fx):
         conn.signal(signal.SIGTERM)
         assert conn.wait(15) == 0, conn.output()
     assert not port_open(conn.port)
+    gw.stop()
+
+
+def test_connect_warns_off_loopback(fx):
+    """--listen on an address others reach hands them the user's login
+    certificate: certgate connect says so on stderr (and still listens,
+    for the user who means it); on loopback it says nothing."""
+    gw = fx.gateway(tunnel_config(fx))
+    warning = "is not a loopback address"
+    conn = Connector(fx, gw.ports()[0], fx.alice, listen_ip="0.0.0.0")
+    assert warning in conn.output() and "0.0.0.0:%d" % conn.port in conn.output(), \
+        conn.output()
+    assert conn.stop() == 0
+    conn = Connector(fx, gw.ports()[0], fx.alice)
+    assert warning not in conn.output(), conn.output()
+    assert conn.stop() == 0
     gw.stop()
 
 

@@ -64,6 +64,28 @@ static const char *const hp_invalid[] = {
         "[::1]:80:80",
 };
 
+static bool loopback(const char *text)
+{
+	cg_hostport_t hp;
+	struct sockaddr_storage ss;
+	assert_true(cg_hostport_parse(text, &hp));
+	assert_true(cg_hostport_to_sockaddr(&hp, &ss));
+	return cg_sockaddr_is_loopback((const struct sockaddr *)&ss);
+}
+
+static void test_loopback(void **state)
+{
+	(void)state;
+	assert_true(loopback("127.0.0.1:5432"));
+	assert_true(loopback("127.255.0.9:1"));
+	assert_true(loopback("[::1]:5432"));
+	assert_false(loopback("0.0.0.0:5432"));
+	assert_false(loopback("10.0.0.1:5432"));
+	assert_false(loopback("128.0.0.1:5432"));
+	assert_false(loopback("[::]:5432"));
+	assert_false(loopback("[::ffff:10.0.0.1]:5432"));
+}
+
 static void test_hostport_valid(void **state)
 {
 	(void)state;
@@ -282,6 +304,7 @@ static void test_cidr_contains(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+	        cmocka_unit_test(test_loopback),
 	        cmocka_unit_test(test_hostport_valid),
 	        cmocka_unit_test(test_hostport_invalid),
 	        cmocka_unit_test(test_hostport_length),
