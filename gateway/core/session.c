@@ -254,6 +254,8 @@ void gw_session_end(gw_session_t *s, const char *reason)
 		json_object_set_new(f, "duration_ms",
 		                    json_integer((json_int_t)(cg_wall_ms() - s->started_ms)));
 		json_object_set_new(f, "reason", json_string(reason));
+		if (s->end_detail != NULL && s->end_detail[0] != '\0')
+			cg_json_set_lossy_str(f, "detail", s->end_detail);
 		(void)gw_audit(s->gw, "session.end", f);
 		s->gw->n_live--;
 		/* the peers' own closes need no word from us */
@@ -432,7 +434,9 @@ void gw_session_start(gw_session_t *s)
 static void on_relay_done(gw_link_t *link, const char *reason, const char *detail)
 {
 	gw_session_t *s = container_of(link, gw_session_t, link);
+	s->end_detail = detail; /* the link's, alive while the line is written */
 	gw_session_end(s, reason);
+	s->end_detail = NULL;
 }
 
 static void proxy_input(gw_session_t *s, const char *data, size_t len)

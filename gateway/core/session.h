@@ -81,7 +81,8 @@ struct gw_session {
 	bool inner_gssenc_refused; /* answered one GSSENCRequest with 'N' */
 	bool status_line;          /* ALPN certgate/1: the status line is owed */
 	bool status_sent;
-	char refusal[200]; /* GW_SESSION_REFUSING: why, for the inner protocol */
+	char refusal[200];      /* GW_SESSION_REFUSING: why, for the inner protocol */
+	const char *end_detail; /* the relay's word on how it ended (a TLS error), or NULL */
 	/* GW_SESSION_ACCESS: the client's line so far (session_access.c) */
 	char *access_line;
 	size_t access_len;

@@ -185,8 +185,13 @@ bool gw_records_open(gw_records_t *r, const uint8_t *rec, size_t rec_len, uint8_
 	    EVP_CipherFinal_ex(d->ctx, out + n, &fin) != 1)
 		return false;
 	d->seq++;
-	/* TLSInnerPlaintext: content, the type, then zero padding */
+	/* TLSInnerPlaintext: content, the type, then zero padding; with the
+	 * padding at most 2^14 + 1 bytes (RFC 8446 5.4) */
 	size_t len = (size_t)n + (size_t)fin;
+	if (len > GW_REC_MAX_PLAIN + 1) {
+		*why = "record overflow";
+		return false;
+	}
 	while (len > 0 && out[len - 1] == 0)
 		len--;
 	if (len == 0) {

@@ -313,6 +313,83 @@ def test_tls12_renegotiation_flood_is_cut(fx):
     gw.stop()
 
 
+def tls13_label(h, secret, label, n):
+    """HKDF-Expand-Label (RFC 8446 7.1)."""
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
+    full = b"tls13 " + label
+    info = struct.pack("!HB", n, len(full)) + full + b"\x00"
+    return HKDFExpand(h, n, info).derive(secret)
+
+
+class Tls13Sealer:
+    """The client's side of TLS 1.3 records, sealed by hand from the
+    client application traffic secret (the key log): what a peer holding
+    the keys may send that a TLS library would not."""
+
+    def __init__(self, suite, secret):
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
+        aead, klen, h = {"TLS_AES_128_GCM_SHA256": (AESGCM, 16, hashes.SHA256()),
+                         "TLS_AES_256_GCM_SHA384": (AESGCM, 32, hashes.SHA384()),
+                         "TLS_CHACHA20_POLY1305_SHA256":
+                             (ChaCha20Poly1305, 32, hashes.SHA256())}[suite]
+        self.aead = aead(tls13_label(h, secret, b"key", klen))
+        self.iv = tls13_label(h, secret, b"iv", 12)
+        self.seq = 0
+
+    def seal(self, ctype, content, pad=0):
+        inner = content + bytes([ctype]) + b"\0" * pad
+        head = b"\x17\x03\x03" + struct.pack("!H", len(inner) + 16)
+        nonce = bytes(a ^ b for a, b in zip(self.iv, b"\0" * 4 + struct.pack("!Q", self.seq)))
+        self.seq += 1
+        return head + self.aead.encrypt(nonce, inner, head)
+
+
+def tls13_client(fx, port):
+    """alice's TLS 1.3 handshake; returns the socket and her sealer."""
+    keylog = fx.path("tls13-%d.keylog" % time.monotonic_ns())
+    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=fx.ca.crt)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    ctx.load_cert_chain(fx.alice.crt, fx.alice.key)
+    ctx.keylog_filename = keylog
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10 * SLOW)
+    inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+    obj = ctx.wrap_bio(inc, out, server_hostname="localhost")
+    while True:
+        try:
+            obj.do_handshake()
+            break
+        except ssl.SSLWantReadError:
+            sock.sendall(out.read())
+            inc.write(sock.recv(65536))
+    sock.sendall(out.read())  # Finished
+    secrets = dict((p[0], bytes.fromhex(p[2])) for p in
+                   (line.split() for line in open(keylog)) if len(p) == 3)
+    return sock, Tls13Sealer(obj.cipher()[0], secrets["CLIENT_TRAFFIC_SECRET_0"])
+
+
+def test_record_over_the_size_limit_refused(fx):
+    """A TLS 1.3 record whose inner plaintext (content, type, padding) is
+    over 2^14 + 1 bytes is a record_overflow (RFC 8446 5.4), whatever its
+    content's own length: 16,384 bytes of data padded with 239 zeros ends
+    the session, and none of it reaches the upstream (before, it was
+    accepted and relayed)."""
+    gw = fx.gateway(tunnel_config(fx))
+    sock, seal = tls13_client(fx, gw.ports()[0])
+    sock.sendall(seal.seal(23, b"hello\n"))
+    wait_for(lambda: gw.events("session.start", user="alice@example.com"), 10, "the session")
+    before = len(fx.hold.received)
+    sock.sendall(seal.seal(23, b"A" * 16384, pad=239))
+    sock.sendall(seal.seal(23, b"after\n"))
+    end = wait_for(lambda: gw.events("session.end", user="alice@example.com"), 10,
+                   "session.end")[0]
+    sock.close()
+    assert end["reason"] == "client closed" and end["detail"] == "record overflow", end
+    wait_for(lambda: len(fx.hold.received) > before, 10, "the upstream connection to end")
+    assert fx.hold.received[-1] == BANNER[:0] + b"hello\n", fx.hold.received[-1][:40]
+    gw.stop()
+
+
 def gateway_queues(port):
     """(unsent, unread) bytes of the gateway's socket on its listening port
     with the most unread (/proc/net/tcp tx_queue, rx_queue): a client the
@@ -631,6 +708,7 @@ if __name__ == "__main__":
     sys.exit(run([
         test_keyupdate_flood_is_cut,
         test_tls12_renegotiation_flood_is_cut,
+        test_record_over_the_size_limit_refused,
         test_interleaved_keyupdates_are_bounded,
         test_control_traffic_is_not_activity,
         test_postgres_mode_flood_before_startup,
