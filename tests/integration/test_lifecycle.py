@@ -745,6 +745,8 @@ class BulkUpstream(threading.Thread):
         self.sock.listen(1)
         self.port = self.sock.getsockname()[1]
         self.reading = threading.Event()  # the stall is over
+        self.probe = None  # called as the stall ends: what the client had sent by then
+        self.probed = None
         self.received = 0
         self.digest = None
         self.error = None
@@ -756,6 +758,8 @@ class BulkUpstream(threading.Thread):
             conn.settimeout(30 * SLOW)
             h = hashlib.sha256()
             time.sleep(self.stall)  # the slow reader: not reading at all yet
+            if self.probe is not None:
+                self.probed = self.probe()
             self.reading.set()
             end_slow = time.monotonic() + self.slow
             while True:
@@ -807,15 +811,16 @@ def test_bulk_transfer_backpressure_and_half_close(fx):
         except Exception as e:
             upload_error.append(repr(e))
     uploader = threading.Thread(target=upload, daemon=True)
+    # read by the upstream's own thread as its stall ends, not by the loop
+    # below, which a loaded machine may not run until the upload is over
+    up.probe = lambda: sent[0]
     t0 = time.monotonic()
     uploader.start()
     peak = base
-    sent_in_stall = None
     while uploader.is_alive() and time.monotonic() - t0 < 60 * SLOW:
         peak = max(peak, rss_kib(pid))
-        if sent_in_stall is None and up.reading.is_set():
-            sent_in_stall = sent[0]
         time.sleep(0.02)
+    sent_in_stall = up.probed
     uploader.join(1)
     assert not uploader.is_alive(), "upload stuck at %d bytes" % sent[0]
     assert not upload_error, upload_error
