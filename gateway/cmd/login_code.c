@@ -43,6 +43,7 @@ typedef struct callback {
 	pthread_cond_t cond;
 	const char *state;  /* this login's */
 	const char *issuer; /* the provider's, for an iss parameter (RFC 9207) */
+	bool iss_required;  /* the provider says every answer carries iss */
 	bool answered;      /* the final callback was handled ... */
 	bool done;          /* ... and its page sent */
 	unsigned ignored;   /* answers with another state */
@@ -136,6 +137,15 @@ static enum MHD_Result finish(callback_t *cb, struct MHD_Connection *conn, void 
 	char a[200], b[400];
 	cb->answered = true;
 	*con_cls = &final_marker;
+	if (iss == NULL && cb->iss_required) {
+		snprintf(cb->error, sizeof(cb->error),
+		         "the sign-in answer names no issuer, though %s says every answer does "
+		         "(RFC 9207; a mix-up): refused",
+		         cb->issuer);
+		return page(conn, 400, "Sign-in refused",
+		            "The answer did not say which identity provider sent it. See the "
+		            "terminal.");
+	}
 	if (iss != NULL && strcmp(iss, cb->issuer) != 0) {
 		snprintf(cb->error, sizeof(cb->error),
 		         "the sign-in answer names the issuer \"%s\", not %s (a mix-up): refused",
@@ -342,7 +352,8 @@ int login_code_flow(const login_client_t *c, char **id_token, char *err, size_t 
 		snprintf(err, errlen, "no random bytes for state, nonce and PKCE");
 		return -1;
 	}
-	callback_t cb = {.state = state, .issuer = c->idp->issuer};
+	callback_t cb = {
+	        .state = state, .issuer = c->idp->issuer, .iss_required = c->idp->iss_in_answers};
 	pthread_condattr_t ca;
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);

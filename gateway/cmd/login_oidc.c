@@ -103,6 +103,8 @@ int login_idp_discover(const login_http_t *http, const char *issuer, login_idp_t
 	    endpoint(reply.json, "device_authorization_endpoint", false, &out->device_endpoint, err,
 	             errlen) < 0)
 		goto done;
+	out->iss_in_answers = json_is_true(
+	        json_object_get(reply.json, "authorization_response_iss_parameter_supported"));
 	rc = 0;
 done:
 	login_reply_finish(&reply);

@@ -24,6 +24,9 @@ typedef struct login_idp {
 	char *authorization_endpoint;
 	char *token_endpoint;
 	char *device_endpoint; /* NULL when the provider has no device grant */
+	/* authorization_response_iss_parameter_supported: every answer names
+	 * the provider (RFC 9207), so one without iss is not its */
+	bool iss_in_answers;
 } login_idp_t;
 
 /* What one sign-in needs: the provider, the client, and the deadline. */

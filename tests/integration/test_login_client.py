@@ -228,6 +228,7 @@ class FakeIdP:
         self.token_times = []
         self.device_times = []
         self.interval, self.expires_in = interval, expires_in
+        self.iss_in_answers = False  # authorization_response_iss_parameter_supported
         outer = self
 
         class Handler(JSONHandler):
@@ -238,7 +239,9 @@ class FakeIdP:
                         "authorization_endpoint": outer.issuer + "/auth",
                         "token_endpoint": outer.issuer + "/token",
                         "device_authorization_endpoint": outer.issuer + "/device/auth",
-                        "jwks_uri": outer.issuer + "/jwks"})
+                        "jwks_uri": outer.issuer + "/jwks",
+                        "authorization_response_iss_parameter_supported":
+                            outer.iss_in_answers})
                 self.reply(404, {"error": "not found"})
 
             def do_POST(self):
@@ -662,6 +665,25 @@ def test_nonce_pkce_and_mixup_with_scripted_provider(fx):
     assert lg.finish() == 1
     assert "names the issuer \"https://evil.example\"" in lg.err[-1], lg.stderr
     assert len(issuer.requests) == 1
+    # a provider that says every answer carries iss (RFC 9207): an answer
+    # without one is not its (before, it was taken)
+    fake.iss_in_answers = True
+    lg = fx.login("--dir", fx.path("mixup-no-iss"), issuer=issuer)
+    q = query_of(lg.open_url())
+    status, _ = plain_get("%s?code=C4&state=%s" % (q["redirect_uri"], q["state"]))
+    assert status == 400
+    assert lg.finish() == 1
+    assert "names no issuer" in lg.err[-1], lg.stderr
+    assert len(issuer.requests) == 1
+    # and with its iss it goes through
+    lg = fx.login("--dir", fx.path("iss-ok"), issuer=issuer)
+    q = query_of(lg.open_url())
+    fake.token_replies.append(lambda form: (200, {"id_token": fake.id_token(nonce=q["nonce"])}))
+    status, _ = plain_get("%s?code=C5&state=%s&iss=%s" % (
+        q["redirect_uri"], q["state"], urllib.parse.quote(fake.issuer, safe="")))
+    assert status == 200
+    assert lg.finish() == 0, lg.stderr
+    assert len(issuer.requests) == 2
 
 
 # --- the device grant ---------------------------------------------------------------------
