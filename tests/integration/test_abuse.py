@@ -229,6 +229,34 @@ def test_keyupdate_flood_is_cut(fx):
     gw.stop()
 
 
+def keylogged_client(fx, port, tune):
+    """alice's handshake over a memory BIO, its secrets in a key log, so a
+    test can seal records by hand afterwards. tune(ctx) sets the version.
+    Returns the socket, the SSLObject, the key log's path and the server's
+    first flight as read."""
+    keylog = fx.path("client-%d.keylog" % time.monotonic_ns())
+    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=fx.ca.crt)
+    tune(ctx)
+    ctx.load_cert_chain(fx.alice.crt, fx.alice.key)
+    ctx.keylog_filename = keylog
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10 * SLOW)
+    inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+    obj = ctx.wrap_bio(inc, out, server_hostname="localhost")
+    first = None
+    while True:
+        try:
+            obj.do_handshake()
+            break
+        except ssl.SSLWantReadError:
+            sock.sendall(out.read())
+            data = sock.recv(65536)
+            assert data, "closed during the handshake"
+            first = data if first is None else first
+            inc.write(data)
+    sock.sendall(out.read())  # the client's Finished
+    return sock, obj, keylog, first
+
+
 def tls12_prf(secret, label, seed, n):
     """TLS 1.2's PRF with SHA-256 (RFC 5246 5)."""
     seed = label + seed
@@ -247,27 +275,10 @@ def test_tls12_renegotiation_flood_is_cut(fx):
     KeyUpdate flood; before, 2,000 got 2,000 answers and no cut."""
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
     gw = fx.gateway(tunnel_config(fx))
-    keylog = fx.path("tls12.keylog")
-    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=fx.ca.crt)
-    ctx.maximum_version = ssl.TLSVersion.TLSv1_2
-    ctx.set_ciphers("ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256")
-    ctx.load_cert_chain(fx.alice.crt, fx.alice.key)
-    ctx.keylog_filename = keylog
-    sock = socket.create_connection(("127.0.0.1", gw.ports()[0]), timeout=10 * SLOW)
-    inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
-    obj = ctx.wrap_bio(inc, out, server_hostname="localhost")
-    first = None
-    while True:
-        try:
-            obj.do_handshake()
-            break
-        except ssl.SSLWantReadError:
-            sock.sendall(out.read())
-            data = sock.recv(65536)
-            assert data, "closed during the handshake"
-            first = data if first is None else first
-            inc.write(data)
-    sock.sendall(out.read())
+    def tls12(ctx):
+        ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+        ctx.set_ciphers("ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256")
+    sock, obj, keylog, first = keylogged_client(fx, gw.ports()[0], tls12)
     assert obj.version() == "TLSv1.2", obj.version()
     # the client's write key: the key block from the master secret and
     # both randoms (the ServerHello's, after its type, length and version)
@@ -347,22 +358,9 @@ class Tls13Sealer:
 
 def tls13_client(fx, port):
     """alice's TLS 1.3 handshake; returns the socket and her sealer."""
-    keylog = fx.path("tls13-%d.keylog" % time.monotonic_ns())
-    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=fx.ca.crt)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
-    ctx.load_cert_chain(fx.alice.crt, fx.alice.key)
-    ctx.keylog_filename = keylog
-    sock = socket.create_connection(("127.0.0.1", port), timeout=10 * SLOW)
-    inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
-    obj = ctx.wrap_bio(inc, out, server_hostname="localhost")
-    while True:
-        try:
-            obj.do_handshake()
-            break
-        except ssl.SSLWantReadError:
-            sock.sendall(out.read())
-            inc.write(sock.recv(65536))
-    sock.sendall(out.read())  # Finished
+    def tls13(ctx):
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    sock, obj, keylog, _ = keylogged_client(fx, port, tls13)
     secrets = dict((p[0], bytes.fromhex(p[2])) for p in
                    (line.split() for line in open(keylog)) if len(p) == 3)
     return sock, Tls13Sealer(obj.cipher()[0], secrets["CLIENT_TRAFFIC_SECRET_0"])
